@@ -1,0 +1,476 @@
+"""The loss–network–position decomposition of the gradient norm.
+
+For a batch with raw outputs f ∈ R^D, loss L, residual g = ∂L/∂f and Jacobian
+J = ∂f/∂θ ∈ R^{D×P}, the eNTK is Θ = J Jᵀ and
+
+    ‖∇θL‖² = gᵀ Θ g = χ_loss · χ_net · χ_pos
+    χ_loss = ‖g‖²,   χ_net = Tr Θ,   χ_pos = ‖∇θL‖² / (χ_loss · χ_net)
+
+χ_pos, the *spectral position*, is the normalised eigenvalue Σ_k (λ_k / Tr Θ) q_k averaged
+under the distribution q_k = (v_k·g)² / ‖g‖² of the residual over the eigenmodes.
+``measure`` computes all of it without forming J or Θ:
+
+* ‖∇θL‖² and χ_loss exactly, from one forward and one backward pass;
+* χ_net = Tr Θ by the chosen :class:`Estimator`: exactly (one backward pass per output) or
+  by Hutchinson's estimator E_z ‖Jᵀz‖² = Tr Θ with Rademacher probes z, whose
+  vector–Jacobian products share one forward pass (batched cotangents).
+
+Every quantity is a sum over samples; the loss normalisation (1/n, n the number of counted
+outputs of the whole batch) is applied once at the end. So a batch can be processed in
+micro-batches with identical results, and the probe for (sample, probe index) is drawn
+from its own seeded stream, so micro-batching does not change the Hutchinson estimate
+either.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve_adapter
+from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
+from specprobe.params import measuring, select_parameters
+
+DEFAULT_MAX_EXACT_OUTPUTS = 16_384
+"""The exact estimator's default limit on D (it costs one backward pass per output)."""
+
+
+_NON_FINITE_HINT = (
+    "check the checkpoint and the dtype (float16 overflows easily; try float32); with a left-padded "
+    "batch, pad on the right (tokenizer.padding_side = 'right'): fully masked attention rows "
+    "give NaN in some models"
+)
+
+
+class Estimator(str, Enum):
+    """How χ_net = Tr Θ is computed. ‖∇θL‖² and χ_loss are always exact."""
+
+    EXACT = "exact"
+    """Σ_i ‖∂f_i/∂θ‖² over all D outputs: D backward passes, no error. Tiny D only."""
+
+    HUTCHINSON = "hutchinson"
+    """Mean of ‖Jᵀz‖² over Rademacher probes z ∈ {±1}^D: one forward pass and one backward
+    pass per probe. Unbiased; its variance includes cross-sample terms zᵢzⱼΘᵢⱼ."""
+
+    HUTCHINSON_PER_SAMPLE = "hutchinson_per_sample"
+    """Σ_b ‖J_bᵀ z_b‖² with probes drawn per sample b: the cross-sample blocks of Θ drop out
+    of the variance. Runs sample by sample (a forward pass per sample, a backward pass per
+    sample and probe): the same number of FLOPs as HUTCHINSON, less parallelism."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], value: E | str, what: str) -> E:
+    """``enum(value)``, or a SpecprobeError that lists the valid choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(str(m.value) for m in enum)
+        raise SpecprobeError(
+            f"unknown {what} {value!r}; expected one of: {valid}", f"pass one of: {valid}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The loss–network–position decomposition of one batch (names as in DESIGN section 2).
+
+    ``*_stderr`` fields are standard errors of the estimate (0 for exact quantities).
+    ``spectral_position_stderr`` propagates the error of χ_net (the only estimated factor):
+    se(χ_pos) = χ_pos · se(χ_net) / χ_net.
+    """
+
+    loss: float
+    """L, the mean training loss over the counted outputs."""
+    grad_norm_sq: float
+    """‖∇θL‖² over the selected parameters (exact)."""
+    chi_loss: float
+    """χ_loss = ‖g‖², the size of the loss residual (exact)."""
+    chi_net: float
+    """χ_net = Tr Θ, the network's response (exact or estimated)."""
+    chi_net_stderr: float
+    spectral_position: float
+    """χ_pos = ‖∇θL‖² / (χ_loss χ_net) ∈ [λ_min/TrΘ, λ_max/TrΘ]; 1/D for an unaligned residual."""
+    spectral_position_stderr: float
+    num_outputs: int
+    """D, the number of counted raw outputs (counted rows × entries per row)."""
+    num_params: int
+    """P, the number of selected parameters."""
+    num_samples: int
+    """N, the number of samples (sequences) in the batch."""
+    num_tokens: int
+    """Counted output rows: predicted tokens for a language model, samples for a classifier."""
+    estimator: str
+    probes: int
+    """Hutchinson probes (0 for the exact estimator)."""
+    seed: int | None
+    """Seed of the probes (None for the exact estimator)."""
+    micro_batch_size: int
+    adapter: str
+    loss_kind: str
+    dtype: str
+    """The model's dtype; accumulation is in float64 for float64 models, float32 otherwise."""
+    params: tuple[str, ...] | None
+    """The parameter name patterns, or None for all trainable parameters."""
+    time_s: float
+
+    @property
+    def normalized_position(self) -> float:
+        """D · χ_pos: 1 for a residual with no alignment to the spectrum."""
+        return self.num_outputs * self.spectral_position
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of all fields."""
+        record = asdict(self)
+        record["params"] = list(self.params) if self.params is not None else None
+        return record
+
+
+def measure(
+    model: nn.Module,
+    batch: Any,
+    *,
+    estimator: Estimator | str = Estimator.HUTCHINSON,
+    probes: int = 32,
+    seed: int | None = 0,
+    adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
+    params: Sequence[str] | str | None = None,
+    micro_batch_size: int | None = None,
+    probe_batch_size: int = 16,
+    max_exact_outputs: int = DEFAULT_MAX_EXACT_OUTPUTS,
+) -> Measurement:
+    """Measure the loss–network–position decomposition of ``model`` on ``batch``.
+
+    Args:
+        model: any ``torch.nn.Module``; measured in eval mode, its state restored after.
+        batch: what the adapter reads: a tokenizer's output for a causal LM, a pair
+            ``(inputs, targets)`` for classification or regression.
+        estimator: how χ_net is computed (:class:`Estimator` or its string value).
+        probes: Hutchinson probes m (at least 2, for the standard error).
+        seed: seed of the probes; None draws one from the OS (recorded in the result).
+        adapter: how the batch becomes outputs (see ``specprobe.adapters``); chosen from
+            the batch when None.
+        params: glob patterns on parameter names (e.g. ``"lm_head.*"``); None selects all
+            trainable parameters.
+        micro_batch_size: samples per forward pass; results do not depend on it. Default:
+            the whole batch for HUTCHINSON, 1 for EXACT; HUTCHINSON_PER_SAMPLE always uses 1.
+        probe_batch_size: cotangents per batched backward pass (memory: that many copies of
+            the activation gradients).
+        max_exact_outputs: the EXACT estimator refuses a batch with more outputs than this.
+
+    Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
+    estimators, 1 forward + (1 + D) backward for EXACT. Memory: the autograd graph of one
+    micro-batch, ``probe_batch_size`` cotangents of the outputs' size, the gradient
+    (P floats) and, for HUTCHINSON over several micro-batches, m accumulated probe
+    products (m · P floats).
+
+    Returns:
+        A frozen :class:`Measurement`.
+
+    Raises:
+        SpecprobeError (BatchError, NonFiniteError, TooLargeError,
+        ParameterSelectionError) on bad input, never a silent NaN.
+    """
+    start_time = time.perf_counter()
+    est = parse_enum(Estimator, estimator, "estimator")
+    if est is not Estimator.EXACT and probes < 2:
+        raise SpecprobeError(
+            f"expected at least 2 Hutchinson probes (for a standard error), found probes={probes}",
+            "use probes=32 or more, or estimator='exact' for tiny models",
+        )
+    if probe_batch_size < 1:
+        raise SpecprobeError(
+            f"expected probe_batch_size >= 1, found {probe_batch_size}", "use the default, 16"
+        )
+    if seed is None and est is not Estimator.EXACT:
+        seed = int.from_bytes(os.urandom(4), "little")
+    resolved = resolve_adapter(adapter, batch)
+    num_samples = resolved.num_samples(batch)
+    if num_samples == 0:
+        raise BatchError("expected a batch with at least one sample, found an empty batch", "pass some data")
+    if est is Estimator.HUTCHINSON_PER_SAMPLE:
+        micro = 1
+    elif micro_batch_size is not None:
+        if micro_batch_size < 1:
+            raise SpecprobeError(
+                f"expected micro_batch_size >= 1, found {micro_batch_size}", "use None for the whole batch"
+            )
+        micro = min(micro_batch_size, num_samples)
+    else:
+        micro = 1 if est is Estimator.EXACT else num_samples
+    selected = select_parameters(model, params)
+    tensors = [p for _, p in selected]
+    dtype = tensors[0].dtype
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    run = _Run(
+        est,
+        probes if est is not Estimator.EXACT else 0,
+        seed,
+        tensors,
+        acc,
+        probe_batch_size,
+        max_exact_outputs,
+        several=micro < num_samples,
+    )
+    with measuring(model, selected):
+        for begin in range(0, num_samples, micro):
+            stop = min(begin + micro, num_samples)
+            run.add(resolved(model, resolved.take(batch, begin, stop)), begin)
+    return run.finish(
+        num_samples=num_samples,
+        micro_batch_size=micro,
+        adapter=resolved.name,
+        params=(params,) if isinstance(params, str) else (tuple(params) if params is not None else None),
+        start_time=start_time,
+    )
+
+
+class _Run:
+    """Sums over micro-batches: the gradient, the scalars, and the trace estimate."""
+
+    def __init__(
+        self,
+        estimator: Estimator,
+        probes: int,
+        seed: int | None,
+        params: Sequence[Tensor],
+        acc: torch.dtype,
+        probe_batch_size: int,
+        max_exact_outputs: int,
+        several: bool,
+    ) -> None:
+        self.estimator = estimator
+        self.probes = probes
+        self.seed = seed
+        self.params = list(params)
+        self.acc = acc
+        self.chunk = probe_batch_size
+        self.max_exact_outputs = max_exact_outputs
+        self.grad = [torch.zeros_like(p, dtype=acc) for p in params]
+        self.loss_sum = 0.0
+        self.residual_sq_sum = 0.0  # Σ ‖g̃‖² with g̃ = n·g, the unnormalised residual
+        self.rows = 0
+        self.outputs = 0
+        self.entries = 0  # n: counted rows (cross-entropy) or counted entries (MSE)
+        self.trace_sum = 0.0  # EXACT
+        self.probe_values = np.zeros(probes)  # ‖Jᵀz_j‖², summed over micro-batches when separable
+        # Plain Hutchinson over several micro-batches: Jᵀz_j must be summed over micro-batches
+        # before its norm is taken (the cross-sample terms), so keep m vectors of P floats.
+        self.probe_sums: list[list[Tensor]] | None = None
+        if estimator is Estimator.HUTCHINSON and several:
+            self.probe_sums = [[torch.zeros_like(p, dtype=acc) for p in params] for _ in range(probes)]
+        self.dtype = str(params[0].dtype).removeprefix("torch.")
+        self.num_params = sum(p.numel() for p in params)
+        self.loss_kind: Loss | None = None
+
+    def add(self, adapted: AdaptedBatch, first_sample: int) -> None:
+        """Add one micro-batch whose first sample has global index ``first_sample``."""
+        f, mask = adapted.outputs, adapted.mask
+        self.loss_kind = adapted.loss
+        rows = int(mask.sum())
+        if rows == 0:
+            return
+        if not bool(torch.isfinite(f.detach()).all(-1)[mask].all()):
+            raise NonFiniteError(
+                f"expected finite model outputs, found NaN or inf in the counted outputs of samples "
+                f"{first_sample}..{first_sample + f.shape[0] - 1}",
+                _NON_FINITE_HINT,
+            )
+        self.rows += rows
+        self.outputs += rows * f.shape[-1]
+        if self.estimator is Estimator.EXACT and self.outputs > self.max_exact_outputs:
+            raise TooLargeError(
+                f"the exact estimator needs one backward pass per output, and this batch has more than "
+                f"max_exact_outputs={self.max_exact_outputs} outputs (D >= {self.outputs})",
+                "use estimator='hutchinson' (or 'hutchinson_per_sample') with probes=32, "
+                "or raise max_exact_outputs",
+            )
+        loss_sum, residual = _loss_and_residual(adapted, self.acc)
+        self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
+        self.loss_sum += loss_sum
+        self.residual_sq_sum += float(residual.double().square().sum())
+        grads = _vjp(f, self.params, residual.to(f.dtype).unsqueeze(0))
+        for total, g in zip(self.grad, grads, strict=True):
+            total += g[0].to(self.acc)
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise NonFiniteError(
+                f"expected a finite gradient, found NaN or inf (samples {first_sample}..)",
+                _NON_FINITE_HINT,
+            )
+        if self.estimator is Estimator.EXACT:
+            self.trace_sum += self._exact_trace(f, mask)
+        else:
+            self._probe(f, mask, first_sample)
+
+    def _exact_trace(self, f: Tensor, mask: Tensor) -> float:
+        """Σ_i ‖∂f_i/∂θ‖² over the counted outputs i: one-hot cotangents, batched."""
+        counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
+        total = 0.0
+        for lo in range(0, counted.numel(), self.chunk):
+            idx = counted[lo : lo + self.chunk]
+            onehot = torch.zeros(idx.numel(), f.numel(), dtype=f.dtype, device=f.device)
+            onehot[torch.arange(idx.numel(), device=f.device), idx] = 1
+            vjps = _vjp(f, self.params, onehot.reshape(idx.numel(), *f.shape))
+            total += float(_squared_norms(vjps, self.acc).sum())
+        return total
+
+    def _probe(self, f: Tensor, mask: Tensor, first_sample: int) -> None:
+        """Hutchinson: ‖Jᵀz‖² for the probes, on this micro-batch's outputs."""
+        assert self.seed is not None  # set in measure() for the Hutchinson estimators
+        row_mask = mask.unsqueeze(-1).to(f.dtype)
+        for lo in range(0, self.probes, self.chunk):
+            js = range(lo, min(lo + self.chunk, self.probes))
+            z = torch.stack(
+                [
+                    torch.stack(
+                        [_rademacher(self.seed, first_sample + b, j, f.shape[1:]) for b in range(f.shape[0])]
+                    )
+                    for j in js
+                ]
+            ).to(device=f.device, dtype=f.dtype)
+            vjps = _vjp(f, self.params, z * row_mask)
+            if self.probe_sums is None:
+                self.probe_values[lo : lo + len(js)] += _squared_norms(vjps, self.acc)
+            else:
+                for i, j in enumerate(js):
+                    for total, v in zip(self.probe_sums[j], vjps, strict=True):
+                        total += v[i].to(self.acc)
+
+    def finish(
+        self,
+        *,
+        num_samples: int,
+        micro_batch_size: int,
+        adapter: str,
+        params: tuple[str, ...] | None,
+        start_time: float,
+    ) -> Measurement:
+        if self.rows == 0:
+            raise BatchError(
+                "expected at least one counted output, found every output masked "
+                "(attention_mask 0 or label -100 everywhere)",
+                "pass a batch with unmasked targets; a sequence needs two tokens to predict one",
+            )
+        if self.probe_sums is not None:
+            self.probe_values = np.array(
+                [sum(float(t.double().square().sum()) for t in sums) for sums in self.probe_sums]
+            )
+        n = float(self.entries)
+        grad_sq = sum(float(g.double().square().sum()) for g in self.grad)
+        grad_norm_sq = grad_sq / n**2
+        chi_loss = self.residual_sq_sum / n**2
+        if self.estimator is Estimator.EXACT:
+            chi_net, chi_net_stderr = self.trace_sum, 0.0
+        else:
+            chi_net = float(self.probe_values.mean())
+            chi_net_stderr = float(self.probe_values.std(ddof=1) / math.sqrt(self.probes))
+        if chi_loss == 0.0:
+            raise BatchError(
+                "expected a non-zero loss residual, found g = 0 (the model fits this batch exactly)",
+                "the spectral position is undefined without a residual; measure on other data",
+            )
+        if not chi_net > 0.0:
+            raise BatchError(
+                f"expected a positive kernel trace, found chi_net={chi_net}: the selected parameters "
+                "do not influence the counted outputs",
+                "select parameters that the outputs depend on",
+            )
+        position = grad_norm_sq / (chi_loss * chi_net)
+        assert self.loss_kind is not None
+        return Measurement(
+            loss=self.loss_sum / n,
+            grad_norm_sq=grad_norm_sq,
+            chi_loss=chi_loss,
+            chi_net=chi_net,
+            chi_net_stderr=chi_net_stderr,
+            spectral_position=position,
+            spectral_position_stderr=position * chi_net_stderr / chi_net,
+            num_outputs=self.outputs,
+            num_params=self.num_params,
+            num_samples=num_samples,
+            num_tokens=self.rows,
+            estimator=self.estimator.value,
+            probes=self.probes,
+            seed=self.seed,
+            micro_batch_size=micro_batch_size,
+            adapter=adapter,
+            loss_kind=self.loss_kind.value,
+            dtype=self.dtype,
+            params=params,
+            time_s=time.perf_counter() - start_time,
+        )
+
+
+def _loss_and_residual(adapted: AdaptedBatch, acc: torch.dtype) -> tuple[float, Tensor]:
+    """Σ of the per-output losses, and the unnormalised residual g̃ = n·g (zero where masked).
+
+    Cross-entropy: ℓ_t = −log softmax(f_t)[y_t], g̃_t = softmax(f_t) − onehot(y_t).
+    MSE: ℓ = (f − y)², g̃ = 2 (f − y).
+    """
+    f = adapted.outputs.detach().to(acc)
+    rows = adapted.mask.unsqueeze(-1).to(acc)
+    if adapted.loss is Loss.CROSS_ENTROPY:
+        logp = torch.log_softmax(f, dim=-1)
+        picked = logp.gather(-1, adapted.targets.unsqueeze(-1))
+        loss_sum = float(-(picked * rows).sum())
+        residual = logp.exp()
+        residual.scatter_add_(-1, adapted.targets.unsqueeze(-1), -torch.ones_like(picked))
+    else:
+        diff = f - adapted.targets.detach().to(acc)
+        loss_sum = float((diff.square() * rows).sum())
+        residual = 2 * diff
+    return loss_sum, residual * rows
+
+
+def _rademacher(seed: int, sample: int, probe: int, shape: torch.Size) -> Tensor:
+    """The ±1 probe of ``(sample, probe)``: its own stream, so no value depends on batching."""
+    state = np.random.SeedSequence([seed, sample, probe]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator().manual_seed((int(state[0]) << 32) | int(state[1]))
+    bits = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8)
+    return bits * 2 - 1
+
+
+def _vjp(f: Tensor, params: list[Tensor], cotangents: Tensor) -> list[Tensor]:
+    """Jᵀv for a block of cotangents ``(k, *f.shape)``: a list of ``(k, *p.shape)`` tensors.
+
+    One batched backward pass (``is_grads_batched``: autograd's vmap over the backward
+    graph). Where an operator has no batching rule, autograd itself falls back to a loop
+    (slower, same numbers). The graph is retained for the next block.
+    """
+    k = cotangents.shape[0]
+    with warnings.catch_warnings():
+        # The per-operator "falling back to a slow loop" notice is about speed, not results.
+        warnings.filterwarnings("ignore", message=".*fall.*back.*")
+        grads = torch.autograd.grad(
+            f,
+            params,
+            cotangents if k > 1 else cotangents[0],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=k > 1,
+        )
+    return [
+        torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device)
+        if g is None
+        else (g if k > 1 else g.unsqueeze(0))
+        for g, p in zip(grads, params, strict=True)
+    ]
+
+
+def _squared_norms(vjps: list[Tensor], acc: torch.dtype) -> np.ndarray:
+    """‖Jᵀv_i‖² for each row i of a block of vector–Jacobian products, as float64."""
+    total = torch.zeros(vjps[0].shape[0], dtype=torch.float64)
+    for v in vjps:
+        total += v.reshape(v.shape[0], -1).to(acc).square().sum(1).double().cpu()
+    return total.numpy()

@@ -1,0 +1,94 @@
+"""Which parameters θ the kernel is taken over, and a context that restores the model.
+
+Parameters are selected by glob patterns on their names (``fnmatch``), matched against
+every name a parameter has: a tied embedding is one tensor reachable as both
+``transformer.wte.weight`` and ``lm_head.weight``, and either name selects it. The
+Jacobian then sums both uses of the tensor, as autograd does for any shared leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from difflib import get_close_matches
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from specprobe.errors import ParameterSelectionError
+
+
+def select_parameters(
+    model: nn.Module, patterns: Sequence[str] | str | None = None
+) -> list[tuple[str, nn.Parameter]]:
+    """The parameters to measure over, as ``(name, parameter)`` pairs, each tensor once.
+
+    ``patterns=None`` selects every parameter with ``requires_grad=True`` (the trainable
+    ones). Otherwise a parameter is selected when any of its names matches any pattern,
+    whatever its ``requires_grad``; e.g. ``["embed_out.*", "lm_head.*"]`` selects the
+    output head of GPT-NeoX or GPT-2. Raises ParameterSelectionError when nothing is
+    selected or a pattern matches nothing.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    named = list(model.named_parameters(remove_duplicate=False))
+    if not named:
+        raise ParameterSelectionError(
+            f"expected a model with parameters, found none in {type(model).__name__}",
+            "measure a model that has trainable parameters",
+        )
+    selected: dict[int, tuple[str, nn.Parameter]] = {}
+    if patterns is None:
+        for name, param in named:
+            if param.requires_grad:
+                selected.setdefault(id(param), (name, param))
+        if not selected:
+            raise ParameterSelectionError(
+                "expected trainable parameters (requires_grad=True), found none",
+                "unfreeze some parameters or select them by name with params=[...]",
+            )
+        return list(selected.values())
+    for pattern in patterns:
+        hits = [(n, p) for n, p in named if fnmatchcase(n, pattern)]
+        if not hits:
+            names = [n for n, _ in named]
+            close = get_close_matches(pattern.rstrip("*").rstrip("."), names, n=3, cutoff=0.6)
+            shown = close or [*names[:2], "...", *names[-2:]]
+            lead = "did you mean" if close else "names look like"
+            raise ParameterSelectionError(
+                f"parameter pattern {pattern!r} matches no parameter name ({lead}: {', '.join(shown)})",
+                "patterns are globs on full names, e.g. 'lm_head.*' or '*.layers.0.*'",
+            )
+        for name, param in hits:
+            selected.setdefault(id(param), (name, param))
+    # Keep the model's own order, so results do not depend on the order of the patterns.
+    order = {id(p): i for i, (_, p) in enumerate(named)}
+    return sorted(selected.values(), key=lambda item: order[id(item[1])])
+
+
+@contextmanager
+def measuring(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]]) -> Iterator[None]:
+    """Put ``model`` in measuring state and restore the caller's state afterwards.
+
+    While inside: every module in eval mode (dropout off, BatchNorm on running statistics),
+    ``requires_grad`` on for the selected parameters and off for all others (so backward
+    passes skip them), and autograd enabled even inside a caller's ``torch.no_grad()``.
+    On exit, also after an exception: each module's training flag and each parameter's
+    ``requires_grad`` as they were. ``.grad`` buffers are never touched: gradients are taken
+    with ``torch.autograd.grad``, which does not accumulate into them.
+    """
+    training = [(m, m.training) for m in model.modules()]
+    requires = [(p, p.requires_grad) for p in model.parameters()]
+    chosen = {id(p) for _, p in selected}
+    try:
+        model.eval()
+        for param, _ in requires:
+            param.requires_grad_(id(param) in chosen)
+        with torch.enable_grad():
+            yield
+    finally:
+        for module, flag in training:
+            module.training = flag
+        for param, flag in requires:
+            param.requires_grad_(flag)

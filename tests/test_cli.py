@@ -1,0 +1,58 @@
+"""The command line, through Typer's CliRunner: exit codes and messages."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import specprobe
+from specprobe.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "selftest" in result.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"specprobe {specprobe.__version__}"
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
+def test_selftest_passes_and_shows_the_comparison(arch: str) -> None:
+    result = runner.invoke(app, ["selftest", "--arch", arch, "--probes", "16"])
+    assert result.exit_code == 0, result.output
+    assert "spectral_position" in result.output
+    assert result.output.count(" ok ") == 6 and "FAIL" not in result.output
+    assert "all checks passed" in result.output
+
+
+def test_library_error_is_one_line_with_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["selftest", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "error: expected a CUDA device, found none" in result.output
+    assert "hint: run with --device cpu" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["--debug", "selftest", "--device", "cuda"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, specprobe.SpecprobeError)
+
+
+def test_bad_option_value_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["selftest", "--arch", "bert"])
+    assert result.exit_code == 2
+    assert "bert" in result.output
