@@ -7,6 +7,8 @@ Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, TypeVar
@@ -133,3 +135,191 @@ def selftest(
         err_console.print("[bold red]selftest failed[/]: the measurement disagrees with the dense reference")
         raise typer.Exit(code=1)
     console.print("[green]all checks passed[/]")
+
+
+class EstimatorChoice(str, Enum):
+    """χ_net estimators (see specprobe.Estimator)."""
+
+    exact = "exact"
+    hutchinson = "hutchinson"
+    hutchinson_per_sample = "hutchinson_per_sample"
+
+
+class LoadDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class LoadDType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float64 = "float64"
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    return items or None
+
+
+ANALYZE_EPILOG = """Examples:
+
+  specprobe analyze EleutherAI/pythia-160m --revisions step1000,step10000,step143000
+
+  specprobe analyze EleutherAI/pythia-70m EleutherAI/pythia-160m --revisions step143000 --dataset NeelNanda/pile-10k --num-sequences 64 --seq-len 256 --out runs/pythia
+
+  specprobe analyze ./my-run        (a training output directory with checkpoint-*/ folders)
+
+Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as failed); 2 bad input; 130 interrupted (finished records are kept; rerun with --resume).
+"""
+
+
+@app.command(epilog=ANALYZE_EPILOG)
+@handle_errors
+def analyze(
+    models: Annotated[list[str], typer.Argument(help="Hub ids (org/name) or local directories.")],
+    revisions: Annotated[
+        str | None,
+        typer.Option(help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names)."),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="Hub dataset name, or a local .txt/.jsonl/.parquet file or folder.")
+    ] = "NeelNanda/pile-10k",
+    dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    num_sequences: Annotated[int, typer.Option(min=1, help="Sequences in the subset.")] = 32,
+    seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and the probes.")] = 0,
+    estimator: Annotated[EstimatorChoice, typer.Option(help="χ_net estimator.")] = EstimatorChoice.hutchinson,
+    probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
+    params: Annotated[
+        str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Sequences per forward pass (default: the batch).")
+    ] = None,
+    device: Annotated[
+        LoadDevice, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")
+    ] = LoadDevice.cpu,
+    dtype: Annotated[LoadDType, typer.Option(help="Precision the model runs in.")] = LoadDType.float32,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow model code from the hub (off by default).")
+    ] = False,
+    tokens_per_step: Annotated[
+        int | None, typer.Option(help="Tokens per training step, for tokens seen (Pythia's is known).")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Skip checkpoints already measured with the same settings.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+) -> None:
+    """Measure spectral position across models and their training revisions."""
+    from specprobe.data import DataSpec
+    from specprobe.lnp import Estimator
+    from specprobe.models import Device, DType
+    from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan
+
+    plan = SweepPlan(
+        models=tuple(
+            ModelSpec(id=m, revisions=_split(revisions), tokens_per_step=tokens_per_step) for m in models
+        ),
+        data=DataSpec(
+            dataset=dataset,
+            config=dataset_config,
+            split=split,
+            text_column=text_column,
+            num_sequences=num_sequences,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            seed=seed,
+        ),
+        probe=ProbeSpec(
+            estimator=Estimator(estimator.value),
+            probes=probes,
+            seed=seed,
+            params=_split(params),
+            micro_batch_size=micro_batch_size,
+            device=Device(device.value),
+            dtype=DType(dtype.value),
+            trust_remote_code=trust_remote_code,
+        ),
+    )
+    invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
+    execute_plan(plan, out, resume=resume, json_output=json_output, invocation=invocation)
+
+
+def execute_plan(
+    plan: Any, out: str | None, *, resume: bool, json_output: bool, invocation: dict[str, Any]
+) -> None:
+    """Run a sweep with a progress display, then print the report; exit 1 if a checkpoint failed."""
+    from pathlib import Path
+
+    from specprobe.report import SweepProgress, render_run
+    from specprobe.results import ResultStore
+    from specprobe.sweep import default_out_dir, run_sweep
+
+    directory = Path(out) if out else default_out_dir()
+    store = ResultStore(directory)
+    try:
+        with SweepProgress(err_console) as progress:
+            result = run_sweep(plan, store, resume=resume, observer=progress, invocation=invocation)
+    except KeyboardInterrupt:
+        saved = len(store.records())
+        err_console.print(
+            f"interrupted: {saved} finished record(s) are kept in {directory}; "
+            "rerun the same command with --resume to continue"
+        )
+        raise typer.Exit(code=130) from None
+    if json_output:
+        _print_json_lines(result.records)
+    else:
+        render_run(result.records, console)
+        console.print(
+            f"{result.measured} measured, {result.skipped} resumed, {result.failed} failed; "
+            f"results in {directory / 'results.jsonl'}",
+            highlight=False,
+        )
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command(
+    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json"
+)
+@handle_errors
+def report(
+    directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+) -> None:
+    """Show the report of a finished or partial run."""
+    from pathlib import Path
+
+    from specprobe.errors import SpecprobeError
+    from specprobe.report import render_run
+    from specprobe.results import ResultStore
+
+    store = ResultStore(Path(directory))
+    if not store.exists():
+        raise SpecprobeError(
+            f"expected a run directory with results.jsonl, found none in {directory}",
+            "give the --out directory of specprobe analyze",
+        )
+    records = store.records()
+    if json_output:
+        _print_json_lines(records)
+        return
+    render_run(records, console)
+
+
+def _print_json_lines(records: list[dict[str, Any]]) -> None:
+    """One JSON object a line, as in results.jsonl: for jq and other tools."""
+    for record in records:
+        typer.echo(json.dumps(record, default=str))

@@ -7,7 +7,16 @@ and the eNTK operators need both.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
 from enum import Enum
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -101,3 +110,348 @@ def tiny_causal_lm(
         else:  # pragma: no cover - the Enum above is exhaustive
             raise SpecprobeError(f"unknown architecture {arch!r}", "use one of TinyArch")
     return cast(nn.Module, model).to(dtype).eval()
+
+
+# ---- checkpoints: where they are, how they load -------------------------------------------
+
+_STEP = re.compile(r"(?:^|[-_])(?:step|checkpoint)[-_]?(\d+)$|^step(\d+)$")
+
+
+def parse_step(revision: str) -> int | None:
+    """The training step in a revision name: ``step1000`` and ``checkpoint-1000`` give 1000."""
+    match = _STEP.search(revision)
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+class DType(str, Enum):
+    """Precision the model is loaded and run in; sums accumulate in float32 or better."""
+
+    float32 = "float32"
+    """Full precision (default)."""
+    bfloat16 = "bfloat16"
+    """Half the memory; the model runs in bfloat16, norms and sums accumulate in float32."""
+    float16 = "float16"
+    """Half the memory; overflows more easily than bfloat16 (NaN outputs fail the checkpoint)."""
+    float64 = "float64"
+    """Double precision, for checks against the dense reference on tiny models."""
+
+    @property
+    def torch(self) -> torch.dtype:
+        return cast(torch.dtype, getattr(torch, self.value))
+
+
+class Device(str, Enum):
+    """Where the model runs."""
+
+    cpu = "cpu"
+    """The CPU."""
+    cuda = "cuda"
+    """The first GPU; the whole model must fit on it."""
+    auto = "auto"
+    """Accelerate's device_map="auto" over all GPUs (the model may be split across them);
+    the CPU when there is no GPU. Offloading to CPU or disk is refused."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model at one revision: a hub id with a revision, or a local directory."""
+
+    model: str
+    """The hub id or local path as the user gave it."""
+    revision: str
+    """The hub revision (branch, tag or commit), or the checkpoint-<step> folder name."""
+    path: Path | None = None
+    """The local directory holding config.json and the weights (None for hub ids)."""
+
+    @property
+    def step(self) -> int | None:
+        return parse_step(self.revision)
+
+
+LOCAL_REVISION = "local"
+"""The revision name of a local directory that is itself one checkpoint."""
+
+
+def find_checkpoints(model: str, revisions: Sequence[str] | None = None) -> list[Checkpoint]:
+    """The checkpoints named by ``model`` and ``revisions``.
+
+    * A local directory with ``config.json`` is one checkpoint (revision ``local``).
+    * A local training output directory: its ``checkpoint-<step>`` sub-directories,
+      sorted by step; ``revisions`` filters them (``checkpoint-500`` or ``500``).
+    * Anything else is a hub id; ``revisions`` default to ``["main"]``.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            if revisions and list(revisions) != [LOCAL_REVISION]:
+                raise SpecprobeError(
+                    f"{model} is a single checkpoint (it holds config.json), found --revisions "
+                    f"{','.join(revisions)}",
+                    "drop --revisions, or point at a training output directory with checkpoint-* folders",
+                )
+            return [Checkpoint(model, LOCAL_REVISION, path)]
+        found = {
+            sub.name: sub
+            for sub in path.iterdir()
+            if sub.is_dir() and parse_step(sub.name) is not None and (sub / "config.json").is_file()
+        }
+        if not found:
+            raise SpecprobeError(
+                f"expected {model} to hold config.json or checkpoint-<step>/ folders with config.json, "
+                "found neither",
+                "point at a saved model (save_pretrained) or a Trainer output directory",
+            )
+        names = sorted(found, key=lambda n: parse_step(n) or 0)
+        if revisions:
+            wanted = []
+            for rev in revisions:
+                name = rev if rev in found else f"checkpoint-{rev}"
+                if name not in found:
+                    close = get_close_matches(rev, names, n=3)
+                    raise SpecprobeError(
+                        f"revision {rev!r} not found in {model}"
+                        + (f"; did you mean {', '.join(close)}?" if close else ""),
+                        f"available: {', '.join(names)}",
+                    )
+                wanted.append(name)
+            names = sorted(set(wanted), key=lambda n: parse_step(n) or 0)
+        return [Checkpoint(model, name, found[name]) for name in names]
+    if path.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise SpecprobeError(
+            f"expected a hub id (org/name) or an existing directory, found {model!r}, which does not exist",
+            "check the path, or give a hub model id such as EleutherAI/pythia-160m",
+        )
+    return [Checkpoint(model, rev) for rev in (revisions or ["main"])]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A loaded model with what the results record about it."""
+
+    checkpoint: Checkpoint
+    model: nn.Module
+    tokenizer: Any
+    commit: str | None
+    """The hub commit the revision resolved to (None for local directories)."""
+    num_params: int
+    max_positions: int | None
+    """The model's context length, when its config states one."""
+    input_device: torch.device
+    load_time_s: float
+
+
+def resolve_commit(repo_id: str, revision: str) -> str:
+    """The 40-hex commit a hub revision points to (offline: from the cache's refs)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        config = hf_hub_download(repo_id, "config.json", revision=revision)
+    except RepositoryNotFoundError:
+        raise SpecprobeError(
+            f"model {repo_id!r} not found on the Hugging Face hub",
+            "check the id (org/name), and log in (hf auth login or HF_TOKEN) for a private model",
+        ) from None
+    except RevisionNotFoundError:
+        raise SpecprobeError(
+            f"revision {revision!r} not found for {repo_id}",
+            "list the repository's branches and tags on its hub page (Pythia: step0 … step143000)",
+        ) from None
+    except LocalEntryNotFoundError:
+        raise SpecprobeError(
+            f"{repo_id} at revision {revision!r} is not in the local cache "
+            f"({_hub_cache()}) and the hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if _offline() else ""),
+            "run once with network access to download it, or set HF_HOME to a cache that holds it",
+        ) from None
+    except OSError as err:  # other download failures (gated repos, HTTP errors)
+        raise SpecprobeError(
+            f"could not fetch {repo_id} at {revision!r}: {err}", "check network access and the id"
+        ) from None
+    commit = Path(config).parent.name
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else revision
+
+
+def load_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    device: Device | str = Device.cpu,
+    dtype: DType | str = DType.float32,
+    trust_remote_code: bool = False,
+) -> LoadedCheckpoint:
+    """Load a causal LM and its tokenizer with eager attention, in eval mode.
+
+    Hub revisions are resolved to their commit first, and the model is loaded at that
+    commit, so the record names exactly the weights measured. ``device="auto"`` uses
+    Accelerate's ``device_map="auto"`` across GPUs; offloading to CPU or disk is refused
+    (torch.func's functional calls do not work through offload hooks).
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    start = time.perf_counter()
+    device, dtype = Device(device), DType(dtype)
+    if device is not Device.cpu and not torch.cuda.is_available():
+        if device is Device.cuda:
+            raise SpecprobeError("expected a CUDA device (--device cuda), found none", "use --device cpu")
+        device = Device.cpu
+    commit = None
+    source: str | Path = checkpoint.path if checkpoint.path is not None else checkpoint.model
+    revision = None
+    if checkpoint.path is None:
+        commit = resolve_commit(checkpoint.model, checkpoint.revision)
+        revision = commit
+    device_map: Any = {"": 0} if device is Device.cuda else ("auto" if device is Device.auto else None)
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            revision=revision,
+            dtype=dtype.torch,
+            attn_implementation="eager",
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+        )
+    except ValueError as err:
+        if "Unrecognized configuration class" in str(err) or "AutoModelForCausalLM" in str(err):
+            raise SpecprobeError(
+                f"{checkpoint.model} has no causal-LM head that transformers knows "
+                f"({str(err).splitlines()[0][:120]})",
+                "specprobe analyze measures causal language models; use specprobe.measure with an "
+                "adapter for other models",
+            ) from None
+        raise SpecprobeError(f"could not load {checkpoint.model}: {err}", "check the checkpoint") from None
+    except OSError as err:
+        raise SpecprobeError(
+            f"could not load {checkpoint.model} at {checkpoint.revision}: {str(err).splitlines()[0]}",
+            "check that the folder holds a complete save_pretrained checkpoint",
+        ) from None
+    placement = set(getattr(model, "hf_device_map", {}).values())
+    if placement & {"cpu", "disk"} and device is not Device.cpu:
+        raise SpecprobeError(
+            f"{checkpoint.model} does not fit on the GPUs: Accelerate offloaded part of it to "
+            f"{' and '.join(sorted(str(p) for p in placement & {'cpu', 'disk'}))}",
+            "offloading does not work with functional autodiff; use more or larger GPUs, "
+            "--dtype bfloat16, or --device cpu",
+        )
+    model.eval()
+    tokenizer = load_tokenizer(checkpoint, revision, trust_remote_code)
+    max_positions = context_length(model.config)
+    embeddings = model.get_input_embeddings()
+    return LoadedCheckpoint(
+        checkpoint=checkpoint,
+        model=model,
+        tokenizer=tokenizer,
+        commit=commit,
+        num_params=sum(p.numel() for p in model.parameters()),
+        max_positions=max_positions,
+        input_device=cast(torch.device, embeddings.weight.device),
+        load_time_s=time.perf_counter() - start,
+    )
+
+
+def fingerprint_weights(model: nn.Module) -> str:
+    """A hash over the names, shapes, dtypes and bytes of all parameters (each tensor once).
+
+    Two revisions with equal fingerprints hold the same weights: published Pythia revisions
+    contain such duplicates. Cost: one pass over the weights (a copy to CPU per tensor).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, param in model.named_parameters():
+        tensor = param.detach().contiguous().cpu()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def fingerprint_tokenizer(tokenizer: Any) -> str:
+    """A hash of the tokenizer's vocabulary and special tokens: equal hash, equal token ids."""
+    digest = hashlib.blake2b(digest_size=16)
+    vocab = tokenizer.get_vocab()
+    digest.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    digest.update(repr(getattr(tokenizer, "eos_token_id", None)).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    return digest.hexdigest()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def load_tokenizer(checkpoint: Checkpoint, revision: str | None, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's tokenizer (hub revision or local folder; a Trainer's checkpoint
+    folders often lack one, and then the training directory's own is used)."""
+    from transformers import AutoTokenizer
+
+    sources: list[str | Path] = [checkpoint.path or checkpoint.model]
+    if checkpoint.path is not None and checkpoint.revision != LOCAL_REVISION:
+        sources.append(checkpoint.path.parent)
+    error: Exception | None = None
+    for source in sources:
+        try:
+            return AutoTokenizer.from_pretrained(
+                source, revision=revision, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError, TypeError) as err:
+            error = err
+    raise SpecprobeError(
+        f"could not load the tokenizer of {checkpoint.model} ({str(error).splitlines()[0][:160]})",
+        "save the tokenizer beside the model (tokenizer.save_pretrained)",
+    )
+
+
+def context_length(config: Any) -> int | None:
+    """The model's maximum sequence length, when its config states one."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What can be learnt about a checkpoint without loading its weights."""
+
+    tokenizer: Any
+    max_positions: int | None
+
+
+def inspect_checkpoint(
+    checkpoint: Checkpoint, commit: str | None, trust_remote_code: bool = False
+) -> CheckpointInfo:
+    """Config and tokenizer only: checks that the model is a causal LM, before any weights load."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    source = checkpoint.path or checkpoint.model
+    try:
+        config = AutoConfig.from_pretrained(source, revision=commit, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise SpecprobeError(
+            f"could not read the config of {checkpoint.model} at {checkpoint.revision}: "
+            f"{str(err).splitlines()[0][:160]}",
+            "check that it is a transformers checkpoint (config.json)",
+        ) from None
+    remote = bool(getattr(config, "auto_map", {}).get("AutoModelForCausalLM")) and trust_remote_code
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
+        raise SpecprobeError(
+            f"{checkpoint.model} ({type(config).__name__}, architectures "
+            f"{getattr(config, 'architectures', None)}) has no causal-LM head that transformers knows",
+            "specprobe analyze measures causal language models; use specprobe.measure with an adapter "
+            "for other models",
+        )
+    return CheckpointInfo(load_tokenizer(checkpoint, commit, trust_remote_code), context_length(config))

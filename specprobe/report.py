@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 
@@ -54,3 +56,217 @@ def selftest_table(rows: Sequence[CheckRow], title: str) -> Table:
             "[green]ok[/]" if row.ok else "[red]FAIL[/]",
         )
     return table
+
+
+# ---- sweep reports -------------------------------------------------------------------------
+
+
+def _se(record: dict[str, Any], name: str) -> str:
+    return fmt(record[name], record.get(f"{name}_stderr"))
+
+
+def _status(record: dict[str, Any]) -> str:
+    if record.get("status") != "ok":
+        return f"[red]failed[/]: {record.get('error') or 'unknown error'}"
+    if record.get("duplicate_of"):
+        return f"[yellow]duplicate of {record['duplicate_of']}[/]"
+    return "[green]ok[/]"
+
+
+def group_by_model(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records per model, each list sorted by step (revisions without a step keep their order)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record["model"], []).append(record)
+    for rows in groups.values():
+        rows.sort(key=lambda r: (r.get("step") is None, r.get("step") or 0))
+    return groups
+
+
+def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
+    """One model over its revisions: the decomposition, position and amplification."""
+    label = rows[0].get("label") or model
+    ok = [r for r in rows if r.get("status") == "ok"]
+    first = ok[0] if ok else None
+    params = f", {ok[0]['num_params']:,} parameters" if ok and ok[0].get("num_params") else ""
+    per_batch = f", D = {ok[0]['num_outputs']:,} outputs per batch" if ok else ""
+    table = Table(title=f"{label}{params}{per_batch}", title_justify="left")
+    for col in (
+        "revision",
+        "step",
+        "tokens seen",
+        "loss",
+        "χ_loss",
+        "χ_net",
+        "‖∇L‖²",
+        "χ_pos",
+        "D·χ_pos",
+        "χ_net/χ_net₀",
+        "status",
+    ):
+        table.add_column(col, justify="left" if col in ("revision", "status") else "right")
+    for r in rows:
+        if r.get("status") != "ok":
+            table.add_row(
+                r["revision"], _opt(r.get("step")), _tokens(r.get("tokens_seen")), *[""] * 7, _status(r)
+            )
+            continue
+        assert first is not None
+        table.add_row(
+            r["revision"],
+            _opt(r.get("step")),
+            _tokens(r.get("tokens_seen")),
+            _se(r, "loss"),
+            fmt(r["chi_loss"]),
+            _se(r, "chi_net"),
+            fmt(r["grad_norm_sq"]),
+            _se(r, "spectral_position"),
+            fmt(r["normalized_position"]),
+            f"{r['chi_net'] / first['chi_net']:.3g}",
+            _status(r),
+        )
+    return table
+
+
+def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
+    """Across models: size, final loss, and the lowest spectral position reached."""
+    table = Table(title="comparison across models", title_justify="left")
+    for col in ("model", "parameters", "final loss", "lowest χ_pos", "at revision", "lowest D·χ_pos"):
+        table.add_column(col, justify="left" if col in ("model", "at revision") else "right")
+
+    def size(item: tuple[str, list[dict[str, Any]]]) -> int:
+        ok = [r for r in item[1] if r.get("status") == "ok"]
+        return int(ok[0].get("num_params") or 0) if ok else 0
+
+    for model, rows in sorted(groups.items(), key=size):
+        ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
+        if not ok:
+            table.add_row(rows[0].get("label") or model, "", "", "", "[red]no successful revision[/]", "")
+            continue
+        low = min(ok, key=lambda r: r["spectral_position"])
+        table.add_row(
+            rows[0].get("label") or model,
+            f"{ok[0].get('num_params', 0):,}",
+            _se(ok[-1], "loss"),
+            _se(low, "spectral_position"),
+            low["revision"],
+            fmt(low["normalized_position"]),
+        )
+    return table
+
+
+def run_notes(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Things a reader must know: failures, duplicated weights, differing data subsets."""
+    notes = []
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        names = ", ".join(f"{r['model']}@{r['revision']}" for r in failed)
+        notes.append(f"[red]{len(failed)} checkpoint(s) failed[/]: {names}")
+    for r in records:
+        if r.get("duplicate_of"):
+            notes.append(
+                f"[yellow]{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']}[/] "
+                "(fingerprint match): the published revision likely serves the wrong checkpoint"
+            )
+    subsets: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("dataset_fingerprint"):
+            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
+    if len(subsets) > 1:
+        groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
+        notes.append(
+            f"models with different tokenizers were measured on their own token subsets ({groups}): "
+            "their losses and positions are not on the same data; compare D·χ_pos"
+        )
+    return notes
+
+
+def render_run(records: Sequence[dict[str, Any]], console: Console) -> None:
+    """The full report of a run: a table per model, the comparison, and the notes."""
+    if not records:
+        console.print("no records yet")
+        return
+    groups = group_by_model(records)
+    for model, rows in groups.items():
+        console.print(model_table(model, rows))
+    if len(groups) > 1:
+        console.print(comparison_table(groups))
+    for note in run_notes(records):
+        console.print(note)
+
+
+def _opt(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _tokens(value: int | None) -> str:
+    if value is None:
+        return ""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return str(value)
+
+
+class SweepProgress:
+    """A Rich progress display for ``run_sweep``: checkpoints overall, batches of the current one."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.overall = self.progress.add_task("preparing", total=None)
+        self.batches = self.progress.add_task("", total=None, visible=False)
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    # The Observer protocol of specprobe.sweep:
+    def planned(self, checkpoints: Sequence[Any]) -> None:
+        self.progress.update(self.overall, description="checkpoints", total=len(checkpoints), completed=0)
+
+    def preparing(self, what: str) -> None:
+        self.progress.update(self.overall, description=what)
+
+    def loading(self, checkpoint: Any) -> None:
+        self.progress.update(self.overall, description=f"loading {checkpoint.model} @ {checkpoint.revision}")
+
+    def measuring(self, checkpoint: Any, batches: int) -> None:
+        self.progress.update(self.overall, description=f"{checkpoint.model} @ {checkpoint.revision}")
+        self.progress.reset(self.batches, total=batches, description="  batches", visible=True)
+
+    def batch_done(self, checkpoint: Any, index: int) -> None:
+        self.progress.advance(self.batches)
+
+    def finished(self, checkpoint: Any, record: dict[str, Any]) -> None:
+        self.progress.advance(self.overall)
+        self.progress.update(self.batches, visible=False)
+        if record.get("status") != "ok":
+            self.progress.console.print(
+                f"[red]failed[/] {checkpoint.model} @ {checkpoint.revision}: {record.get('error')}"
+            )
+
+    def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
+        self.progress.advance(self.overall)

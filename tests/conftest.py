@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +16,16 @@ from torch import nn
 
 from specprobe.models import tiny_causal_lm
 
-# No test may reach the network: the hub is unreachable here and in CI.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# No test may reach the network: the hub is unreachable here and in CI. The tests get a
+# hub cache of their own, set before huggingface_hub is imported (it reads HF_HOME once).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["COLUMNS"] = "220"  # wide enough that report tables are not wrapped
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+_HF_HOME = tempfile.mkdtemp(prefix="specprobe-tests-hf-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HF_DATASETS_CACHE", None)
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""Deterministic token subsets: text from a dataset, tokenised, packed, chosen by seed.
+
+Every checkpoint that shares a tokenizer is measured on exactly the same token ids: the
+subset depends only on the data settings and the tokenizer, and its fingerprint (a hash of
+the ids) is recorded with every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from specprobe.errors import SpecprobeError
+
+DEFAULT_DATASET = "NeelNanda/pile-10k"
+"""10,000 documents of the Pile, Pythia's training corpus (about 33 MB to download)."""
+
+POOL_FACTOR = 4
+"""Packed sequences read per sequence kept: the subset is drawn by seed from a pool this
+many times larger than asked for (or from all the text, when there is less)."""
+
+_LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the text comes from and how the token subset is cut."""
+
+    dataset: str = DEFAULT_DATASET
+    """A hub dataset name, or a local .txt/.jsonl/.parquet file or a folder of them."""
+    config: str | None = None
+    """The hub dataset's configuration name, if it has several."""
+    split: str = "train"
+    text_column: str = "text"
+    """Column holding the text (a .txt file has one, ``text``: one document per line)."""
+    num_sequences: int = 32
+    seq_len: int = 128
+    """Tokens per sequence; D per batch = batch_size × (seq_len − 1) × vocabulary."""
+    batch_size: int = 8
+    """Sequences per measured batch; the subset is measured batch by batch."""
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        for name in ("num_sequences", "seq_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SpecprobeError(
+                    f"expected {name} >= 1, found {getattr(self, name)}", f"give a positive {name}"
+                )
+        if self.seq_len < 2:
+            raise SpecprobeError(
+                f"expected seq_len >= 2, found {self.seq_len}", "a sequence needs two tokens to predict one"
+            )
+        if self.num_sequences % self.batch_size:
+            raise SpecprobeError(
+                f"expected num_sequences to be a multiple of batch_size (equal D per batch), found "
+                f"{self.num_sequences} sequences in batches of {self.batch_size}",
+                f"use --num-sequences {self.num_sequences - self.num_sequences % self.batch_size or self.batch_size}",
+            )
+
+
+@dataclass(frozen=True)
+class TokenSubset:
+    """The packed token ids every checkpoint with this tokenizer is measured on."""
+
+    input_ids: Tensor
+    """(num_sequences, seq_len) int64."""
+    fingerprint: str
+    """Hash of the ids: equal fingerprint, equal data."""
+    tokenizer_fingerprint: str
+    num_documents: int
+    """Documents read to fill the pool the subset was drawn from."""
+
+    def batches(self, batch_size: int) -> list[Tensor]:
+        """The subset in consecutive batches of ``batch_size`` sequences."""
+        return list(self.input_ids.split(batch_size))
+
+
+def iter_texts(spec: DataSpec) -> Iterator[str]:
+    """The documents of the dataset, streamed (a hub corpus is not downloaded whole)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = Path(spec.dataset).expanduser()
+    try:
+        if path.exists():
+            builder, files = _local_files(path)
+            stream = datasets.load_dataset(
+                builder, data_files=[str(f) for f in files], split="train", streaming=True
+            )
+        else:
+            if spec.dataset.startswith((".", "/", "~")) or Path(spec.dataset).suffix in _LOCAL_BUILDERS:
+                raise SpecprobeError(
+                    f"dataset file or folder {spec.dataset!r} does not exist",
+                    "check the path, or give a hub dataset name such as NeelNanda/pile-10k",
+                )
+            stream = datasets.load_dataset(spec.dataset, spec.config, split=spec.split, streaming=True)
+        first = True
+        for row in stream:
+            if first:
+                _check_column(row, spec)
+                first = False
+            text = row[spec.text_column]
+            if isinstance(text, str) and text.strip():
+                yield text
+    except SpecprobeError:
+        raise
+    except (FileNotFoundError, ConnectionError, ValueError, OSError) as err:
+        raise SpecprobeError(
+            f"could not read dataset {spec.dataset!r}"
+            + (f" (config {spec.config!r})" if spec.config else "")
+            + f" split {spec.split!r}: {str(err).splitlines()[0][:200]}",
+            "check the name, config and split; offline, give a local .txt/.jsonl/.parquet file",
+        ) from None
+    except Exception as err:  # datasets raises its own hierarchy (DatasetNotFoundError, ...)
+        if type(err).__module__.startswith("datasets"):
+            raise SpecprobeError(
+                f"could not read dataset {spec.dataset!r}: {str(err).splitlines()[0][:200]}",
+                "check the name, config and split; offline, give a local .txt/.jsonl/.parquet file",
+            ) from None
+        raise
+
+
+def build_subset(spec: DataSpec, tokenizer: Any, tokenizer_fingerprint: str) -> TokenSubset:
+    """Tokenise documents, pack them into ``seq_len`` chunks and draw ``num_sequences``.
+
+    Documents are joined with the tokenizer's EOS token in between, cut into chunks of
+    ``seq_len`` tokens (the last, partial chunk is dropped), and read until a pool of
+    ``POOL_FACTOR × num_sequences`` chunks is full or the text ends. ``num_sequences``
+    chunks are then drawn from the pool without replacement by ``seed``.
+    """
+    spec.validate()
+    want = spec.num_sequences * POOL_FACTOR
+    eos = getattr(tokenizer, "eos_token_id", None)
+    buffer: list[int] = []
+    pool: list[list[int]] = []
+    documents = 0
+    for text in iter_texts(spec):
+        documents += 1
+        buffer.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if eos is not None:
+            buffer.append(eos)
+        while len(buffer) >= spec.seq_len and len(pool) < want:
+            pool.append(buffer[: spec.seq_len])
+            buffer = buffer[spec.seq_len :]
+        if len(pool) >= want:
+            break
+    if len(pool) < spec.num_sequences:
+        have = len(pool) * spec.seq_len + len(buffer)
+        raise SpecprobeError(
+            f"too little text in {spec.dataset}: found {have:,} tokens in {documents} documents, need "
+            f"num_sequences × seq_len = {spec.num_sequences} × {spec.seq_len} = "
+            f"{spec.num_sequences * spec.seq_len:,}",
+            "lower --num-sequences or --seq-len, or give more text",
+        )
+    chosen = np.random.default_rng(spec.seed).choice(len(pool), size=spec.num_sequences, replace=False)
+    ids = torch.tensor([pool[i] for i in chosen], dtype=torch.long)
+    return TokenSubset(
+        input_ids=ids,
+        fingerprint=fingerprint_ids(ids),
+        tokenizer_fingerprint=tokenizer_fingerprint,
+        num_documents=documents,
+    )
+
+
+def fingerprint_ids(ids: Tensor) -> str:
+    """Hash of a tensor of token ids (shape and values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(tuple(ids.shape)).encode())
+    digest.update(ids.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _local_files(path: Path) -> tuple[str, list[Path]]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _LOCAL_BUILDERS)
+    kinds = {_LOCAL_BUILDERS.get(f.suffix) for f in files}
+    if not files or None in kinds:
+        found = ", ".join(sorted({f.suffix or f.name for f in files})) or "no data files"
+        raise SpecprobeError(
+            f"expected .txt, .jsonl or .parquet files in {path}, found {found}",
+            "give a text (one document per line), JSON-lines or Parquet file, or a folder of them",
+        )
+    if len(kinds) > 1:
+        raise SpecprobeError(
+            f"expected one kind of data file in {path}, found {', '.join(sorted(str(k) for k in kinds))}",
+            "put one kind of file in the folder, or point at a single file",
+        )
+    return kinds.pop() or "text", files
+
+
+def _check_column(row: dict[str, Any], spec: DataSpec) -> None:
+    if spec.text_column in row:
+        return
+    columns = sorted(row)
+    close = get_close_matches(spec.text_column, columns, n=1)
+    texts = [c for c in columns if isinstance(row[c], str)]
+    if not close and len(texts) == 1:  # the only text column is the likely one
+        close = texts
+    raise SpecprobeError(
+        f"dataset {spec.dataset} has no column {spec.text_column!r}"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + f" (columns: {', '.join(columns)})",
+        "pass --text-column with one of the columns",
+    )

@@ -1,0 +1,422 @@
+"""A sweep: every (model, revision) of a plan measured on the same token subset.
+
+``run_sweep`` is the one code path behind ``specprobe analyze`` (and recipes): it checks
+everything that can be checked cheaply first (checkpoints exist, revisions resolve, the
+models are causal LMs, the data is there and long enough), writes nothing until then, and
+afterwards writes each checkpoint's record the moment it is finished. A checkpoint that
+fails (NaN outputs, out of memory at micro-batch 1) is recorded as failed and the sweep
+goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from specprobe.data import DataSpec, TokenSubset, build_subset
+from specprobe.errors import SpecprobeError
+from specprobe.lnp import Estimator, Measurement, measure
+from specprobe.models import (
+    Checkpoint,
+    Device,
+    DType,
+    LoadedCheckpoint,
+    find_checkpoints,
+    fingerprint_tokenizer,
+    fingerprint_weights,
+    inspect_checkpoint,
+    load_checkpoint,
+    resolve_commit,
+)
+from specprobe.results import ResultStore, settings_hash
+
+KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
+"""Tokens per optimizer step of known families: Pythia's batch is 1024 sequences × 2048 tokens."""
+
+METADATA_FILE = "specprobe.json"
+"""Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
+
+AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How each checkpoint is measured."""
+
+    estimator: Estimator = Estimator.HUTCHINSON
+    probes: int = 32
+    seed: int = 0
+    params: tuple[str, ...] | None = None
+    micro_batch_size: int | None = None
+    device: Device = Device.cpu
+    dtype: DType = DType.float32
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("estimator", "device", "dtype"):
+            out[key] = out[key].value
+        out["params"] = list(self.params) if self.params else None
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a sweep: a hub id or local path, its revisions, and what is known of it."""
+
+    id: str
+    revisions: tuple[str, ...] | None = None
+    label: str | None = None
+    tokens_per_step: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    models: tuple[ModelSpec, ...]
+    data: DataSpec = field(default_factory=DataSpec)
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the numbers: the data and the probe settings (not the device)."""
+        probe = self.probe.to_dict()
+        for key in ("device", "trust_remote_code", "micro_batch_size"):
+            probe.pop(key)
+        return {"data": self.data.to_dict(), "probe": probe}
+
+
+class Observer(Protocol):
+    """Progress callbacks of a sweep. The CLI draws a Rich display (report.SweepProgress)."""
+
+    def planned(self, checkpoints: Sequence[Checkpoint]) -> None: ...
+    def preparing(self, what: str) -> None: ...
+    def loading(self, checkpoint: Checkpoint) -> None: ...
+    def measuring(self, checkpoint: Checkpoint, batches: int) -> None: ...
+    def batch_done(self, checkpoint: Checkpoint, index: int) -> None: ...
+    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+
+
+class NullObserver:
+    """An Observer that does nothing."""
+
+    def planned(self, checkpoints: Sequence[Checkpoint]) -> None: ...
+    def preparing(self, what: str) -> None: ...
+    def loading(self, checkpoint: Checkpoint) -> None: ...
+    def measuring(self, checkpoint: Checkpoint, batches: int) -> None: ...
+    def batch_done(self, checkpoint: Checkpoint, index: int) -> None: ...
+    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class SweepResult:
+    records: list[dict[str, Any]]
+    """The records of this sweep's checkpoints (resumed ones included), in plan order."""
+    measured: int
+    skipped: int
+    failed: int
+
+
+@dataclass
+class _Planned:
+    spec: ModelSpec
+    checkpoint: Checkpoint
+    commit: str | None
+
+
+def run_sweep(
+    plan: SweepPlan,
+    store: ResultStore,
+    *,
+    resume: bool = False,
+    observer: Observer | None = None,
+    invocation: dict[str, Any] | None = None,
+) -> SweepResult:
+    """Measure every checkpoint of ``plan`` and write its record into ``store``.
+
+    Raises SpecprobeError before writing anything when the plan cannot run. With
+    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
+    skipped (their records are returned as they are).
+    """
+    from specprobe import __version__
+
+    observer = observer or NullObserver()
+    plan.data.validate()
+    if plan.probe.estimator is not Estimator.EXACT and plan.probe.probes < 2:
+        raise SpecprobeError(
+            f"expected at least 2 probes, found {plan.probe.probes}", "use --probes 32 (or --estimator exact)"
+        )
+    planned = _plan_checkpoints(plan, observer)
+    subsets = _prepare_data(plan, planned, observer)
+    settings = plan.settings()
+    digest = settings_hash(settings)
+    if store.exists() and not resume and store.records():
+        raise SpecprobeError(
+            f"{store.directory} already holds results",
+            "pass --resume to continue that run, or choose another --out directory",
+        )
+    # config.json keeps every invocation that wrote into this directory (resumes included).
+    config = (store.config() if resume else None) or {"invocations": []}
+    config.setdefault("invocations", []).append(
+        {
+            "invocation": invocation or {},
+            "settings": settings,
+            "settings_hash": digest,
+            "models": [asdict(m) for m in plan.models],
+            "device": plan.probe.device.value,
+            "trust_remote_code": plan.probe.trust_remote_code,
+            "micro_batch_size": plan.probe.micro_batch_size,
+            "specprobe_version": __version__,
+            "started_at": _now(),
+        }
+    )
+    store.write_config(config)
+    done = store.finished(digest) if resume else {}
+    seen: dict[str, tuple[str, str]] = {}  # weight fingerprint -> first (model, revision) with it
+    for record in done.values():
+        if record.get("fingerprint"):
+            seen.setdefault(record["fingerprint"], (record["model"], record["revision"]))
+    records, measured, skipped, failed = [], 0, 0, 0
+    observer.planned([p.checkpoint for p in planned])
+    for item in planned:
+        ckpt = item.checkpoint
+        previous = done.get((ckpt.model, ckpt.revision))
+        if previous is not None:
+            observer.skipped(ckpt, previous)
+            records.append(previous)
+            skipped += 1
+            continue
+        record = _measure_checkpoint(item, plan, subsets, seen, observer)
+        record.update(
+            settings=settings, settings_hash=digest, specprobe_version=__version__, finished_at=_now()
+        )
+        store.append(record)
+        observer.finished(ckpt, record)
+        records.append(record)
+        measured += 1
+        failed += record["status"] != "ok"
+    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed)
+
+
+def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[_Planned]:
+    if not plan.models:
+        raise SpecprobeError("expected at least one model, found none", "name a hub id or a local directory")
+    planned = []
+    for spec in plan.models:
+        for ckpt in find_checkpoints(spec.id, spec.revisions):
+            observer.preparing(f"resolving {ckpt.model} @ {ckpt.revision}")
+            commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
+            planned.append(_Planned(spec, ckpt, commit))
+    return planned
+
+
+def _prepare_data(plan: SweepPlan, planned: list[_Planned], observer: Observer) -> dict[str, TokenSubset]:
+    """One subset per distinct tokenizer, from the first checkpoint of each model."""
+    subsets: dict[str, TokenSubset] = {}
+    firsts: dict[str, _Planned] = {}
+    for item in planned:
+        firsts.setdefault(item.spec.id, item)
+    for item in firsts.values():
+        observer.preparing(f"checking {item.checkpoint.model}")
+        info = inspect_checkpoint(item.checkpoint, item.commit, plan.probe.trust_remote_code)
+        if info.max_positions is not None and plan.data.seq_len > info.max_positions:
+            raise SpecprobeError(
+                f"--seq-len {plan.data.seq_len} exceeds the context of {item.checkpoint.model} "
+                f"({info.max_positions} positions)",
+                f"use --seq-len {info.max_positions} or less",
+            )
+        tok_fp = fingerprint_tokenizer(info.tokenizer)
+        if tok_fp not in subsets:
+            observer.preparing(f"tokenising {plan.data.dataset}")
+            subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
+    return subsets
+
+
+def _measure_checkpoint(
+    item: _Planned,
+    plan: SweepPlan,
+    subsets: dict[str, TokenSubset],
+    seen: dict[str, tuple[str, str]],
+    observer: Observer,
+) -> dict[str, Any]:
+    ckpt, probe = item.checkpoint, plan.probe
+    record: dict[str, Any] = {
+        "model": ckpt.model,
+        "label": item.spec.label or ckpt.model,
+        "revision": ckpt.revision,
+        "commit": item.commit,
+        "step": ckpt.step,
+        "tokens_seen": _tokens_seen(item),
+        "fingerprint": None,
+        "duplicate_of": None,
+        "status": "failed",
+        "error": None,
+    }
+    loaded: LoadedCheckpoint | None = None
+    if probe.device is not Device.cpu and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        observer.loading(ckpt)
+        loaded = load_checkpoint(
+            ckpt, device=probe.device, dtype=probe.dtype, trust_remote_code=probe.trust_remote_code
+        )
+        start = time.perf_counter()
+        fingerprint = fingerprint_weights(loaded.model)
+        fingerprint_s = time.perf_counter() - start
+        original = seen.setdefault(fingerprint, (ckpt.model, ckpt.revision))
+        if original != (ckpt.model, ckpt.revision):
+            # The same model's revision by name; another model's as model@revision.
+            record["duplicate_of"] = original[1] if original[0] == ckpt.model else "@".join(original)
+        record.update(fingerprint=fingerprint, num_params=loaded.num_params)
+        tok_fp = fingerprint_tokenizer(loaded.tokenizer)
+        if tok_fp not in subsets:  # a revision whose tokenizer differs from its model's first
+            subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
+        subset = subsets[tok_fp]
+        record.update(dataset_fingerprint=subset.fingerprint, tokenizer_fingerprint=tok_fp)
+        batches = subset.batches(plan.data.batch_size)
+        observer.measuring(ckpt, len(batches))
+        start = time.perf_counter()
+        measurements = []
+        for index, ids in enumerate(batches):
+            batch = {"input_ids": ids.to(loaded.input_device)}
+            measurements.append(_measure_with_retry(loaded, batch, probe, index))
+            observer.batch_done(ckpt, index)
+        record.update(aggregate(measurements))
+        record["timings"] = {
+            "load_s": loaded.load_time_s,
+            "fingerprint_s": fingerprint_s,
+            "measure_s": time.perf_counter() - start,
+        }
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except SpecprobeError as err:
+        record["error"] = f"{err.message} (hint: {err.hint})" if err.hint else err.message
+    except Exception as err:  # a failure in one checkpoint must not lose the others
+        record["error"] = f"{type(err).__name__}: {err}"
+    finally:
+        record["peak_memory_bytes"] = _peak_memory(probe.device)
+        del loaded
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return record
+
+
+def _measure_with_retry(
+    loaded: LoadedCheckpoint, batch: dict[str, torch.Tensor], probe: ProbeSpec, index: int
+) -> Measurement:
+    """measure(), halving the micro-batch on out-of-memory until one sequence per pass."""
+    micro = probe.micro_batch_size
+    seed = int(np.random.SeedSequence([probe.seed, index]).generate_state(1)[0])
+    while True:
+        try:
+            return measure(
+                loaded.model,
+                batch,
+                estimator=probe.estimator,
+                probes=probe.probes,
+                seed=seed,
+                params=probe.params,
+                micro_batch_size=micro,
+            )
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not _is_oom(err):
+                raise
+            size = micro or batch["input_ids"].shape[0]
+            if size <= 1:
+                raise SpecprobeError(
+                    "out of memory even with one sequence per forward pass",
+                    "use --dtype bfloat16, a shorter --seq-len, --params to measure part of the model, "
+                    "or --device auto to spread the model over GPUs",
+                ) from None
+            micro = size // 2
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Mean over batches with a standard error (DESIGN: compare at equal D per batch).
+
+    With several batches the standard error is the spread of the batch values over
+    √batches (it includes the probes' noise); with one batch it is the measurement's own.
+    """
+    first = measurements[0]
+    out: dict[str, Any] = {}
+    for name in AGGREGATED:
+        values = np.array([getattr(m, name) for m in measurements])
+        out[name] = float(values.mean())
+        if len(values) > 1:
+            out[f"{name}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+        elif name in ("chi_net", "spectral_position"):
+            out[f"{name}_stderr"] = getattr(first, f"{name}_stderr")
+        elif name == "normalized_position":
+            out[f"{name}_stderr"] = first.num_outputs * first.spectral_position_stderr
+        else:
+            out[f"{name}_stderr"] = 0.0
+    out.update(
+        num_batches=len(measurements),
+        num_outputs=first.num_outputs,
+        num_params_selected=first.num_params,
+        num_tokens=sum(m.num_tokens for m in measurements),
+        estimator=first.estimator,
+        probes=first.probes,
+        micro_batch_size=max(m.micro_batch_size for m in measurements),
+        dtype=first.dtype,
+        batches=[m.to_dict() for m in measurements],
+    )
+    return out
+
+
+def _tokens_seen(item: _Planned) -> int | None:
+    step = item.checkpoint.step
+    if step is None:
+        return None
+    per_step = item.spec.tokens_per_step
+    if per_step is None:
+        for prefix, value in KNOWN_TOKENS_PER_STEP.items():
+            if item.checkpoint.model.startswith(prefix):
+                per_step = value
+    if per_step is None and item.checkpoint.path is not None:
+        for folder in (item.checkpoint.path, item.checkpoint.path.parent):
+            meta = folder / METADATA_FILE
+            if meta.is_file():
+                per_step = json.loads(meta.read_text()).get("tokens_per_step")
+                break
+    return step * per_step if per_step else None
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err).lower()
+    return (
+        isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _peak_memory(device: Device) -> int:
+    """Peak GPU memory of this checkpoint, or the process's peak resident memory on CPU."""
+    if device is not Device.cpu and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_out_dir() -> Path:
+    """``./specprobe-runs/<UTC timestamp>``."""
+    return Path("specprobe-runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,109 @@
+"""Build a local Hugging Face hub cache, a tokenizer and a corpus for offline tests.
+
+A cache repository is HF_HOME/hub/models--ORG--NAME/ with snapshots/<40-hex commit>/
+holding the files and refs/<revision> holding the commit (no trailing newline); with
+HF_HUB_OFFLINE=1, from_pretrained(id, revision=...) resolves through it like the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from torch import nn
+
+WORDS = [
+    "the",
+    "a",
+    "one",
+    "some",
+    "every",
+    "old",
+    "new",
+    "red",
+    "blue",
+    "small",
+    "large",
+    "quick",
+    "slow",
+    "fox",
+    "dog",
+    "cat",
+    "bird",
+    "tree",
+    "river",
+    "stone",
+    "runs",
+    "jumps",
+    "sleeps",
+    "sings",
+    "falls",
+    "grows",
+    "over",
+    "under",
+    "near",
+    "beside",
+    "through",
+    "and",
+    "but",
+    "so",
+    "then",
+]
+
+
+def corpus_lines(n: int, seed: int = 0) -> list[str]:
+    """n deterministic sentences with some structure (a word is often followed by the same next word)."""
+    lines = []
+    state = seed
+    for i in range(n):
+        words = []
+        for j in range(8 + (i % 5)):
+            state = (state * 1103515245 + 12345) % 2**31
+            k = (state >> 8) % len(WORDS) if j % 3 == 0 else (len(words[-1]) * 7 + j) % len(WORDS)
+            words.append(WORDS[k])
+        lines.append(" ".join(words) + ".")
+    return lines
+
+
+def make_tokenizer(vocab_size: int = 300) -> object:
+    """A byte-level BPE trained on the corpus, wrapped so that AutoTokenizer loads it back."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus_lines(500), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def hub_repo(repo_id: str) -> Path:
+    return Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo_id.replace('/', '--')}"
+
+
+def add_revision(
+    repo_id: str,
+    revision: str,
+    model: nn.Module | None,
+    tokenizer: object | None,
+    config_only: object | None = None,
+) -> str:
+    """Save a model (and tokenizer) as ``revision`` of ``repo_id`` in the cache; returns the commit."""
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    snapshot = hub_repo(repo_id) / "snapshots" / commit
+    if model is not None:
+        model.save_pretrained(snapshot)  # type: ignore[operator]
+    if config_only is not None:
+        config_only.save_pretrained(snapshot)  # type: ignore[attr-defined]
+    if tokenizer is not None:
+        tokenizer.save_pretrained(snapshot)  # type: ignore[attr-defined]
+    refs = hub_repo(repo_id) / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / revision).write_text(commit)
+    return commit
