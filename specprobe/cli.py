@@ -323,3 +323,117 @@ def _print_json_lines(records: list[dict[str, Any]]) -> None:
     """One JSON object a line, as in results.jsonl: for jq and other tools."""
     for record in records:
         typer.echo(json.dumps(record, default=str))
+
+
+def _parse_sets(values: list[str] | None) -> dict[str, str]:
+    from specprobe.errors import SpecprobeError
+
+    out = {}
+    for item in values or []:
+        if "=" not in item:
+            raise SpecprobeError(f"expected --set NAME=VALUE, found {item!r}", "e.g. --set root=/data/runs")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+RUN_EPILOG = """Examples:
+
+  specprobe run recipes/pythia.yaml
+
+  specprobe run pythia --only pythia-160m --revisions step143000
+
+  specprobe run my-recipe.yaml --set root=/data/runs --num-sequences 64
+
+Command-line options override the recipe's fields; the effective recipe is written into the run's config.json.
+"""
+
+
+@app.command(epilog=RUN_EPILOG)
+@handle_errors
+def run(
+    recipe: Annotated[str, typer.Argument(help="A recipe file, or the name of a bundled recipe.")],
+    only: Annotated[str | None, typer.Option(help="Comma list of model labels (or ids) to run.")] = None,
+    revisions: Annotated[str | None, typer.Option(help="Comma list of revisions, for every model.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).")
+    ] = None,
+    num_sequences: Annotated[int | None, typer.Option(min=1, help="Override data.num_sequences.")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=2, help="Override data.seq_len.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
+    estimator: Annotated[EstimatorChoice | None, typer.Option(help="Override probe.estimator.")] = None,
+    probes: Annotated[int | None, typer.Option(min=2, help="Override probe.probes.")] = None,
+    device: Annotated[LoadDevice | None, typer.Option(help="Override probe.device.")] = None,
+    dtype: Annotated[LoadDType | None, typer.Option(help="Override probe.dtype.")] = None,
+    out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+) -> None:
+    """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
+    from specprobe.lnp import Estimator
+    from specprobe.models import Device, DType
+    from specprobe.recipe import load_recipe, with_overrides
+
+    loaded = load_recipe(recipe, variables=_parse_sets(set_))
+    effective = with_overrides(
+        loaded,
+        only=_split(only),
+        revisions=_split(revisions),
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        estimator=Estimator(estimator.value) if estimator else None,
+        probes=probes,
+        device=Device(device.value) if device else None,
+        dtype=DType(dtype.value) if dtype else None,
+        directory=out,
+        resume=resume,
+    )
+    invocation = {"command": "run", "argv": sys.argv[1:], "recipe": effective.to_dict()}
+    execute_plan(
+        effective.to_plan(),
+        effective.output.directory,
+        resume=effective.output.resume,
+        json_output=json_output,
+        invocation=invocation,
+    )
+
+
+@app.command(epilog="Examples:\n\n  specprobe validate my-recipe.yaml\n\n  specprobe validate pythia")
+@handle_errors
+def validate(
+    recipe: Annotated[str, typer.Argument(help="A recipe file, or the name of a bundled recipe.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Check a recipe without loading anything big: schema, local paths, revisions, local data."""
+    from specprobe.recipe import check_recipe, load_recipe
+
+    loaded = load_recipe(recipe, variables=_parse_sets(set_))
+    problems = check_recipe(loaded)
+    for problem in problems:
+        err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(code=2)
+    checkpoints = sum(len(loaded.model_revisions(m) or ()) or 1 for m in loaded.models)
+    console.print(
+        f"[green]ok[/]: {loaded.source}: family {loaded.family.name}, {len(loaded.models)} models, "
+        f"{checkpoints} checkpoints (local training folders count as one here)",
+        highlight=False,
+    )
+
+
+@app.command(name="recipes")
+def list_recipes() -> None:
+    """List the bundled recipes with their descriptions."""
+    from specprobe.recipe import bundled_recipes, load_recipe
+    from specprobe.report import recipes_table
+
+    rows = []
+    for name, path in bundled_recipes().items():
+        loaded = load_recipe(path)
+        rows.append((name, len(loaded.models), loaded.family.description))
+    console.print(recipes_table(rows))

@@ -270,3 +270,14 @@ class SweepProgress:
 
     def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
         self.progress.advance(self.overall)
+
+
+def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
+    """Bundled recipes: name, number of models, description (what a run costs)."""
+    table = Table(title="bundled recipes (specprobe run NAME)", title_justify="left")
+    table.add_column("name")
+    table.add_column("models", justify="right")
+    table.add_column("description")
+    for name, models, description in rows:
+        table.add_row(name, str(models), description)
+    return table
