@@ -25,7 +25,7 @@ from specprobe.errors import (
     SpecprobeError,
     TooLargeError,
 )
-from specprobe.lnp import Estimator, Measurement, measure
+from specprobe.lnp import Estimator, GroupShare, Measurement, measure
 from specprobe.params import select_parameters
 
 try:
@@ -38,6 +38,7 @@ __all__ = [
     "measure",
     "Measurement",
     "Estimator",
+    "GroupShare",
     "select_parameters",
     # adapters
     "Adapter",

@@ -158,6 +158,24 @@ class LoadDType(str, Enum):
     float64 = "float64"
 
 
+def parse_groups(value: str | None) -> str | dict[str, list[str]] | None:
+    """``auto``, or ``NAME=GLOB,GLOB;NAME=GLOB`` as a mapping of group name to globs."""
+    from specprobe.errors import SpecprobeError
+
+    if value is None or value == "auto":
+        return value
+    groups: dict[str, list[str]] = {}
+    for part in value.split(";"):
+        name, sep, globs = part.partition("=")
+        if not sep or not name.strip() or not globs.strip():
+            raise SpecprobeError(
+                f"expected --groups auto or NAME=GLOB,GLOB;NAME=GLOB, found {part!r}",
+                "e.g. --groups 'attention=*.attention.*;mlp=*.mlp.*'",
+            )
+        groups[name.strip()] = [g.strip() for g in globs.split(",") if g.strip()]
+    return groups
+
+
 def _split(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -202,6 +220,13 @@ def analyze(
     ] = None,
     micro_batch_size: Annotated[
         int | None, typer.Option(min=1, help="Sequences per forward pass (default: the batch).")
+    ] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            help="Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
+            "or 'NAME=GLOB,GLOB;NAME=GLOB'. Adds the head-only (frozen-feature) position."
+        ),
     ] = None,
     device: Annotated[
         LoadDevice, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")
@@ -250,6 +275,7 @@ def analyze(
             device=Device(device.value),
             dtype=DType(dtype.value),
             trust_remote_code=trust_remote_code,
+            groups=parse_groups(groups),
         ),
     )
     invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
@@ -363,6 +389,9 @@ def run(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
     estimator: Annotated[EstimatorChoice | None, typer.Option(help="Override probe.estimator.")] = None,
     probes: Annotated[int | None, typer.Option(min=2, help="Override probe.probes.")] = None,
+    groups: Annotated[
+        str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
+    ] = None,
     device: Annotated[LoadDevice | None, typer.Option(help="Override probe.device.")] = None,
     dtype: Annotated[LoadDType | None, typer.Option(help="Override probe.dtype.")] = None,
     out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
@@ -386,6 +415,7 @@ def run(
         batch_size=batch_size,
         estimator=Estimator(estimator.value) if estimator else None,
         probes=probes,
+        groups=parse_groups(groups),
         device=Device(device.value) if device else None,
         dtype=DType(dtype.value) if dtype else None,
         directory=out,

@@ -28,7 +28,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve_adapter
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
-from specprobe.params import measuring, select_parameters
+from specprobe.params import group_parameters, measuring, select_parameters
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
 """The exact estimator's default limit on D (it costs one backward pass per output)."""
@@ -80,6 +80,27 @@ def parse_enum(enum: type[E], value: E | str, what: str) -> E:
         raise SpecprobeError(
             f"unknown {what} {value!r}; expected one of: {valid}", f"pass one of: {valid}"
         ) from None
+
+
+@dataclass(frozen=True)
+class GroupShare:
+    """One parameter group's part of the decomposition.
+
+    Θ = Σ_g J_g J_gᵀ, so χ_net and ‖∇θL‖² are exact sums of the groups' values. The group's
+    ``spectral_position`` is the decomposition with θ restricted to the group,
+    ‖∇_g L‖² / (χ_loss · χ_net,g): for the output head, the frozen-feature counterfactual.
+    """
+
+    name: str
+    num_params: int
+    chi_net: float
+    chi_net_stderr: float
+    grad_norm_sq: float
+    spectral_position: float
+    chi_net_share: float
+    """χ_net,g / χ_net."""
+    grad_norm_sq_share: float
+    """‖∇_g L‖² / ‖∇θL‖²."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,8 @@ class Measurement:
     params: tuple[str, ...] | None
     """The parameter name patterns, or None for all trainable parameters."""
     time_s: float
+    groups: tuple[GroupShare, ...] | None = None
+    """The split of χ_net and ‖∇θL‖² by parameter group, when ``groups`` was given."""
 
     @property
     def normalized_position(self) -> float:
@@ -149,6 +172,7 @@ def measure(
     micro_batch_size: int | None = None,
     probe_batch_size: int = 16,
     max_exact_outputs: int = DEFAULT_MAX_EXACT_OUTPUTS,
+    groups: str | Mapping[str, Sequence[str]] | None = None,
 ) -> Measurement:
     """Measure the loss–network–position decomposition of ``model`` on ``batch``.
 
@@ -168,6 +192,9 @@ def measure(
         probe_batch_size: cotangents per batched backward pass (memory: that many copies of
             the activation gradients).
         max_exact_outputs: the EXACT estimator refuses a batch with more outputs than this.
+        groups: split χ_net and ‖∇θL‖² by parameter group (``Measurement.groups``):
+            ``"auto"`` (embeddings, each block, final norm, head) or a mapping from group
+            name to name globs. Costs nothing extra: the sums are kept per tensor anyway.
 
     Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
     estimators, 1 forward + (1 + D) backward for EXACT. Memory: the autograd graph of one
@@ -213,6 +240,7 @@ def measure(
     tensors = [p for _, p in selected]
     dtype = tensors[0].dtype
     acc = torch.float64 if dtype == torch.float64 else torch.float32
+    group_names = group_parameters([n for n, _ in selected], groups) if groups is not None else None
     run = _Run(
         est,
         probes if est is not Estimator.EXACT else 0,
@@ -222,6 +250,7 @@ def measure(
         probe_batch_size,
         max_exact_outputs,
         several=micro < num_samples,
+        group_names=group_names,
     )
     with measuring(model, selected):
         for begin in range(0, num_samples, micro):
@@ -249,8 +278,10 @@ class _Run:
         probe_batch_size: int,
         max_exact_outputs: int,
         several: bool,
+        group_names: list[str] | None = None,
     ) -> None:
         self.estimator = estimator
+        self.group_names = group_names
         self.probes = probes
         self.seed = seed
         self.params = list(params)
@@ -263,8 +294,10 @@ class _Run:
         self.rows = 0
         self.outputs = 0
         self.entries = 0  # n: counted rows (cross-entropy) or counted entries (MSE)
-        self.trace_sum = 0.0  # EXACT
-        self.probe_values = np.zeros(probes)  # ‖Jᵀz_j‖², summed over micro-batches when separable
+        # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
+        self.trace_sums = np.zeros(len(self.params))  # EXACT: Σ_i ‖∂f_i/∂θ_p‖²
+        # ‖J_pᵀz_j‖² for probe j and tensor p, summed over micro-batches when separable
+        self.probe_values = np.zeros((probes, len(self.params)))
         # Plain Hutchinson over several micro-batches: Jᵀz_j must be summed over micro-batches
         # before its norm is taken (the cross-sample terms), so keep m vectors of P floats.
         self.probe_sums: list[list[Tensor]] | None = None
@@ -309,20 +342,20 @@ class _Run:
                 _NON_FINITE_HINT,
             )
         if self.estimator is Estimator.EXACT:
-            self.trace_sum += self._exact_trace(f, mask)
+            self.trace_sums += self._exact_trace(f, mask)
         else:
             self._probe(f, mask, first_sample)
 
-    def _exact_trace(self, f: Tensor, mask: Tensor) -> float:
-        """Σ_i ‖∂f_i/∂θ‖² over the counted outputs i: one-hot cotangents, batched."""
+    def _exact_trace(self, f: Tensor, mask: Tensor) -> np.ndarray:
+        """Σ_i ‖∂f_i/∂θ_p‖² over the counted outputs i, per tensor p: one-hot cotangents, batched."""
         counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
-        total = 0.0
+        total = np.zeros(len(self.params))
         for lo in range(0, counted.numel(), self.chunk):
             idx = counted[lo : lo + self.chunk]
             onehot = torch.zeros(idx.numel(), f.numel(), dtype=f.dtype, device=f.device)
             onehot[torch.arange(idx.numel(), device=f.device), idx] = 1
             vjps = _vjp(f, self.params, onehot.reshape(idx.numel(), *f.shape))
-            total += float(_squared_norms(vjps, self.acc).sum())
+            total += _squared_norms(vjps, self.acc).sum(0)
         return total
 
     def _probe(self, f: Tensor, mask: Tensor, first_sample: int) -> None:
@@ -364,17 +397,13 @@ class _Run:
             )
         if self.probe_sums is not None:
             self.probe_values = np.array(
-                [sum(float(t.double().square().sum()) for t in sums) for sums in self.probe_sums]
+                [[float(t.double().square().sum()) for t in sums] for sums in self.probe_sums]
             )
         n = float(self.entries)
-        grad_sq = sum(float(g.double().square().sum()) for g in self.grad)
-        grad_norm_sq = grad_sq / n**2
+        grad_sq = np.array([float(g.double().square().sum()) for g in self.grad]) / n**2
+        grad_norm_sq = float(grad_sq.sum())
         chi_loss = self.residual_sq_sum / n**2
-        if self.estimator is Estimator.EXACT:
-            chi_net, chi_net_stderr = self.trace_sum, 0.0
-        else:
-            chi_net = float(self.probe_values.mean())
-            chi_net_stderr = float(self.probe_values.std(ddof=1) / math.sqrt(self.probes))
+        chi_net, chi_net_stderr = self._trace(np.ones(len(self.params), dtype=bool))
         if chi_loss == 0.0:
             raise BatchError(
                 "expected a non-zero loss residual, found g = 0 (the model fits this batch exactly)",
@@ -388,6 +417,12 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
+        shares = None
+        if self.group_names is not None:
+            shares = tuple(
+                self._group(name, chi_loss, grad_sq, chi_net, grad_norm_sq)
+                for name in dict.fromkeys(self.group_names)
+            )
         return Measurement(
             loss=self.loss_sum / n,
             grad_norm_sq=grad_norm_sq,
@@ -409,6 +444,32 @@ class _Run:
             dtype=self.dtype,
             params=params,
             time_s=time.perf_counter() - start_time,
+            groups=shares,
+        )
+
+    def _trace(self, members: np.ndarray) -> tuple[float, float]:
+        """χ_net and its standard error over the tensors in ``members`` (a boolean mask)."""
+        if self.estimator is Estimator.EXACT:
+            return float(self.trace_sums[members].sum()), 0.0
+        values = self.probe_values[:, members].sum(1)
+        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(self.probes))
+
+    def _group(
+        self, name: str, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
+    ) -> GroupShare:
+        assert self.group_names is not None
+        members = np.array([g == name for g in self.group_names])
+        trace, stderr = self._trace(members)
+        grad = float(grad_sq[members].sum())
+        return GroupShare(
+            name=name,
+            num_params=sum(p.numel() for p, m in zip(self.params, members, strict=True) if m),
+            chi_net=trace,
+            chi_net_stderr=stderr,
+            grad_norm_sq=grad,
+            spectral_position=grad / (chi_loss * trace) if trace > 0 else float("nan"),
+            chi_net_share=trace / chi_net,
+            grad_norm_sq_share=grad / grad_norm_sq if grad_norm_sq > 0 else 0.0,
         )
 
 
@@ -469,8 +530,8 @@ def _vjp(f: Tensor, params: list[Tensor], cotangents: Tensor) -> list[Tensor]:
 
 
 def _squared_norms(vjps: list[Tensor], acc: torch.dtype) -> np.ndarray:
-    """‖Jᵀv_i‖² for each row i of a block of vector–Jacobian products, as float64."""
-    total = torch.zeros(vjps[0].shape[0], dtype=torch.float64)
-    for v in vjps:
-        total += v.reshape(v.shape[0], -1).to(acc).square().sum(1).double().cpu()
-    return total.numpy()
+    """‖J_pᵀv_i‖² for each row i of a block of vector–Jacobian products and each tensor p:
+    shape (k, number of tensors), float64."""
+    return torch.stack(
+        [v.reshape(v.shape[0], -1).to(acc).square().sum(1).double().cpu() for v in vjps], dim=1
+    ).numpy()

@@ -8,7 +8,8 @@ Jacobian then sums both uses of the tensor, as autograd does for any shared leaf
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
@@ -92,3 +93,47 @@ def measuring(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]]) ->
             module.training = flag
         for param, flag in requires:
             param.requires_grad_(flag)
+
+
+AUTO_GROUPS = "auto"
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+_HEAD = re.compile(r"(?:^|\.)(?:lm_head|embed_out|head|classifier|score)\.")
+_EMBED = re.compile(r"embed|(?:^|\.)(?:wte|wpe|word_embeddings|position_embeddings)\.")
+_NORM = re.compile(r"norm|(?:^|\.)ln_f\.")
+
+
+def auto_group(name: str) -> str:
+    """The automatic group of a parameter name: ``embeddings``, ``block N``, ``final norm``,
+    ``head`` or ``other`` (covers GPT-NeoX, GPT-2, Llama and most HF decoder layouts)."""
+    block = _BLOCK.search(name)
+    if block:
+        return f"block {int(block.group(1))}"
+    if _HEAD.search(name):
+        return "head"
+    if _EMBED.search(name):
+        return "embeddings"
+    if _NORM.search(name):
+        return "final norm"
+    return "other"
+
+
+def group_parameters(names: Sequence[str], spec: str | Mapping[str, Sequence[str]]) -> list[str]:
+    """The group of each parameter name: ``spec="auto"`` uses :func:`auto_group`; a mapping
+    ``{group: [globs]}`` takes the first group with a matching glob, ``other`` when none does.
+    """
+    if isinstance(spec, str):
+        if spec != AUTO_GROUPS:
+            raise ParameterSelectionError(
+                f"expected groups='auto' or a mapping of group name to globs, found {spec!r}",
+                "e.g. groups={'attention': ['*.attention.*'], 'mlp': ['*.mlp.*']}",
+            )
+        return [auto_group(n) for n in names]
+    groups = []
+    for name in names:
+        for group, patterns in spec.items():
+            if any(fnmatchcase(name, p) for p in ([patterns] if isinstance(patterns, str) else patterns)):
+                groups.append(group)
+                break
+        else:
+            groups.append("other")
+    return groups

@@ -125,6 +125,8 @@ class RecipeProbe:
     device: Device = Device.cpu
     micro_batch_size: int | None = None
     trust_remote_code: bool = False
+    groups: Any = None
+    """Layer decomposition: "auto" or {name: [globs]}; null for none."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class Recipe:
                 device=p.device,
                 dtype=p.dtype,
                 trust_remote_code=p.trust_remote_code,
+                groups=p.groups,
             ),
         )
 

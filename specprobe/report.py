@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,47 +84,68 @@ def group_by_model(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str
 
 
 def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
-    """One model over its revisions: the decomposition, position and amplification."""
+    """One model over its revisions: the decomposition, position and amplification.
+
+    Optional columns appear when the records carry them: the head-only (frozen-feature)
+    position when a layer decomposition was measured.
+    """
     label = rows[0].get("label") or model
     ok = [r for r in rows if r.get("status") == "ok"]
     first = ok[0] if ok else None
     params = f", {ok[0]['num_params']:,} parameters" if ok and ok[0].get("num_params") else ""
     per_batch = f", D = {ok[0]['num_outputs']:,} outputs per batch" if ok else ""
     table = Table(title=f"{label}{params}{per_batch}", title_justify="left")
-    for col in (
-        "revision",
-        "step",
-        "tokens seen",
-        "loss",
-        "χ_loss",
-        "χ_net",
-        "‖∇L‖²",
-        "χ_pos",
-        "D·χ_pos",
-        "χ_net/χ_net₀",
-        "status",
-    ):
-        table.add_column(col, justify="left" if col in ("revision", "status") else "right")
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("loss", lambda r: _se(r, "loss")),
+        ("χ_loss", lambda r: fmt(r["chi_loss"])),
+        ("χ_net", lambda r: _se(r, "chi_net")),
+        ("‖∇L‖²", lambda r: fmt(r["grad_norm_sq"])),
+        ("χ_pos", lambda r: _se(r, "spectral_position")),
+        ("D·χ_pos", lambda r: fmt(r["normalized_position"])),
+        ("χ_net/χ_net₀", lambda r: f"{r['chi_net'] / first['chi_net']:.3g}" if first else ""),
+    ]
+    if any(_head(r) is not None for r in ok):
+        columns.append(("χ_pos head only", lambda r: fmt(h["spectral_position"]) if (h := _head(r)) else ""))
+    table.add_column("revision")
+    table.add_column("step", justify="right")
+    table.add_column("tokens seen", justify="right")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
+    table.add_column("status")
     for r in rows:
-        if r.get("status") != "ok":
-            table.add_row(
-                r["revision"], _opt(r.get("step")), _tokens(r.get("tokens_seen")), *[""] * 7, _status(r)
-            )
-            continue
-        assert first is not None
+        cells = [render(r) for _, render in columns] if r.get("status") == "ok" else [""] * len(columns)
+        table.add_row(r["revision"], _opt(r.get("step")), _tokens(r.get("tokens_seen")), *cells, _status(r))
+    return table
+
+
+def _head(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's ``head`` group (the frozen-feature counterfactual), if measured."""
+    for group in record.get("groups") or ():
+        if group["name"] == "head":
+            return dict(group)
+    return None
+
+
+def groups_table(record: dict[str, Any]) -> Table:
+    """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
+    position when θ is restricted to it (for the head: the frozen-feature counterfactual)."""
+    table = Table(
+        title=f"layer decomposition of {record.get('label') or record['model']} @ {record['revision']}",
+        title_justify="left",
+    )
+    for col in ("group", "parameters", "χ_net", "share of χ_net", "share of ‖∇L‖²", "χ_pos (θ = group)"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for g in record.get("groups") or ():
         table.add_row(
-            r["revision"],
-            _opt(r.get("step")),
-            _tokens(r.get("tokens_seen")),
-            _se(r, "loss"),
-            fmt(r["chi_loss"]),
-            _se(r, "chi_net"),
-            fmt(r["grad_norm_sq"]),
-            _se(r, "spectral_position"),
-            fmt(r["normalized_position"]),
-            f"{r['chi_net'] / first['chi_net']:.3g}",
-            _status(r),
+            g["name"],
+            f"{g['num_params']:,}",
+            fmt(g["chi_net"], g.get("chi_net_stderr")),
+            f"{g['chi_net_share']:.1%}",
+            f"{g['grad_norm_sq_share']:.1%}",
+            fmt(g["spectral_position"]),
         )
+    table.add_row("all", "", fmt(record["chi_net"], record.get("chi_net_stderr")), "100%", "100%",
+                  fmt(record["spectral_position"]))
     return table
 
 
@@ -189,6 +210,9 @@ def render_run(records: Sequence[dict[str, Any]], console: Console) -> None:
     groups = group_by_model(records)
     for model, rows in groups.items():
         console.print(model_table(model, rows))
+        decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
+        if decomposed:
+            console.print(groups_table(decomposed[-1]))
     if len(groups) > 1:
         console.print(comparison_table(groups))
     for note in run_notes(records):

@@ -62,6 +62,8 @@ class ProbeSpec:
     device: Device = Device.cpu
     dtype: DType = DType.float32
     trust_remote_code: bool = False
+    groups: str | dict[str, list[str]] | None = None
+    """Split χ_net and ‖∇L‖² by parameter group: "auto" or {name: [globs]} (see measure)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -330,6 +332,7 @@ def _measure_with_retry(
                 seed=seed,
                 params=probe.params,
                 micro_batch_size=micro,
+                groups=probe.groups,
             )
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err):
@@ -377,7 +380,25 @@ def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
         dtype=first.dtype,
         batches=[m.to_dict() for m in measurements],
     )
+    if first.groups is not None:
+        out["groups"] = _aggregate_groups(measurements)
     return out
+
+
+def _aggregate_groups(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Per group, the mean over batches of each value (χ_net with a standard error)."""
+    rows = []
+    for i, share in enumerate(measurements[0].groups or ()):
+        per_batch = [m.groups[i] for m in measurements if m.groups is not None]
+        row: dict[str, Any] = {"name": share.name, "num_params": share.num_params}
+        for name in ("chi_net", "grad_norm_sq", "spectral_position", "chi_net_share", "grad_norm_sq_share"):
+            row[name] = float(np.mean([getattr(g, name) for g in per_batch]))
+        chi = np.array([g.chi_net for g in per_batch])
+        row["chi_net_stderr"] = (
+            float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+        )
+        rows.append(row)
+    return rows
 
 
 def _tokens_seen(item: _Planned) -> int | None:

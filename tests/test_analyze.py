@@ -312,3 +312,64 @@ def test_report_of_a_missing_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "expected a run directory with results.jsonl" in result.output
+
+
+def test_layer_decomposition_in_records_and_report(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = analyze(
+        REPO,
+        "--revisions",
+        "step1",
+        "--dataset",
+        str(corpus),
+        *SMALL,
+        "--estimator",
+        "exact",
+        "--groups",
+        "auto",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = ResultStore(out).records()
+    names = [g["name"] for g in record["groups"]]
+    assert names == ["embeddings", "block 0", "block 1", "final norm", "head"]
+    assert sum(g["chi_net"] for g in record["groups"]) == pytest.approx(record["chi_net"], rel=1e-10)
+    assert sum(g["grad_norm_sq"] for g in record["groups"]) == pytest.approx(
+        record["grad_norm_sq"], rel=1e-10
+    )
+    assert "layer decomposition of org/tiny-neox @ step1" in result.output
+    assert "χ_pos head only" in result.output
+    head = record["groups"][-1]
+    assert f"{head['spectral_position']:.4g}" in result.output
+    custom = analyze(
+        REPO,
+        "--revisions",
+        "step1",
+        "--dataset",
+        str(corpus),
+        *SMALL,
+        "--groups",
+        "attention=*.attention.*;mlp=*.mlp.*",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert custom.exit_code == 0, custom.output
+    assert [g["name"] for g in ResultStore(tmp_path / "c").records()[0]["groups"]] == [
+        "other",
+        "attention",
+        "mlp",
+    ]
+    bad = analyze(
+        REPO,
+        "--revisions",
+        "step1",
+        "--dataset",
+        str(corpus),
+        *SMALL,
+        "--groups",
+        "attention",
+        "--out",
+        str(tmp_path / "d"),
+    )
+    assert bad.exit_code == 2 and "NAME=GLOB" in bad.output

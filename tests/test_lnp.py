@@ -318,3 +318,43 @@ def test_measurement_to_dict_round_trips() -> None:
     record = m.to_dict()
     assert record["params"] == ["0.*"] and record["estimator"] == "hutchinson"
     assert m.normalized_position == pytest.approx(m.num_outputs * m.spectral_position)
+
+
+# ---- layer decomposition: Θ = Σ_g J_g J_gᵀ -------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson", "hutchinson_per_sample"])
+def test_groups_add_up_to_the_totals(estimator: str) -> None:
+    model, batch = CASES[2].build(F64)
+    m = specprobe.measure(model, batch, estimator=estimator, probes=8, groups="auto", micro_batch_size=2)
+    assert m.groups is not None
+    assert [g.name for g in m.groups] == ["embeddings", "block 0", "block 1", "final norm", "head"]
+    assert sum(g.chi_net for g in m.groups) == pytest.approx(m.chi_net, rel=1e-12)
+    assert sum(g.grad_norm_sq for g in m.groups) == pytest.approx(m.grad_norm_sq, rel=1e-12)
+    assert sum(g.num_params for g in m.groups) == m.num_params
+    assert sum(g.chi_net_share for g in m.groups) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_head_group_is_the_frozen_feature_counterfactual() -> None:
+    model, batch = CASES[2].build(F64)
+    full = specprobe.measure(model, batch, estimator="exact", groups="auto")
+    head_only = specprobe.measure(model, batch, estimator="exact", params="lm_head.*")
+    assert full.groups is not None
+    (head,) = [g for g in full.groups if g.name == "head"]
+    assert head.chi_net == pytest.approx(head_only.chi_net, rel=1e-10)
+    assert head.grad_norm_sq == pytest.approx(head_only.grad_norm_sq, rel=1e-10)
+    assert head.spectral_position == pytest.approx(head_only.spectral_position, rel=1e-10)
+    ref = specprobe.dense_kernel(model, batch, params="lm_head.*")
+    assert head.spectral_position == pytest.approx(ref.spectral_position, rel=1e-8)
+
+
+def test_custom_groups_and_bad_group_spec() -> None:
+    model, batch = CASES[2].build(F64)
+    m = specprobe.measure(
+        model, batch, estimator="exact", groups={"attention": ["*.attention.*"], "mlp": "*.mlp.*"}
+    )
+    assert m.groups is not None
+    assert [g.name for g in m.groups] == ["other", "attention", "mlp"]
+    assert sum(g.chi_net for g in m.groups) == pytest.approx(m.chi_net, rel=1e-12)
+    with pytest.raises(specprobe.ParameterSelectionError, match="groups='auto' or a mapping"):
+        specprobe.measure(model, batch, groups="layers")
