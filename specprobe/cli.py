@@ -245,8 +245,25 @@ def analyze(
         bool, typer.Option(help="Skip checkpoints already measured with the same settings.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    inputs: Annotated[
+        str | None,
+        typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
+    ] = None,
 ) -> None:
-    """Measure spectral position across models and their training revisions."""
+    """Measure spectral position across models and their training revisions (or ONNX graphs)."""
+    if any(m.endswith(".onnx") for m in models):
+        _analyze_onnx(
+            models,
+            inputs,
+            estimator.value,
+            probes,
+            seed,
+            _split(params),
+            parse_groups(groups),
+            out,
+            json_output,
+        )
+        return
     from specprobe.data import DataSpec
     from specprobe.lnp import Estimator
     from specprobe.models import Device, DType
@@ -467,3 +484,54 @@ def list_recipes() -> None:
         loaded = load_recipe(path)
         rows.append((name, len(loaded.models), loaded.family.description))
     console.print(recipes_table(rows))
+
+
+def _analyze_onnx(
+    models: list[str],
+    inputs: str | None,
+    estimator: str,
+    probes: int,
+    seed: int,
+    params: tuple[str, ...] | None,
+    groups: Any,
+    out: str | None,
+    json_output: bool,
+) -> None:
+    from pathlib import Path
+
+    from specprobe.errors import SpecprobeError
+    from specprobe.onnx_models import measure_onnx_file
+    from specprobe.report import render_run
+    from specprobe.results import ResultStore
+    from specprobe.sweep import default_out_dir
+
+    if not all(m.endswith(".onnx") for m in models):
+        raise SpecprobeError(
+            "expected either ONNX files or Hugging Face models, found both in one command",
+            "run specprobe analyze once for the .onnx files and once for the others",
+        )
+    if inputs is None:
+        raise SpecprobeError(
+            "an ONNX model needs --inputs: an .npz or .pt file with its inputs and 'targets'",
+            "numpy.savez('data.npz', inputs=x, targets=y), then --inputs data.npz",
+        )
+    records = []
+    for model in models:
+        record, check = measure_onnx_file(
+            model, inputs, estimator=estimator, probes=probes, seed=seed, params=params, groups=groups
+        )
+        err_console.print(
+            f"{model}: converted graph matches onnxruntime to {check.max_rel_error:.1e} (relative; "
+            f"tolerance {check.tolerance:g})",
+            highlight=False,
+        )
+        records.append(record)
+    directory = Path(out) if out else default_out_dir()
+    store = ResultStore(directory)
+    for record in records:
+        store.append(record)
+    if json_output:
+        _print_json_lines(records)
+    else:
+        render_run(records, console)
+        console.print(f"results in {directory / 'results.jsonl'}", highlight=False)
