@@ -14,6 +14,7 @@ the spectral position χ_pos ± standard error, D·χ_pos, and χ_net relative t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 import torch
 from rich.console import Console
@@ -38,12 +39,12 @@ def structured_tokens(n: int, generator: torch.Generator) -> torch.Tensor:
     return ids
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--probes", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     g = torch.Generator().manual_seed(args.seed)
     model = tiny_causal_lm("gpt_neox", vocab_size=VOCAB, hidden_size=32, num_layers=2, seed=args.seed)

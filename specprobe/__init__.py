@@ -27,6 +27,7 @@ from specprobe.errors import (
 )
 from specprobe.lnp import Estimator, GroupShare, Measurement, measure
 from specprobe.params import select_parameters
+from specprobe.probe import Probe, log_steps
 
 try:
     __version__ = version("specprobe")
@@ -40,6 +41,9 @@ __all__ = [
     "Estimator",
     "GroupShare",
     "select_parameters",
+    # repeated measurement (checkpoints, training)
+    "Probe",
+    "log_steps",
     # adapters
     "Adapter",
     "AdapterKind",
