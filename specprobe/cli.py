@@ -10,11 +10,12 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from enum import Enum
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+
+from specprobe.choices import Device, DType, Estimator, TinyArch
 
 app = typer.Typer(
     name="specprobe",
@@ -72,26 +73,13 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class ArchChoice(str, Enum):
-    """Tiny architectures for ``selftest``."""
-
-    gpt_neox = "gpt_neox"
-    gpt2 = "gpt2"
-    llama = "llama"
-
-
-class DeviceChoice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 @app.command(
     epilog="Examples:\n\n  specprobe selftest\n\n  specprobe selftest --arch gpt2 --device cuda",
 )
 @handle_errors
 def selftest(
-    arch: Annotated[ArchChoice, typer.Option(help="Tiny architecture to check.")] = ArchChoice.gpt_neox,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to run the check.")] = DeviceChoice.cpu,
+    arch: Annotated[TinyArch, typer.Option(help="Tiny architecture to check.")] = TinyArch.GPT_NEOX,
+    device: Annotated[Device, typer.Option(help="Where to run the check.")] = Device.cpu,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the model, the batch and the probes.")] = 0,
 ) -> None:
@@ -108,16 +96,19 @@ def selftest(
     from specprobe.models import tiny_causal_lm
     from specprobe.report import CheckRow, selftest_table
 
-    if device is DeviceChoice.cuda and not torch.cuda.is_available():
+    if device is Device.cuda and not torch.cuda.is_available():
         raise SpecprobeError("expected a CUDA device, found none", "run with --device cpu")
+    where = (
+        "cuda" if device is Device.cuda or (device is Device.auto and torch.cuda.is_available()) else "cpu"
+    )
     model = tiny_causal_lm(arch.value, vocab_size=32, hidden_size=16, seed=seed, dtype=torch.float64)
-    model = model.to(device.value)
+    model = model.to(where)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 32, (4, 12), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0
     mask[3, 5:] = 0
-    batch = {"input_ids": ids.to(device.value), "attention_mask": mask.to(device.value)}
+    batch = {"input_ids": ids.to(where), "attention_mask": mask.to(where)}
     ref = specprobe.dense_kernel(model, batch)
     exact = specprobe.measure(model, batch, estimator="exact")
     est = specprobe.measure(model, batch, estimator="hutchinson", probes=probes, seed=seed)
@@ -127,7 +118,7 @@ def selftest(
     ]
     rows.append(CheckRow("chi_net (hutchinson)", est.chi_net, ref.chi_net, 4.0, est.chi_net_stderr))
     title = (
-        f"selftest: tiny {arch.value} on {device.value}, D={exact.num_outputs} outputs, "
+        f"selftest: tiny {arch.value} on {where}, D={exact.num_outputs} outputs, "
         f"P={exact.num_params} parameters"
     )
     console.print(selftest_table(rows, title))
@@ -135,27 +126,6 @@ def selftest(
         err_console.print("[bold red]selftest failed[/]: the measurement disagrees with the dense reference")
         raise typer.Exit(code=1)
     console.print("[green]all checks passed[/]")
-
-
-class EstimatorChoice(str, Enum):
-    """χ_net estimators (see specprobe.Estimator)."""
-
-    exact = "exact"
-    hutchinson = "hutchinson"
-    hutchinson_per_sample = "hutchinson_per_sample"
-
-
-class LoadDevice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    auto = "auto"
-
-
-class LoadDType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    float64 = "float64"
 
 
 def parse_groups(value: str | None) -> str | dict[str, list[str]] | None:
@@ -213,7 +183,7 @@ def analyze(
     seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the subset and the probes.")] = 0,
-    estimator: Annotated[EstimatorChoice, typer.Option(help="χ_net estimator.")] = EstimatorChoice.hutchinson,
+    estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
     params: Annotated[
         str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
@@ -228,10 +198,8 @@ def analyze(
             "or 'NAME=GLOB,GLOB;NAME=GLOB'. Adds the head-only (frozen-feature) position."
         ),
     ] = None,
-    device: Annotated[
-        LoadDevice, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")
-    ] = LoadDevice.cpu,
-    dtype: Annotated[LoadDType, typer.Option(help="Precision the model runs in.")] = LoadDType.float32,
+    device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")] = Device.cpu,
+    dtype: Annotated[DType, typer.Option(help="Precision the model runs in.")] = DType.float32,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the hub (off by default).")
     ] = False,
@@ -265,8 +233,6 @@ def analyze(
         )
         return
     from specprobe.data import DataSpec
-    from specprobe.lnp import Estimator
-    from specprobe.models import Device, DType
     from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan
 
     plan = SweepPlan(
@@ -284,13 +250,13 @@ def analyze(
             seed=seed,
         ),
         probe=ProbeSpec(
-            estimator=Estimator(estimator.value),
+            estimator=estimator,
             probes=probes,
             seed=seed,
             params=_split(params),
             micro_batch_size=micro_batch_size,
-            device=Device(device.value),
-            dtype=DType(dtype.value),
+            device=device,
+            dtype=dtype,
             trust_remote_code=trust_remote_code,
             groups=parse_groups(groups),
         ),
@@ -404,13 +370,13 @@ def run(
     num_sequences: Annotated[int | None, typer.Option(min=1, help="Override data.num_sequences.")] = None,
     seq_len: Annotated[int | None, typer.Option(min=2, help="Override data.seq_len.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
-    estimator: Annotated[EstimatorChoice | None, typer.Option(help="Override probe.estimator.")] = None,
+    estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
     probes: Annotated[int | None, typer.Option(min=2, help="Override probe.probes.")] = None,
     groups: Annotated[
         str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
     ] = None,
-    device: Annotated[LoadDevice | None, typer.Option(help="Override probe.device.")] = None,
-    dtype: Annotated[LoadDType | None, typer.Option(help="Override probe.dtype.")] = None,
+    device: Annotated[Device | None, typer.Option(help="Override probe.device.")] = None,
+    dtype: Annotated[DType | None, typer.Option(help="Override probe.dtype.")] = None,
     out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
@@ -418,8 +384,6 @@ def run(
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
-    from specprobe.lnp import Estimator
-    from specprobe.models import Device, DType
     from specprobe.recipe import load_recipe, with_overrides
 
     loaded = load_recipe(recipe, variables=_parse_sets(set_))
@@ -430,11 +394,11 @@ def run(
         num_sequences=num_sequences,
         seq_len=seq_len,
         batch_size=batch_size,
-        estimator=Estimator(estimator.value) if estimator else None,
+        estimator=estimator,
         probes=probes,
         groups=parse_groups(groups),
-        device=Device(device.value) if device else None,
-        dtype=DType(dtype.value) if dtype else None,
+        device=device,
+        dtype=dtype,
         directory=out,
         resume=resume,
     )

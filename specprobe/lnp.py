@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve_adapter
+from specprobe.choices import Estimator
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 from specprobe.params import group_parameters, measuring, select_parameters
 
@@ -50,22 +51,6 @@ _NON_FINITE_HINT = (
     "batch, pad on the right (tokenizer.padding_side = 'right'): fully masked attention rows "
     "give NaN in some models"
 )
-
-
-class Estimator(str, Enum):
-    """How χ_net = Tr Θ is computed. ‖∇θL‖² and χ_loss are always exact."""
-
-    EXACT = "exact"
-    """Σ_i ‖∂f_i/∂θ‖² over all D outputs: D backward passes, no error. Tiny D only."""
-
-    HUTCHINSON = "hutchinson"
-    """Mean of ‖Jᵀz‖² over Rademacher probes z ∈ {±1}^D: one forward pass and one backward
-    pass per probe. Unbiased; its variance includes cross-sample terms zᵢzⱼΘᵢⱼ."""
-
-    HUTCHINSON_PER_SAMPLE = "hutchinson_per_sample"
-    """Σ_b ‖J_bᵀ z_b‖² with probes drawn per sample b: the cross-sample blocks of Θ drop out
-    of the variance. Runs sample by sample (a forward pass per sample, a backward pass per
-    sample and probe): the same number of FLOPs as HUTCHINSON, less parallelism."""
 
 
 E = TypeVar("E", bound=Enum)

@@ -15,27 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
-from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
 
+from specprobe.choices import Device, DType, TinyArch
 from specprobe.errors import SpecprobeError
-
-
-class TinyArch(str, Enum):
-    """Architectures of the tiny random models used by tests, examples and benchmarks."""
-
-    GPT_NEOX = "gpt_neox"
-    """Pythia's architecture: untied input and output embeddings (embed_in, lm_head)."""
-
-    GPT2 = "gpt2"
-    """GPT-2: the output head is tied to the input embedding (one tensor used twice)."""
-
-    LLAMA = "llama"
-    """Llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU."""
 
 
 def tiny_causal_lm(
@@ -123,35 +110,6 @@ def parse_step(revision: str) -> int | None:
     if match is None:
         return None
     return int(match.group(1) or match.group(2))
-
-
-class DType(str, Enum):
-    """Precision the model is loaded and run in; sums accumulate in float32 or better."""
-
-    float32 = "float32"
-    """Full precision (default)."""
-    bfloat16 = "bfloat16"
-    """Half the memory; the model runs in bfloat16, norms and sums accumulate in float32."""
-    float16 = "float16"
-    """Half the memory; overflows more easily than bfloat16 (NaN outputs fail the checkpoint)."""
-    float64 = "float64"
-    """Double precision, for checks against the dense reference on tiny models."""
-
-    @property
-    def torch(self) -> torch.dtype:
-        return cast(torch.dtype, getattr(torch, self.value))
-
-
-class Device(str, Enum):
-    """Where the model runs."""
-
-    cpu = "cpu"
-    """The CPU."""
-    cuda = "cuda"
-    """The first GPU; the whole model must fit on it."""
-    auto = "auto"
-    """Accelerate's device_map="auto" over all GPUs (the model may be split across them);
-    the CPU when there is no GPU. Offloading to CPU or disk is refused."""
 
 
 @dataclass(frozen=True)

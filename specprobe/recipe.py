@@ -33,10 +33,9 @@ from typing import Any
 
 import yaml
 
+from specprobe.choices import Device, DType, Estimator
 from specprobe.data import DataSpec
 from specprobe.errors import SpecprobeError
-from specprobe.lnp import Estimator
-from specprobe.models import Device, DType
 from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan
 
 RECIPE_VERSION = 1
@@ -104,18 +103,6 @@ class RecipeModel:
 
 
 @dataclass(frozen=True)
-class RecipeData:
-    dataset: str = DataSpec.dataset
-    config: str | None = None
-    split: str = "train"
-    text_column: str = "text"
-    num_sequences: int = DataSpec.num_sequences
-    seq_len: int = DataSpec.seq_len
-    batch_size: int = DataSpec.batch_size
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class RecipeProbe:
     estimator: Estimator = Estimator.HUTCHINSON
     probes: int = 32
@@ -143,7 +130,7 @@ class Recipe:
     family: Family
     models: tuple[RecipeModel, ...]
     revisions: Any = None
-    data: RecipeData = field(default_factory=RecipeData)
+    data: DataSpec = field(default_factory=DataSpec)
     probe: RecipeProbe = field(default_factory=RecipeProbe)
     output: RecipeOutput = field(default_factory=RecipeOutput)
     variables: dict[str, str] = field(default_factory=dict)
@@ -172,16 +159,7 @@ class Recipe:
         d, p = self.data, self.probe
         return SweepPlan(
             models=models,
-            data=DataSpec(
-                dataset=d.dataset,
-                config=d.config,
-                split=d.split,
-                text_column=d.text_column,
-                num_sequences=d.num_sequences,
-                seq_len=d.seq_len,
-                batch_size=d.batch_size,
-                seed=d.seed,
-            ),
+            data=d,
             probe=ProbeSpec(
                 estimator=p.estimator,
                 probes=p.probes,
@@ -454,7 +432,7 @@ def _validate(raw: dict[str, Any], source: str, variables: dict[str, str]) -> Re
         family=family,
         models=models,
         revisions=raw.get("revisions"),
-        data=_section(RecipeData, raw.get("data"), source, "data"),
+        data=_section(DataSpec, raw.get("data"), source, "data"),
         probe=_section(RecipeProbe, raw.get("probe"), source, "probe"),
         output=_section(RecipeOutput, raw.get("output"), source, "output"),
         variables=variables,

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from specprobe.sweep import Observer
+
 
 def fmt(value: float, stderr: float | None = None) -> str:
     """A number in 4 significant digits, with ``± stderr`` when one is given and non-zero."""
@@ -144,8 +146,14 @@ def groups_table(record: dict[str, Any]) -> Table:
             f"{g['grad_norm_sq_share']:.1%}",
             fmt(g["spectral_position"]),
         )
-    table.add_row("all", "", fmt(record["chi_net"], record.get("chi_net_stderr")), "100%", "100%",
-                  fmt(record["spectral_position"]))
+    table.add_row(
+        "all",
+        "",
+        fmt(record["chi_net"], record.get("chi_net_stderr")),
+        "100%",
+        "100%",
+        fmt(record["spectral_position"]),
+    )
     return table
 
 
@@ -232,7 +240,7 @@ def _tokens(value: int | None) -> str:
     return str(value)
 
 
-class SweepProgress:
+class SweepProgress(Observer):
     """A Rich progress display for ``run_sweep``: checkpoints overall, batches of the current one."""
 
     def __init__(self, console: Console) -> None:
@@ -267,7 +275,6 @@ class SweepProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    # The Observer protocol of specprobe.sweep:
     def planned(self, checkpoints: Sequence[Any]) -> None:
         self.progress.update(self.overall, description="checkpoints", total=len(checkpoints), completed=0)
 

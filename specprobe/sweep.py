@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,28 +97,30 @@ class SweepPlan:
         return {"data": self.data.to_dict(), "probe": probe}
 
 
-class Observer(Protocol):
-    """Progress callbacks of a sweep. The CLI draws a Rich display (report.SweepProgress)."""
+class Observer:
+    """Progress callbacks of a sweep; each does nothing here. The CLI's Rich display
+    (``report.SweepProgress``) overrides them."""
 
-    def planned(self, checkpoints: Sequence[Checkpoint]) -> None: ...
-    def preparing(self, what: str) -> None: ...
-    def loading(self, checkpoint: Checkpoint) -> None: ...
-    def measuring(self, checkpoint: Checkpoint, batches: int) -> None: ...
-    def batch_done(self, checkpoint: Checkpoint, index: int) -> None: ...
-    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
-    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+    def planned(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """All checkpoints to measure are known (after the checks, before any loading)."""
 
+    def preparing(self, what: str) -> None:
+        """A step of the checks before measuring (resolving, tokenising)."""
 
-class NullObserver:
-    """An Observer that does nothing."""
+    def loading(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's weights are being loaded."""
 
-    def planned(self, checkpoints: Sequence[Checkpoint]) -> None: ...
-    def preparing(self, what: str) -> None: ...
-    def loading(self, checkpoint: Checkpoint) -> None: ...
-    def measuring(self, checkpoint: Checkpoint, batches: int) -> None: ...
-    def batch_done(self, checkpoint: Checkpoint, index: int) -> None: ...
-    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
-    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None: ...
+    def measuring(self, checkpoint: Checkpoint, batches: int) -> None:
+        """Measurement of ``batches`` batches starts."""
+
+    def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
+        """Batch ``index`` is measured."""
+
+    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+        """The checkpoint's record (ok or failed) is written."""
+
+    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+        """The checkpoint was measured before with the same settings (--resume)."""
 
 
 @dataclass
@@ -153,7 +155,7 @@ def run_sweep(
     """
     from specprobe import __version__
 
-    observer = observer or NullObserver()
+    observer = observer or Observer()
     plan.data.validate()
     if plan.probe.estimator is not Estimator.EXACT and plan.probe.probes < 2:
         raise SpecprobeError(

@@ -56,3 +56,14 @@ def test_bad_option_value_is_a_usage_error() -> None:
     result = runner.invoke(app, ["selftest", "--arch", "bert"])
     assert result.exit_code == 2
     assert "bert" in result.output
+
+
+def test_public_api_resolves_and_help_stays_light() -> None:
+    import subprocess
+    import sys
+
+    for name in specprobe.__all__:
+        assert getattr(specprobe, name) is not None, name
+    code = "import sys, specprobe.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the CLI imports torch only inside commands
