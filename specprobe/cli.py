@@ -261,6 +261,13 @@ def analyze(
             groups=parse_groups(groups),
         ),
     )
+    if resume and out is None:
+        from specprobe.errors import SpecprobeError
+
+        raise SpecprobeError(
+            "--resume continues a run in a directory, found no --out",
+            "pass --out DIR with the directory of the run to continue",
+        )
     invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
     execute_plan(plan, out, resume=resume, json_output=json_output, invocation=invocation)
 

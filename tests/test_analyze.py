@@ -285,6 +285,7 @@ def _bad_cases(corpus: Path, tmp: Path) -> list[tuple[list[str], str]]:
             "multiple of batch_size",
         ),
         (["org/vision", *data], "has no causal-LM head"),
+        ([REPO, "--revisions", "step1", *data, "--resume"], "found no --out"),
     ]
 
 
@@ -300,7 +301,7 @@ def test_bad_inputs(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
     )
     for args, message in _bad_cases(corpus, tmp_path):
         out = tmp_path / "out"
-        result = analyze(*args, "--out", str(out))
+        result = analyze(*args, *([] if "--resume" in args else ["--out", str(out)]))
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "hint:" in result.output
