@@ -49,6 +49,20 @@ _LAZY = {
     # dense reference
     "dense_kernel": "specprobe.dense",
     "DenseKernel": "specprobe.dense",
+    # matrix-free operator and spectra
+    "NTKOperator": "specprobe.operators",
+    "ProductMode": "specprobe.operators",
+    "spectrum": "specprobe.eigen",
+    "spectrum_of": "specprobe.eigen",
+    "Spectrum": "specprobe.eigen",
+    "EigenMethod": "specprobe.eigen",
+    "spectral_density": "specprobe.eigen",
+    "spectral_density_of": "specprobe.eigen",
+    "SpectralDensity": "specprobe.eigen",
+    "eigenvalue_count": "specprobe.eigen",
+    "deflated_trace": "specprobe.eigen",
+    "TraceEstimate": "specprobe.eigen",
+    "summarize_spectrum": "specprobe.eigen",
 }
 
 __all__ = [
@@ -73,6 +87,20 @@ __all__ = [
     # dense reference
     "dense_kernel",
     "DenseKernel",
+    # matrix-free operator and spectra
+    "NTKOperator",
+    "ProductMode",
+    "spectrum",
+    "spectrum_of",
+    "Spectrum",
+    "EigenMethod",
+    "spectral_density",
+    "spectral_density_of",
+    "SpectralDensity",
+    "eigenvalue_count",
+    "deflated_trace",
+    "TraceEstimate",
+    "summarize_spectrum",
     # errors
     "SpecprobeError",
     "BatchError",
@@ -107,6 +135,20 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         RegressionAdapter,
     )
     from specprobe.dense import DenseKernel, dense_kernel
+    from specprobe.eigen import (
+        EigenMethod,
+        SpectralDensity,
+        Spectrum,
+        TraceEstimate,
+        deflated_trace,
+        eigenvalue_count,
+        spectral_density,
+        spectral_density_of,
+        spectrum,
+        spectrum_of,
+        summarize_spectrum,
+    )
     from specprobe.lnp import GroupShare, Measurement, measure
+    from specprobe.operators import NTKOperator, ProductMode
     from specprobe.params import select_parameters
     from specprobe.probe import Probe, log_steps
