@@ -198,6 +198,14 @@ def analyze(
             "or 'NAME=GLOB,GLOB;NAME=GLOB'. Adds the head-only (frozen-feature) position."
         ),
     ] = None,
+    eigen: Annotated[
+        int, typer.Option(min=0, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
+    ] = 0,
+    density: Annotated[
+        bool,
+        typer.Option(help="With --eigen: a spectral density (SLQ), effective rank, deep position index."),
+    ] = False,
+    exact: Annotated[bool, typer.Option(help="With --eigen: dense eigensolver (tiny models only).")] = False,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")] = Device.cpu,
     dtype: Annotated[DType, typer.Option(help="Precision the model runs in.")] = DType.float32,
     trust_remote_code: Annotated[
@@ -259,6 +267,9 @@ def analyze(
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             groups=parse_groups(groups),
+            eigen=eigen,
+            density=density,
+            exact=exact,
         ),
     )
     if resume and out is None:
@@ -382,6 +393,11 @@ def run(
     groups: Annotated[
         str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
     ] = None,
+    eigen: Annotated[int | None, typer.Option(min=0, help="Override probe.eigen (top K eigenpairs).")] = None,
+    density: Annotated[
+        bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
+    ] = None,
+    exact: Annotated[bool | None, typer.Option("--exact/--no-exact", help="Override probe.exact.")] = None,
     device: Annotated[Device | None, typer.Option(help="Override probe.device.")] = None,
     dtype: Annotated[DType | None, typer.Option(help="Override probe.dtype.")] = None,
     out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
@@ -404,6 +420,9 @@ def run(
         estimator=estimator,
         probes=probes,
         groups=parse_groups(groups),
+        eigen=eigen,
+        density=density,
+        exact=exact,
         device=device,
         dtype=dtype,
         directory=out,

@@ -1110,3 +1110,44 @@ def power_law_fit(eigenvalues: np.ndarray | Sequence[float]) -> tuple[float | No
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
+
+
+def spectral_record(
+    model: nn.Module,
+    batch: Any,
+    *,
+    k: int,
+    chi_net: float,
+    chi_pos: float,
+    density: bool = False,
+    method: EigenMethod | str = EigenMethod.LANCZOS,
+    adapter: Any = None,
+    params: Sequence[str] | str | None = None,
+    micro_batch_size: int | None = None,
+    trace_probes: int = 32,
+    seed: int = 0,
+    tol: float = 1e-6,
+) -> dict[str, Any]:
+    """The spectral fields of a results record for one batch (as analyze writes them).
+
+    Runs :func:`spectrum_of` for the top ``k`` pairs (with a deflated trace estimate from
+    ``trace_probes`` probes over the Ritz vectors), optionally :func:`spectral_density_of`,
+    and returns :func:`summarize_spectrum`'s dict plus ``deflated_trace``,
+    ``deflated_trace_stderr``, ``spectrum_time_s`` and, with ``density``,
+    ``spectral_density`` (a log-spaced histogram: ``edges``, ``counts``, ``below``).
+    ``chi_net`` and ``chi_pos`` are the measurement's on the same batch and parameters.
+    """
+    start = time.perf_counter()
+    op = NTKOperator(model, batch, adapter=adapter, params=params, micro_batch_size=micro_batch_size)
+    with op:
+        spec = spectrum_of(
+            op, k=min(k, op.shape[0]), method=method, tol=tol, seed=seed, trace_probes=trace_probes
+        )
+        slq = spectral_density_of(op, seed=seed) if density else None
+    out = summarize_spectrum(spec, chi_net=chi_net, chi_pos=chi_pos, density=slq)
+    out["deflated_trace"] = spec.trace
+    out["deflated_trace_stderr"] = spec.trace_stderr
+    out["spectrum_time_s"] = time.perf_counter() - start
+    if slq is not None:
+        out["spectral_density"] = slq.histogram().to_dict()
+    return out

@@ -114,6 +114,10 @@ class RecipeProbe:
     trust_remote_code: bool = False
     groups: Any = None
     """Layer decomposition: "auto" or {name: [globs]}; null for none."""
+    eigen: int = 0
+    """Top eigenpairs per checkpoint (0: none)."""
+    density: bool = False
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,9 @@ class Recipe:
                 dtype=p.dtype,
                 trust_remote_code=p.trust_remote_code,
                 groups=p.groups,
+                eigen=p.eigen,
+                density=p.density,
+                exact=p.exact,
             ),
         )
 

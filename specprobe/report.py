@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,13 @@ def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
     ]
     if any(_head(r) is not None for r in ok):
         columns.append(("χ_pos head only", lambda r: fmt(h["spectral_position"]) if (h := _head(r)) else ""))
+    if any(r.get("spectrum") for r in ok):
+        columns += [
+            ("position index", lambda r: _position_index(r.get("spectrum"))),
+            ("top-K mass", lambda r: _spec(r, "captured_residual_mass", "{:.1%}")),
+            ("eff. rank", lambda r: _spec(r, "effective_rank", "{:.4g}")),
+            ("λ_k ∝ k^-α", lambda r: _spec(r, "power_law_alpha", "α={:.2f}")),
+        ]
     table.add_column("revision")
     table.add_column("step", justify="right")
     table.add_column("tokens seen", justify="right")
@@ -118,6 +126,43 @@ def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
         cells = [render(r) for _, render in columns] if r.get("status") == "ok" else [""] * len(columns)
         table.add_row(r["revision"], _opt(r.get("step")), _tokens(r.get("tokens_seen")), *cells, _status(r))
     return table
+
+
+def _spec(record: dict[str, Any], key: str, pattern: str) -> str:
+    value = (record.get("spectrum") or {}).get(key)
+    return pattern.format(value) if value is not None else ""
+
+
+def _position_index(spectrum: dict[str, Any] | None) -> str:
+    """``k*`` when counted from converged top-K pairs; ``≈k* ± se`` from the SLQ density;
+    ``> K`` when it lies beyond the top K and no density was computed."""
+    if not spectrum:
+        return ""
+    index = spectrum.get("position_index")
+    if index is None:
+        bound = spectrum.get("position_index_lower_bound")
+        return f"> {bound}" if bound is not None else ""
+    if spectrum.get("position_index_is_estimate"):
+        return f"≈{index:.4g} ± {spectrum.get('position_index_stderr') or 0:.2g}"
+    return f"{int(index)}"
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def density_line(record: dict[str, Any]) -> str | None:
+    """The SLQ eigenvalue density of a record as one line: counts per log-spaced bin."""
+    density = (record.get("spectrum") or {}).get("spectral_density")
+    if not density:
+        return None
+    # Bar heights on a log scale of the counts: a few large eigenvalues stay visible beside
+    # the bulk of (near-)zero ones.
+    counts = [math.log1p(max(c or 0.0, 0.0)) for c in density["counts"]]
+    top = max(counts) or 1.0
+    bars = "".join(SPARK[min(len(SPARK) - 1, int(len(SPARK) * c / top))] if c > 0.01 else " " for c in counts)
+    lo, hi = density["edges"][0], density["edges"][-1]
+    label = f"{record.get('label') or record['model']} @ {record['revision']}"
+    return f"eNTK eigenvalue density of {label} (SLQ; λ from {lo:.2g} to {hi:.2g} on a log axis; log counts): {bars}"
 
 
 def _head(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -221,6 +266,9 @@ def render_run(records: Sequence[dict[str, Any]], console: Console) -> None:
         decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
         if decomposed:
             console.print(groups_table(decomposed[-1]))
+        with_density = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
+        if with_density:
+            console.print(with_density[-1], highlight=False)
     if len(groups) > 1:
         console.print(comparison_table(groups))
     for note in run_notes(records):

@@ -64,6 +64,13 @@ class ProbeSpec:
     trust_remote_code: bool = False
     groups: str | dict[str, list[str]] | None = None
     """Split χ_net and ‖∇L‖² by parameter group: "auto" or {name: [globs]} (see measure)."""
+    eigen: int = 0
+    """Top eigenpairs of Θ on the first batch (0: none); adds the spectral summaries."""
+    density: bool = False
+    """With ``eigen``: also a stochastic-Lanczos-quadrature density (effective rank, the
+    position index beyond the top K)."""
+    exact: bool = False
+    """With ``eigen``: the dense eigensolver (Θ built from D products; tiny D only)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -297,6 +304,10 @@ def _measure_checkpoint(
             measurements.append(_measure_with_retry(loaded, batch, probe, index))
             observer.batch_done(ckpt, index)
         record.update(aggregate(measurements))
+        if probe.eigen:
+            observer.preparing(f"eigenpairs of {ckpt.model} @ {ckpt.revision}")
+            record["spectrum"] = _spectrum(loaded, batches[0], measurements[0], probe)
+            record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
         record["timings"] = {
             "load_s": loaded.load_time_s,
             "fingerprint_s": fingerprint_s,
@@ -350,6 +361,29 @@ def _measure_with_retry(
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _spectrum(
+    loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
+) -> dict[str, Any]:
+    """The spectral summaries of the first batch (``spectrum_batch`` 0 in the record)."""
+    from specprobe.eigen import EigenMethod, spectral_record
+
+    summary = spectral_record(
+        loaded.model,
+        {"input_ids": ids.to(loaded.input_device)},
+        k=probe.eigen,
+        chi_net=first.chi_net,
+        chi_pos=first.spectral_position,
+        density=probe.density,
+        method=EigenMethod.DENSE if probe.exact else EigenMethod.LANCZOS,
+        params=probe.params,
+        micro_batch_size=probe.micro_batch_size,
+        trace_probes=max(probe.probes, 2),
+        seed=probe.seed,
+    )
+    summary["spectrum_batch"] = 0
+    return summary
 
 
 def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.hubcache import add_revision, corpus_lines, make_tokenizer
 runner = CliRunner()
 REPO = "org/tiny-neox"
 SMALL = ["--num-sequences", "4", "--seq-len", "16", "--batch-size", "2", "--probes", "4"]
+SHORT = ["--num-sequences", "4", "--seq-len", "8", "--batch-size", "2", "--probes", "4"]  # for exact runs
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def test_analyze_hub_revisions_end_to_end(
         "step1,step2,step4",
         "--dataset",
         str(corpus),
-        *SMALL,
+        *SHORT,
         "--estimator",
         "exact",
         "--out",
@@ -76,7 +77,7 @@ def test_analyze_hub_revisions_end_to_end(
     assert [r["duplicate_of"] for r in records] == [None, None, "step1"]
     assert "duplicate of step1" in result.output
     # Every checkpoint saw the same token ids, and they are the subset the data module builds.
-    spec = DataSpec(dataset=str(corpus), num_sequences=4, seq_len=16, batch_size=2)
+    spec = DataSpec(dataset=str(corpus), num_sequences=4, seq_len=8, batch_size=2)
     subset = build_subset(spec, tokenizer, fingerprint_tokenizer(tokenizer))
     assert {r["dataset_fingerprint"] for r in records} == {subset.fingerprint}
     # The numbers are those of specprobe.measure on that data, averaged over the 2 batches.
@@ -85,7 +86,7 @@ def test_analyze_hub_revisions_end_to_end(
     for field in ("loss", "chi_loss", "chi_net", "spectral_position", "grad_norm_sq"):
         expected = sum(getattr(m, field) for m in direct) / 2
         assert records[1][field] == pytest.approx(expected, rel=1e-5), field
-    assert records[1]["num_outputs"] == 2 * 15 * len(tokenizer)
+    assert records[1]["num_outputs"] == 2 * 7 * len(tokenizer)
     assert records[1]["num_batches"] == 2 and len(records[1]["batches"]) == 2
     for key in ("settings", "timings", "peak_memory_bytes", "specprobe_version", "num_params"):
         assert records[1][key], key
@@ -95,7 +96,7 @@ def test_analyze_hub_revisions_end_to_end(
     assert f"{amplification:.3g}" in result.output
     (config,) = json.loads((out / "config.json").read_text())["invocations"]
     assert config["invocation"]["models"] == [REPO]
-    assert config["settings"]["data"]["seq_len"] == 16
+    assert config["settings"]["data"]["seq_len"] == 8
 
 
 def test_resume_skips_finished_records(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
@@ -198,6 +199,11 @@ def test_local_training_directory(tokenizer: Any, corpus: Path, tmp_path: Path) 
     records = ResultStore(out).records()
     assert [r["revision"] for r in records] == ["checkpoint-2", "checkpoint-10", "checkpoint-40"]
     assert [r["tokens_seen"] for r in records] == [2000, 10000, 40000]
+    # The checkpoints have no tokenizer: the training directory's is used, and the data is
+    # exactly the subset that tokenizer gives (not an empty tokenizer's EOS-only sequences).
+    spec = DataSpec(dataset=str(corpus), num_sequences=4, seq_len=16, batch_size=2)
+    subset = build_subset(spec, tokenizer, fingerprint_tokenizer(tokenizer))
+    assert {r["dataset_fingerprint"] for r in records} == {subset.fingerprint}
     assert all(r["commit"] is None for r in records)
     filtered = analyze(
         str(run),
@@ -219,6 +225,16 @@ def test_local_training_directory(tokenizer: Any, corpus: Path, tmp_path: Path) 
     )
     assert single.exit_code == 0, single.output
     assert ResultStore(tmp_path / "out3").records()[0]["revision"] == "local"
+
+
+def test_checkpoints_without_any_tokenizer(tokenizer: Any, corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "bare-run"
+    tiny_causal_lm("gpt_neox", vocab_size=len(tokenizer), max_positions=64).save_pretrained(
+        run / "checkpoint-1"
+    )
+    result = analyze(str(run), "--dataset", str(corpus), *SMALL, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "found no tokenizer files" in result.output and "tokenizer.save_pretrained" in result.output
 
 
 def test_two_models_get_a_comparison(
@@ -323,7 +339,7 @@ def test_layer_decomposition_in_records_and_report(hub: dict[str, str], corpus: 
         "step1",
         "--dataset",
         str(corpus),
-        *SMALL,
+        *SHORT,
         "--estimator",
         "exact",
         "--groups",
@@ -374,3 +390,39 @@ def test_layer_decomposition_in_records_and_report(hub: dict[str, str], corpus: 
         str(tmp_path / "d"),
     )
     assert bad.exit_code == 2 and "NAME=GLOB" in bad.output
+
+
+def test_eigenpairs_in_records_and_report(
+    hub: dict[str, str], corpus: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    out = tmp_path / "run"
+    args = ["--num-sequences", "1", "--seq-len", "7", "--batch-size", "1", "--probes", "8"]  # D = 1,800
+    result = analyze(
+        REPO,
+        "--revisions",
+        "step2",
+        "--dataset",
+        str(corpus),
+        *args,
+        "--eigen",
+        "6",
+        "--density",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = ResultStore(out).records()
+    spectrum = record["spectrum"]
+    # Against the dense reference of the same batch, in float64.
+    spec = DataSpec(dataset=str(corpus), num_sequences=1, seq_len=7, batch_size=1)
+    ids = build_subset(spec, tokenizer, fingerprint_tokenizer(tokenizer)).input_ids
+    model = tiny_causal_lm("gpt_neox", vocab_size=len(tokenizer), hidden_size=16, seed=1, max_positions=64)
+    ref = specprobe.dense_kernel(model.double(), {"input_ids": ids})
+    lam = ref.eigenvalues.numpy()
+    assert spectrum["top_eigenvalues"] == pytest.approx(lam[:6], rel=1e-4)
+    assert spectrum["top_overlaps"] == pytest.approx(ref.overlaps[:6].numpy(), rel=1e-3, abs=1e-7)
+    assert record["eigen_top"] == spectrum["top_eigenvalues"]
+    threshold = ref.spectral_position * ref.chi_net
+    assert spectrum["position_index"] == pytest.approx(int((lam >= threshold).sum()), rel=0.1)
+    assert abs(spectrum["deflated_trace"] - ref.chi_net) <= 4 * spectrum["deflated_trace_stderr"]
+    assert "position index" in result.output and "eNTK eigenvalue density" in result.output

@@ -269,3 +269,14 @@ def test_set_unknown_variable(tiny_family: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(recipe), "--set", "rot=y"])
     assert result.exit_code == 2
     assert "declares no variable 'rot'; did you mean 'root'?" in result.output
+
+
+def test_probe_fields_reach_the_plan(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "r.yaml", MINIMAL + "probe: {eigen: 5, density: true, exact: false, groups: auto}\n"
+    )
+    probe = load_recipe(path).to_plan().probe
+    assert (probe.eigen, probe.density, probe.exact, probe.groups) == (5, True, False, "auto")
+    bad = write(tmp_path / "b.yaml", MINIMAL + "probe: {eigen: many}\n")
+    with pytest.raises(RecipeError, match=r"probe\.eigen: expected int"):
+        load_recipe(bad)
