@@ -350,26 +350,63 @@ def _hub_cache() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+"""Files of which a folder must hold one to have a tokenizer of its own."""
+
+
 def load_tokenizer(checkpoint: Checkpoint, revision: str | None, trust_remote_code: bool = False) -> Any:
-    """The checkpoint's tokenizer (hub revision or local folder; a Trainer's checkpoint
-    folders often lack one, and then the training directory's own is used)."""
+    """The checkpoint's tokenizer: the hub revision's, or for a local folder its own, else (a
+    Trainer's ``checkpoint-<step>/`` often has none) its parent's, the training directory.
+
+    A local folder counts only when it holds tokenizer files (:data:`TOKENIZER_FILES`):
+    given a folder with just ``config.json``, ``AutoTokenizer`` can build an empty
+    tokenizer of the model's type instead of failing.
+    """
     from transformers import AutoTokenizer
 
-    sources: list[str | Path] = [checkpoint.path or checkpoint.model]
-    if checkpoint.path is not None and checkpoint.revision != LOCAL_REVISION:
-        sources.append(checkpoint.path.parent)
-    error: Exception | None = None
-    for source in sources:
-        try:
-            return AutoTokenizer.from_pretrained(
-                source, revision=revision, trust_remote_code=trust_remote_code
+    if checkpoint.path is None:
+        source: str | Path = checkpoint.model
+    else:
+        folders = [checkpoint.path, checkpoint.path.parent]
+        found = [f for f in folders if any((f / name).is_file() for name in TOKENIZER_FILES)]
+        if not found:
+            raise SpecprobeError(
+                f"found no tokenizer files ({', '.join(TOKENIZER_FILES)}) in "
+                f"{' or '.join(str(f) for f in folders)}",
+                "save the tokenizer beside the model or in the training directory (tokenizer.save_pretrained)",
             )
-        except (OSError, ValueError, TypeError) as err:
-            error = err
-    raise SpecprobeError(
-        f"could not load the tokenizer of {checkpoint.model} ({str(error).splitlines()[0][:160]})",
-        "save the tokenizer beside the model (tokenizer.save_pretrained)",
+        source = found[0]
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        raise SpecprobeError(
+            f"could not load the tokenizer of {checkpoint.model} ({str(err).splitlines()[0][:160]})",
+            "save the tokenizer beside the model (tokenizer.save_pretrained)",
+        ) from None
+
+
+EOS_TOKEN = "<|endoftext|>"
+"""End-of-text token of the tokenizers specprobe trains (demo, tests)."""
+
+
+def train_tokenizer(documents: Sequence[str], vocab_size: int) -> Any:
+    """A byte-level BPE with ``vocab_size`` entries trained on ``documents``, wrapped in
+    ``PreTrainedTokenizerFast`` (end-of-text is EOS and BOS) so ``AutoTokenizer`` loads it.
+    ``vocab_size`` must exceed 257 (the byte alphabet and end-of-text) for merges to be learnt."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
+    tok.train_from_iterator(documents, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN)
 
 
 def context_length(config: Any) -> int | None:

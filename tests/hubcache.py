@@ -68,19 +68,9 @@ def corpus_lines(n: int, seed: int = 0) -> list[str]:
 
 def make_tokenizer(vocab_size: int = 300) -> object:
     """A byte-level BPE trained on the corpus, wrapped so that AutoTokenizer loads it back."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from specprobe.models import train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus_lines(500), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    return train_tokenizer(corpus_lines(500), vocab_size)
 
 
 def hub_repo(repo_id: str) -> Path:
