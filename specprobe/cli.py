@@ -221,6 +221,7 @@ def analyze(
         bool, typer.Option(help="Skip checkpoints already measured with the same settings.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
     inputs: Annotated[
         str | None,
         typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
@@ -280,13 +281,20 @@ def analyze(
             "pass --out DIR with the directory of the run to continue",
         )
     invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
-    execute_plan(plan, out, resume=resume, json_output=json_output, invocation=invocation)
+    execute_plan(plan, out, resume=resume, json_output=json_output, invocation=invocation, plots=plots)
 
 
 def execute_plan(
-    plan: Any, out: str | None, *, resume: bool, json_output: bool, invocation: dict[str, Any]
+    plan: Any,
+    out: str | None,
+    *,
+    resume: bool,
+    json_output: bool,
+    invocation: dict[str, Any],
+    plots: bool = False,
 ) -> None:
-    """Run a sweep with a progress display, then print the report; exit 1 if a checkpoint failed."""
+    """Run a sweep with a progress display, then print the report (and write the figures
+    with ``plots``); exit 1 if a checkpoint failed."""
     from pathlib import Path
 
     from specprobe.report import SweepProgress, render_run
@@ -314,8 +322,21 @@ def execute_plan(
             f"results in {directory / 'results.jsonl'}",
             highlight=False,
         )
+    if plots:
+        _write_figures(result.records, directory / "figures")
     if result.failed:
         raise typer.Exit(code=1)
+
+
+def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
+    from specprobe.plots import write_figures
+
+    written = write_figures(records, directory)
+    names = sorted({p.stem for p in written})
+    console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
+
+
+PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe[plots])."
 
 
 @app.command(
@@ -405,6 +426,7 @@ def run(
         bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
     from specprobe.recipe import load_recipe, with_overrides
@@ -435,6 +457,7 @@ def run(
         resume=effective.output.resume,
         json_output=json_output,
         invocation=invocation,
+        plots=plots,
     )
 
 
@@ -525,3 +548,107 @@ def _analyze_onnx(
     else:
         render_run(records, console)
         console.print(f"results in {directory / 'results.jsonl'}", highlight=False)
+
+
+@app.command(
+    epilog="Examples:\n\n  specprobe plot specprobe-demo/run\n\n  specprobe plot runs/pythia --out paper/figures"
+)
+@handle_errors
+def plot(
+    directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
+    out: Annotated[
+        str | None, typer.Option(help="Where to write the figures (default: DIR/figures).")
+    ] = None,
+) -> None:
+    """Write the family figures of a run: loss and reach against size, position against
+    compute, gradient amplification, and eNTK spectra when eigenpairs were computed."""
+    from pathlib import Path
+
+    from specprobe.errors import SpecprobeError
+    from specprobe.results import ResultStore
+
+    store = ResultStore(Path(directory))
+    if not store.exists():
+        raise SpecprobeError(
+            f"expected a run directory with results.jsonl, found none in {directory}",
+            "give the --out directory of specprobe analyze or run",
+        )
+    _write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
+
+
+DEMO_EPILOG = """Examples:
+
+  specprobe demo                  (about 3-5 minutes on 2 CPU cores)
+
+  specprobe demo --fast --out /tmp/demo
+
+Trains a family of tiny GPT-NeoX models on a synthetic language (no downloads), then runs
+the bundled tiny-local recipe on it: the same analysis as `specprobe run`.
+"""
+
+
+@app.command(epilog=DEMO_EPILOG)
+@handle_errors
+def demo(
+    fast: Annotated[bool, typer.Option(help="A smaller family and measurement (under a minute).")] = False,
+    out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
+    plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe[plots]).")] = True,
+) -> None:
+    """Train a tiny model family offline and show spectral position and reach across it."""
+    from pathlib import Path
+
+    from specprobe.demo import DemoConfig, DemoLayout, train_family
+    from specprobe.errors import SpecprobeError
+    from specprobe.recipe import load_recipe, with_overrides
+    from specprobe.report import TrainingDisplay
+
+    config = DemoConfig.fast() if fast else DemoConfig()
+    layout = DemoLayout(Path(out))
+    if layout.config.is_file() and _same_demo(layout, config):
+        console.print(f"reusing the family trained in {layout.family}", highlight=False)
+    else:
+        with TrainingDisplay(err_console, config.model_names(), config.steps) as display:
+            train_family(layout.root, config, display.update)
+    recipe = with_overrides(
+        load_recipe("tiny-local", variables={"root": str(layout.root)}),
+        only=list(config.model_names()),
+        num_sequences=config.eval_sequences,
+        seq_len=config.eval_seq_len,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+        probes=config.probes,
+        directory=str(layout.root / "run"),
+        resume=True,
+    )
+    invocation = {
+        "command": "demo",
+        "argv": sys.argv[1:],
+        "recipe": recipe.to_dict(),
+        "demo": config.to_dict(),
+    }
+    try:
+        execute_plan(
+            recipe.to_plan(),
+            recipe.output.directory,
+            resume=True,
+            json_output=False,
+            invocation=invocation,
+            plots=plots,
+        )
+    except SpecprobeError as err:
+        if not plots or "matplotlib" not in err.message:
+            raise
+        err_console.print(f"no figures: {err.message} ({err.hint})", highlight=False)
+
+
+def _same_demo(layout: Any, config: Any) -> bool:
+    """Whether the folder holds a finished family trained with ``config``."""
+    try:
+        saved = json.loads(layout.config.read_text())
+    except (OSError, ValueError):
+        return False
+    finished = all(
+        (layout.model_dir(name) / f"checkpoint-{config.checkpoint_steps()[-1]}").is_dir()
+        for name in config.model_names()
+    )
+    return bool(saved == config.to_dict() and finished)

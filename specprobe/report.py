@@ -271,6 +271,7 @@ def render_run(records: Sequence[dict[str, Any]], console: Console) -> None:
             console.print(with_density[-1], highlight=False)
     if len(groups) > 1:
         console.print(comparison_table(groups))
+    family_report(records, console)
     for note in run_notes(records):
         console.print(note)
 
@@ -360,3 +361,82 @@ def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
     for name, models, description in rows:
         table.add_row(name, str(models), description)
     return table
+
+
+# ---- family view ---------------------------------------------------------------------------
+
+
+def family_report(records: Sequence[dict[str, Any]], console: Console) -> None:
+    """The family view: reach per model ranked by size, power-law fits, gradient
+    amplification, a text chart of position against compute, and the verdict paragraph."""
+    from rich.panel import Panel
+
+    from specprobe.family import Position, analysed, summarize
+    from specprobe.plots import position_chart
+
+    if len(analysed(records)) < 2:
+        return
+    summary = summarize(records)
+    scale = "D·χ_pos" if summary.position is Position.NORMALIZED else "χ_pos"
+    table = Table(title=f"spectral reach (lowest {scale} over the revisions), by size", title_justify="left")
+    for col in ("model", "parameters", "reach", "at", "χ_pos there", "final loss", "χ_net growth"):
+        table.add_column(col, justify="left" if col in ("model", "at") else "right")
+    growth = {a.model: a for a in summary.amplification}
+    for r in summary.reach:
+        amp = growth.get(r.model)
+        last = amp.points[-1].amplification if amp is not None and amp.points else None
+        table.add_row(
+            r.label,
+            f"{r.num_params:,}" if r.num_params else "",
+            fmt(r.reach, r.reach_stderr),
+            r.revision
+            + (f" (step {r.step})" if r.step is not None and str(r.step) not in r.revision else ""),
+            fmt(r.spectral_position, r.spectral_position_stderr),
+            fmt(r.final_loss, r.final_loss_stderr),
+            f"×{last:.3g}" if last is not None else "",
+        )
+    console.print(table)
+    for fit in (summary.loss_fit, summary.reach_fit):
+        if fit is not None:
+            console.print(
+                f"power law across sizes: {fit.quantity} ∝ N^{fit.exponent:.3f} ± {fit.exponent_stderr:.2g} "
+                f"(R² {fit.r_squared:.2f}, {fit.num_points} sizes)",
+                highlight=False,
+            )
+    for note in summary.notes:
+        console.print(note, highlight=False)
+    chart = position_chart(records)
+    if chart:
+        console.print("\n".join(chart), highlight=False, markup=False)
+    console.print(
+        Panel(summary.verdict.text, title="verdict (computed from the numbers above)", expand=False)
+    )
+
+
+class TrainingDisplay:
+    """A Rich progress display for the demo's training: one bar per model, loss and ETA."""
+
+    def __init__(self, console: Console, models: Sequence[str], steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("training {task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.tasks = {m: self.progress.add_task(m, total=steps, loss="") for m in models}
+
+    def __enter__(self) -> TrainingDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, event: Any) -> None:
+        """The ``progress_callback`` of ``specprobe.demo.train_family``."""
+        self.progress.update(self.tasks[event.model], completed=event.step, loss=f"{event.loss:.3f}")

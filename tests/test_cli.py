@@ -67,3 +67,25 @@ def test_public_api_resolves_and_help_stays_light() -> None:
     code = "import sys, specprobe.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # the CLI imports torch only inside commands
+
+
+def test_demo_fast_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from specprobe.results import ResultStore
+
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--fast", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = ResultStore(out / "run").records()
+    assert {r["label"] for r in records} == {"neox-w16", "neox-w32", "neox-w64"}
+    assert all(r["status"] == "ok" for r in records)
+    assert "spectral reach" in result.output and "verdict (computed from the numbers above)" in result.output
+    assert "position fell in" in result.output
+    figures = sorted(p.name for p in (out / "run" / "figures").iterdir())
+    assert "position_vs_compute.png" in figures and "loss_vs_size.svg" in figures
+    assert all((out / "run" / "figures" / name).stat().st_size > 1000 for name in figures)
+    # A second run reuses the trained family and the finished records.
+    again = runner.invoke(app, ["demo", "--fast", "--out", str(out), "--no-plots"])
+    assert again.exit_code == 0, again.output
+    assert "reusing the family" in again.output and "0 measured, 12 resumed" in again.output
+    shown = runner.invoke(app, ["plot", str(out / "run"), "--out", str(tmp_path / "figs")])
+    assert shown.exit_code == 0 and (tmp_path / "figs" / "amplification.png").is_file()

@@ -189,12 +189,14 @@ def test_recipes_command_lists_bundled() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo-like folder: family/<size>/checkpoint-<step>/ and a corpus."""
+    """A demo-like folder: family/<name>/checkpoint-<step>/ and corpora, with the folder
+    names of the demo (so the bundled tiny-local recipe validates on it) and two more."""
     from specprobe.models import tiny_causal_lm
 
     root = tmp_path_factory.mktemp("tiny-family")
     tokenizer: Any = make_tokenizer()
-    for name, width in (("small", 8), ("large", 16)):
+    names = [("small", 8), ("large", 16)] + [(f"neox-w{w}", 8) for w in (16, 32, 64, 128)]
+    for name, width in names:
         run = root / "family" / name
         for step in (1, 10):
             model = tiny_causal_lm(
@@ -204,6 +206,8 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tokenizer.save_pretrained(run)
         (run / "specprobe.json").write_text('{"tokens_per_step": 512}')
     (root / "corpus.txt").write_text("\n".join(corpus_lines(200)))
+    (root / "data").mkdir()
+    (root / "data" / "eval.txt").write_text("\n".join(corpus_lines(200)))
     return root
 
 
@@ -280,3 +284,19 @@ def test_probe_fields_reach_the_plan(tmp_path: Path) -> None:
     bad = write(tmp_path / "b.yaml", MINIMAL + "probe: {eigen: many}\n")
     with pytest.raises(RecipeError, match=r"probe\.eigen: expected int"):
         load_recipe(bad)
+
+
+def test_tiny_local_reproduces_the_demo_analysis() -> None:
+    from specprobe.demo import DemoConfig
+
+    recipe, config = load_recipe("tiny-local"), DemoConfig()
+    assert [m.label for m in recipe.models] == list(config.model_names())
+    assert set(DemoConfig.fast().model_names()) <= {m.label for m in recipe.models}
+    data = recipe.data
+    assert (data.num_sequences, data.seq_len, data.batch_size, data.seed, recipe.probe.probes) == (
+        config.eval_sequences,
+        config.eval_seq_len,
+        config.eval_batch_size,
+        config.seed,
+        config.probes,
+    )
