@@ -46,6 +46,10 @@ _LAZY = {
     "RegressionAdapter": "specprobe.adapters",
     "CallableAdapter": "specprobe.adapters",
     "Loss": "specprobe.adapters",
+    # loading and results
+    "load_checkpoint": "specprobe.models",
+    "find_checkpoints": "specprobe.models",
+    "ResultStore": "specprobe.results",
     # dense reference
     "dense_kernel": "specprobe.dense",
     "DenseKernel": "specprobe.dense",
@@ -84,6 +88,10 @@ __all__ = [
     "RegressionAdapter",
     "CallableAdapter",
     "Loss",
+    # loading and results
+    "load_checkpoint",
+    "find_checkpoints",
+    "ResultStore",
     # dense reference
     "dense_kernel",
     "DenseKernel",
@@ -149,6 +157,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         summarize_spectrum,
     )
     from specprobe.lnp import GroupShare, Measurement, measure
+    from specprobe.models import find_checkpoints, load_checkpoint
     from specprobe.operators import NTKOperator, ProductMode
     from specprobe.params import select_parameters
     from specprobe.probe import Probe, log_steps
+    from specprobe.results import ResultStore

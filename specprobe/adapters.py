@@ -93,7 +93,8 @@ class AdaptedBatch:
         if not isinstance(outputs, Tensor):
             raise BatchError(
                 f"expected the model output to be a tensor, found {type(outputs).__name__}",
-                "pass an adapter that extracts the output tensor from what the model returns",
+                "wrap the model call in an adapter that picks the output tensor, e.g. "
+                "specprobe.CallableAdapter(lambda model, b: (model(b[0])['logits'], b[1]), loss='cross_entropy')",
             )
         if outputs.ndim == 0 or outputs.shape[0] == 0:
             raise BatchError(
@@ -238,7 +239,9 @@ class ClassificationAdapter(Adapter):
     def __call__(self, model: nn.Module, batch: Any) -> AdaptedBatch:
         inputs, targets = _inputs_targets(batch, self.name)
         outputs = model(inputs)
-        return AdaptedBatch.from_parts(outputs, targets.to(outputs.device), self.loss)
+        if isinstance(outputs, Tensor):
+            targets = targets.to(outputs.device)
+        return AdaptedBatch.from_parts(outputs, targets, self.loss)
 
 
 class RegressionAdapter(ClassificationAdapter):

@@ -358,3 +358,24 @@ def test_custom_groups_and_bad_group_spec() -> None:
     assert sum(g.chi_net for g in m.groups) == pytest.approx(m.chi_net, rel=1e-12)
     with pytest.raises(specprobe.ParameterSelectionError, match="groups='auto' or a mapping"):
         specprobe.measure(model, batch, groups="layers")
+
+
+def test_outputs_that_cannot_be_adapted_name_the_adapter_to_use() -> None:
+    class DictModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.lin(x)}
+
+    model = DictModel().double()
+    x, y = torch.randn(5, 4, dtype=F64), torch.randint(0, 3, (5,))
+    with pytest.raises(specprobe.BatchError, match="found dict") as err:
+        specprobe.measure(model, (x, y))
+    assert "CallableAdapter" in err.value.hint
+    adapter = specprobe.CallableAdapter(lambda m, b: (m(b[0])["logits"], b[1]), loss="cross_entropy")
+    m = specprobe.measure(model, (x, y), adapter=adapter, estimator="exact")
+    assert m.chi_net == pytest.approx(
+        specprobe.dense_kernel(model, (x, y), adapter=adapter).chi_net, rel=1e-10
+    )
