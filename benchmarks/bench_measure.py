@@ -18,57 +18,18 @@ target: a Hutchinson measurement costs no more than 1 forward + (m + 1) backward
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from common import PeakMemory
 from rich.console import Console
 from rich.table import Table
 
 import specprobe
 from specprobe.models import tiny_causal_lm
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator stats, or sampled RSS on CPU."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.peak = 0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.base)
-            time.sleep(0.002)
-
-    def __enter__(self) -> PeakMemory:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = self._rss()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 def timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[float, int, Any]:

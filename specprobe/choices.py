@@ -8,7 +8,22 @@ belong: ``specprobe.Estimator``, ``specprobe.models.DType`` and ``Device``.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
+
+from specprobe.errors import SpecprobeError
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], value: E | str, what: str) -> E:
+    """``enum(value)``, or a SpecprobeError that lists the valid choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(str(m.value) for m in enum)
+        raise SpecprobeError(
+            f"unknown {what} {value!r}; expected one of: {valid}", f"pass one of: {valid}"
+        ) from None
 
 
 class Estimator(str, Enum):

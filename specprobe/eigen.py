@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from specprobe.adapters import Adapter, AdapterKind
+from specprobe.choices import parse_enum
 from specprobe.errors import SpecprobeError, TooLargeError
 from specprobe.operators import KRYLOV_DTYPE, NTKOperator, ProductMode, rademacher
 
@@ -269,7 +270,7 @@ def spectrum_of(
         SpecprobeError on bad arguments, TooLargeError for DENSE above its limit.
     """
     start = time.perf_counter()
-    chosen = _parse(EigenMethod, method, "eigen method")
+    chosen = parse_enum(EigenMethod, method, "eigen method")
     d = op.shape[0]
     if not 1 <= k <= d:
         raise SpecprobeError(
@@ -653,16 +654,6 @@ def _counts(op: SymmetricOperator) -> tuple[int, int]:
 
 def _floats(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values]
-
-
-def _parse(enum: type[EigenMethod], value: EigenMethod | str, what: str) -> EigenMethod:
-    try:
-        return enum(value)
-    except ValueError:
-        valid = ", ".join(str(m.value) for m in enum)
-        raise SpecprobeError(
-            f"unknown {what} {value!r}; expected one of: {valid}", f"pass one of: {valid}"
-        ) from None
 
 
 # ---- stochastic Lanczos quadrature --------------------------------------------------------

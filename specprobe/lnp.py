@@ -27,19 +27,18 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve_adapter
-from specprobe.choices import Estimator
+from specprobe.choices import Estimator, parse_enum
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
+from specprobe.operators import batched_vjp
 from specprobe.params import group_parameters, measuring, select_parameters
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -51,20 +50,6 @@ _NON_FINITE_HINT = (
     "batch, pad on the right (tokenizer.padding_side = 'right'): fully masked attention rows "
     "give NaN in some models"
 )
-
-
-E = TypeVar("E", bound=Enum)
-
-
-def parse_enum(enum: type[E], value: E | str, what: str) -> E:
-    """``enum(value)``, or a SpecprobeError that lists the valid choices."""
-    try:
-        return enum(value)
-    except ValueError:
-        valid = ", ".join(str(m.value) for m in enum)
-        raise SpecprobeError(
-            f"unknown {what} {value!r}; expected one of: {valid}", f"pass one of: {valid}"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -488,29 +473,12 @@ def _rademacher(seed: int, sample: int, probe: int, shape: torch.Size) -> Tensor
 
 
 def _vjp(f: Tensor, params: list[Tensor], cotangents: Tensor) -> list[Tensor]:
-    """Jᵀv for a block of cotangents ``(k, *f.shape)``: a list of ``(k, *p.shape)`` tensors.
-
-    One batched backward pass (``is_grads_batched``: autograd's vmap over the backward
-    graph). Where an operator has no batching rule, autograd itself falls back to a loop
-    (slower, same numbers). The graph is retained for the next block.
-    """
+    """Jᵀv for a block of cotangents ``(k, *f.shape)``: ``(k, *p.shape)`` per parameter (zeros
+    for a parameter the outputs do not depend on); one batched backward pass, graph retained."""
     k = cotangents.shape[0]
-    with warnings.catch_warnings():
-        # The per-operator "falling back to a slow loop" notice is about speed, not results.
-        warnings.filterwarnings("ignore", message=".*fall.*back.*")
-        grads = torch.autograd.grad(
-            f,
-            params,
-            cotangents if k > 1 else cotangents[0],
-            retain_graph=True,
-            allow_unused=True,
-            is_grads_batched=k > 1,
-        )
     return [
-        torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device)
-        if g is None
-        else (g if k > 1 else g.unsqueeze(0))
-        for g, p in zip(grads, params, strict=True)
+        torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+        for g, p in zip(batched_vjp(f, params, cotangents), params, strict=True)
     ]
 
 

@@ -474,7 +474,7 @@ class NTKOperator:
             else:
                 cot = torch.zeros((b, *part.shape), dtype=f.dtype, device=f.device)
                 cot[:, part.mask] = values
-            for i, g in enumerate(_batched_vjp(f, self.params, cot)):
+            for i, g in enumerate(batched_vjp(f, self.params, cot)):
                 if g is None:
                     continue
                 g = g.to(self.acc_dtype)
@@ -744,7 +744,7 @@ def rademacher(dim: int, count: int, seed: int, device: torch.device | str | Non
     return out.to(device) if device is not None else out
 
 
-def _batched_vjp(f: Tensor, params: Sequence[Tensor], cotangents: Tensor) -> list[Tensor | None]:
+def batched_vjp(f: Tensor, params: Sequence[Tensor], cotangents: Tensor) -> list[Tensor | None]:
     """Jᵀv for a block of cotangents (b, *f.shape): one batched backward pass, graph retained.
 
     ``is_grads_batched`` is autograd's vmap over the backward graph; where an operator has

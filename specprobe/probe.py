@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from specprobe.adapters import Adapter, AdapterKind, resolve_adapter
+from specprobe.choices import parse_enum
 from specprobe.data import fingerprint_ids
 from specprobe.errors import SpecprobeError
-from specprobe.lnp import Estimator, Measurement, measure, parse_enum
+from specprobe.lnp import Estimator, Measurement, measure
 from specprobe.models import fingerprint_weights
 from specprobe.results import ResultStore, settings_hash
 
