@@ -336,7 +336,7 @@ def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
 
 
-PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe[plots])."
+PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
 
 
 @app.command(
@@ -578,7 +578,7 @@ def plot(
 
 DEMO_EPILOG = """Examples:
 
-  specprobe demo                  (about 3-5 minutes on 2 CPU cores)
+  specprobe demo                  (about 2 minutes on 2 CPU cores)
 
   specprobe demo --fast --out /tmp/demo
 
@@ -592,7 +592,7 @@ the bundled tiny-local recipe on it: the same analysis as `specprobe run`.
 def demo(
     fast: Annotated[bool, typer.Option(help="A smaller family and measurement (under a minute).")] = False,
     out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
-    plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe[plots]).")] = True,
+    plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).")] = True,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
     from pathlib import Path
