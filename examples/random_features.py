@@ -9,7 +9,7 @@ trained twice from the same initialisation:
   Θ = J Jᵀ and its trace χ_net are constant, and the loss stalls at the best fit the
   random features allow;
 * feature learning: W and a are trained. The features move, χ_net changes (the "gradient
-  amplification" of DESIGN.md), and the loss keeps falling past the frozen plateau.
+  amplification" of the spectral-reach account), and the loss keeps falling past the frozen plateau.
 
 specprobe.measure (regression adapter, exact estimator: D = n outputs) is taken on the
 training set at log-spaced steps. It prints a table per width and writes a figure (loss,

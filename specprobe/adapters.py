@@ -6,7 +6,7 @@ forward pass and returns an :class:`AdaptedBatch` in one canonical layout:
 
 * ``outputs``: shape ``(N, K, C)``: N samples, K output rows per sample (token positions
   for a language model, 1 for a plain classifier), C entries per row (vocabulary, classes,
-  regression targets). These are the raw outputs f of DESIGN section 2, before any softmax.
+  regression targets). These are the raw outputs f of the decomposition, before any softmax.
 * ``targets``: ``(N, K)`` class indices for cross-entropy, ``(N, K, C)`` values for MSE.
 * ``mask``: ``(N, K)`` booleans, the rows that count as outputs. Rows masked out (padding,
   label ``-100``, the last position of a sequence, which has no next token) are not

@@ -10,7 +10,7 @@ Jacobian–vector product over the batch).
 
 * :func:`spectrum` / :func:`spectrum_of`: top-k eigenpairs (λ_k, v_k) with honest Ritz
   residuals ‖Θv − λv‖/λ, convergence flags, and the overlaps q_k = (v_k·g)²/‖g‖² of the loss
-  residual g (DESIGN section 2).
+  residual g (see specprobe.lnp).
 * :func:`spectral_density` / :func:`spectral_density_of`: stochastic Lanczos quadrature
   (SLQ): a spectral density estimate, Tr f(Θ) for any f, and the eigenvalue counting
   function #{λ ≥ t}.
@@ -974,7 +974,7 @@ def summarize_spectrum(
     chi_pos: float | None = None,
     density: SpectralDensity | None = None,
 ) -> dict[str, Any]:
-    """Spectrum summaries (DESIGN section 2, "derived quantities") as a JSON-ready dict.
+    """Spectrum summaries (the derived quantities of the decomposition) as a JSON-ready dict.
 
     Pure: no products. ``chi_net`` and ``chi_pos`` come from :func:`specprobe.measure` on the
     same batch and parameters; TrΘ is ``chi_net`` if given, else ``spectrum.trace``, else

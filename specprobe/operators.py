@@ -1,7 +1,7 @@
 """The matrix-free eNTK operator: Θ·U = J (Jᵀ U) without forming J or Θ.
 
 For a batch with counted raw outputs f ∈ R^D and selected parameters θ ∈ R^P, the eNTK is
-Θ = J Jᵀ with J = ∂f/∂θ ∈ R^{D×P} (DESIGN section 2). :class:`NTKOperator` applies Θ to a
+Θ = J Jᵀ with J = ∂f/∂θ ∈ R^{D×P} (see specprobe.lnp). :class:`NTKOperator` applies Θ to a
 block of b vectors U ∈ R^{D×b} in two halves:
 
 1. w = Jᵀ U: one reverse-mode pass (vector–Jacobian product) per column, b columns batched
@@ -225,7 +225,7 @@ class NTKOperator:
 
     @property
     def residual(self) -> Tensor:
-        """g = ∂L/∂f, shape (D,), float64, L the mean loss over the counted outputs (DESIGN 2).
+        """g = ∂L/∂f, shape (D,), float64, L the mean loss over the counted outputs.
 
         Cross-entropy: g_t = (softmax(f_t) − onehot(y_t)) / n, n the counted rows; MSE:
         g = 2 (f − y) / n, n the counted entries. Computed at construction (no extra cost).

@@ -387,7 +387,7 @@ def _spectrum(
 
 
 def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
-    """Mean over batches with a standard error (DESIGN: compare at equal D per batch).
+    """Mean over batches with a standard error (positions compare only at equal D per batch).
 
     With several batches the standard error is the spread of the batch values over
     √batches (it includes the probes' noise); with one batch it is the measurement's own.
