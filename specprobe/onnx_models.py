@@ -374,14 +374,9 @@ def measure_onnx_file(
     The record has the format ``specprobe analyze`` writes (revision ``onnx``), with the
     conversion check under ``onnx_check``.
     """
-    from datetime import datetime, timezone
-
-    from specprobe import __version__
     from specprobe.data import fingerprint_ids
     from specprobe.lnp import measure
-    from specprobe.models import fingerprint_weights
-    from specprobe.results import settings_hash
-    from specprobe.sweep import aggregate
+    from specprobe.sweep import measured_record
 
     arrays = load_arrays(inputs_path)
     module, inputs, check = load_onnx(path, arrays, tolerance)
@@ -400,28 +395,18 @@ def measure_onnx_file(
         "probe": {"estimator": estimator, "probes": probes, "seed": seed, "params": params, "groups": groups},
         "data": {"inputs": str(inputs_path)},
     }
-    record = {
-        "model": str(path),
-        "label": Path(path).stem,
-        "revision": "onnx",
-        "commit": None,
-        "step": None,
-        "tokens_seen": None,
-        "fingerprint": fingerprint_weights(module),
-        "duplicate_of": None,
-        "num_params": sum(p.numel() for p in module.parameters()),
-        "dataset_fingerprint": fingerprint_ids(torch.from_numpy(np.ascontiguousarray(arrays["targets"]))),
-        "status": "ok",
-        "error": None,
-        **aggregate([result]),
-        "onnx_check": {
+    record = measured_record(
+        module,
+        [result],
+        settings,
+        name=str(path),
+        label=Path(path).stem,
+        revision="onnx",
+        dataset_fingerprint=fingerprint_ids(torch.from_numpy(np.ascontiguousarray(arrays["targets"]))),
+        onnx_check={
             "max_abs_error": check.max_abs_error,
             "max_rel_error": check.max_rel_error,
             "tolerance": check.tolerance,
         },
-        "settings": settings,
-        "settings_hash": settings_hash(settings),
-        "specprobe_version": __version__,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    )
     return record, check

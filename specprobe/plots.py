@@ -197,17 +197,7 @@ def position_vs_compute_figure(
         if not xs:
             continue
         values.extend(ys)
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=es,
-            fmt="o-",
-            color=colour,
-            capsize=2,
-            markersize=4,
-            linewidth=1.3,
-            label=f"{s.label} ({_params(s.num_params)})",
-        )
+        _series_line(ax, xs, ys, es, colour, f"{s.label} ({_params(s.num_params)})")
     ax.set_xscale("log")
     if _spans_decades(values):
         ax.set_yscale("log")
@@ -220,6 +210,15 @@ def position_vs_compute_figure(
     _style(ax)
     ax.legend(fontsize=7, frameon=False)
     return fig
+
+
+def _series_line(
+    ax: Any, xs: Sequence[float], ys: Sequence[float], errors: Sequence[float], colour: Any, label: str
+) -> None:
+    """One model's values over training: markers joined by a line, with error bars."""
+    ax.errorbar(
+        xs, ys, yerr=errors, fmt="o-", color=colour, capsize=2, markersize=4, linewidth=1.3, label=label
+    )
 
 
 def _series_xy(s: PositionSeries, use_compute: bool) -> tuple[list[float], list[float], list[float]]:
@@ -249,16 +248,8 @@ def amplification_figure(records: Sequence[dict[str, Any]]) -> Any:
         ys = [p.amplification for p in pts]
         steps.extend(xs)
         ratios.extend(ys)
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=[p.amplification_stderr for p in pts],
-            fmt="o-",
-            color=colour,
-            capsize=2,
-            markersize=4,
-            linewidth=1.3,
-            label=f"{s.label} ({_params(s.num_params)})",
+        _series_line(
+            ax, xs, ys, [p.amplification_stderr for p in pts], colour, f"{s.label} ({_params(s.num_params)})"
         )
     if steps and min(steps) <= 0:
         ax.set_xscale("symlog", linthresh=1.0)

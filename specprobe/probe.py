@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ from specprobe.choices import parse_enum
 from specprobe.data import fingerprint_ids
 from specprobe.errors import SpecprobeError
 from specprobe.lnp import Estimator, Measurement, measure
-from specprobe.models import fingerprint_weights
-from specprobe.results import ResultStore, settings_hash
+from specprobe.results import ResultStore
 
 
 def log_steps(last: int, points: int, *, first: int = 1, include_zero: bool = True) -> list[int]:
@@ -164,32 +162,22 @@ class Probe:
         tokens_seen: int | None = None,
     ) -> dict[str, Any]:
         """The results record of one measurement, in the format ``specprobe analyze`` writes."""
-        from specprobe import __version__
-        from specprobe.sweep import aggregate
+        from specprobe.sweep import measured_record
 
         if tokens_seen is None and step is not None and self.tokens_per_step:
             tokens_seen = step * self.tokens_per_step
         settings = self.settings()
-        return {
-            "model": self.label,
-            "label": self.label,
-            "revision": revision or (f"step{step}" if step is not None else "now"),
-            "commit": None,
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "fingerprint": fingerprint_weights(model),
-            "duplicate_of": None,
-            "num_params": sum(p.numel() for p in model.parameters()),
-            "dataset_fingerprint": settings["data"]["fingerprint"],
-            "status": "ok",
-            "error": None,
-            **aggregate([measurement]),
-            "timings": {"measure_s": measurement.time_s},
-            "settings": settings,
-            "settings_hash": settings_hash(settings),
-            "specprobe_version": __version__,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        return measured_record(
+            model,
+            [measurement],
+            settings,
+            name=self.label,
+            label=self.label,
+            revision=revision or (f"step{step}" if step is not None else "now"),
+            step=step,
+            tokens_seen=tokens_seen,
+            dataset_fingerprint=settings["data"]["fingerprint"],
+        )
 
     def log_dict(self, measurement: Measurement, prefix: str = "specprobe/") -> dict[str, float]:
         """Scalars for a logger (TensorBoard, W&B): the decomposition and its errors."""

@@ -208,10 +208,7 @@ def run_sweep(
             records.append(previous)
             skipped += 1
             continue
-        record = _measure_checkpoint(item, plan, subsets, seen, observer)
-        record.update(
-            settings=settings, settings_hash=digest, specprobe_version=__version__, finished_at=_now()
-        )
+        record = stamp(_measure_checkpoint(item, plan, subsets, seen, observer), settings)
         store.append(record)
         observer.finished(ckpt, record)
         records.append(record)
@@ -384,6 +381,54 @@ def _spectrum(
     )
     summary["spectrum_batch"] = 0
     return summary
+
+
+def stamp(record: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Add what every record ends with: its settings, their hash, the version, the time."""
+    from specprobe import __version__
+
+    record.update(
+        settings=settings,
+        settings_hash=settings_hash(settings),
+        specprobe_version=__version__,
+        finished_at=_now(),
+    )
+    return record
+
+
+def measured_record(
+    model: torch.nn.Module,
+    measurements: Sequence[Measurement],
+    settings: dict[str, Any],
+    *,
+    name: str,
+    label: str,
+    revision: str,
+    step: int | None = None,
+    tokens_seen: int | None = None,
+    dataset_fingerprint: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A finished ``ok`` record in the format ``run_sweep`` writes, for a model measured in
+    memory (library probes, ONNX graphs): no commit, no duplicate check across a run."""
+    record = {
+        "model": name,
+        "label": label,
+        "revision": revision,
+        "commit": None,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "fingerprint": fingerprint_weights(model),
+        "duplicate_of": None,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "dataset_fingerprint": dataset_fingerprint,
+        "status": "ok",
+        "error": None,
+        **aggregate(measurements),
+        "timings": {"measure_s": sum(m.time_s for m in measurements)},
+        **extra,
+    }
+    return stamp(record, settings)
 
 
 def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
