@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common import PeakMemory
+from common import run_timed
 
 MACHINE_MEMORY = 24 * 2**30
 """The dense route is skipped when its arrays would need more than this (the dev machine's RAM)."""
@@ -69,18 +68,8 @@ class Row:
 
 def timed(fn: Callable[[], Any], device: str, repeats: int = 1) -> tuple[float, int, Any]:
     """Best wall time of ``repeats`` runs (the least disturbed by other load), peak memory, result."""
-    import torch
-
-    best, peak, result = float("inf"), 0, None
-    for _ in range(repeats):
-        with PeakMemory(device) as mem:
-            start = time.perf_counter()
-            result = fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        peak = max(peak, mem.peak)
-    return best, peak, result
+    times, peak, result = run_timed(fn, device, repeats)
+    return min(times), peak, result
 
 
 def main() -> None:

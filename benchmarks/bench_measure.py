@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import PeakMemory
+from common import run_timed
 from rich.console import Console
 from rich.table import Table
 
@@ -34,16 +33,8 @@ from specprobe.models import tiny_causal_lm
 
 def timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[float, int, Any]:
     """Median wall time over ``repeats`` runs (after one warm-up), peak memory, last result."""
-    result = fn()
-    times, peak = [], 0
-    for _ in range(repeats):
-        with PeakMemory(device) as mem:
-            start = time.perf_counter()
-            result = fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        peak = max(peak, mem.peak)
+    fn()
+    times, peak, result = run_timed(fn, device, repeats)
     return statistics.median(times), peak, result
 
 

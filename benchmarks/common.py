@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -52,3 +53,20 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+
+
+def run_timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[list[float], int, Any]:
+    """Wall times of ``repeats`` calls of ``fn`` (synchronised on CUDA), the peak memory of
+    any of them, and the last result. Callers choose the statistic (best, median)."""
+    import torch
+
+    times, peak, result = [], 0, None
+    for _ in range(repeats):
+        with PeakMemory(device) as mem:
+            start = time.perf_counter()
+            result = fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        peak = max(peak, mem.peak)
+    return times, peak, result
