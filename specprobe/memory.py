@@ -1,0 +1,94 @@
+"""How much memory a measurement needs, and how much there is, so sizes are chosen to fit.
+
+On a GPU an out-of-memory error can be caught and the micro-batch halved; on a CPU the
+kernel's out-of-memory killer ends the process without a word. So ``measure`` estimates
+its need before the first full pass: one forward pass of a single sample counts the bytes
+autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``), and
+the sizes of the outputs whose gradients the probes request; both grow linearly with the
+samples of a micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+CPU_SHARE = 0.7
+"""Share of the memory the OS reports available that a measurement plans to use on a CPU."""
+CUDA_SHARE = 0.85
+"""Share of the free device memory (plus the allocator's free cache) planned on a GPU."""
+MAX_PROBE_BATCH = 16
+"""Most cotangents sent through one backward pass: beyond this the batching gains little."""
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can use on ``device``, or None where it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(CUDA_SHARE * (free + cached))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(CPU_SHARE * int(line.split()[1]) * 1024)
+        except OSError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class SampleCost:
+    """Bytes one sample adds to a measurement's peak, from a one-sample forward pass."""
+
+    saved: int
+    """Tensors autograd keeps for the backward pass (activations), parameters excluded."""
+    outputs: int
+    """The raw outputs f (logits): the residual, the probes and their gradients are as large."""
+    hooked: int
+    """Outputs of the modules whose gradients the probes request (one copy per probe)."""
+
+    def need(self, samples: int, probe_batch: int) -> int:
+        """Peak bytes above the weights for a micro-batch of ``samples`` and ``probe_batch``
+        cotangents: the graph, f with its softmax and residual, and per probe its cotangent,
+        the requested gradients and the backward pass's own transients (about as large)."""
+        per_probe = 2 * (self.hooked + self.outputs)
+        return samples * (self.saved + 3 * self.outputs + probe_batch * per_probe)
+
+
+def sample_cost(
+    forward: Callable[[], Any], params: Sequence[Tensor], hooked: Callable[[], int]
+) -> SampleCost:
+    """Run ``forward`` (one sample) and count what it would keep for a backward pass.
+
+    ``hooked`` returns the bytes of the hooked module outputs of that forward pass.
+    """
+    storages = {p.untyped_storage().data_ptr() for p in params}
+    seen: set[int] = set()
+    saved = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal saved
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):
+            return t
+        if ptr not in storages and ptr not in seen:
+            seen.add(ptr)
+            saved += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        adapted = forward()
+    outputs = adapted.outputs
+    return SampleCost(saved=saved, outputs=outputs.numel() * outputs.element_size(), hooked=hooked())
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB with one decimal, for messages."""
+    return f"{n / 2**30:.1f} GiB"
