@@ -135,53 +135,50 @@ def main() -> None:
     )
     print(header)
     for size in args.sizes.split(","):
-        model = pythia(size, dtype, args.device)
-        params = sum(p.numel() for p in model.parameters())
-        g = torch.Generator().manual_seed(1)
-        ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=g).to(
-            args.device
-        )
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(**batch)
-
-        def train_step() -> None:
-            loss = model(**batch, labels=ids).loss
-            loss.backward()
-
-        timed(train_step, args.device)  # warm-up (allocator, kernels)
-        for p in model.parameters():
-            p.grad = None
-        t_fwd, _, _ = timed(lambda: model(**batch, labels=ids).loss, args.device)
-        t_train, mem_train, _ = timed(train_step, args.device)
-        for p in model.parameters():
-            p.grad = None
-        t_bwd = max(t_train - t_fwd, 1e-9)
-        floor = t_fwd + (m + 1) * t_bwd
-        print(
-            f"{size:>6} {params / 1e6:>7.0f}M {'training step':>22} {t_train:>8.2f} {mem_train / 1e9:>8.2f} "
-            f"{1.0:>9.2f} {'':>10} {'':>8}"
-        )
-        for est in args.estimators.split(","):
-            t, mem, result = timed(
-                lambda est=est: specprobe.measure(model, batch, estimator=est, probes=m, seed=0), args.device
-            )
-            print(
-                f"{size:>6} {params / 1e6:>7.0f}M {'measure ' + est:>22} {t:>8.2f} {mem / 1e9:>8.2f} "
-                f"{mem / mem_train:>9.2f} {t / floor:>10.2f} {m / t:>8.2f}"
-            )
-            print(
-                f"{'':>6} {'':>8} {'':>22} D·χ_pos {result.normalized_position:.4g} ± "
-                f"{result.normalized_position * result.spectral_position_stderr / result.spectral_position:.2g}, "
-                f"χ_net {result.chi_net:.4g} ± {result.chi_net_stderr:.2g}",
-                flush=True,
-            )
-        del model
+        bench_size(size, args, dtype)
         gc.collect()
         if args.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def bench_size(size: str, args: argparse.Namespace, dtype: torch.dtype) -> None:
+    """The training step and each estimator on one model size: one row each."""
+    m = args.probes
+    model = pythia(size, dtype, args.device)
+    params = sum(p.numel() for p in model.parameters())
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=g).to(args.device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def train_step() -> None:
+        loss = model(**batch, labels=ids).loss
+        loss.backward()
+
+    timed(train_step, args.device)  # warm-up (allocator, kernels)
+    model.zero_grad(set_to_none=True)
+    t_fwd, _, _ = timed(lambda: model(**batch, labels=ids).loss, args.device)
+    t_train, mem_train, _ = timed(train_step, args.device)
+    model.zero_grad(set_to_none=True)
+    t_bwd = max(t_train - t_fwd, 1e-9)
+    floor = t_fwd + (m + 1) * t_bwd
+    print(
+        f"{size:>6} {params / 1e6:>7.0f}M {'training step':>22} {t_train:>8.2f} {mem_train / 1e9:>8.2f} "
+        f"{1.0:>9.2f} {'':>10} {'':>8}"
+    )
+    for est in args.estimators.split(","):
+        t, mem, result = timed(
+            lambda est=est: specprobe.measure(model, batch, estimator=est, probes=m, seed=0), args.device
+        )
+        print(
+            f"{size:>6} {params / 1e6:>7.0f}M {'measure ' + est:>22} {t:>8.2f} {mem / 1e9:>8.2f} "
+            f"{mem / mem_train:>9.2f} {t / floor:>10.2f} {m / t:>8.2f}"
+        )
+        print(
+            f"{'':>6} {'':>8} {'':>22} D·χ_pos {result.normalized_position:.4g} ± "
+            f"{result.normalized_position * result.spectral_position_stderr / result.spectral_position:.2g}, "
+            f"χ_net {result.chi_net:.4g} ± {result.chi_net_stderr:.2g}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
