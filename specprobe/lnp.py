@@ -40,7 +40,7 @@ from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve
 from specprobe.choices import Estimator, parse_enum
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 from specprobe.ghost import GhostNorms
-from specprobe.memory import MAX_PROBE_BATCH, available_bytes, gib, sample_cost
+from specprobe.memory import MAX_PROBE_BATCH, available_bytes, human_bytes, sample_cost
 from specprobe.operators import batched_vjp
 from specprobe.params import group_parameters, measuring, select_parameters
 from specprobe.rademacher import rademacher
@@ -345,9 +345,9 @@ class _Run:
                     break
             if need(micro, chunk) > available and device.type == "cpu":
                 raise TooLargeError(
-                    f"expected the measurement to fit in memory, found it needs about {gib(need(micro, chunk))} "
+                    f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
                     f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
-                    f"{gib(available)} is available to it",
+                    f"{human_bytes(available)} is available to it",
                     "measure fewer or shorter sequences, select part of the model (params=...), "
                     "use bfloat16, or run on a machine with more memory",
                 )

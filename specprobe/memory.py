@@ -27,6 +27,9 @@ PROBE_SHARE = 0.35
 """The probes of one backward pass may take at most this share of what a training step
 adds above the weights (its gradient and activations), so that a measurement's peak stays
 within 1.5× a training step's (the rest of the margin is for the residual and transients)."""
+PROBE_FLOOR = 16 * 2**20
+"""…except that a probe block of up to 16 MiB is always allowed: on tiny models the share
+would be a few kilobytes and one cotangent per backward pass only slows them down."""
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -69,9 +72,10 @@ class SampleCost:
 
     def probe_cap(self, samples: int, param_bytes: int) -> int:
         """The most probes per backward pass within :data:`PROBE_SHARE` of a training step's
-        own addition (the gradient, ``param_bytes``, and the activations); at least 1."""
-        training = param_bytes + samples * self.saved
-        return max(1, int(PROBE_SHARE * training // max(1, self.per_probe(samples))))
+        own addition (the gradient, ``param_bytes``, and the activations) or
+        :data:`PROBE_FLOOR`, whichever is larger; at least 1."""
+        allowed = max(PROBE_SHARE * (param_bytes + samples * self.saved), PROBE_FLOOR)
+        return max(1, int(allowed // max(1, self.per_probe(samples))))
 
 
 def sample_cost(
@@ -129,6 +133,6 @@ def peak_rss() -> int | None:
     return None
 
 
-def gib(n: float) -> str:
-    """Bytes as GiB with one decimal, for messages."""
-    return f"{n / 2**30:.1f} GiB"
+def human_bytes(n: float) -> str:
+    """Bytes for messages: GiB with one decimal, or MiB below one GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

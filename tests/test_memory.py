@@ -69,3 +69,39 @@ def test_measure_peak_memory_stays_within_a_training_step() -> None:
     # the gradient's sum and a block of probe sums no larger than a training step's own
     # addition (2.5x in all), repeating the forward pass per block; never m·P.
     assert peaks["hutchinson_mb"] <= 2.5 * peaks["train"] + slack, peaks
+
+
+def _sizes(monkeypatch: pytest.MonkeyPatch, available: int | None) -> tuple[int, int]:
+    """The micro-batch and probe batch measure() chooses with ``available`` bytes."""
+    import torch
+
+    import specprobe
+    from specprobe import lnp
+    from tests.conftest import CASES
+
+    chosen: list[tuple[int, int]] = []
+    original = lnp._Run.plan
+
+    def spy(self: lnp._Run, *args: object, **kwargs: object) -> int:
+        micro = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        chosen.append((micro, self.chunk))
+        return micro
+
+    monkeypatch.setattr(lnp, "available_bytes", lambda device: available)
+    monkeypatch.setattr(lnp._Run, "plan", spy)
+    model, batch = CASES[2].build(torch.float64)
+    specprobe.measure(model, batch, estimator="hutchinson_per_sample", probes=4)
+    return chosen[0]
+
+
+def test_sizes_shrink_to_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sizes(monkeypatch, 2**34) == (3, 4)  # plenty: the whole batch, every probe at once
+    micro, chunk = _sizes(monkeypatch, 150_000)  # probes per pass halve first, then samples
+    assert chunk == 1 and micro < 3
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_full_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from specprobe.errors import TooLargeError
+
+    with pytest.raises(TooLargeError, match=r"needs about .* MiB beyond the weights"):
+        _sizes(monkeypatch, 1000)
