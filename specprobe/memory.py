@@ -27,9 +27,11 @@ PROBE_SHARE = 0.35
 """The probes of one backward pass may take at most this share of what a training step
 adds above the weights (its gradient and activations), so that a measurement's peak stays
 within 1.5× a training step's (the rest of the margin is for the residual and transients)."""
-PROBE_FLOOR = 16 * 2**20
-"""…except that a probe block of up to 16 MiB is always allowed: on tiny models the share
-would be a few kilobytes and one cotangent per backward pass only slows them down."""
+PROBE_FLOOR = 256 * 2**20
+"""…except that a probe block of up to 256 MiB is always allowed: on small models the share
+would be a few megabytes, and one cotangent per backward pass makes them about 1.5× slower
+(the per-pass overhead is not amortised). So the bound is 1.5× a training step's peak or
+that peak plus 256 MiB, whichever is larger."""
 
 
 def available_bytes(device: torch.device) -> int | None:
