@@ -56,8 +56,8 @@ def test_measure_peak_memory_stays_within_a_training_step() -> None:
     # malloc mmap threshold (freed buffers go back to the OS). Tolerance: 1.5x the training
     # step's addition (its gradient and activations) plus 256 MiB, the probe block always
     # allowed (specprobe.memory.PROBE_FLOOR), which covers allocator slack too. The
-    # former implementation held 16 parameter-sized gradients per backward pass (+550 MB
-    # here), and plain Hutchinson over micro-batches 32 probe sums (+1.1 GB).
+    # former implementation held 16 parameter-sized gradients per backward pass (+470 MB
+    # here), and plain Hutchinson over micro-batches 32 probe sums (+0.94 GB).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
