@@ -336,16 +336,20 @@ def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
 
 
+WIDE_HELP = (
+    "Show every table column, however wide (by default the least important are left out to fit the terminal)."
+)
 PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
 
 
 @app.command(
-    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json"
+    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S"
 )
 @handle_errors
 def report(
     directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
 ) -> None:
     """Show the report of a finished or partial run."""
     from pathlib import Path
@@ -364,7 +368,7 @@ def report(
     if json_output:
         _print_json_lines(records)
         return
-    render_run(records, console)
+    render_run(records, console, wide=wide)
 
 
 def _print_json_lines(records: list[dict[str, Any]]) -> None:
