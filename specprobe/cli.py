@@ -343,13 +343,19 @@ PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (need
 
 
 @app.command(
-    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S"
+    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv"
 )
 @handle_errors
 def report(
     directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
+    csv: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the records' scalar columns to this CSV file (one row per checkpoint)."
+        ),
+    ] = None,
 ) -> None:
     """Show the report of a finished or partial run."""
     from pathlib import Path
@@ -367,8 +373,13 @@ def report(
     records = store.records()
     if json_output:
         _print_json_lines(records)
-        return
-    render_run(records, console, wide=wide)
+    else:
+        render_run(records, console, wide=wide)
+    if csv is not None:
+        from specprobe.frames import write_csv
+
+        rows, columns = write_csv(records, csv)
+        err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
 
 
 def _print_json_lines(records: list[dict[str, Any]]) -> None:
