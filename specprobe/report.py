@@ -210,31 +210,12 @@ def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
 
 
 def run_notes(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Things a reader must know: failures, duplicated weights, differing data subsets."""
-    notes = []
-    failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        notes.append(f"[red]{len(failed)} checkpoint(s) failed[/]:")
-        notes += [
-            escape(f"  {r['model']}@{r['revision']}: {r.get('error') or 'unknown error'}") for r in failed
-        ]
-    for r in records:
-        if r.get("duplicate_of"):
-            notes.append(
-                f"[yellow]{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']}[/] "
-                "(fingerprint match): the published revision likely serves the wrong checkpoint"
-            )
-    subsets: dict[str, set[str]] = {}
-    for r in records:
-        if r.get("dataset_fingerprint"):
-            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
-    if len(subsets) > 1:
-        groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
-        notes.append(
-            f"models with different tokenizers were measured on their own token subsets ({groups}): "
-            "their losses and positions are not on the same data; compare D·χ_pos"
-        )
-    return notes
+    """Things a reader must know (failures, duplicated weights, differing data subsets), as
+    Rich markup: :func:`specprobe.tables.run_notes` coloured by tone."""
+    return [
+        f"[{_TONES[tone]}]{escape(text)}[/]" if tone in _TONES else escape(text)
+        for tone, text in tables.run_notes(records)
+    ]
 
 
 def render_run(records: Sequence[dict[str, Any]], console: Console, *, wide: bool = False) -> None:
@@ -358,7 +339,7 @@ def family_report(
     (printer or TablePrinter(console)).print(tables.reach_table(summary))
     for fit in (summary.loss_fit, summary.reach_fit):
         if fit is not None:
-            quantity = fit.quantity.replace("normalized_position", "D·χ_pos").replace("_", " ")
+            quantity = tables.fit_name(fit.quantity)
             console.print(
                 f"power law across {fit.num_points} sizes: {quantity} ∝ N^{fit.exponent:.3f} "
                 f"± {fit.exponent_stderr:.2g}, R² {fit.r_squared:.2f}",

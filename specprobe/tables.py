@@ -449,3 +449,48 @@ def reach_table(summary: Any) -> TableData:
     return TableData(
         f"spectral reach (lowest {scale} over the revisions), by size", columns, tuple(rows), "reach"
     )
+
+
+def run_notes(records: Sequence[dict[str, Any]]) -> list[tuple[Tone, str]]:
+    """Things a reader must know: failures (each with its error), duplicated weights,
+    differing data subsets; each with its tone."""
+    notes: list[tuple[Tone, str]] = []
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        notes.append((Tone.BAD, f"{len(failed)} checkpoint(s) failed:"))
+        notes += [
+            (Tone.PLAIN, f"  {r['model']}@{r['revision']}: {r.get('error') or 'unknown error'}")
+            for r in failed
+        ]
+    for r in records:
+        if r.get("duplicate_of"):
+            notes.append(
+                (
+                    Tone.WARN,
+                    f"{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']} "
+                    "(fingerprint match): the published revision likely serves the wrong checkpoint",
+                )
+            )
+    subsets: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("dataset_fingerprint"):
+            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
+    if len(subsets) > 1:
+        groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
+        notes.append(
+            (
+                Tone.PLAIN,
+                f"models with different tokenizers were measured on their own token subsets ({groups}): "
+                "their losses and positions are not on the same data; compare D·χ_pos",
+            )
+        )
+    return notes
+
+
+def fit_name(quantity: str) -> str:
+    """A power-law fit's quantity as a reader says it: ``reach (D·χ_pos)``, ``final loss``."""
+    return (
+        quantity.replace("normalized_position", "D·χ_pos")
+        .replace("spectral_position", "χ_pos")
+        .replace("final_loss", "final loss")
+    )
