@@ -267,10 +267,11 @@ def model_table(model: str, rows: Sequence[dict[str, Any]]) -> TableData:
             Column("step"),
             lambda r: Cell("" if r.get("step") is None else str(r["step"]), _step(r.get("step"))),
         )
-    b.add(
-        Column("χ_net/χ_net₀", help="gradient amplification: χ_net relative to the first revision"),
-        lambda r: _growth(r, first),
-    )
+    if len(ok) > 1:
+        b.add(
+            Column("χ_net/χ_net₀", help="gradient amplification: χ_net relative to the first revision"),
+            lambda r: _growth(r, first),
+        )
     b.add(Column("χ_pos", help="spectral position χ_loss/χ_net"), lambda r: _est(r, "spectral_position"))
     if any(_head(r) is not None for r in ok):
         b.add(
