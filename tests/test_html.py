@@ -21,6 +21,7 @@ from specprobe.family import summarize
 from specprobe.html_report import render_html, write_html
 from specprobe.results import ResultStore
 from specprobe.tables import value_error
+from tests.test_analyze import REPO, SMALL, corpus, hub, tokenizer  # noqa: F401  (fixtures)
 from tests.test_report import full_run
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "path", "use", "stop", "rect", "circle", "line"}
@@ -224,3 +225,17 @@ def test_browser_renders_and_sorts(tmp_path: Path) -> None:
             timeout=120,
         )
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_analyze_writes_the_html_report(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report.html"
+    args = ["analyze", REPO, "--revisions", "step1,step2", "--dataset", str(corpus), *SMALL]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run"), "--html", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = parse(out.read_text(encoding="utf-8"))
+    kinds = [attrs.get("data-kind") for tag, attrs in doc.tags if tag == "table"]
+    assert kinds == ["model"] and len(doc.tables[0]) == 2  # one model, two revisions
+    text = html.unescape("".join(doc.text))
+    assert "seq_len16" in text and "probes4" in text and "checkpoints2 (2 ok)" in text  # the settings
+    assert sum(tag == "svg" for tag, _ in doc.tags) >= 2  # position and amplification figures
