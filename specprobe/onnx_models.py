@@ -256,7 +256,7 @@ def _where(condition: Tensor, x: Tensor, y: Tensor, **_: Any) -> Tensor:
     return torch.where(condition.bool(), x, y)
 
 
-_OPS: dict[str, Callable[..., Tensor]] = {
+_OPS: dict[str, Callable[..., Tensor | tuple[Tensor, ...]]] = {
     "Add": lambda a, b, **_: a + b,
     "Sub": lambda a, b, **_: a - b,
     "Mul": lambda a, b, **_: a * b,
@@ -301,7 +301,7 @@ _OPS: dict[str, Callable[..., Tensor]] = {
     "Gather": _gather,
     "GatherND": _gather_nd,
     "Slice": _slice,
-    "Split": _split,  # type: ignore[dict-item]  # several outputs
+    "Split": _split,  # several outputs
     "Expand": _expand,
     "Range": _range,
     "Trilu": _trilu,
