@@ -38,8 +38,10 @@ class Estimator(str, Enum):
 
     HUTCHINSON_PER_SAMPLE = "hutchinson_per_sample"
     """Σ_b ‖J_bᵀ z_b‖² with probes drawn per sample b: the cross-sample blocks of Θ drop out
-    of the variance. Runs sample by sample (a forward pass per sample, a backward pass per
-    sample and probe): the same number of FLOPs as HUTCHINSON, less parallelism."""
+    of the variance, and the values add over samples, micro-batches and processes. The
+    per-sample norms of all samples of a micro-batch come from one backward pass per
+    probe ("ghost norms", no per-sample gradients): the cost of HUTCHINSON. The sweep's
+    default."""
 
 
 class DType(str, Enum):

@@ -183,7 +183,7 @@ def analyze(
     seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the subset and the probes.")] = 0,
-    estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON,
+    estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
     params: Annotated[
         str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")

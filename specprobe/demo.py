@@ -558,5 +558,5 @@ def demo_plan(out_dir: Path | str, config: DemoConfig | None = None) -> SweepPla
         batch_size=config.eval_batch_size,
         seed=config.seed,
     )
-    probe = ProbeSpec(estimator=Estimator.HUTCHINSON, probes=config.probes, seed=config.seed)
+    probe = ProbeSpec(estimator=Estimator.HUTCHINSON_PER_SAMPLE, probes=config.probes, seed=config.seed)
     return SweepPlan(models=models, data=data, probe=probe)

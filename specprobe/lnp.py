@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,11 +39,16 @@ from torch import Tensor, nn
 from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve_adapter
 from specprobe.choices import Estimator, parse_enum
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
+from specprobe.ghost import GhostNorms
+from specprobe.memory import MAX_PROBE_BATCH, available_bytes, human_bytes, sample_cost
 from specprobe.operators import batched_vjp
 from specprobe.params import group_parameters, measuring, select_parameters
+from specprobe.rademacher import rademacher
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
 """The exact estimator's default limit on D (it costs one backward pass per output)."""
+EXACT_CHUNK = 16
+"""One-hot cotangents per backward pass for the exact estimator (tiny models only)."""
 
 
 _NON_FINITE_HINT = (
@@ -140,7 +146,7 @@ def measure(
     adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
     params: Sequence[str] | str | None = None,
     micro_batch_size: int | None = None,
-    probe_batch_size: int = 16,
+    probe_batch_size: int | None = None,
     max_exact_outputs: int = DEFAULT_MAX_EXACT_OUTPUTS,
     groups: str | Mapping[str, Sequence[str]] | None = None,
 ) -> Measurement:
@@ -158,26 +164,36 @@ def measure(
         params: glob patterns on parameter names (e.g. ``"lm_head.*"``); None selects all
             trainable parameters.
         micro_batch_size: samples per forward pass; results do not depend on it. Default:
-            the whole batch for HUTCHINSON, 1 for EXACT; HUTCHINSON_PER_SAMPLE always uses 1.
-        probe_batch_size: cotangents per batched backward pass (memory: that many copies of
-            the activation gradients).
+            1 for EXACT; for the Hutchinson estimators the whole batch, halved until the
+            estimated memory fits (``specprobe.memory``).
+        probe_batch_size: cotangents per backward pass. Default: up to 16, as many as fit in
+            ``specprobe.memory.PROBE_SHARE`` of what a training step adds above the weights
+            (so the peak stays within 1.5× a training step's), fewer where the available
+            memory asks; given explicitly, it is honoured.
         max_exact_outputs: the EXACT estimator refuses a batch with more outputs than this.
         groups: split χ_net and ‖∇θL‖² by parameter group (``Measurement.groups``):
             ``"auto"`` (embeddings, each block, final norm, head) or a mapping from group
             name to name globs. Costs nothing extra: the sums are kept per tensor anyway.
 
     Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
-    estimators, 1 forward + (1 + D) backward for EXACT. Memory: the autograd graph of one
-    micro-batch, ``probe_batch_size`` cotangents of the outputs' size, the gradient
-    (P floats) and, for HUTCHINSON over several micro-batches, m accumulated probe
-    products (m · P floats).
+    estimators (plus one forward of one sample for the memory estimate), 1 forward +
+    (1 + D) backward for EXACT. Memory, beyond the weights: the autograd graph of one
+    micro-batch; the gradient of the loss as it is computed, reduced to per-tensor norms
+    at once (kept as one P-float sum only across several micro-batches); per probe in a
+    backward pass, its cotangent and the gradients of the layer outputs (the probe
+    values come from per-group "ghost" norms, ``specprobe.ghost``: no parameter-sized
+    gradient per probe). HUTCHINSON across several micro-batches is the exception: each
+    probe's Jᵀz must be summed over micro-batches before its norm, so probes go in
+    blocks that fit the memory (P floats each), the forward pass repeated per block;
+    HUTCHINSON_PER_SAMPLE never needs this.
 
     Returns:
         A frozen :class:`Measurement`.
 
     Raises:
         SpecprobeError (BatchError, NonFiniteError, TooLargeError,
-        ParameterSelectionError) on bad input, never a silent NaN.
+        ParameterSelectionError) on bad input, never a silent NaN; TooLargeError before
+        any full pass when the estimated memory does not fit even one sample at a time.
     """
     start_time = time.perf_counter()
     est = parse_enum(Estimator, estimator, "estimator")
@@ -186,9 +202,15 @@ def measure(
             f"expected at least 2 Hutchinson probes (for a standard error), found probes={probes}",
             "use probes=32 or more, or estimator='exact' for tiny models",
         )
-    if probe_batch_size < 1:
+    if probe_batch_size is not None and probe_batch_size < 1:
         raise SpecprobeError(
-            f"expected probe_batch_size >= 1, found {probe_batch_size}", "use the default, 16"
+            f"expected probe_batch_size >= 1, found {probe_batch_size}",
+            "leave it unset to size it from memory",
+        )
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise SpecprobeError(
+            f"expected micro_batch_size >= 1, found {micro_batch_size}",
+            "leave it unset to size it from memory",
         )
     if seed is None and est is not Estimator.EXACT:
         seed = int.from_bytes(os.urandom(4), "little")
@@ -196,16 +218,6 @@ def measure(
     num_samples = resolved.num_samples(batch)
     if num_samples == 0:
         raise BatchError("expected a batch with at least one sample, found an empty batch", "pass some data")
-    if est is Estimator.HUTCHINSON_PER_SAMPLE:
-        micro = 1
-    elif micro_batch_size is not None:
-        if micro_batch_size < 1:
-            raise SpecprobeError(
-                f"expected micro_batch_size >= 1, found {micro_batch_size}", "use None for the whole batch"
-            )
-        micro = min(micro_batch_size, num_samples)
-    else:
-        micro = 1 if est is Estimator.EXACT else num_samples
     selected = select_parameters(model, params)
     tensors = [p for _, p in selected]
     dtype = tensors[0].dtype
@@ -217,15 +229,23 @@ def measure(
         seed,
         tensors,
         acc,
-        probe_batch_size,
         max_exact_outputs,
-        several=micro < num_samples,
         group_names=group_names,
     )
-    with measuring(model, selected):
-        for begin in range(0, num_samples, micro):
-            stop = min(begin + micro, num_samples)
-            run.add(resolved(model, resolved.take(batch, begin, stop)), begin)
+    with measuring(model, selected), GhostNorms(model, tensors, acc) as ghost:
+        run.ghost = ghost
+        micro = run.plan(
+            lambda: resolved(model, resolved.take(batch, 0, 1)),
+            num_samples,
+            micro_batch_size,
+            probe_batch_size,
+        )
+        for block in run.blocks():
+            for begin in range(0, num_samples, micro):
+                stop = min(begin + micro, num_samples)
+                ghost.reset(stop - begin)
+                run.add(resolved(model, resolved.take(batch, begin, stop)), begin, block)
+            run.end_block(block)
     return run.finish(
         num_samples=num_samples,
         micro_batch_size=micro,
@@ -245,9 +265,7 @@ class _Run:
         seed: int | None,
         params: Sequence[Tensor],
         acc: torch.dtype,
-        probe_batch_size: int,
         max_exact_outputs: int,
-        several: bool,
         group_names: list[str] | None = None,
     ) -> None:
         self.estimator = estimator
@@ -256,30 +274,112 @@ class _Run:
         self.seed = seed
         self.params = list(params)
         self.acc = acc
-        self.chunk = probe_batch_size
         self.max_exact_outputs = max_exact_outputs
-        self.grad = [torch.zeros_like(p, dtype=acc) for p in params]
+        self.ghost: GhostNorms | None = None
+        self.chunk = EXACT_CHUNK  # cotangents per backward pass (set by plan())
+        self.several = False  # more than one micro-batch (set by plan())
+        self.sum_block = probes  # HUTCHINSON over several micro-batches: probe sums kept at once
+        # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
+        self.grad_sq = np.zeros(len(self.params))  # ‖∇_p L‖² (unnormalised), one micro-batch
+        self.grad: list[Tensor | None] | None = None  # Σ over micro-batches of ∇_p L, when several
         self.loss_sum = 0.0
         self.residual_sq_sum = 0.0  # Σ ‖g̃‖² with g̃ = n·g, the unnormalised residual
         self.rows = 0
         self.outputs = 0
         self.entries = 0  # n: counted rows (cross-entropy) or counted entries (MSE)
-        # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
         self.trace_sums = np.zeros(len(self.params))  # EXACT: Σ_i ‖∂f_i/∂θ_p‖²
         # ‖J_pᵀz_j‖² for probe j and tensor p, summed over micro-batches when separable
         self.probe_values = np.zeros((probes, len(self.params)))
-        # Plain Hutchinson over several micro-batches: Jᵀz_j must be summed over micro-batches
-        # before its norm is taken (the cross-sample terms), so keep m vectors of P floats.
-        self.probe_sums: list[list[Tensor]] | None = None
-        if estimator is Estimator.HUTCHINSON and several:
-            self.probe_sums = [[torch.zeros_like(p, dtype=acc) for p in params] for _ in range(probes)]
+        self.probe_sums: list[list[Tensor | None]] = []  # the current block's Σ_mb J_mbᵀz_j
         self.dtype = str(params[0].dtype).removeprefix("torch.")
         self.num_params = sum(p.numel() for p in params)
         self.loss_kind: Loss | None = None
 
-    def add(self, adapted: AdaptedBatch, first_sample: int) -> None:
+    # -- sizes ----------------------------------------------------------------------------
+
+    def plan(
+        self,
+        one_sample: Callable[[], AdaptedBatch],
+        num_samples: int,
+        micro_batch_size: int | None,
+        probe_batch_size: int | None,
+    ) -> int:
+        """Choose the micro-batch and the probe batch; returns the micro-batch size.
+
+        Sizes not given are chosen so that the estimated need (``specprobe.memory``) fits
+        the available memory: probes per backward pass are halved first, then the
+        micro-batch. On a CPU a need that does not fit even then is refused here, before
+        the process would be killed by the OS.
+        """
+        if self.estimator is Estimator.EXACT:
+            self.chunk = probe_batch_size or EXACT_CHUNK
+            micro = min(micro_batch_size or 1, num_samples)
+            self.several = micro < num_samples
+            return micro
+        micro = min(micro_batch_size or num_samples, num_samples)
+        chunk = probe_batch_size or min(MAX_PROBE_BATCH, self.probes)
+        device = self.params[0].device
+        available = available_bytes(device)
+        param_bytes = self.num_params * torch.finfo(self.acc).bits // 8
+        largest = max(p.numel() * p.element_size() for p in self.params)
+        if available is not None:
+            assert self.ghost is not None
+            ghost = self.ghost
+            ghost.reset()
+            cost = sample_cost(one_sample, self.params, ghost.hooked_bytes)
+            ghost.reset()
+
+            def need(micro: int, chunk: int) -> int:
+                accumulator = param_bytes if micro < num_samples else 0
+                return accumulator + 2 * largest + cost.need(micro, chunk)
+
+            if probe_batch_size is None:
+                model_bytes = sum(p.numel() * p.element_size() for p in self.params)
+                chunk = min(chunk, cost.probe_cap(micro, model_bytes))
+            while need(micro, chunk) > available:
+                if probe_batch_size is None and chunk > 1:
+                    chunk = max(1, chunk // 2)
+                elif micro_batch_size is None and micro > 1:
+                    micro = -(-micro // 2)
+                else:
+                    break
+            if need(micro, chunk) > available and device.type == "cpu":
+                raise TooLargeError(
+                    f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
+                    f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
+                    f"{human_bytes(available)} is available to it",
+                    "measure fewer or shorter sequences, select part of the model (params=...), "
+                    "use bfloat16, or run on a machine with more memory",
+                )
+            if self.estimator is Estimator.HUTCHINSON and micro < num_samples:
+                # Probe sums of P floats each: as many as a training step's own addition
+                # (gradient and activations) and the free memory allow, at least one.
+                training = param_bytes + micro * cost.saved
+                spare = available - need(micro, chunk) + param_bytes
+                self.sum_block = int(min(self.probes, max(1, min(spare, training) // param_bytes)))
+        self.chunk = chunk
+        self.several = micro < num_samples
+        if self.estimator is not Estimator.HUTCHINSON or not self.several:
+            self.sum_block = self.probes
+        return micro
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Probe ranges, one pass over the micro-batches each: one range, except for
+        HUTCHINSON over several micro-batches when m probe sums do not fit at once."""
+        if self.estimator is Estimator.HUTCHINSON and self.several:
+            return [
+                (lo, min(lo + self.sum_block, self.probes)) for lo in range(0, self.probes, self.sum_block)
+            ]
+        return [(0, self.probes)]
+
+    # -- one micro-batch ------------------------------------------------------------------
+
+    def add(self, adapted: AdaptedBatch, first_sample: int, block: tuple[int, int]) -> None:
         """Add one micro-batch whose first sample has global index ``first_sample``."""
         f, mask = adapted.outputs, adapted.mask
+        if block[0] > 0:  # a later block of probe sums: the rest was done in the first pass
+            self._probe_sums(f, mask, first_sample, block)
+            return
         self.loss_kind = adapted.loss
         rows = int(mask.sum())
         if rows == 0:
@@ -303,18 +403,36 @@ class _Run:
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum
         self.residual_sq_sum += float(residual.double().square().sum())
-        grads = _vjp(f, self.params, residual.to(f.dtype).unsqueeze(0))
-        for total, g in zip(self.grad, grads, strict=True):
-            total += g[0].to(self.acc)
-        if not all(bool(torch.isfinite(g).all()) for g in grads):
+        self._gradient(f, residual.to(f.dtype), first_sample)
+        if self.estimator is Estimator.EXACT:
+            self.trace_sums += self._exact_trace(f, mask)
+        elif self.estimator is Estimator.HUTCHINSON and self.several:
+            self._probe_sums(f, mask, first_sample, block)
+        else:
+            self._probe(f, mask, first_sample)
+
+    def _gradient(self, f: Tensor, cotangent: Tensor, first_sample: int) -> None:
+        """∇L of this micro-batch (unnormalised), reduced per tensor as each is computed."""
+        finite = True
+
+        def consume(index: int, grad: Tensor) -> None:
+            nonlocal finite
+            if self.several:
+                if self.grad is None:
+                    self.grad = [None] * len(self.params)
+                total = self.grad[index]
+                self.grad[index] = grad.to(self.acc) if total is None else total.add_(grad)
+            else:
+                value = _sq(grad.to(self.acc))  # a non-finite entry makes it non-finite
+                finite = finite and math.isfinite(value)
+                self.grad_sq[index] += value
+
+        backward_each(f, cotangent, self.params, consume)
+        if not finite:
             raise NonFiniteError(
                 f"expected a finite gradient, found NaN or inf (samples {first_sample}..)",
                 _NON_FINITE_HINT,
             )
-        if self.estimator is Estimator.EXACT:
-            self.trace_sums += self._exact_trace(f, mask)
-        else:
-            self._probe(f, mask, first_sample)
 
     def _exact_trace(self, f: Tensor, mask: Tensor) -> np.ndarray:
         """Σ_i ‖∂f_i/∂θ_p‖² over the counted outputs i, per tensor p: one-hot cotangents, batched."""
@@ -328,27 +446,47 @@ class _Run:
             total += _squared_norms(vjps, self.acc).sum(0)
         return total
 
-    def _probe(self, f: Tensor, mask: Tensor, first_sample: int) -> None:
-        """Hutchinson: ‖Jᵀz‖² for the probes, on this micro-batch's outputs."""
+    def _probes(self, f: Tensor, mask: Tensor, first_sample: int, probes: range) -> Tensor:
+        """The Rademacher probes ``(len(probes), *f.shape)`` of this micro-batch, masked rows zero."""
         assert self.seed is not None  # set in measure() for the Hutchinson estimators
-        row_mask = mask.unsqueeze(-1).to(f.dtype)
+        z = rademacher(
+            self.seed,
+            range(first_sample, first_sample + f.shape[0]),
+            probes,
+            f.shape[1:],
+            device=f.device,
+            dtype=f.dtype,
+        )
+        return z.mul_(mask.unsqueeze(-1).to(f.dtype))
+
+    def _probe(self, f: Tensor, mask: Tensor, first_sample: int) -> None:
+        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe."""
+        assert self.ghost is not None
+        per_sample = self.estimator is Estimator.HUTCHINSON_PER_SAMPLE
         for lo in range(0, self.probes, self.chunk):
             js = range(lo, min(lo + self.chunk, self.probes))
-            z = torch.stack(
-                [
-                    torch.stack(
-                        [_rademacher(self.seed, first_sample + b, j, f.shape[1:]) for b in range(f.shape[0])]
-                    )
-                    for j in js
-                ]
-            ).to(device=f.device, dtype=f.dtype)
-            vjps = _vjp(f, self.params, z * row_mask)
-            if self.probe_sums is None:
-                self.probe_values[lo : lo + len(js)] += _squared_norms(vjps, self.acc)
-            else:
-                for i, j in enumerate(js):
-                    for total, v in zip(self.probe_sums[j], vjps, strict=True):
-                        total += v[i].to(self.acc)
+            values = self.ghost.norms(f, self._probes(f, mask, first_sample, js), per_sample)
+            self.probe_values[lo : lo + len(js)] += values.numpy()
+
+    def _probe_sums(self, f: Tensor, mask: Tensor, first_sample: int, block: tuple[int, int]) -> None:
+        """HUTCHINSON over several micro-batches: add this micro-batch's Jᵀz_j to the block's sums."""
+        if not self.probe_sums:
+            self.probe_sums = [[None] * len(self.params) for _ in range(*block)]
+        for j in range(*block):
+            sums = self.probe_sums[j - block[0]]
+
+            def consume(index: int, grad: Tensor, sums: list[Tensor | None] = sums) -> None:
+                total = sums[index]
+                sums[index] = grad.to(self.acc) if total is None else total.add_(grad)
+
+            z = self._probes(f, mask, first_sample, range(j, j + 1))[0]
+            backward_each(f, z, self.params, consume)
+
+    def end_block(self, block: tuple[int, int]) -> None:
+        """Turn a finished block's probe sums into probe values (squared norms per tensor)."""
+        for j, sums in zip(range(*block), self.probe_sums, strict=False):
+            self.probe_values[j] = [0.0 if t is None else _sq(t) for t in sums]
+        self.probe_sums = []
 
     def finish(
         self,
@@ -365,12 +503,12 @@ class _Run:
                 "(attention_mask 0 or label -100 everywhere)",
                 "pass a batch with unmasked targets; a sequence needs two tokens to predict one",
             )
-        if self.probe_sums is not None:
-            self.probe_values = np.array(
-                [[float(t.double().square().sum()) for t in sums] for sums in self.probe_sums]
-            )
         n = float(self.entries)
-        grad_sq = np.array([float(g.double().square().sum()) for g in self.grad]) / n**2
+        if self.grad is not None:
+            self.grad_sq = np.array([0.0 if g is None else _sq(g) for g in self.grad])
+            if not np.isfinite(self.grad_sq).all():
+                raise NonFiniteError("expected a finite gradient, found NaN or inf", _NON_FINITE_HINT)
+        grad_sq = self.grad_sq / n**2
         grad_norm_sq = float(grad_sq.sum())
         chi_loss = self.residual_sq_sum / n**2
         chi_net, chi_net_stderr = self._trace(np.ones(len(self.params), dtype=bool))
@@ -464,12 +602,40 @@ def _loss_and_residual(adapted: AdaptedBatch, acc: torch.dtype) -> tuple[float, 
     return loss_sum, residual * rows
 
 
-def _rademacher(seed: int, sample: int, probe: int, shape: torch.Size) -> Tensor:
-    """The ±1 probe of ``(sample, probe)``: its own stream, so no value depends on batching."""
-    state = np.random.SeedSequence([seed, sample, probe]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed((int(state[0]) << 32) | int(state[1]))
-    bits = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8)
-    return bits * 2 - 1
+def _sq(t: Tensor) -> float:
+    """‖t‖² in t's dtype without a temporary copy (one fused pass)."""
+    flat = t.reshape(-1)
+    return float(torch.dot(flat, flat))
+
+
+def backward_each(
+    f: Tensor, cotangent: Tensor, params: Sequence[Tensor], consume: Callable[[int, Tensor], None]
+) -> None:
+    """One backward pass of ``cotangent`` (shaped like ``f``), handing each parameter's
+    gradient to ``consume(index, grad)`` as soon as it is computed and freeing it after.
+
+    At most one parameter-sized gradient exists at a time (the caller decides whether to
+    keep a sum or only a norm), unlike ``torch.autograd.grad``, which returns them all at
+    the end. The callers' ``.grad`` buffers are set aside and put back untouched.
+    """
+    saved = [p.grad for p in params]
+    handles = []
+
+    def hook(index: int, param: Tensor) -> None:
+        if param.grad is not None:
+            consume(index, param.grad)
+        param.grad = None
+
+    try:
+        for index, p in enumerate(params):
+            p.grad = None
+            handles.append(p.register_post_accumulate_grad_hook(partial(hook, index)))
+        torch.autograd.backward(f, cotangent, inputs=list(params), retain_graph=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p, grad in zip(params, saved, strict=True):
+            p.grad = grad
 
 
 def _vjp(f: Tensor, params: list[Tensor], cotangents: Tensor) -> list[Tensor]:

@@ -15,7 +15,7 @@ overrides them with ``--set name=value``.
       - {id: EleutherAI/pythia-70m, label: pythia-70m, params: 70426624}
     revisions: {log: {points: 12, schedule: pythia}}
     data:      {dataset: NeelNanda/pile-10k, num_sequences: 32, seq_len: 128, batch_size: 8}
-    probe:     {estimator: hutchinson, probes: 32, params: null, dtype: float32, device: cpu}
+    probe:     {estimator: hutchinson_per_sample, probes: 32, params: null, dtype: float32, device: cpu}
     output:    {directory: "${root}/pythia", resume: true}
 """
 
@@ -104,7 +104,7 @@ class RecipeModel:
 
 @dataclass(frozen=True)
 class RecipeProbe:
-    estimator: Estimator = Estimator.HUTCHINSON
+    estimator: Estimator = Estimator.HUTCHINSON_PER_SAMPLE
     probes: int = 32
     params: list[str] | None = None
     """Parameter-name globs; null for all trainable parameters."""

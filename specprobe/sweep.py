@@ -54,7 +54,7 @@ AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position"
 class ProbeSpec:
     """How each checkpoint is measured."""
 
-    estimator: Estimator = Estimator.HUTCHINSON
+    estimator: Estimator = Estimator.HUTCHINSON_PER_SAMPLE
     probes: int = 32
     seed: int = 0
     params: tuple[str, ...] | None = None

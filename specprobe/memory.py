@@ -1,0 +1,138 @@
+"""How much memory a measurement needs, and how much there is, so sizes are chosen to fit.
+
+On a GPU an out-of-memory error can be caught and the micro-batch halved; on a CPU the
+kernel's out-of-memory killer ends the process without a word. So ``measure`` estimates
+its need before the first full pass: one forward pass of a single sample counts the bytes
+autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``), and
+the sizes of the outputs whose gradients the probes request; both grow linearly with the
+samples of a micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+CPU_SHARE = 0.7
+"""Share of the memory the OS reports available that a measurement plans to use on a CPU."""
+CUDA_SHARE = 0.85
+"""Share of the free device memory (plus the allocator's free cache) planned on a GPU."""
+MAX_PROBE_BATCH = 16
+"""Most cotangents sent through one backward pass: beyond this the batching gains little."""
+PROBE_SHARE = 0.35
+"""The probes of one backward pass may take at most this share of what a training step
+adds above the weights (its gradient and activations), so that a measurement's peak stays
+within 1.5× a training step's (the rest of the margin is for the residual and transients)."""
+PROBE_FLOOR = 16 * 2**20
+"""…except that a probe block of up to 16 MiB is always allowed: on tiny models the share
+would be a few kilobytes and one cotangent per backward pass only slows them down."""
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can use on ``device``, or None where it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(CUDA_SHARE * (free + cached))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(CPU_SHARE * int(line.split()[1]) * 1024)
+        except OSError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class SampleCost:
+    """Bytes one sample adds to a measurement's peak, from a one-sample forward pass."""
+
+    saved: int
+    """Tensors autograd keeps for the backward pass (activations), parameters excluded."""
+    outputs: int
+    """The raw outputs f (logits): the residual, the probes and their gradients are as large."""
+    hooked: int
+    """Outputs of the modules whose gradients the probes request (one copy per probe)."""
+
+    def need(self, samples: int, probe_batch: int) -> int:
+        """Peak bytes above the weights for a micro-batch of ``samples`` and ``probe_batch``
+        cotangents: the graph, f with its softmax and residual, and per probe its cotangent,
+        the requested gradients and the backward pass's own transients (about as large)."""
+        return samples * (self.saved + 3 * self.outputs) + probe_batch * self.per_probe(samples)
+
+    def per_probe(self, samples: int) -> int:
+        """One cotangent, the gradients it requests, and the backward pass's transients."""
+        return samples * 2 * (self.hooked + self.outputs)
+
+    def probe_cap(self, samples: int, param_bytes: int) -> int:
+        """The most probes per backward pass within :data:`PROBE_SHARE` of a training step's
+        own addition (the gradient, ``param_bytes``, and the activations) or
+        :data:`PROBE_FLOOR`, whichever is larger; at least 1."""
+        allowed = max(PROBE_SHARE * (param_bytes + samples * self.saved), PROBE_FLOOR)
+        return max(1, int(allowed // max(1, self.per_probe(samples))))
+
+
+def sample_cost(
+    forward: Callable[[], Any], params: Sequence[Tensor], hooked: Callable[[], int]
+) -> SampleCost:
+    """Run ``forward`` (one sample) and count what it would keep for a backward pass.
+
+    ``hooked`` returns the bytes of the hooked module outputs of that forward pass.
+    """
+    storages = {p.untyped_storage().data_ptr() for p in params}
+    seen: set[int] = set()
+    saved = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal saved
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):
+            return t
+        if ptr not in storages and ptr not in seen:
+            seen.add(ptr)
+            saved += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        adapted = forward()
+    outputs = adapted.outputs
+    return SampleCost(saved=saved, outputs=outputs.numel() * outputs.element_size(), hooked=hooked())
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux ``VmHWM``); False where unsupported.
+
+    For benchmarks and tests: with ``MALLOC_MMAP_THRESHOLD_`` set in the environment (a
+    fixed threshold, so glibc returns large freed blocks to the OS), the peak after a reset
+    is the peak of what runs next, with no sampling thread that could miss it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes since start or :func:`reset_peak_rss`."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def human_bytes(n: float) -> str:
+    """Bytes for messages: GiB with one decimal, or MiB below one GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
