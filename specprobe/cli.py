@@ -226,6 +226,7 @@ def analyze(
         str | None,
         typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
     ] = None,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Measure spectral position across models and their training revisions (or ONNX graphs)."""
     if any(m.endswith(".onnx") for m in models):
@@ -239,6 +240,7 @@ def analyze(
             parse_groups(groups),
             out,
             json_output,
+            html,
         )
         return
     from specprobe.data import DataSpec
@@ -281,7 +283,9 @@ def analyze(
             "pass --out DIR with the directory of the run to continue",
         )
     invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
-    execute_plan(plan, out, resume=resume, json_output=json_output, invocation=invocation, plots=plots)
+    execute_plan(
+        plan, out, resume=resume, json_output=json_output, invocation=invocation, plots=plots, html=html
+    )
 
 
 def execute_plan(
@@ -292,6 +296,7 @@ def execute_plan(
     json_output: bool,
     invocation: dict[str, Any],
     plots: bool = False,
+    html: str | None = None,
 ) -> None:
     """Run a sweep with a progress display, then print the report (and write the figures
     with ``plots``); exit 1 if a checkpoint failed."""
@@ -322,10 +327,21 @@ def execute_plan(
             f"results in {directory / 'results.jsonl'}",
             highlight=False,
         )
+    if html is not None:
+        _write_html(result.records, html, store)
     if plots:
         _write_figures(result.records, directory / "figures")
     if result.failed:
         raise typer.Exit(code=1)
+
+
+def _write_html(records: list[dict[str, Any]], path: str, store: Any) -> None:
+    from specprobe.html_report import write_html
+
+    written = write_html(
+        records, path, config=store.config(), title=f"specprobe report: {store.directory.name}"
+    )
+    console.print(f"HTML report in {written}", highlight=False)
 
 
 def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
@@ -336,16 +352,28 @@ def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
 
 
+HTML_HELP = "Also write the whole report as one self-contained HTML file (tables, figures, verdict) to share."
+WIDE_HELP = (
+    "Show every table column, however wide (by default the least important are left out to fit the terminal)."
+)
 PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
 
 
 @app.command(
-    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json"
+    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv --html pythia.html"
 )
 @handle_errors
 def report(
     directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
+    csv: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the records' scalar columns to this CSV file (one row per checkpoint)."
+        ),
+    ] = None,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Show the report of a finished or partial run."""
     from pathlib import Path
@@ -363,8 +391,15 @@ def report(
     records = store.records()
     if json_output:
         _print_json_lines(records)
-        return
-    render_run(records, console)
+    else:
+        render_run(records, console, wide=wide)
+    if csv is not None:
+        from specprobe.frames import write_csv
+
+        rows, columns = write_csv(records, csv)
+        err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
+    if html is not None:
+        _write_html(records, html, store)
 
 
 def _print_json_lines(records: list[dict[str, Any]]) -> None:
@@ -427,6 +462,7 @@ def run(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
     from specprobe.recipe import load_recipe, with_overrides
@@ -458,6 +494,7 @@ def run(
         json_output=json_output,
         invocation=invocation,
         plots=plots,
+        html=html,
     )
 
 
@@ -509,6 +546,7 @@ def _analyze_onnx(
     groups: Any,
     out: str | None,
     json_output: bool,
+    html: str | None = None,
 ) -> None:
     from pathlib import Path
 
@@ -548,6 +586,8 @@ def _analyze_onnx(
     else:
         render_run(records, console)
         console.print(f"results in {directory / 'results.jsonl'}", highlight=False)
+    if html is not None:
+        _write_html(store.records(), html, store)
 
 
 @app.command(
@@ -593,6 +633,7 @@ def demo(
     fast: Annotated[bool, typer.Option(help="A smaller family and measurement (under a minute).")] = False,
     out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
     plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).")] = True,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
     from pathlib import Path
@@ -634,6 +675,7 @@ def demo(
             json_output=False,
             invocation=invocation,
             plots=plots,
+            html=html,
         )
     except SpecprobeError as err:
         if not plots or "matplotlib" not in err.message:
