@@ -31,8 +31,8 @@ outputs, like the activations a training step keeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -66,7 +66,7 @@ class _Plan:
 
     calls: list[_Call]
     fallback: list[int]  # indices into the parameter list
-    tied: dict[int, tuple[int, int]] = field(default_factory=dict)  # param -> (embedding call, linear call)
+    tied: dict[int, tuple[int, int]]  # param -> (embedding call, linear call), indices into calls
 
 
 def _kind(module: nn.Module) -> _Kind | None:
@@ -195,7 +195,10 @@ class GhostNorms:
             for call in self.calls
             if call.kind is not None
             and call.output.requires_grad
-            and any(self.index.get(id(q)) not in fallback_set for q in call.module.parameters(recurse=False))
+            and any(
+                id(q) in self.index and self.index[id(q)] not in fallback_set
+                for q in call.module.parameters(recurse=False)
+            )
         ]
         return _Plan(calls=used, fallback=fallback, tied=tied)
 
@@ -448,11 +451,3 @@ def _graph_edges(f: Tensor, params: Sequence[Tensor]) -> list[int]:
                 continue
             stack.append(child)
     return counts
-
-
-def iter_supported(model: nn.Module) -> Iterator[tuple[str, str]]:
-    """(module name, kind) of every module whose parameters get ghost norms: for reports and tests."""
-    for name, module in model.named_modules():
-        kind = _kind(module)
-        if kind is not None and any(True for _ in module.parameters(recurse=False)):
-            yield name, kind.value
