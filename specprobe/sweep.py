@@ -149,53 +149,6 @@ class _Planned:
     commit: str | None
 
 
-def run_sweep(
-    plan: SweepPlan,
-    store: ResultStore,
-    *,
-    resume: bool = False,
-    observer: Observer | None = None,
-    invocation: dict[str, Any] | None = None,
-    parallel: Parallel | None = None,
-) -> SweepResult:
-    """Measure every checkpoint of ``plan`` and write its record into ``store``.
-
-    Raises SpecprobeError before writing anything when the plan cannot run. With
-    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
-    skipped (their records are returned as they are). Under a launcher (``accelerate
-    launch``, ``torchrun``) every process calls this and they share the sweep: see
-    ``specprobe.distributed`` (``parallel`` chooses how; it is ignored in one process).
-    """
-    from specprobe import distributed
-
-    if distributed.launched():
-        return distributed.sweep_across_processes(
-            plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
-        )
-    observer = observer or Observer()
-    planned, subsets = _preflight(plan, observer)
-    settings = plan.settings()
-    done = _open_run(plan, store, resume=resume, invocation=invocation)
-    seen = _seen_fingerprints(done.values())
-    records, measured, skipped, failed = [], 0, 0, 0
-    observer.planned([p.checkpoint for p in planned])
-    for item in planned:
-        ckpt = item.checkpoint
-        previous = done.get((ckpt.model, ckpt.revision))
-        if previous is not None:
-            observer.skipped(ckpt, previous)
-            records.append(previous)
-            skipped += 1
-            continue
-        record = stamp(_measure_checkpoint(item, plan, subsets, seen, observer), settings)
-        store.append(record)
-        observer.finished(ckpt, record)
-        records.append(record)
-        measured += 1
-        failed += record["status"] != "ok"
-    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed)
-
-
 def _preflight(plan: SweepPlan, observer: Observer) -> tuple[list[_Planned], dict[str, TokenSubset]]:
     """The checks before anything is written: settings, checkpoints, data. Returns the
     checkpoints in plan order and the token subsets by tokenizer fingerprint."""
@@ -254,6 +207,53 @@ def _seen_fingerprints(records: Iterable[dict[str, Any]]) -> dict[str, tuple[str
         if record.get("fingerprint"):
             seen.setdefault(record["fingerprint"], (record["model"], record["revision"]))
     return seen
+
+
+def run_sweep(
+    plan: SweepPlan,
+    store: ResultStore,
+    *,
+    resume: bool = False,
+    observer: Observer | None = None,
+    invocation: dict[str, Any] | None = None,
+    parallel: Parallel | None = None,
+) -> SweepResult:
+    """Measure every checkpoint of ``plan`` and write its record into ``store``.
+
+    Raises SpecprobeError before writing anything when the plan cannot run. With
+    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
+    skipped (their records are returned as they are). Under a launcher (``accelerate
+    launch``, ``torchrun``) every process calls this and they share the sweep: see
+    ``specprobe.distributed`` (``parallel`` chooses how; it is ignored in one process).
+    """
+    from specprobe import distributed
+
+    if distributed.launched():
+        return distributed.sweep_across_processes(
+            plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
+        )
+    observer = observer or Observer()
+    planned, subsets = _preflight(plan, observer)
+    settings = plan.settings()
+    done = _open_run(plan, store, resume=resume, invocation=invocation)
+    seen = _seen_fingerprints(done.values())
+    records, measured, skipped, failed = [], 0, 0, 0
+    observer.planned([p.checkpoint for p in planned])
+    for item in planned:
+        ckpt = item.checkpoint
+        previous = done.get((ckpt.model, ckpt.revision))
+        if previous is not None:
+            observer.skipped(ckpt, previous)
+            records.append(previous)
+            skipped += 1
+            continue
+        record = stamp(_measure_checkpoint(item, plan, subsets, seen, observer), settings)
+        store.append(record)
+        observer.finished(ckpt, record)
+        records.append(record)
+        measured += 1
+        failed += record["status"] != "ok"
+    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed)
 
 
 def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[_Planned]:

@@ -44,7 +44,6 @@ data:
   batch_size: 2
   seed: 0
 probe:
-  estimator: hutchinson
   probes: 4
   device: cpu
 """
@@ -52,8 +51,8 @@ probe:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two hub models (one larger, one with a republished revision) and a training folder:
-    6 checkpoints, 4 batches each."""
+    """Two hub models (one larger, one with a republished revision) and a training folder
+    whose last checkpoint is broken: 7 checkpoints (one fails to load), 4 batches each."""
     tokenizer = make_tokenizer()
     vocab = len(tokenizer)
     for revision, seed in (("step1", 0), ("step2", 1), ("step4", 0)):  # step4 republishes step1
@@ -66,6 +65,10 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for step, seed in ((10, 4), (20, 5)):
         model = tiny_causal_lm("gpt_neox", vocab_size=vocab, hidden_size=16, seed=seed, max_positions=64)
         model.save_pretrained(train / f"checkpoint-{step}")
+    broken = train / "checkpoint-30"
+    tiny_causal_lm("gpt_neox", vocab_size=vocab, hidden_size=16, max_positions=64).save_pretrained(broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short: this checkpoint fails to load
     tokenizer.save_pretrained(train)
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(corpus_lines(200)) + "\n")
@@ -83,9 +86,9 @@ def reference(recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> list[di
     """The one-process run of the plan, in this process."""
     out = tmp_path_factory.mktemp("single") / "run"
     result = CliRunner().invoke(app, sweep_args(recipe, out))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the broken checkpoint is recorded as failed
     records = ResultStore(out).records()
-    assert len(records) == 6
+    assert [r["status"] for r in records] == ["ok"] * 6 + ["failed"]
     return records
 
 
@@ -213,7 +216,7 @@ def test_different_settings_are_refused_naming_the_field() -> None:
 def test_two_processes_equal_one(recipe: Path, reference: list[dict[str, Any]], tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = run(accelerate_launch(*sweep_args(recipe, out)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]  # 1: a checkpoint failed
     records = ResultStore(out).records()
     assert_same_records(records, reference)
     # The republished revision is flagged against the first in plan order, as in one process.
@@ -226,7 +229,7 @@ def test_two_processes_equal_one(recipe: Path, reference: list[dict[str, Any]], 
     config = ResultStore(out).config()
     assert config is not None and config["invocations"][-1]["world_size"] == 2
     # Process 0 printed the report once, in plan order.
-    assert done.stdout.count("6 measured, 0 resumed, 0 failed") == 1
+    assert done.stdout.count("7 measured, 0 resumed, 1 failed") == 1
     assert done.stdout.index("small,") < done.stdout.index("large,") < done.stdout.index("trained,")
 
 
@@ -246,9 +249,10 @@ def test_two_machines_on_localhost(recipe: Path, reference: list[dict[str, Any]]
             )
         )
     outputs = [p.communicate(timeout=300) for p in launchers]
-    assert [p.returncode for p in launchers] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    # Process 0 (machine 0) exits 1 for the failed checkpoint; machine 1's process, 0.
+    assert [p.returncode for p in launchers] == [1, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert_same_records(ResultStore(out).records(), reference)
-    assert "6 measured" in outputs[0][0] and "measured" not in outputs[1][0]
+    assert "7 measured" in outputs[0][0] and "measured" not in outputs[1][0]
 
 
 @pytest.mark.slow
@@ -281,9 +285,10 @@ def test_split_batches_ctrl_c_and_resume_equal_unsplit(
     assert 1 <= len(kept) < len(reference)
     assert "interrupted" in stderr
     resumed = run([*command, "--resume"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
     assert_same_records(ResultStore(out).records(), reference)
-    assert f"{len(reference) - len(kept)} measured, {len(kept)} resumed" in resumed.stdout
+    ok = sum(r["status"] == "ok" for r in kept)  # failed records are measured again
+    assert f"{len(reference) - ok} measured, {ok} resumed" in resumed.stdout
     config = ResultStore(out).config()
     assert config is not None
     assert [(i["world_size"], i["split"]) for i in config["invocations"]] == [(2, "batches")] * 2
@@ -321,9 +326,10 @@ def test_killed_process_loses_nothing_after_resume(
     assert 1 <= len(kept) < len(reference)
     assert "not measured" in stderr
     resumed = run(accelerate_launch(*sweep_args(recipe, out, "--resume")))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
     assert_same_records(ResultStore(out).records(), reference)
-    assert f"{len(reference) - len(kept)} measured, {len(kept)} resumed" in resumed.stdout
+    ok = sum(r["status"] == "ok" for r in kept)  # failed records are measured again
+    assert f"{len(reference) - ok} measured, {ok} resumed" in resumed.stdout
 
 
 @pytest.mark.slow
