@@ -439,6 +439,10 @@ RUN_EPILOG = """Examples:
 
   specprobe run my-recipe.yaml --set root=/data/runs --num-sequences 64
 
+  accelerate launch --multi_gpu --num_processes 8 -m specprobe run pythia --device cuda   (one sweep across 8 GPUs)
+
+  specprobe run tiny-local --processes 2   (two local processes, torchrun under the hood)
+
 Command-line options override the recipe's fields; the effective recipe is written into the run's config.json.
 """
 

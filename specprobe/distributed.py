@@ -122,11 +122,16 @@ def gpu_assignment(
     With one process per group of K GPUs (``local_world_size · K <= device_count``),
     process ``i`` owns GPUs ``i·K … i·K+K-1``. With one process per GPU (the launchers'
     default) processes form groups of K consecutive local ranks; the first of each group
-    loads the model over the group's GPUs and the others wait.
+    loads the model over the group's GPUs and the others wait. With K = 1 and more
+    processes than GPUs, processes share GPUs round-robin (small models on a large GPU).
     """
     k = gpus_per_model
     if k < 1:
         raise SpecprobeError(f"expected --gpus-per-model 1 or more, found {k}", "use --gpus-per-model 1")
+    if device_count < 1:
+        raise SpecprobeError("expected a CUDA device, found none", "use --device cpu")
+    if k == 1:
+        return (local_rank % device_count,)
     if local_world_size * k <= device_count:
         return tuple(range(local_rank * k, local_rank * k + k))
     if local_world_size <= device_count and local_world_size % k == 0:
@@ -507,6 +512,8 @@ class _Writer:
 
     def poll(self) -> None:
         """Write the records handed over since the last look; refresh the others' status."""
+        if _terminated.signum is not None:
+            raise SweepStopped([], 128 + _terminated.signum)
         _or_stopped(self._poll)
 
     def _poll(self) -> None:
@@ -685,8 +692,11 @@ def _stopped_by_sigterm(active: bool) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise SweepStopped([], 128 + signum)
+        if _terminated.signum is None:  # once: a second signal must not cut the clean-up
+            _terminated.signum = signum
+            raise SweepStopped([], 128 + signum)
 
+    _terminated.signum = None
     try:
         previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: leave signals alone
@@ -696,6 +706,17 @@ def _stopped_by_sigterm(active: bool) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated:
+    """The signal that asked process 0 to stop. The handler raises at once, but an
+    exception raised inside a finaliser is dropped by Python, so ``_Writer.poll`` checks
+    this too."""
+
+    signum: int | None = None
+
+
+_terminated = _Terminated()
 
 
 __all__ = [

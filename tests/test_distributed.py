@@ -174,8 +174,9 @@ def assert_close(got: Any, want: Any, where: str) -> None:
 
 
 def test_gpu_groups_one_process_per_group_or_per_gpu() -> None:
-    # One process per GPU, K=1: each its own GPU.
+    # One process per GPU, K=1: each its own GPU; more processes than GPUs share them.
     assert [gpu_assignment(r, 8, 1, 8) for r in range(8)] == [(r,) for r in range(8)]
+    assert [gpu_assignment(r, 4, 1, 2) for r in range(4)] == [(0,), (1,), (0,), (1,)]
     # 4 processes owning 2 GPUs each.
     assert [gpu_assignment(r, 4, 2, 8) for r in range(4)] == [(0, 1), (2, 3), (4, 5), (6, 7)]
     # 8 processes (the launchers' default) in groups of 4: the first of each group loads.
@@ -185,6 +186,8 @@ def test_gpu_groups_one_process_per_group_or_per_gpu() -> None:
         gpu_assignment(0, 6, 2, 4)
     with pytest.raises(SpecprobeError, match="groups of 4"):
         gpu_assignment(0, 6, 4, 6)  # 6 processes do not form groups of 4
+    with pytest.raises(SpecprobeError, match="CUDA"):
+        gpu_assignment(0, 2, 1, 0)
 
 
 def test_largest_first_is_stable() -> None:
