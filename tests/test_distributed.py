@@ -212,6 +212,24 @@ def test_different_settings_are_refused_naming_the_field() -> None:
         _refuse_differences([(None, summary), (("no data", "hint"), summary)])
 
 
+def test_gpu_options_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    """--gpus-per-model needs GPUs; with --split batches it is refused (checked on every
+    process during the common checks, so all refuse together)."""
+    from types import SimpleNamespace
+
+    from specprobe.choices import Split
+    from specprobe.distributed import Parallel, _Sweep
+    from specprobe.sweep import ModelSpec, SweepPlan
+
+    plan = SweepPlan(models=(ModelSpec("org/x"),))
+    team: Any = SimpleNamespace(rank=0, world_size=2, launch=Launch(2, 0, 0, 2))
+    store = ResultStore(tmp_path)
+    sweep = _Sweep(team, plan, store, False, None, None, Parallel(gpus_per_model=2))
+    with pytest.raises(SpecprobeError, match="needs GPUs"):
+        sweep._devices()
+    assert _Sweep(team, plan, store, False, None, None, Parallel(Split.batches))._devices() is None
+
+
 # ---- real launches ---------------------------------------------------------------------------
 
 
