@@ -65,9 +65,11 @@ def handle_errors(command: F) -> F:
         except SpecprobeError as err:
             if _State.debug:
                 raise
-            if _worker_process():  # under a launcher every process fails alike; process 0 says it
+            rank = _launched_rank()
+            if rank and getattr(err, "shared", False):  # every process has it; process 0 says it
                 raise typer.Exit(code=2) from None
-            err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+            where = f"process {rank}: " if rank else ""
+            err_console.print(f"[bold red]error:[/] {where}{err.message}", highlight=False, soft_wrap=True)
             if err.hint:
                 err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
@@ -75,10 +77,11 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _worker_process() -> bool:
+def _launched_rank() -> int:
+    """This process's rank under a launcher (0 without one)."""
     from specprobe.distributed import process_rank
 
-    return process_rank() != 0
+    return process_rank()
 
 
 @app.command(
@@ -338,7 +341,7 @@ def execute_plan(
 
     directory = Path(out) if out else default_out_dir()
     store = ResultStore(directory)
-    worker = _worker_process()
+    worker = _launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
         with display as progress:

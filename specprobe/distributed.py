@@ -234,6 +234,13 @@ class Team:
             dist.destroy_process_group()
 
 
+class SharedError(SpecprobeError):
+    """An error raised alike on every process of a launch (a failed common check, settings
+    that differ): process 0 reports it, the others exit quietly with the same code."""
+
+    shared = True
+
+
 class SweepStopped(KeyboardInterrupt):
     """Process 0 was stopped (Ctrl-C, or the launcher ending the run after a process
     died); the records written are kept and ``missing`` were not measured."""
@@ -317,7 +324,7 @@ class _Sweep:
                 opened = ("error", err.message, err.hint, None)
         opened = self.team.broadcast(opened)
         if opened[0] == "error":
-            raise SpecprobeError(opened[1], opened[2])
+            raise SharedError(opened[1], opened[2])
         _, run_id, todo, done = opened
         self.keys = _Keys(run_id)
         self.planned, self.subsets, self.todo, self.done = planned, subsets, todo, done
@@ -649,13 +656,13 @@ def _refuse_differences(gathered: list[tuple[tuple[str, str] | None, dict[str, A
         if error is not None:
             message, hint = error
             prefix = f"process {rank}: " if len(gathered) > 1 else ""
-            raise SpecprobeError(prefix + message, hint)
+            raise SharedError(prefix + message, hint)
     reference = gathered[0][1]
     for rank, (_, summary) in enumerate(gathered[1:], 1):
         if settings_hash(summary) == settings_hash(reference):
             continue
         field_name = next(k for k in reference if reference[k] != summary.get(k))
-        raise SpecprobeError(
+        raise SharedError(
             f"the processes were launched with different settings: {field_name} is "
             f"{_short(reference[field_name])} in process 0 and {_short(summary.get(field_name))} "
             f"in process {rank}; nothing was written",
@@ -722,6 +729,7 @@ _terminated = _Terminated()
 __all__ = [
     "BatchShare",
     "Launch",
+    "SharedError",
     "Parallel",
     "Split",
     "SweepStopped",

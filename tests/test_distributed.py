@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from specprobe.cli import app
-from specprobe.distributed import Launch, _refuse_differences, gpu_assignment, largest_first
+from specprobe.distributed import Launch, SharedError, _refuse_differences, gpu_assignment, largest_first
 from specprobe.errors import SpecprobeError
 from specprobe.models import tiny_causal_lm
 from specprobe.results import ResultStore
@@ -207,7 +207,7 @@ def test_different_settings_are_refused_naming_the_field() -> None:
     summary = {"settings": {"probe": {"probes": 4}}, "resume": False}
     other = {"settings": {"probe": {"probes": 8}}, "resume": False}
     _refuse_differences([(None, summary), (None, dict(summary))])
-    with pytest.raises(SpecprobeError, match=r"settings is .*4.* in process 0 and .*8.* in process 1"):
+    with pytest.raises(SharedError, match=r"settings is .*4.* in process 0 and .*8.* in process 1"):
         _refuse_differences([(None, summary), (None, other)])
     with pytest.raises(SpecprobeError, match="process 1: no data"):
         _refuse_differences([(None, summary), (("no data", "hint"), summary)])
