@@ -543,9 +543,7 @@ def _relaunch(processes: int) -> None:
     import os
     import subprocess
 
-    from specprobe.distributed import launched
-
-    if processes <= 1 or launched():
+    if processes <= 1 or "WORLD_SIZE" in os.environ:  # already launched (this stays torch-free)
         return
     args, skip = [], False
     for arg in sys.argv[1:]:
