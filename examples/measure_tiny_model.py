@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     first_chi_net = None
     for step in range(args.steps + 1):
         if step in checkpoints:
-            m = specprobe.measure(model, probe_batch, probes=args.probes, seed=args.seed)
+            m = specprobe.measure(
+                model, probe_batch, estimator="hutchinson_per_sample", probes=args.probes, seed=args.seed
+            )
             first_chi_net = first_chi_net or m.chi_net
             table.add_row(
                 str(step),

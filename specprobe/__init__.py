@@ -50,6 +50,8 @@ _LAZY = {
     "load_checkpoint": "specprobe.models",
     "find_checkpoints": "specprobe.models",
     "ResultStore": "specprobe.results",
+    "load_results": "specprobe.frames",
+    "load_batches": "specprobe.frames",
     # dense reference
     "dense_kernel": "specprobe.dense",
     "DenseKernel": "specprobe.dense",
@@ -92,6 +94,8 @@ __all__ = [
     "load_checkpoint",
     "find_checkpoints",
     "ResultStore",
+    "load_results",
+    "load_batches",
     # dense reference
     "dense_kernel",
     "DenseKernel",
@@ -156,6 +160,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         spectrum_of,
         summarize_spectrum,
     )
+    from specprobe.frames import load_batches, load_results
     from specprobe.lnp import GroupShare, Measurement, measure
     from specprobe.models import find_checkpoints, load_checkpoint
     from specprobe.operators import NTKOperator, ProductMode

@@ -237,6 +237,7 @@ def analyze(
         str | None,
         typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
     ] = None,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
     split_: Annotated[
         Split,
         typer.Option(
@@ -266,6 +267,7 @@ def analyze(
             parse_groups(groups),
             out,
             json_output,
+            html,
         )
         return
     from specprobe.data import DataSpec
@@ -316,6 +318,7 @@ def analyze(
         invocation=invocation,
         plots=plots,
         parallel=_parallel(split_, gpus_per_model),
+        html=html,
     )
 
 
@@ -327,6 +330,7 @@ def execute_plan(
     json_output: bool,
     invocation: dict[str, Any],
     plots: bool = False,
+    html: str | None = None,
     parallel: Any = None,
 ) -> None:
     """Run a sweep with a progress display, then print the report (and write the figures
@@ -371,10 +375,21 @@ def execute_plan(
             f"results in {directory / 'results.jsonl'}",
             highlight=False,
         )
+    if html is not None:
+        _write_html(result.records, html, store)
     if plots:
         _write_figures(result.records, directory / "figures")
     if result.failed:
         raise typer.Exit(code=1)
+
+
+def _write_html(records: list[dict[str, Any]], path: str, store: Any) -> None:
+    from specprobe.html_report import write_html
+
+    written = write_html(
+        records, path, config=store.config(), title=f"specprobe report: {store.directory.name}"
+    )
+    console.print(f"HTML report in {written}", highlight=False)
 
 
 def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
@@ -385,16 +400,28 @@ def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
 
 
+HTML_HELP = "Also write the whole report as one self-contained HTML file (tables, figures, verdict) to share."
+WIDE_HELP = (
+    "Show every table column, however wide (by default the least important are left out to fit the terminal)."
+)
 PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
 
 
 @app.command(
-    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json"
+    epilog="Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv --html pythia.html"
 )
 @handle_errors
 def report(
     directory: Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")],
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
+    csv: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the records' scalar columns to this CSV file (one row per checkpoint)."
+        ),
+    ] = None,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Show the report of a finished or partial run."""
     from pathlib import Path
@@ -412,8 +439,15 @@ def report(
     records = store.records()
     if json_output:
         _print_json_lines(records)
-        return
-    render_run(records, console)
+    else:
+        render_run(records, console, wide=wide)
+    if csv is not None:
+        from specprobe.frames import write_csv
+
+        rows, columns = write_csv(records, csv)
+        err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
+    if html is not None:
+        _write_html(records, html, store)
 
 
 def _print_json_lines(records: list[dict[str, Any]]) -> None:
@@ -480,6 +514,7 @@ def run(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
     split_: Annotated[
         Split,
         typer.Option(
@@ -527,6 +562,7 @@ def run(
         json_output=json_output,
         invocation=invocation,
         plots=plots,
+        html=html,
         parallel=_parallel(split_, gpus_per_model),
     )
 
@@ -615,6 +651,7 @@ def _analyze_onnx(
     groups: Any,
     out: str | None,
     json_output: bool,
+    html: str | None = None,
 ) -> None:
     from pathlib import Path
 
@@ -654,6 +691,8 @@ def _analyze_onnx(
     else:
         render_run(records, console)
         console.print(f"results in {directory / 'results.jsonl'}", highlight=False)
+    if html is not None:
+        _write_html(store.records(), html, store)
 
 
 @app.command(
@@ -699,6 +738,7 @@ def demo(
     fast: Annotated[bool, typer.Option(help="A smaller family and measurement (under a minute).")] = False,
     out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
     plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).")] = True,
+    html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
     from pathlib import Path
@@ -740,6 +780,7 @@ def demo(
             json_output=False,
             invocation=invocation,
             plots=plots,
+            html=html,
         )
     except SpecprobeError as err:
         if not plots or "matplotlib" not in err.message:

@@ -40,7 +40,7 @@ from specprobe.adapters import AdaptedBatch, Adapter, AdapterKind, Loss, resolve
 from specprobe.choices import Estimator, parse_enum
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 from specprobe.ghost import GhostNorms
-from specprobe.memory import MAX_PROBE_BATCH, available_bytes, gib, sample_cost
+from specprobe.memory import MAX_PROBE_BATCH, available_bytes, human_bytes, sample_cost
 from specprobe.operators import batched_vjp
 from specprobe.params import group_parameters, measuring, select_parameters
 from specprobe.rademacher import rademacher
@@ -166,8 +166,10 @@ def measure(
         micro_batch_size: samples per forward pass; results do not depend on it. Default:
             1 for EXACT; for the Hutchinson estimators the whole batch, halved until the
             estimated memory fits (``specprobe.memory``).
-        probe_batch_size: cotangents per backward pass. Default: up to 16, fewer where the
-            memory estimate asks; given explicitly, it is honoured.
+        probe_batch_size: cotangents per backward pass. Default: up to 16, as many as fit in
+            ``specprobe.memory.PROBE_SHARE`` of what a training step adds above the weights
+            or in 256 MiB (so the peak stays within 1.5× a training step's, or that plus
+            256 MiB), fewer where the available memory asks; given explicitly, it is honoured.
         max_exact_outputs: the EXACT estimator refuses a batch with more outputs than this.
         groups: split χ_net and ‖∇θL‖² by parameter group (``Measurement.groups``):
             ``"auto"`` (embeddings, each block, final norm, head) or a mapping from group
@@ -279,7 +281,7 @@ class _Run:
         self.sum_block = probes  # HUTCHINSON over several micro-batches: probe sums kept at once
         # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
         self.grad_sq = np.zeros(len(self.params))  # ‖∇_p L‖² (unnormalised), one micro-batch
-        self.grad: list[Tensor] | None = None  # Σ over micro-batches of ∇_p L, when several
+        self.grad: list[Tensor | None] | None = None  # Σ over micro-batches of ∇_p L, when several
         self.loss_sum = 0.0
         self.residual_sq_sum = 0.0  # Σ ‖g̃‖² with g̃ = n·g, the unnormalised residual
         self.rows = 0
@@ -331,6 +333,9 @@ class _Run:
                 accumulator = param_bytes if micro < num_samples else 0
                 return accumulator + 2 * largest + cost.need(micro, chunk)
 
+            if probe_batch_size is None:
+                model_bytes = sum(p.numel() * p.element_size() for p in self.params)
+                chunk = min(chunk, cost.probe_cap(micro, model_bytes))
             while need(micro, chunk) > available:
                 if probe_batch_size is None and chunk > 1:
                     chunk = max(1, chunk // 2)
@@ -340,15 +345,18 @@ class _Run:
                     break
             if need(micro, chunk) > available and device.type == "cpu":
                 raise TooLargeError(
-                    f"expected the measurement to fit in memory, found it needs about {gib(need(micro, chunk))} "
+                    f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
                     f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
-                    f"{gib(available)} is available to it",
+                    f"{human_bytes(available)} is available to it",
                     "measure fewer or shorter sequences, select part of the model (params=...), "
                     "use bfloat16, or run on a machine with more memory",
                 )
             if self.estimator is Estimator.HUTCHINSON and micro < num_samples:
+                # Probe sums of P floats each: as many as a training step's own addition
+                # (gradient and activations) and the free memory allow, at least one.
+                training = param_bytes + micro * cost.saved
                 spare = available - need(micro, chunk) + param_bytes
-                self.sum_block = int(min(self.probes, max(1, spare // param_bytes)))
+                self.sum_block = int(min(self.probes, max(1, min(spare, training) // param_bytes)))
         self.chunk = chunk
         self.several = micro < num_samples
         if self.estimator is not Estimator.HUTCHINSON or not self.several:
@@ -409,14 +417,15 @@ class _Run:
 
         def consume(index: int, grad: Tensor) -> None:
             nonlocal finite
-            grad = grad.to(self.acc)
-            finite = finite and bool(torch.isfinite(grad).all())
             if self.several:
                 if self.grad is None:
-                    self.grad = [torch.zeros_like(p, dtype=self.acc) for p in self.params]
-                self.grad[index] += grad
+                    self.grad = [None] * len(self.params)
+                total = self.grad[index]
+                self.grad[index] = grad.to(self.acc) if total is None else total.add_(grad)
             else:
-                self.grad_sq[index] += float(grad.double().square().sum())
+                value = _sq(grad.to(self.acc))  # a non-finite entry makes it non-finite
+                finite = finite and math.isfinite(value)
+                self.grad_sq[index] += value
 
         backward_each(f, cotangent, self.params, consume)
         if not finite:
@@ -476,7 +485,7 @@ class _Run:
     def end_block(self, block: tuple[int, int]) -> None:
         """Turn a finished block's probe sums into probe values (squared norms per tensor)."""
         for j, sums in zip(range(*block), self.probe_sums, strict=False):
-            self.probe_values[j] = [0.0 if t is None else float(t.double().square().sum()) for t in sums]
+            self.probe_values[j] = [0.0 if t is None else _sq(t) for t in sums]
         self.probe_sums = []
 
     def finish(
@@ -496,7 +505,9 @@ class _Run:
             )
         n = float(self.entries)
         if self.grad is not None:
-            self.grad_sq = np.array([float(g.double().square().sum()) for g in self.grad])
+            self.grad_sq = np.array([0.0 if g is None else _sq(g) for g in self.grad])
+            if not np.isfinite(self.grad_sq).all():
+                raise NonFiniteError("expected a finite gradient, found NaN or inf", _NON_FINITE_HINT)
         grad_sq = self.grad_sq / n**2
         grad_norm_sq = float(grad_sq.sum())
         chi_loss = self.residual_sq_sum / n**2
@@ -589,6 +600,12 @@ def _loss_and_residual(adapted: AdaptedBatch, acc: torch.dtype) -> tuple[float, 
         loss_sum = float((diff.square() * rows).sum())
         residual = 2 * diff
     return loss_sum, residual * rows
+
+
+def _sq(t: Tensor) -> float:
+    """‖t‖² in t's dtype without a temporary copy (one fused pass)."""
+    flat = t.reshape(-1)
+    return float(torch.dot(flat, flat))
 
 
 def backward_each(

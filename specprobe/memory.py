@@ -23,6 +23,15 @@ CUDA_SHARE = 0.85
 """Share of the free device memory (plus the allocator's free cache) planned on a GPU."""
 MAX_PROBE_BATCH = 16
 """Most cotangents sent through one backward pass: beyond this the batching gains little."""
+PROBE_SHARE = 0.35
+"""The probes of one backward pass may take at most this share of what a training step
+adds above the weights (its gradient and activations), so that a measurement's peak stays
+within 1.5× a training step's (the rest of the margin is for the residual and transients)."""
+PROBE_FLOOR = 256 * 2**20
+"""…except that a probe block of up to 256 MiB is always allowed: on small models the share
+would be a few megabytes, and one cotangent per backward pass makes them about 1.5× slower
+(the per-pass overhead is not amortised). So the bound is 1.5× a training step's peak or
+that peak plus 256 MiB, whichever is larger."""
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -57,8 +66,18 @@ class SampleCost:
         """Peak bytes above the weights for a micro-batch of ``samples`` and ``probe_batch``
         cotangents: the graph, f with its softmax and residual, and per probe its cotangent,
         the requested gradients and the backward pass's own transients (about as large)."""
-        per_probe = 2 * (self.hooked + self.outputs)
-        return samples * (self.saved + 3 * self.outputs + probe_batch * per_probe)
+        return samples * (self.saved + 3 * self.outputs) + probe_batch * self.per_probe(samples)
+
+    def per_probe(self, samples: int) -> int:
+        """One cotangent, the gradients it requests, and the backward pass's transients."""
+        return samples * 2 * (self.hooked + self.outputs)
+
+    def probe_cap(self, samples: int, param_bytes: int) -> int:
+        """The most probes per backward pass within :data:`PROBE_SHARE` of a training step's
+        own addition (the gradient, ``param_bytes``, and the activations) or
+        :data:`PROBE_FLOOR`, whichever is larger; at least 1."""
+        allowed = max(PROBE_SHARE * (param_bytes + samples * self.saved), PROBE_FLOOR)
+        return max(1, int(allowed // max(1, self.per_probe(samples))))
 
 
 def sample_cost(
@@ -89,6 +108,33 @@ def sample_cost(
     return SampleCost(saved=saved, outputs=outputs.numel() * outputs.element_size(), hooked=hooked())
 
 
-def gib(n: float) -> str:
-    """Bytes as GiB with one decimal, for messages."""
-    return f"{n / 2**30:.1f} GiB"
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux ``VmHWM``); False where unsupported.
+
+    For benchmarks and tests: with ``MALLOC_MMAP_THRESHOLD_`` set in the environment (a
+    fixed threshold, so glibc returns large freed blocks to the OS), the peak after a reset
+    is the peak of what runs next, with no sampling thread that could miss it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes since start or :func:`reset_peak_rss`."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def human_bytes(n: float) -> str:
+    """Bytes for messages: GiB with one decimal, or MiB below one GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

@@ -200,15 +200,65 @@ class LoadedCheckpoint:
     load_time_s: float
 
 
+UNREACHABLE_HINT = (
+    "run once with network access to download it, set HF_HOME to a cache that holds it, "
+    "or set HF_HUB_OFFLINE=1 to use the cache without trying the hub"
+)
+_RETRIED_STATUS = (408, 429, 500, 502, 503, 504)
+"""HTTP answers huggingface_hub retries (with back-off) as if the hub were unreachable."""
+
+
+def hub_unreachable(repo_id: str, revision: str) -> str | None:
+    """Why the hub cannot be reached, from one request without retries (a HEAD of the
+    revision's config.json), or None when it answered, whatever it answered.
+
+    huggingface_hub retries a failed download five times with back-off (about 25 s of
+    "Retrying in 8s" messages) before it looks in the cache; this single attempt lets
+    :func:`resolve_commit` fall back to the cache, or fail, at once.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = hf_hub_url(repo_id, "config.json", revision=revision)
+    try:
+        get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, retry_on_errors=False)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        return f"HTTP {status} from {constants.ENDPOINT}" if status in _RETRIED_STATUS else None
+    except Exception as err:  # refused, DNS, timeout, TLS: whatever the transport raises
+        return f"{constants.ENDPOINT}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
+
+
 def resolve_commit(repo_id: str, revision: str) -> str:
-    """The 40-hex commit a hub revision points to (offline: from the cache's refs)."""
-    from huggingface_hub import hf_hub_download
+    """The 40-hex commit a hub revision points to (offline: from the cache's refs).
+
+    When the hub cannot be reached (one attempt, :func:`hub_unreachable`), the cache
+    answers if it holds the revision; otherwise this fails at once with a one-line error.
+    """
+    return resolve_revision(repo_id, revision)[0]
+
+
+def resolve_revision(repo_id: str, revision: str) -> tuple[str, bool]:
+    """:func:`resolve_commit`, and whether the hub was unreachable (so that loading the
+    files reads only the cache, instead of retrying the hub for every file)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if not _offline() and (reason := hub_unreachable(repo_id, revision)) is not None:
+        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+        if not isinstance(cached, str):
+            raise SpecprobeError(
+                f"{repo_id} at revision {revision!r} is not in the local cache ({_hub_cache()}) "
+                f"and the hub cannot be reached ({reason})",
+                UNREACHABLE_HINT,
+            )
+        commit = Path(cached).parent.name
+        return (commit if re.fullmatch(r"[0-9a-f]{40}", commit) else revision), True
     try:
         config = hf_hub_download(repo_id, "config.json", revision=revision)
     except RepositoryNotFoundError:
@@ -226,14 +276,16 @@ def resolve_commit(repo_id: str, revision: str) -> str:
             f"{repo_id} at revision {revision!r} is not in the local cache "
             f"({_hub_cache()}) and the hub cannot be reached"
             + (" (HF_HUB_OFFLINE is set)" if _offline() else ""),
-            "run once with network access to download it, or set HF_HOME to a cache that holds it",
+            UNREACHABLE_HINT
+            if not _offline()
+            else "run once with network access to download it, or set HF_HOME to a cache that holds it",
         ) from None
     except OSError as err:  # other download failures (gated repos, HTTP errors)
         raise SpecprobeError(
             f"could not fetch {repo_id} at {revision!r}: {err}", "check network access and the id"
         ) from None
     commit = Path(config).parent.name
-    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else revision
+    return (commit if re.fullmatch(r"[0-9a-f]{40}", commit) else revision), False
 
 
 def load_checkpoint(
@@ -265,8 +317,9 @@ def load_checkpoint(
     commit = None
     source: str | Path = checkpoint.path if checkpoint.path is not None else checkpoint.model
     revision = None
+    cache_only = False  # the hub was unreachable: read the cache without retrying the hub
     if checkpoint.path is None:
-        commit = resolve_commit(checkpoint.model, checkpoint.revision)
+        commit, cache_only = resolve_revision(checkpoint.model, checkpoint.revision)
         revision = commit
     device_map: Any = {"": gpus[0] if gpus else 0} if device is Device.cuda else None
     max_memory: dict[Any, Any] | None = None
@@ -286,6 +339,7 @@ def load_checkpoint(
             device_map=device_map,
             max_memory=max_memory,
             trust_remote_code=trust_remote_code,
+            local_files_only=cache_only,
         )
     except ValueError as err:
         if "Unrecognized configuration class" in str(err) or "AutoModelForCausalLM" in str(err):
@@ -310,7 +364,7 @@ def load_checkpoint(
             "--dtype bfloat16, or --device cpu",
         )
     model.eval()
-    tokenizer = load_tokenizer(checkpoint, revision, trust_remote_code)
+    tokenizer = load_tokenizer(checkpoint, revision, trust_remote_code, local_files_only=cache_only)
     max_positions = context_length(model.config)
     embeddings = model.get_input_embeddings()
     return LoadedCheckpoint(
@@ -365,7 +419,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.mo
 """Files of which a folder must hold one to have a tokenizer of its own."""
 
 
-def load_tokenizer(checkpoint: Checkpoint, revision: str | None, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    checkpoint: Checkpoint,
+    revision: str | None,
+    trust_remote_code: bool = False,
+    *,
+    local_files_only: bool = False,
+) -> Any:
     """The checkpoint's tokenizer: the hub revision's, or for a local folder its own, else (a
     Trainer's ``checkpoint-<step>/`` often has none) its parent's, the training directory.
 
@@ -388,7 +448,9 @@ def load_tokenizer(checkpoint: Checkpoint, revision: str | None, trust_remote_co
             )
         source = found[0]
     try:
-        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+        )
     except (OSError, ValueError, TypeError) as err:
         raise SpecprobeError(
             f"could not load the tokenizer of {checkpoint.model} ({str(err).splitlines()[0][:160]})",

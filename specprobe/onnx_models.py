@@ -9,8 +9,10 @@ deviation; a mismatch or an operator outside :data:`SUPPORTED_OPS` is a clear er
 
 Why not onnx2torch: it imports torchvision at import time (for two detection operators),
 and torchvision's wheels are tied to one torch build; an extra of ours should not pull a
-second torch. The converter here covers the operators of MLPs, CNNs and small
-transformer-free classifiers and regressors; it is tested against onnxruntime.
+second torch. The converter here covers the operators of MLPs, CNNs and exported
+transformer language models (GPT-2, Llama, GPT-NeoX from either torch.onnx exporter); it
+is tested against onnxruntime. A graph with an ``input_ids`` input and no ``targets`` is
+measured as a causal LM (:class:`GraphCausalLM` with the causal-LM adapter).
 
 Inputs and targets come from an ``.npz`` or ``.pt`` file (see :func:`load_arrays`).
 Requires the ``onnx`` extra: ``pip install "specprobe[onnx]"`` (onnx, onnxruntime).
@@ -18,18 +20,20 @@ Requires the ``onnx`` extra: ``pip install "specprobe[onnx]"`` (onnx, onnxruntim
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from specprobe.adapters import Adapter, CallableAdapter, Loss
+from specprobe.adapters import Adapter, CallableAdapter, CausalLMAdapter, Loss
 from specprobe.errors import SpecprobeError
 
 INSTALL_HINT = 'install the ONNX extra: pip install "specprobe[onnx]"'
@@ -96,8 +100,9 @@ def _reshape(x: Tensor, shape: Tensor, **a: Any) -> Tensor:
 
 
 def _flatten(x: Tensor, **a: Any) -> Tensor:
-    axis = a.get("axis", 1) % max(x.ndim, 1)
-    return x.reshape(math.prod(x.shape[:axis]), -1)
+    axis = a.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis  # in [0, ndim]: ndim gives (prod(shape), 1)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 def _axes(a: Mapping[str, Any], second: Tensor | None) -> list[int] | None:
@@ -108,7 +113,9 @@ def _axes(a: Mapping[str, Any], second: Tensor | None) -> list[int] | None:
 
 
 def _unsqueeze(x: Tensor, axes: Tensor | None = None, **a: Any) -> Tensor:
-    for axis in sorted(ax % (x.ndim + 1) for ax in (_axes(a, axes) or [])):
+    chosen = _axes(a, axes) or []
+    rank = x.ndim + len(chosen)  # axes count in the output's dimensions
+    for axis in sorted(ax % rank for ax in chosen):
         x = x.unsqueeze(axis)
     return x
 
@@ -128,11 +135,136 @@ def _softmax(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return lambda x, **a: fn(x, dim=a.get("axis", -1))
 
 
-_OPS: dict[str, Callable[..., Tensor]] = {
+# ---- shapes, indices, masks: the operators of exported language models -----------------------
+
+INT64_MAX = 2**63 - 1
+
+
+def _ints(t: Tensor | None) -> list[int]:
+    return [] if t is None else [int(v) for v in t.reshape(-1).tolist()]
+
+
+def _shape(x: Tensor, **a: Any) -> Tensor:
+    dims = list(x.shape)
+    start, end = a.get("start", 0), a.get("end", len(dims))
+    return torch.tensor(dims[start:end], dtype=torch.int64)
+
+
+def _gather(data: Tensor, indices: Tensor, **a: Any) -> Tensor:
+    """ONNX Gather: out[i…, j…, k…] = data[i…, indices[j…], k…] along ``axis`` (an embedding
+    lookup when data is a weight matrix; differentiable in data)."""
+    axis = a.get("axis", 0) % data.ndim
+    size = data.shape[axis]
+    flat = torch.remainder(indices.reshape(-1).long(), size)  # negative indices count from the end
+    picked = data.index_select(axis, flat)
+    return picked.reshape((*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :]))
+
+
+def _gather_nd(data: Tensor, indices: Tensor, **a: Any) -> Tensor:
+    """ONNX GatherND with batch_dims = 0: out[i…] = data[indices[i…, 0], …, indices[i…, k-1]]."""
+    if a.get("batch_dims", 0):
+        raise SpecprobeError(
+            f"GatherND with batch_dims={a['batch_dims']} is not supported (only 0)",
+            "export the model with plain indexing",
+        )
+    k = indices.shape[-1]
+    index = indices.long()
+    sizes = torch.tensor(data.shape[:k], dtype=torch.long)
+    index = torch.remainder(index, sizes)  # negative indices count from the end
+    return data[tuple(index[..., i] for i in range(k))]
+
+
+def _slice(
+    data: Tensor,
+    starts: Tensor,
+    ends: Tensor,
+    axes: Tensor | None = None,
+    steps: Tensor | None = None,
+    **_: Any,
+) -> Tensor:
+    begin, stop = _ints(starts), _ints(ends)
+    dims = [d % data.ndim for d in _ints(axes)] if axes is not None else list(range(len(begin)))
+    step = _ints(steps) if steps is not None else [1] * len(begin)
+    index: list[slice] = [slice(None)] * data.ndim
+    for axis, b, e, k in zip(dims, begin, stop, step, strict=True):
+        if k <= 0:
+            raise SpecprobeError(
+                f"Slice with step {k} is not supported (only positive steps)",
+                "export the model without reversed slices",
+            )
+        n = data.shape[axis]
+        b = max(0, min(n, b + n if b < 0 else b))
+        e = max(0, min(n, e + n if e < 0 else e))
+        index[axis] = slice(b, e, k)
+    return data[tuple(index)]
+
+
+def _split(x: Tensor, split: Tensor | None = None, **a: Any) -> tuple[Tensor, ...]:
+    axis = a.get("axis", 0)
+    sizes = _ints(split) if split is not None else list(a.get("split") or [])
+    if not sizes:
+        parts = a.get("num_outputs") or 1
+        chunk = -(-x.shape[axis] // parts)  # ceil: the last part may be smaller (opset 18)
+        return tuple(torch.split(x, chunk, dim=axis))
+    return tuple(torch.split(x, sizes, dim=axis))
+
+
+def _expand(x: Tensor, shape: Tensor, **_: Any) -> Tensor:
+    target = torch.broadcast_shapes(tuple(x.shape), tuple(_ints(shape)))
+    return x.expand(target)
+
+
+def _range(start: Tensor, limit: Tensor, delta: Tensor, **_: Any) -> Tensor:
+    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+
+def _trilu(x: Tensor, k: Tensor | None = None, **a: Any) -> Tensor:
+    diagonal = int(k.item()) if k is not None else 0
+    return torch.triu(x, diagonal) if a.get("upper", 1) else torch.tril(x, diagonal)
+
+
+def _layer_norm(x: Tensor, scale: Tensor, bias: Tensor | None = None, **a: Any) -> Tensor:
+    axis = a.get("axis", -1) % x.ndim
+    return F.layer_norm(x, tuple(x.shape[axis:]), scale, bias, eps=a.get("epsilon", 1e-5))
+
+
+def _gelu(x: Tensor, **a: Any) -> Tensor:
+    approximate = a.get("approximate", "none")
+    return F.gelu(x, approximate=approximate.decode() if isinstance(approximate, bytes) else approximate)
+
+
+def _reduce(fn: str) -> Callable[..., Tensor]:
+    def reduce(x: Tensor, axes: Tensor | None = None, **a: Any) -> Tensor:
+        chosen = _axes(a, axes)
+        keep = bool(a.get("keepdims", 1))
+        if chosen is None or not chosen:
+            if a.get("noop_with_empty_axes", 0) and chosen is not None:
+                return x
+            chosen = list(range(x.ndim))
+        dims = tuple(c % x.ndim for c in chosen)
+        if fn == "max":
+            return x.amax(dim=dims, keepdim=keep)
+        return x.sum(dim=dims, keepdim=keep)
+
+    return reduce
+
+
+def _where(condition: Tensor, x: Tensor, y: Tensor, **_: Any) -> Tensor:
+    if x.is_floating_point() and y.is_floating_point() and x.dtype != y.dtype:
+        y = y.to(x.dtype) if x.requires_grad or not y.requires_grad else y
+        x = x.to(y.dtype)
+    return torch.where(condition.bool(), x, y)
+
+
+_OPS: dict[str, Callable[..., Tensor | tuple[Tensor, ...]]] = {
     "Add": lambda a, b, **_: a + b,
     "Sub": lambda a, b, **_: a - b,
     "Mul": lambda a, b, **_: a * b,
-    "Div": lambda a, b, **_: a / b,
+    "Div": lambda a, b, **_: (
+        torch.div(a, b, rounding_mode="trunc")
+        if not (a.is_floating_point() or b.is_floating_point())
+        else a / b
+    ),
     "Pow": lambda a, b, **_: a**b,
     "Neg": lambda a, **_: -a,
     "Sqrt": lambda a, **_: torch.sqrt(a),
@@ -163,9 +295,53 @@ _OPS: dict[str, Callable[..., Tensor]] = {
     "Squeeze": _squeeze,
     "Concat": lambda *xs, **at: torch.cat(xs, dim=at["axis"]),
     "ReduceMean": _reduce_mean,
+    "ReduceSum": _reduce("sum"),
+    "ReduceMax": _reduce("max"),
+    "Shape": _shape,
+    "Gather": _gather,
+    "GatherND": _gather_nd,
+    "Slice": _slice,
+    "Split": _split,  # several outputs
+    "Expand": _expand,
+    "Range": _range,
+    "Trilu": _trilu,
+    "Where": _where,
+    "Equal": lambda a, b, **_: torch.eq(a, b),
+    "Less": lambda a, b, **_: torch.lt(a, b),
+    "LessOrEqual": lambda a, b, **_: torch.le(a, b),
+    "Greater": lambda a, b, **_: torch.gt(a, b),
+    "GreaterOrEqual": lambda a, b, **_: torch.ge(a, b),
+    "And": lambda a, b, **_: torch.logical_and(a, b),
+    "Or": lambda a, b, **_: torch.logical_or(a, b),
+    "Not": lambda a, **_: torch.logical_not(a),
+    "Max": lambda *xs, **_: functools.reduce(torch.maximum, xs),
+    "Min": lambda *xs, **_: functools.reduce(torch.minimum, xs),
+    "Cos": lambda a, **_: torch.cos(a),
+    "Sin": lambda a, **_: torch.sin(a),
+    "Abs": lambda a, **_: torch.abs(a),
+    "Reciprocal": lambda a, **_: torch.reciprocal(a),
+    "Gelu": _gelu,
+    "LayerNormalization": _layer_norm,
+    # Cast and ConstantOfShape depend on the module's float dtype: see OnnxModule._run.
+    "Cast": lambda a, **_: a,
+    "ConstantOfShape": lambda a, **_: a,
 }
 SUPPORTED_OPS = tuple(sorted(_OPS))
 """The ONNX operators the converter runs (standard domain, opset 11 and newer)."""
+
+
+_SIGNATURE_KEY = "pkg.torch.export.ExportedProgram.graph_signature"
+_BUFFER_LINE = re.compile(r"^\S+: (?:BUFFER|CONSTANT_TENSOR) target='([^']+)'", re.MULTILINE)
+
+
+def exported_buffers(model: Any) -> set[str]:
+    """Initializers that the exporter's own graph signature (torch.onnx.export with
+    ``dynamo=True`` records it in the graph's metadata) names buffers or constant tensors,
+    not parameters: they stay fixed, as in the torch module."""
+    for prop in [*model.metadata_props, *model.graph.metadata_props]:
+        if prop.key == _SIGNATURE_KEY:
+            return set(_BUFFER_LINE.findall(prop.value))
+    return set()
 
 
 class OnnxModule(nn.Module):
@@ -182,7 +358,7 @@ class OnnxModule(nn.Module):
         graph = model.graph
         self.input_names = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
         self.output_names = [o.name for o in graph.output]
-        self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in graph.node]
+        self.nodes = [(n.op_type, list(n.input), list(n.output), _prepared(n)) for n in graph.node]
         unsupported = sorted({op for op, *_ in self.nodes if op not in _OPS and op != "Constant"})
         if unsupported:
             raise SpecprobeError(
@@ -192,12 +368,16 @@ class OnnxModule(nn.Module):
             )
         self._names: dict[str, str] = {}  # ONNX tensor name -> attribute name
         params = nn.ParameterDict()
+        buffers = exported_buffers(model)
         for i, init in enumerate(graph.initializer):
             array = onnx.numpy_helper.to_array(init).copy()
             key = f"p{i}"
             self._names[init.name] = key
             tensor = torch.from_numpy(array)
-            if tensor.is_floating_point():
+            # Parameters θ: the float initializers, less the literals and buffers an exporter
+            # stores as initializers too (the dynamo exporter keeps 0.5, √(2/π), … as 0-d
+            # initializers and a rotary embedding's inv_freq as a named buffer).
+            if tensor.is_floating_point() and tensor.ndim > 0 and init.name not in buffers:
                 params[key] = nn.Parameter(tensor)
             else:
                 self.register_buffer(key, tensor)
@@ -225,14 +405,47 @@ class OnnxModule(nn.Module):
                 f"expected the graph inputs {self.input_names}, found no value for {missing}",
                 "pass every graph input (see the keys of the inputs file)",
             )
+        # Floating-point tensors the graph makes (Cast, ConstantOfShape) take the dtype of
+        # its parameters, so that the module runs in float64 after .double() as in float32.
+        floating = next((p.dtype for p in self.params.values()), torch.float32)
         for op, inputs, outputs, attrs in self.nodes:
             if op == "Constant":
                 continue
             args_in = [values[n] if n else None for n in inputs]
-            result = _OPS[op](*args_in, **attrs)
-            values[outputs[0]] = result
+            if op == "Cast":
+                source = cast(Tensor, args_in[0])
+                result: Any = source.to(floating if attrs["to"].is_floating_point else attrs["to"])
+            elif op == "ConstantOfShape":
+                value = attrs["value"]
+                dtype = floating if value.is_floating_point() else value.dtype
+                result = torch.full(_ints(args_in[0]), value.item(), dtype=dtype)
+            else:
+                result = _OPS[op](*args_in, **attrs)
+            if isinstance(result, tuple):
+                values.update(zip(outputs, result, strict=False))
+            else:
+                values[outputs[0]] = result
         outs = tuple(values[n] for n in self.output_names)
         return outs[0] if len(outs) == 1 else outs
+
+
+def _prepared(node: Any) -> dict[str, Any]:
+    """A node's attributes, with Cast's target type as a torch dtype and ConstantOfShape's
+    value as a tensor (converted once, not at every call)."""
+    import onnx.numpy_helper
+
+    attrs = _attrs(node)
+    if node.op_type == "Cast":
+        numpy_type = onnx.helper.tensor_dtype_to_np_dtype(attrs["to"])
+        attrs["to"] = torch.from_numpy(np.zeros(0, dtype=numpy_type)).dtype
+    elif node.op_type == "ConstantOfShape":
+        value = attrs.get("value")
+        attrs["value"] = (
+            torch.from_numpy(onnx.numpy_helper.to_array(value).copy()).reshape(())
+            if value is not None
+            else torch.tensor(0.0)
+        )
+    return attrs
 
 
 @dataclass(frozen=True)
@@ -335,11 +548,56 @@ def _graph_inputs(
     return {n: torch.from_numpy(np.ascontiguousarray(available[n])) for n in names}
 
 
+class GraphCausalLM(nn.Module):
+    """An exported causal language model called as a Hugging Face one, for the causal-LM
+    adapter: ``input_ids`` (and ``attention_mask``, when the graph takes it) in, the logits
+    ``(N, S, V)`` out (the output named ``logits``, else the first)."""
+
+    def __init__(self, graph: OnnxModule) -> None:
+        super().__init__()
+        self.graph = graph
+        names = graph.output_names
+        self.logits_index = names.index("logits") if "logits" in names else 0
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: Any) -> Tensor:
+        feed = {"input_ids": input_ids}
+        if "attention_mask" in self.graph.input_names:
+            feed["attention_mask"] = (
+                attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            )
+        out = self.graph(**feed)
+        return out[self.logits_index] if isinstance(out, tuple) else out
+
+
+def is_causal_lm(module: OnnxModule, arrays: Mapping[str, np.ndarray]) -> bool:
+    """A graph taking ``input_ids`` given without ``targets``: a causal LM, whose targets are
+    its next tokens."""
+    return "input_ids" in module.input_names and "targets" not in arrays
+
+
 def onnx_batch(
     module: OnnxModule, inputs: dict[str, Tensor], arrays: Mapping[str, np.ndarray]
 ) -> tuple[Any, Adapter]:
     """The batch for ``specprobe.measure`` and its adapter: classification for integer
-    targets (cross-entropy), regression for real ones (MSE)."""
+    targets (cross-entropy), regression for real ones (MSE); for a causal LM (``input_ids``
+    without ``targets``) the causal-LM adapter on :class:`GraphCausalLM`, which the batch's
+    model must then be (see :func:`measured_module`)."""
+    if is_causal_lm(module, arrays):
+        other = [n for n in module.input_names if n not in ("input_ids", "attention_mask")]
+        if other:
+            raise SpecprobeError(
+                f"expected a causal-LM graph with inputs input_ids (and attention_mask), found also {other}",
+                "export the model with input_ids and attention_mask as its only inputs",
+            )
+        batch: dict[str, Tensor] = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+        if "labels" in arrays:
+            batch["labels"] = torch.from_numpy(np.ascontiguousarray(arrays["labels"])).long()
+        if inputs["input_ids"].ndim != 2:
+            raise SpecprobeError(
+                f"expected input_ids of shape (N, S), found {tuple(inputs['input_ids'].shape)}",
+                "save token ids as a 2-d integer array",
+            )
+        return batch, CausalLMAdapter()
     if "targets" not in arrays:
         raise SpecprobeError(
             f"expected a 'targets' array beside the inputs, found keys {sorted(arrays)}",
@@ -356,6 +614,12 @@ def onnx_batch(
         return (out[0] if isinstance(out, tuple) else out), batch["targets"]
 
     return {"inputs": inputs, "targets": targets}, CallableAdapter(run, loss=loss, name=name)
+
+
+def measured_module(graph: OnnxModule, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+    """The module ``specprobe.measure`` runs: :class:`GraphCausalLM` around a causal LM's
+    graph, the graph itself otherwise."""
+    return GraphCausalLM(graph) if is_causal_lm(graph, arrays) else graph
 
 
 def measure_onnx_file(
@@ -379,8 +643,9 @@ def measure_onnx_file(
     from specprobe.sweep import measured_record
 
     arrays = load_arrays(inputs_path)
-    module, inputs, check = load_onnx(path, arrays, tolerance)
-    batch, adapter = onnx_batch(module, inputs, arrays)
+    graph, inputs, check = load_onnx(path, arrays, tolerance)
+    batch, adapter = onnx_batch(graph, inputs, arrays)
+    module = measured_module(graph, arrays)
     result = measure(
         module,
         batch,
@@ -402,7 +667,11 @@ def measure_onnx_file(
         name=str(path),
         label=Path(path).stem,
         revision="onnx",
-        dataset_fingerprint=fingerprint_ids(torch.from_numpy(np.ascontiguousarray(arrays["targets"]))),
+        dataset_fingerprint=fingerprint_ids(
+            torch.from_numpy(
+                np.ascontiguousarray(arrays["input_ids" if is_causal_lm(graph, arrays) else "targets"])
+            )
+        ),
         onnx_check={
             "max_abs_error": check.max_abs_error,
             "max_rel_error": check.max_rel_error,

@@ -70,11 +70,15 @@ def rademacher(
     """
     numel = int(np.prod(shape)) if len(shape) else 1
     words = -(-numel // 32)
-    shifts = torch.arange(32, dtype=torch.int64, device=device)
+    shifts = torch.arange(32, dtype=torch.int32, device=device)
     out = torch.empty((len(probes), len(samples), numel), dtype=dtype, device=device)
     for i, probe in enumerate(probes):
         for j, sample in enumerate(samples):
             hashed = rademacher_words(probe_key(seed, sample, probe), words, device)
-            bits = ((hashed.unsqueeze(1) >> shifts) & 1).reshape(-1)[:numel]
-            out[i, j] = 1 - 2 * bits.to(dtype)
+            # int32 keeps the 32 bits (two's complement); bit i survives the arithmetic shift.
+            bits = torch.bitwise_right_shift(hashed.to(torch.int32).unsqueeze(1), shifts)
+            bits.bitwise_and_(1)
+            signs = out[i, j]
+            signs.copy_(bits.reshape(-1)[:numel])
+            signs.mul_(-2).add_(1)
     return out.reshape(len(probes), len(samples), *shape)

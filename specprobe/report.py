@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
+from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
+from specprobe import tables
 from specprobe.sweep import Observer
+from specprobe.tables import TableData, Tone
 
 
 def fmt(value: float, stderr: float | None = None) -> str:
@@ -64,18 +70,6 @@ def selftest_table(rows: Sequence[CheckRow], title: str) -> Table:
 # ---- sweep reports -------------------------------------------------------------------------
 
 
-def _se(record: dict[str, Any], name: str) -> str:
-    return fmt(record[name], record.get(f"{name}_stderr"))
-
-
-def _status(record: dict[str, Any]) -> str:
-    if record.get("status") != "ok":
-        return f"[red]failed[/]: {record.get('error') or 'unknown error'}"
-    if record.get("duplicate_of"):
-        return f"[yellow]duplicate of {record['duplicate_of']}[/]"
-    return "[green]ok[/]"
-
-
 def group_by_model(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Records per model, each list sorted by step (revisions without a step keep their order)."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -86,65 +80,105 @@ def group_by_model(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str
     return groups
 
 
-def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
-    """One model over its revisions: the decomposition, position and amplification.
+# ---- fitting tables to the terminal ------------------------------------------------------------
 
-    Optional columns appear when the records carry them: the head-only (frozen-feature)
-    position when a layer decomposition was measured.
-    """
-    label = rows[0].get("label") or model
-    ok = [r for r in rows if r.get("status") == "ok"]
-    first = ok[0] if ok else None
-    params = f", {ok[0]['num_params']:,} parameters" if ok and ok[0].get("num_params") else ""
-    per_batch = f", D = {ok[0]['num_outputs']:,} outputs per batch" if ok else ""
-    table = Table(title=f"{label}{params}{per_batch}", title_justify="left")
-    columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-        ("loss", lambda r: _se(r, "loss")),
-        ("χ_loss", lambda r: fmt(r["chi_loss"])),
-        ("χ_net", lambda r: _se(r, "chi_net")),
-        ("‖∇L‖²", lambda r: fmt(r["grad_norm_sq"])),
-        ("χ_pos", lambda r: _se(r, "spectral_position")),
-        ("D·χ_pos", lambda r: fmt(r["normalized_position"])),
-        ("χ_net/χ_net₀", lambda r: f"{r['chi_net'] / first['chi_net']:.3g}" if first else ""),
-    ]
-    if any(_head(r) is not None for r in ok):
-        columns.append(("χ_pos head only", lambda r: fmt(h["spectral_position"]) if (h := _head(r)) else ""))
-    if any(r.get("spectrum") for r in ok):
-        columns += [
-            ("position index", lambda r: _position_index(r.get("spectrum"))),
-            ("top-K mass", lambda r: _spec(r, "captured_residual_mass", "{:.1%}")),
-            ("eff. rank", lambda r: _spec(r, "effective_rank", "{:.4g}")),
-            ("λ_k ∝ k^-α", lambda r: _spec(r, "power_law_alpha", "α={:.2f}")),
-        ]
-    table.add_column("revision")
-    table.add_column("step", justify="right")
-    table.add_column("tokens seen", justify="right")
-    for header, _ in columns:
-        table.add_column(header, justify="right")
-    table.add_column("status")
-    for r in rows:
-        cells = [render(r) for _, render in columns] if r.get("status") == "ok" else [""] * len(columns)
-        table.add_row(r["revision"], _opt(r.get("step")), _tokens(r.get("tokens_seen")), *cells, _status(r))
+_TONES = {Tone.GOOD: "green", Tone.WARN: "yellow", Tone.BAD: "red"}
+
+
+def table_width(data: TableData) -> int:
+    """Columns a table takes with Rich's default box and padding when no cell wraps: each
+    column its widest cell (or header) plus two spaces of padding and one rule, plus one."""
+    widths = [cell_len(c.header) for c in data.columns]
+    for row in data.rows:
+        widths = [max(w, cell_len(cell.text)) for w, cell in zip(widths, row, strict=True)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def fit_columns(data: TableData, width: int) -> tuple[TableData, list[str]]:
+    """The table with its least important columns dropped until it fits ``width`` columns
+    (essential columns stay even when it does not), and the headers dropped."""
+    keep = list(range(len(data.columns)))
+    dropped: list[str] = []
+    while table_width(data.keep(keep)) > width:
+        optional = [i for i in keep if not data.columns[i].essential]
+        if not optional:
+            break
+        keep.remove(optional[-1])
+        dropped.append(data.columns[optional[-1]].header)
+    return data.keep(keep), dropped[::-1]
+
+
+def rich_table(data: TableData) -> Table:
+    """A TableData as a Rich table: numbers right-aligned, cells never wrapped or cut."""
+    table = Table()
+    for column in data.columns:
+        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=True)
+    for row in data.rows:
+        table.add_row(*(Text(c.text, style=_TONES.get(c.tone, "")) for c in row))
     return table
 
 
-def _spec(record: dict[str, Any], key: str, pattern: str) -> str:
-    value = (record.get("spectrum") or {}).get(key)
-    return pattern.format(value) if value is not None else ""
+def fit_alike(tables_: Sequence[TableData], width: int) -> tuple[list[TableData], list[str]]:
+    """Tables of one kind fitted together: a column dropped from one is dropped from all,
+    so that they read alike."""
+    dropped: list[str] = []
+    for data in tables_:
+        dropped += [h for h in fit_columns(data, width)[1] if h not in dropped]
+    fitted = [
+        data.keep([i for i, c in enumerate(data.columns) if c.header not in dropped]) for data in tables_
+    ]
+    order = [c.header for data in tables_ for c in data.columns]
+    return fitted, sorted(dropped, key=order.index)
 
 
-def _position_index(spectrum: dict[str, Any] | None) -> str:
-    """``k*`` when counted from converged top-K pairs; ``≈k* ± se`` from the SLQ density;
-    ``> K`` when it lies beyond the top K and no density was computed."""
-    if not spectrum:
-        return ""
-    index = spectrum.get("position_index")
-    if index is None:
-        bound = spectrum.get("position_index_lower_bound")
-        return f"> {bound}" if bound is not None else ""
-    if spectrum.get("position_index_is_estimate"):
-        return f"≈{index:.4g} ± {spectrum.get('position_index_stderr') or 0:.2g}"
-    return f"{int(index)}"
+class TablePrinter:
+    """Prints tables fitted to the console (or whole with ``wide``), and remembers what it
+    dropped so that the report can say so once, at its end."""
+
+    def __init__(self, console: Console, wide: bool = False) -> None:
+        self.console = console
+        self.wide = wide
+        self.dropped: dict[str, list[str]] = {}
+
+    def fit(self, tables_: Sequence[TableData]) -> list[TableData]:
+        """The tables as they will be printed (fitted alike, unless ``wide``)."""
+        if self.wide or not tables_:
+            return list(tables_)
+        fitted, dropped = fit_alike(tables_, self.console.width)
+        kind = tables_[0].kind
+        for header in dropped:
+            if header not in self.dropped.setdefault(kind, []):
+                self.dropped[kind].append(header)
+        return fitted
+
+    def print(self, data: TableData, *, fitted: bool = False) -> None:
+        """Print a table with its title, fitting it first unless ``fitted``."""
+        shown = data if fitted else self.fit([data])[0]
+        self.console.print(Text(data.title, style="bold"), overflow="fold")
+        if self.wide:
+            # Rendered at the table's own width, then printed uncropped: wider than the
+            # terminal when it must be (for `less -S`, a file, or a wide window).
+            width = max(self.console.width, table_width(shown))
+            options = self.console.options.update(width=width, max_width=width)
+            self.console.print(Segments(self.console.render(rich_table(shown), options)), crop=False)
+        else:
+            self.console.print(rich_table(shown))
+
+    def note(self) -> str | None:
+        """What was left out, and how to see it, or None when every column was shown."""
+        if not self.dropped:
+            return None
+        names = "; ".join(f"{', '.join(h)} ({_KINDS.get(k, k)})" for k, h in self.dropped.items())
+        return f"not shown at {self.console.width} columns: {names}. --wide shows every column."
+
+
+_KINDS = {"model": "per model", "groups": "layers", "comparison": "comparison", "reach": "reach"}
+
+
+def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
+    """One model over its revisions, as a Rich table with every column (see
+    :func:`specprobe.tables.model_table` for the columns)."""
+    return rich_table(tables.model_table(model, rows))
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -165,128 +199,51 @@ def density_line(record: dict[str, Any]) -> str | None:
     return f"eNTK eigenvalue density of {label} (SLQ; λ from {lo:.2g} to {hi:.2g} on a log axis; log counts): {bars}"
 
 
-def _head(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The record's ``head`` group (the frozen-feature counterfactual), if measured."""
-    for group in record.get("groups") or ():
-        if group["name"] == "head":
-            return dict(group)
-    return None
-
-
 def groups_table(record: dict[str, Any]) -> Table:
-    """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
-    position when θ is restricted to it (for the head: the frozen-feature counterfactual)."""
-    table = Table(
-        title=f"layer decomposition of {record.get('label') or record['model']} @ {record['revision']}",
-        title_justify="left",
-    )
-    for col in ("group", "parameters", "χ_net", "share of χ_net", "share of ‖∇L‖²", "χ_pos (θ = group)"):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for g in record.get("groups") or ():
-        table.add_row(
-            g["name"],
-            f"{g['num_params']:,}",
-            fmt(g["chi_net"], g.get("chi_net_stderr")),
-            f"{g['chi_net_share']:.1%}",
-            f"{g['grad_norm_sq_share']:.1%}",
-            fmt(g["spectral_position"]),
-        )
-    table.add_row(
-        "all",
-        "",
-        fmt(record["chi_net"], record.get("chi_net_stderr")),
-        "100%",
-        "100%",
-        fmt(record["spectral_position"]),
-    )
-    return table
+    """Which layers carry the kernel, as a Rich table (see :func:`specprobe.tables.groups_table`)."""
+    return rich_table(tables.groups_table(record))
 
 
 def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
-    """Across models: size, final loss, and the lowest spectral position reached."""
-    table = Table(title="comparison across models", title_justify="left")
-    for col in ("model", "parameters", "final loss", "lowest χ_pos", "at revision", "lowest D·χ_pos"):
-        table.add_column(col, justify="left" if col in ("model", "at revision") else "right")
-
-    def size(item: tuple[str, list[dict[str, Any]]]) -> int:
-        ok = [r for r in item[1] if r.get("status") == "ok"]
-        return int(ok[0].get("num_params") or 0) if ok else 0
-
-    for model, rows in sorted(groups.items(), key=size):
-        ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
-        if not ok:
-            table.add_row(rows[0].get("label") or model, "", "", "", "[red]no successful revision[/]", "")
-            continue
-        low = min(ok, key=lambda r: r["spectral_position"])
-        table.add_row(
-            rows[0].get("label") or model,
-            f"{ok[0].get('num_params', 0):,}",
-            _se(ok[-1], "loss"),
-            _se(low, "spectral_position"),
-            low["revision"],
-            fmt(low["normalized_position"]),
-        )
-    return table
+    """Across models, as a Rich table (see :func:`specprobe.tables.comparison_table`)."""
+    return rich_table(tables.comparison_table(groups))
 
 
 def run_notes(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Things a reader must know: failures, duplicated weights, differing data subsets."""
-    notes = []
-    failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        names = ", ".join(f"{r['model']}@{r['revision']}" for r in failed)
-        notes.append(f"[red]{len(failed)} checkpoint(s) failed[/]: {names}")
-    for r in records:
-        if r.get("duplicate_of"):
-            notes.append(
-                f"[yellow]{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']}[/] "
-                "(fingerprint match): the published revision likely serves the wrong checkpoint"
-            )
-    subsets: dict[str, set[str]] = {}
-    for r in records:
-        if r.get("dataset_fingerprint"):
-            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
-    if len(subsets) > 1:
-        groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
-        notes.append(
-            f"models with different tokenizers were measured on their own token subsets ({groups}): "
-            "their losses and positions are not on the same data; compare D·χ_pos"
-        )
-    return notes
+    """Things a reader must know (failures, duplicated weights, differing data subsets), as
+    Rich markup: :func:`specprobe.tables.run_notes` coloured by tone."""
+    return [
+        f"[{_TONES[tone]}]{escape(text)}[/]" if tone in _TONES else escape(text)
+        for tone, text in tables.run_notes(records)
+    ]
 
 
-def render_run(records: Sequence[dict[str, Any]], console: Console) -> None:
-    """The full report of a run: a table per model, the comparison, and the notes."""
+def render_run(records: Sequence[dict[str, Any]], console: Console, *, wide: bool = False) -> None:
+    """The full report of a run: a table per model, the comparison, the family view and the
+    notes. Tables fit the console's width by dropping their least important columns (a
+    closing note names them); ``wide`` shows every column however wide the tables get."""
     if not records:
         console.print("no records yet")
         return
+    printer = TablePrinter(console, wide)
     groups = group_by_model(records)
-    for model, rows in groups.items():
-        console.print(model_table(model, rows))
+    per_model = printer.fit([tables.model_table(model, rows) for model, rows in groups.items()])
+    for rows, data in zip(groups.values(), per_model, strict=True):
+        printer.print(data, fitted=True)
         decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
         if decomposed:
-            console.print(groups_table(decomposed[-1]))
+            printer.print(tables.groups_table(decomposed[-1]))
         with_density = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
         if with_density:
             console.print(with_density[-1], highlight=False)
     if len(groups) > 1:
-        console.print(comparison_table(groups))
-    family_report(records, console)
+        printer.print(tables.comparison_table(groups))
+    family_report(records, console, printer=printer)
     for note in run_notes(records):
-        console.print(note)
-
-
-def _opt(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _tokens(value: int | None) -> str:
-    if value is None:
-        return ""
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3g}{unit}"
-    return str(value)
+        console.print(note, highlight=False)
+    left_out = printer.note()
+    if left_out:
+        console.print(left_out, style="dim", highlight=False)
 
 
 class SweepProgress(Observer):
@@ -366,41 +323,26 @@ def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
 # ---- family view ---------------------------------------------------------------------------
 
 
-def family_report(records: Sequence[dict[str, Any]], console: Console) -> None:
+def family_report(
+    records: Sequence[dict[str, Any]], console: Console, *, printer: TablePrinter | None = None
+) -> None:
     """The family view: reach per model ranked by size, power-law fits, gradient
     amplification, a text chart of position against compute, and the verdict paragraph."""
     from rich.panel import Panel
 
-    from specprobe.family import Position, analysed, summarize
+    from specprobe.family import analysed, summarize
     from specprobe.plots import position_chart
 
     if len(analysed(records)) < 2:
         return
     summary = summarize(records)
-    scale = "D·χ_pos" if summary.position is Position.NORMALIZED else "χ_pos"
-    table = Table(title=f"spectral reach (lowest {scale} over the revisions), by size", title_justify="left")
-    for col in ("model", "parameters", "reach", "at", "χ_pos there", "final loss", "χ_net growth"):
-        table.add_column(col, justify="left" if col in ("model", "at") else "right")
-    growth = {a.model: a for a in summary.amplification}
-    for r in summary.reach:
-        amp = growth.get(r.model)
-        last = amp.points[-1].amplification if amp is not None and amp.points else None
-        table.add_row(
-            r.label,
-            f"{r.num_params:,}" if r.num_params else "",
-            fmt(r.reach, r.reach_stderr),
-            r.revision
-            + (f" (step {r.step})" if r.step is not None and str(r.step) not in r.revision else ""),
-            fmt(r.spectral_position, r.spectral_position_stderr),
-            fmt(r.final_loss, r.final_loss_stderr),
-            f"×{last:.3g}" if last is not None else "",
-        )
-    console.print(table)
+    (printer or TablePrinter(console)).print(tables.reach_table(summary))
     for fit in (summary.loss_fit, summary.reach_fit):
         if fit is not None:
+            quantity = tables.fit_name(fit.quantity)
             console.print(
-                f"power law across sizes: {fit.quantity} ∝ N^{fit.exponent:.3f} ± {fit.exponent_stderr:.2g} "
-                f"(R² {fit.r_squared:.2f}, {fit.num_points} sizes)",
+                f"power law across {fit.num_points} sizes: {quantity} ∝ N^{fit.exponent:.3f} "
+                f"± {fit.exponent_stderr:.2g}, R² {fit.r_squared:.2f}",
                 highlight=False,
             )
     for note in summary.notes:

@@ -15,6 +15,7 @@ from specprobe.cli import app
 from specprobe.data import DataSpec, build_subset
 from specprobe.models import fingerprint_tokenizer, tiny_causal_lm
 from specprobe.results import ResultStore
+from specprobe.tables import value_error
 from tests.hubcache import add_revision, corpus_lines, make_tokenizer
 
 runner = CliRunner()
@@ -75,7 +76,7 @@ def test_analyze_hub_revisions_end_to_end(
     # step4 serves step1's weights: flagged by fingerprint, in the record and the report.
     assert records[2]["fingerprint"] == records[0]["fingerprint"] != records[1]["fingerprint"]
     assert [r["duplicate_of"] for r in records] == [None, None, "step1"]
-    assert "duplicate of step1" in result.output
+    assert "duplicate of 1" in result.output  # under the header "step"
     # Every checkpoint saw the same token ids, and they are the subset the data module builds.
     spec = DataSpec(dataset=str(corpus), num_sequences=4, seq_len=8, batch_size=2)
     subset = build_subset(spec, tokenizer, fingerprint_tokenizer(tokenizer))
@@ -91,7 +92,7 @@ def test_analyze_hub_revisions_end_to_end(
     for key in ("settings", "timings", "peak_memory_bytes", "specprobe_version", "num_params"):
         assert records[1][key], key
     # The report's table holds each revision's row with its position and amplification.
-    assert "step2" in result.output and "χ_pos" in result.output
+    assert "┃ step ┃" in result.output and "χ_pos" in result.output
     amplification = records[1]["chi_net"] / records[0]["chi_net"]
     assert f"{amplification:.3g}" in result.output
     (config,) = json.loads((out / "config.json").read_text())["invocations"]
@@ -358,7 +359,7 @@ def test_layer_decomposition_in_records_and_report(hub: dict[str, str], corpus: 
     assert "layer decomposition of org/tiny-neox @ step1" in result.output
     assert "χ_pos head only" in result.output
     head = record["groups"][-1]
-    assert f"{head['spectral_position']:.4g}" in result.output
+    assert value_error(head["spectral_position"], head.get("spectral_position_stderr")) in result.output
     custom = analyze(
         REPO,
         "--revisions",

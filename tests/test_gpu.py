@@ -44,3 +44,27 @@ def test_spectrum_on_cuda_matches_dense() -> None:
     ref = specprobe.dense_kernel(model, batch)
     spec = specprobe.spectrum(model, batch, k=5)
     assert spec.eigenvalues.tolist() == pytest.approx(ref.eigenvalues[:5].cpu().tolist(), rel=1e-6)
+
+
+def test_probes_drawn_on_cuda_equal_the_cpu_draw() -> None:
+    from specprobe.rademacher import rademacher
+
+    cpu = rademacher(5, range(3), range(4), (7, 50_304))
+    gpu = rademacher(5, range(3), range(4), (7, 50_304), device="cuda")
+    assert torch.equal(gpu.cpu(), cpu)
+
+
+@pytest.mark.parametrize("estimator", ["hutchinson", "hutchinson_per_sample"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hutchinson_on_cuda_equals_cpu_to_rounding(case: object, estimator: str) -> None:
+    # The same probes on both devices, so the estimates agree to rounding, not to noise.
+    model, batch = case.build(torch.float64)  # type: ignore[attr-defined]
+    cpu = specprobe.measure(model, batch, estimator=estimator, probes=8, seed=3)
+    on_gpu = (
+        {k: v.to("cuda") for k, v in batch.items()}
+        if isinstance(batch, dict)
+        else tuple(t.to("cuda") for t in batch)
+    )
+    gpu = specprobe.measure(model.to("cuda"), on_gpu, estimator=estimator, probes=8, seed=3)
+    for field in ("chi_net", "chi_net_stderr", "spectral_position"):
+        assert getattr(gpu, field) == pytest.approx(getattr(cpu, field), rel=1e-8), field

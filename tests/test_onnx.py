@@ -115,7 +115,7 @@ def test_onnx_cnn_regression_matches_onnxruntime(tmp_path: Path) -> None:
     ("case", "message"),
     [
         ("garbage", "is not a valid ONNX model"),
-        ("lstm", "LSTM, Shape, which specprobe cannot convert"),
+        ("lstm", "operator(s) LSTM, which specprobe cannot convert"),
         ("names", "expects inputs ['x']"),
         ("shape", "onnxruntime rejects the inputs"),
         ("targets", "expected a 'targets' array"),

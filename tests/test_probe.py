@@ -58,7 +58,7 @@ def test_plain_loop_is_not_disturbed(tmp_path: Path) -> None:
     assert records[1]["spectral_position"] == probe.measurements[1][1].spectral_position
     assert len({r["fingerprint"] for r in records}) == 3
     shown = CliRunner().invoke(app, ["report", str(tmp_path / "run")])
-    assert shown.exit_code == 0 and "step10" in shown.output
+    assert shown.exit_code == 0 and "┃ step ┃" in shown.output  # step0 … step10 shown as 0 … 10
 
 
 def test_trainer_callback_logs_and_records(tmp_path: Path) -> None:
