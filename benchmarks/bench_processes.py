@@ -10,6 +10,12 @@ the sweep itself, whose ratio is what more processes can speed up. The records o
 runs are compared: the same numbers to rounding.
 
     python benchmarks/bench_processes.py [--processes 2] [--repeats 2] [--widths 64,96,128]
+    python benchmarks/bench_processes.py --device cuda --processes 8 [--gpus-per-model 2]
+
+On GPUs (``--device cuda``) each process takes its local rank's GPU (with more processes
+than GPUs they share them); ``--gpus-per-model K`` spreads each model of the N-process run
+over K GPUs. The script exits 1 when the runs' records differ by more than ``--tolerance``
+(relative) or a checkpoint failed, so benchmarks/gpu_check.sh can use it as a check.
 
 The machine's load average is printed with each run: on a machine shared with other
 work the ratio says more about the other work than about specprobe.
@@ -33,7 +39,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_family(root: Path, widths: list[int], steps: list[int]) -> Path:
+def build_family(root: Path, widths: list[int], steps: list[int], device: str = "cpu") -> Path:
     """The models, a corpus and the recipe; returns the recipe's path."""
     from specprobe.models import tiny_causal_lm, train_tokenizer
 
@@ -77,12 +83,14 @@ def build_family(root: Path, widths: list[int], steps: list[int]) -> Path:
         "version: 1\nfamily: {name: bench-processes, description: tiny widths}\nmodels:\n"
         + "\n".join(models)
         + f'\ndata: {{dataset: "{corpus}", num_sequences: 32, seq_len: 64, batch_size: 4, seed: 0}}\n'
-        + "probe: {probes: 16, device: cpu}\n"
+        + f"probe: {{probes: 16, device: {device}}}\n"
     )
     return recipe
 
 
-def run(recipe: Path, out: Path, processes: int, resume: bool = False) -> tuple[float, float]:
+def run(
+    recipe: Path, out: Path, processes: int, resume: bool = False, extra: tuple[str, ...] = ()
+) -> tuple[float, float]:
     """Wall time of the command, and the load average (1 min) at its end."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -91,6 +99,7 @@ def run(recipe: Path, out: Path, processes: int, resume: bool = False) -> tuple[
         command += ["--processes", str(processes)]
     if resume:
         command.append("--resume")
+    command += extra
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True, capture_output=True)
     return time.perf_counter() - start, os.getloadavg()[0]
@@ -107,13 +116,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--widths", default="64,96,128")
     parser.add_argument("--steps", default="1,2,3,4")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--gpus-per-model", type=int, default=1)
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="relative, between the runs' records")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     steps = [int(s) for s in args.steps.split(",")]
     console = Console()
     with tempfile.TemporaryDirectory(prefix="specprobe-bench-") as tmp:
         root = Path(tmp)
-        recipe = build_family(root, widths, steps)
+        recipe = build_family(root, widths, steps, args.device)
+        grouped: tuple[str, ...] = ()
+        if args.gpus_per_model > 1:
+            grouped = ("--gpus-per-model", str(args.gpus_per_model), "--device", "auto")
         counts = (1, args.processes)
         times: dict[int, list[float]] = {n: [] for n in counts}
         fixed: dict[int, list[float]] = {n: [] for n in counts}
@@ -122,8 +137,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             for n in counts:
                 outs[n] = root / f"run-{n}-{repeat}"
-                wall, load = run(recipe, outs[n], n)
-                again, _ = run(recipe, outs[n], n, resume=True)
+                extra = grouped if n > 1 else ()
+                wall, load = run(recipe, outs[n], n, extra=extra)
+                again, _ = run(recipe, outs[n], n, resume=True, extra=extra)
                 times[n].append(wall)
                 fixed[n].append(again)
                 loads.append(load)
@@ -134,16 +150,21 @@ def main() -> None:
                 )
         one, many = records(outs[1]), records(outs[args.processes])
         assert one.keys() == many.keys()
+        both_ok = [k for k in one if one[k]["status"] == many[k]["status"] == "ok"]
         worst = max(
-            abs(one[k][f] - many[k][f]) / abs(one[k][f])
-            for k in one
-            for f in ("loss", "chi_net", "spectral_position")
+            (
+                abs(one[k][f] - many[k][f]) / abs(one[k][f])
+                for k in both_ok
+                for f in ("loss", "chi_net", "spectral_position")
+            ),
+            default=0.0,
         )
         # Each run's sweep is its wall time less its own rerun's; the best of the repeats of each.
         best = {n: min(times[n]) for n in counts}
         cost = {n: min(fixed[n]) for n in counts}
         sweep = {n: min(t - f for t, f in zip(times[n], fixed[n], strict=True)) for n in counts}
-        table = Table(title=f"{len(one)} checkpoints, {os.cpu_count()} CPU cores, one thread per process")
+        where = f"{os.cpu_count()} CPU cores" if args.device == "cpu" else f"{_gpus()} GPU(s)"
+        table = Table(title=f"{len(one)} checkpoints, {where}, one thread per process")
         for col in ("processes", "wall time", "fixed cost", "sweep", "wall ratio", "sweep ratio"):
             table.add_column(col, justify="right")
         for n in counts:
@@ -161,6 +182,19 @@ def main() -> None:
             f"largest relative difference between the runs' records {worst:.1e}",
             highlight=False,
         )
+        failed = [k for k, r in [*one.items(), *many.items()] if r["status"] != "ok"]
+        if failed or worst > args.tolerance:
+            console.print(
+                f"[red]check failed[/]: {len(failed)} failed record(s), difference {worst:.1e} "
+                f"(tolerance {args.tolerance:g})"
+            )
+            sys.exit(1)
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 if __name__ == "__main__":
