@@ -9,8 +9,10 @@
 # Steps: selftest on cuda; the GPU tests (pytest -m gpu: CPU/GPU agreement of every
 # estimator with the same probes, probes drawn on the device equal to the CPU draw);
 # bench_scale on Pythia configurations in bfloat16 and float32 up to the largest that
-# fits. A step that fails is reported and the others still run; the exit code is the
-# number of failed steps.
+# fits; bench_processes: a sweep across processes against one process (one per GPU with
+# several GPUs, then groups of 2 GPUs per model; two processes sharing the GPU with one),
+# records equal to 1e-4. A step that fails is reported and the others still run; the exit
+# code is the number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check}
@@ -43,6 +45,14 @@ step bench_bf16 150 python benchmarks/bench_scale.py --device cuda --dtype bfloa
 step bench_f32 120 python benchmarks/bench_scale.py --device cuda --dtype float32 \
     --sizes 1b,2.8b,6.9b --batch 2 --seq-len 64 --probes 32
 step precision 40 python benchmarks/bench_precision.py
+ngpu=$(python -c "import torch; print(torch.cuda.device_count())" 2> /dev/null || echo 0)
+if [ "$ngpu" -ge 2 ]; then
+    step bench_processes 120 python benchmarks/bench_processes.py --device cuda --processes "$ngpu" --repeats 1
+    step bench_processes_grouped 120 python benchmarks/bench_processes.py --device cuda \
+        --processes "$ngpu" --gpus-per-model 2 --repeats 1
+else
+    step bench_processes 120 python benchmarks/bench_processes.py --device cuda --processes 2 --repeats 1
+fi
 
 for f in "$out"/bench_*.log; do
     echo "== $f" >> "$summary"

@@ -76,6 +76,15 @@ class Device(str, Enum):
     the CPU when there is no GPU. Offloading to CPU or disk is refused."""
 
 
+class Split(str, Enum):
+    """How the processes of a launched sweep (accelerate launch, torchrun) share it."""
+
+    checkpoints = "checkpoints"
+    """Each process measures whole checkpoints, claimed one at a time (largest first)."""
+    batches = "batches"
+    """Every process measures a share of the batches of every checkpoint."""
+
+
 class TinyArch(str, Enum):
     """Architectures of the tiny random models used by tests, examples and benchmarks."""
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from specprobe.choices import Device, DType, Estimator, TinyArch
+from specprobe.choices import Device, DType, Estimator, Split, TinyArch
 
 app = typer.Typer(
     name="specprobe",
@@ -65,12 +65,23 @@ def handle_errors(command: F) -> F:
         except SpecprobeError as err:
             if _State.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+            rank = _launched_rank()
+            if rank and getattr(err, "shared", False):  # every process has it; process 0 says it
+                raise typer.Exit(code=2) from None
+            where = f"process {rank}: " if rank else ""
+            err_console.print(f"[bold red]error:[/] {where}{err.message}", highlight=False, soft_wrap=True)
             if err.hint:
                 err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _launched_rank() -> int:
+    """This process's rank under a launcher (0 without one)."""
+    from specprobe.distributed import process_rank
+
+    return process_rank()
 
 
 @app.command(
@@ -227,8 +238,24 @@ def analyze(
         typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
     ] = None,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
+    split_: Annotated[
+        Split,
+        typer.Option(
+            "--split",
+            help="Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
+            "'batches' (every process measures a share of every checkpoint's batches).",
+        ),
+    ] = Split.checkpoints,
+    gpus_per_model: Annotated[
+        int, typer.Option(min=1, help="Under a launcher: GPUs each model is spread over.")
+    ] = 1,
+    processes: Annotated[
+        int,
+        typer.Option(min=1, help="Start this many local processes (torchrun) and share the sweep."),
+    ] = 1,
 ) -> None:
     """Measure spectral position across models and their training revisions (or ONNX graphs)."""
+    _relaunch(processes)
     if any(m.endswith(".onnx") for m in models):
         _analyze_onnx(
             models,
@@ -284,7 +311,14 @@ def analyze(
         )
     invocation = {"command": "analyze", "argv": sys.argv[1:], "models": models, "revisions": revisions}
     execute_plan(
-        plan, out, resume=resume, json_output=json_output, invocation=invocation, plots=plots, html=html
+        plan,
+        out,
+        resume=resume,
+        json_output=json_output,
+        invocation=invocation,
+        plots=plots,
+        parallel=_parallel(split_, gpus_per_model),
+        html=html,
     )
 
 
@@ -297,27 +331,41 @@ def execute_plan(
     invocation: dict[str, Any],
     plots: bool = False,
     html: str | None = None,
+    parallel: Any = None,
 ) -> None:
     """Run a sweep with a progress display, then print the report (and write the figures
-    with ``plots``); exit 1 if a checkpoint failed."""
+    with ``plots``); exit 1 if a checkpoint failed. Under a launcher only process 0
+    displays and prints; the others measure silently."""
+    from contextlib import nullcontext
     from pathlib import Path
 
     from specprobe.report import SweepProgress, render_run
     from specprobe.results import ResultStore
-    from specprobe.sweep import default_out_dir, run_sweep
+    from specprobe.sweep import Observer, default_out_dir, run_sweep
 
     directory = Path(out) if out else default_out_dir()
     store = ResultStore(directory)
+    worker = _launched_rank() != 0
+    display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
-        with SweepProgress(err_console) as progress:
-            result = run_sweep(plan, store, resume=resume, observer=progress, invocation=invocation)
-    except KeyboardInterrupt:
+        with display as progress:
+            result = run_sweep(
+                plan, store, resume=resume, observer=progress, invocation=invocation, parallel=parallel
+            )
+    except KeyboardInterrupt as err:
+        if worker:
+            raise typer.Exit(code=130) from None
         saved = len(store.records())
+        missing = getattr(err, "missing", [])
+        if missing:
+            err_console.print(f"not measured: {', '.join(missing)}", highlight=False, soft_wrap=True)
         err_console.print(
             f"interrupted: {saved} finished record(s) are kept in {directory}; "
             "rerun the same command with --resume to continue"
         )
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=getattr(err, "exit_code", 130)) from None
+    if worker:
+        return
     if json_output:
         _print_json_lines(result.records)
     else:
@@ -428,6 +476,10 @@ RUN_EPILOG = """Examples:
 
   specprobe run my-recipe.yaml --set root=/data/runs --num-sequences 64
 
+  accelerate launch --multi_gpu --num_processes 8 -m specprobe run pythia --device cuda   (one sweep across 8 GPUs)
+
+  specprobe run tiny-local --processes 2   (two local processes, torchrun under the hood)
+
 Command-line options override the recipe's fields; the effective recipe is written into the run's config.json.
 """
 
@@ -463,8 +515,24 @@ def run(
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
+    split_: Annotated[
+        Split,
+        typer.Option(
+            "--split",
+            help="Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
+            "'batches' (every process measures a share of every checkpoint's batches).",
+        ),
+    ] = Split.checkpoints,
+    gpus_per_model: Annotated[
+        int, typer.Option(min=1, help="Under a launcher: GPUs each model is spread over.")
+    ] = 1,
+    processes: Annotated[
+        int,
+        typer.Option(min=1, help="Start this many local processes (torchrun) and share the sweep."),
+    ] = 1,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
+    _relaunch(processes)
     from specprobe.recipe import load_recipe, with_overrides
 
     loaded = load_recipe(recipe, variables=_parse_sets(set_))
@@ -495,7 +563,44 @@ def run(
         invocation=invocation,
         plots=plots,
         html=html,
+        parallel=_parallel(split_, gpus_per_model),
     )
+
+
+def _parallel(split: Split, gpus_per_model: int) -> Any:
+    from specprobe.distributed import Parallel
+
+    return Parallel(split, gpus_per_model)
+
+
+def _relaunch(processes: int) -> None:
+    """With ``--processes N`` (N > 1) outside a launcher: run this same command in N local
+    processes under torchrun, wait for them, and exit with their status."""
+    import os
+    import subprocess
+
+    if processes <= 1 or "WORLD_SIZE" in os.environ:  # already launched (this stays torch-free)
+        return
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={processes}", "-m", "specprobe", *args]
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    launcher = subprocess.Popen(command, env=env)
+    interrupted = False
+    while True:  # Ctrl-C reaches the processes too: let them keep their records and end
+        try:
+            code = launcher.wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    raise typer.Exit(code=130 if interrupted else code)
 
 
 @app.command(epilog="Examples:\n\n  specprobe validate my-recipe.yaml\n\n  specprobe validate pythia")

@@ -294,13 +294,16 @@ def load_checkpoint(
     device: Device | str = Device.cpu,
     dtype: DType | str = DType.float32,
     trust_remote_code: bool = False,
+    gpus: Sequence[int] | None = None,
 ) -> LoadedCheckpoint:
     """Load a causal LM and its tokenizer with eager attention, in eval mode.
 
     Hub revisions are resolved to their commit first, and the model is loaded at that
     commit, so the record names exactly the weights measured. ``device="auto"`` uses
     Accelerate's ``device_map="auto"`` across GPUs; offloading to CPU or disk is refused
-    (torch.func's functional calls do not work through offload hooks).
+    (torch.func's functional calls do not work through offload hooks). ``gpus`` limits the
+    GPUs used (a process of a multi-process sweep): ``cuda`` loads onto the first of them,
+    ``auto`` spreads the model over them.
     """
     import transformers
     from transformers import AutoModelForCausalLM
@@ -318,7 +321,14 @@ def load_checkpoint(
     if checkpoint.path is None:
         commit, cache_only = resolve_revision(checkpoint.model, checkpoint.revision)
         revision = commit
-    device_map: Any = {"": 0} if device is Device.cuda else ("auto" if device is Device.auto else None)
+    device_map: Any = {"": gpus[0] if gpus else 0} if device is Device.cuda else None
+    max_memory: dict[Any, Any] | None = None
+    if device is Device.auto:
+        device_map = "auto"
+        if gpus:
+            from accelerate.utils import get_max_memory
+
+            max_memory = {gpu: size for gpu, size in get_max_memory().items() if gpu in set(gpus)}
     transformers.utils.logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -327,6 +337,7 @@ def load_checkpoint(
             dtype=dtype.torch,
             attn_implementation="eager",
             device_map=device_map,
+            max_memory=max_memory,
             trust_remote_code=trust_remote_code,
             local_files_only=cache_only,
         )

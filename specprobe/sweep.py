@@ -15,11 +15,11 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from specprobe.models import (
     resolve_commit,
 )
 from specprobe.results import ResultStore, settings_hash
+
+if TYPE_CHECKING:
+    from specprobe.distributed import BatchShare, Parallel
 
 KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
 """Tokens per optimizer step of known families: Pythia's batch is 1024 sequences × 2048 tokens."""
@@ -146,30 +149,30 @@ class _Planned:
     commit: str | None
 
 
-def run_sweep(
-    plan: SweepPlan,
-    store: ResultStore,
-    *,
-    resume: bool = False,
-    observer: Observer | None = None,
-    invocation: dict[str, Any] | None = None,
-) -> SweepResult:
-    """Measure every checkpoint of ``plan`` and write its record into ``store``.
-
-    Raises SpecprobeError before writing anything when the plan cannot run. With
-    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
-    skipped (their records are returned as they are).
-    """
-    from specprobe import __version__
-
-    observer = observer or Observer()
+def _preflight(plan: SweepPlan, observer: Observer) -> tuple[list[_Planned], dict[str, TokenSubset]]:
+    """The checks before anything is written: settings, checkpoints, data. Returns the
+    checkpoints in plan order and the token subsets by tokenizer fingerprint."""
     plan.data.validate()
     if plan.probe.estimator is not Estimator.EXACT and plan.probe.probes < 2:
         raise SpecprobeError(
             f"expected at least 2 probes, found {plan.probe.probes}", "use --probes 32 (or --estimator exact)"
         )
     planned = _plan_checkpoints(plan, observer)
-    subsets = _prepare_data(plan, planned, observer)
+    return planned, _prepare_data(plan, planned, observer)
+
+
+def _open_run(
+    plan: SweepPlan,
+    store: ResultStore,
+    *,
+    resume: bool,
+    invocation: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Refuse a directory that holds results (unless resuming), add this invocation to
+    config.json (with ``extra``, e.g. the world size), and return the finished records."""
+    from specprobe import __version__
+
     settings = plan.settings()
     digest = settings_hash(settings)
     if store.exists() and not resume and store.records():
@@ -190,14 +193,50 @@ def run_sweep(
             "micro_batch_size": plan.probe.micro_batch_size,
             "specprobe_version": __version__,
             "started_at": _now(),
+            **(extra or {}),
         }
     )
     store.write_config(config)
-    done = store.finished(digest) if resume else {}
-    seen: dict[str, tuple[str, str]] = {}  # weight fingerprint -> first (model, revision) with it
-    for record in done.values():
+    return store.finished(digest) if resume else {}
+
+
+def _seen_fingerprints(records: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Weight fingerprint -> the first (model, revision) with it, from finished records."""
+    seen: dict[str, tuple[str, str]] = {}
+    for record in records:
         if record.get("fingerprint"):
             seen.setdefault(record["fingerprint"], (record["model"], record["revision"]))
+    return seen
+
+
+def run_sweep(
+    plan: SweepPlan,
+    store: ResultStore,
+    *,
+    resume: bool = False,
+    observer: Observer | None = None,
+    invocation: dict[str, Any] | None = None,
+    parallel: Parallel | None = None,
+) -> SweepResult:
+    """Measure every checkpoint of ``plan`` and write its record into ``store``.
+
+    Raises SpecprobeError before writing anything when the plan cannot run. With
+    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
+    skipped (their records are returned as they are). Under a launcher (``accelerate
+    launch``, ``torchrun``) every process calls this and they share the sweep: see
+    ``specprobe.distributed`` (``parallel`` chooses how; it is ignored in one process).
+    """
+    from specprobe import distributed
+
+    if distributed.launched():
+        return distributed.sweep_across_processes(
+            plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
+        )
+    observer = observer or Observer()
+    planned, subsets = _preflight(plan, observer)
+    settings = plan.settings()
+    done = _open_run(plan, store, resume=resume, invocation=invocation)
+    seen = _seen_fingerprints(done.values())
     records, measured, skipped, failed = [], 0, 0, 0
     observer.planned([p.checkpoint for p in planned])
     for item in planned:
@@ -257,7 +296,13 @@ def _measure_checkpoint(
     subsets: dict[str, TokenSubset],
     seen: dict[str, tuple[str, str]],
     observer: Observer,
+    *,
+    share: BatchShare | None = None,
+    gpus: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
+    """The record of one checkpoint (ok, or failed with the error). With ``share`` this
+    process measures its share of the batches and the shares are exchanged (every process
+    of the share calls this for the same checkpoint); ``gpus`` are the GPUs to load onto."""
     ckpt, probe = item.checkpoint, plan.probe
     record: dict[str, Any] = {
         "model": ckpt.model,
@@ -277,7 +322,11 @@ def _measure_checkpoint(
     try:
         observer.loading(ckpt)
         loaded = load_checkpoint(
-            ckpt, device=probe.device, dtype=probe.dtype, trust_remote_code=probe.trust_remote_code
+            ckpt,
+            device=probe.device,
+            dtype=probe.dtype,
+            trust_remote_code=probe.trust_remote_code,
+            gpus=gpus,
         )
         start = time.perf_counter()
         fingerprint = fingerprint_weights(loaded.model)
@@ -293,15 +342,10 @@ def _measure_checkpoint(
         subset = subsets[tok_fp]
         record.update(dataset_fingerprint=subset.fingerprint, tokenizer_fingerprint=tok_fp)
         batches = subset.batches(plan.data.batch_size)
-        observer.measuring(ckpt, len(batches))
         start = time.perf_counter()
-        measurements = []
-        for index, ids in enumerate(batches):
-            batch = {"input_ids": ids.to(loaded.input_device)}
-            measurements.append(_measure_with_retry(loaded, batch, probe, index))
-            observer.batch_done(ckpt, index)
+        measurements = _measure_batches(loaded, batches, probe, observer, share)
         record.update(aggregate(measurements))
-        if probe.eigen:
+        if probe.eigen and (share is None or share.writer):
             observer.preparing(f"eigenpairs of {ckpt.model} @ {ckpt.revision}")
             record["spectrum"] = _spectrum(loaded, batches[0], measurements[0], probe)
             record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
@@ -312,18 +356,55 @@ def _measure_checkpoint(
         }
         record["status"] = "ok"
     except KeyboardInterrupt:
+        share = None  # no exchange on the way out
         raise
     except SpecprobeError as err:
         record["error"] = f"{err.message} (hint: {err.hint})" if err.hint else err.message
     except Exception as err:  # a failure in one checkpoint must not lose the others
         record["error"] = f"{type(err).__name__}: {err}"
     finally:
+        if share is not None:
+            share.settle(record["error"])  # a process that failed before the exchange joins it
         record["peak_memory_bytes"] = _peak_memory(probe.device)
         del loaded
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return record
+
+
+def _measure_batches(
+    loaded: LoadedCheckpoint,
+    batches: Sequence[torch.Tensor],
+    probe: ProbeSpec,
+    observer: Observer,
+    share: BatchShare | None,
+) -> list[Measurement]:
+    """Every batch's measurement, in batch order. With ``share``: this process's share,
+    then the exchange that returns all of them (or raises the first process's error)."""
+    ckpt = loaded.checkpoint
+    indices = share.indices(len(batches)) if share is not None else range(len(batches))
+    observer.measuring(ckpt, len(indices))
+    own: dict[int, Measurement] = {}
+    error: str | None = None
+    try:
+        for index in indices:
+            batch = {"input_ids": batches[index].to(loaded.input_device)}
+            own[index] = _measure_with_retry(loaded, batch, probe, index)
+            observer.batch_done(ckpt, index)
+    except KeyboardInterrupt:
+        raise
+    except SpecprobeError as err:
+        if share is None:
+            raise
+        error = f"{err.message} (hint: {err.hint})" if err.hint else err.message
+    except Exception as err:
+        if share is None:
+            raise
+        error = f"{type(err).__name__}: {err}"
+    if share is None:
+        return [own[index] for index in indices]
+    return share.combine(own, error)
 
 
 def _measure_with_retry(
