@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check, in one script: run it on a machine with a CUDA GPU (sized for one H200:
-# the steps' time limits add up to 7 min 5 s with one GPU, 8 min 5 s with several) from the repository root, in an environment where specprobe is
-# installed with a CUDA build of torch (pip install -e ".[dev]").
+# The GPU check, in one script: run it from the repository root on a machine with a CUDA
+# GPU, in an environment where specprobe is installed with a CUDA build of torch
+# (pip install -e ".[dev]"). Sized for one H200: the steps' time limits add up to
+# 7 min 5 s with one GPU, 8 min 5 s with several.
 #
 #   OUT=/tmp/gpu-check bash benchmarks/gpu_check.sh
 #
