@@ -1,7 +1,9 @@
 """The ``specprobe`` command line: thin, lazy imports, library errors mapped to exit codes.
 
 Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
-``error: ...`` with a hint; ``--debug`` shows the traceback instead).
+``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
+folder that is not specprobe's or that another process is writing, a recipe that sets
+``trust_remote_code``, and a checkpoint missing weights of its model.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def selftest(
     arch: Annotated[TinyArch, typer.Option(help="Tiny architecture to check.")] = TinyArch.GPT_NEOX,
     device: Annotated[Device, typer.Option(help="Where to run the check.")] = Device.cpu,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed of the model, the batch and the probes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the model, the batch and the probes.")] = 0,
 ) -> None:
     """Check this installation: measure a tiny random model and compare with the dense eNTK.
 
@@ -182,7 +184,7 @@ def analyze(
     num_sequences: Annotated[int, typer.Option(min=1, help="Sequences in the subset.")] = 32,
     seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the subset and the probes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the subset and the probes.")] = 0,
     estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
     params: Annotated[
@@ -212,7 +214,8 @@ def analyze(
         bool, typer.Option(help="Allow model code from the hub (off by default).")
     ] = False,
     tokens_per_step: Annotated[
-        int | None, typer.Option(help="Tokens per training step, for tokens seen (Pythia's is known).")
+        int | None,
+        typer.Option(min=1, help="Tokens per training step, for tokens seen (Pythia's is known)."),
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
@@ -313,6 +316,7 @@ def execute_plan(
             "rerun the same command with --resume to continue"
         )
         raise typer.Exit(code=130) from None
+    _print_warnings(result.warnings)
     if json_output:
         _print_json_lines(result.records)
     else:
@@ -326,6 +330,11 @@ def execute_plan(
         _write_figures(result.records, directory / "figures")
     if result.failed:
         raise typer.Exit(code=1)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
@@ -360,11 +369,12 @@ def report(
             f"expected a run directory with results.jsonl, found none in {directory}",
             "give the --out directory of specprobe analyze",
         )
-    records = store.records()
+    contents = store.read()
+    _print_warnings([line.warning(store.results_path) for line in contents.skipped])
     if json_output:
-        _print_json_lines(records)
+        _print_json_lines(contents.records)
         return
-    render_run(records, console)
+    render_run(contents.records, console)
 
 
 def _print_json_lines(records: list[dict[str, Any]]) -> None:
@@ -425,6 +435,10 @@ def run(
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
     ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Allow the models' own code from the hub or their folders (recipes cannot)."),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
 ) -> None:
@@ -449,6 +463,7 @@ def run(
         dtype=dtype,
         directory=out,
         resume=resume,
+        trust_remote_code=True if trust_remote_code else None,
     )
     invocation = {"command": "run", "argv": sys.argv[1:], "recipe": effective.to_dict()}
     execute_plan(
@@ -470,6 +485,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check a recipe without loading anything big: schema, local paths, revisions, local data."""
+    from pathlib import Path
+
     from specprobe.recipe import check_recipe, load_recipe
 
     loaded = load_recipe(recipe, variables=_parse_sets(set_))
@@ -479,10 +496,17 @@ def validate(
     if problems:
         raise typer.Exit(code=2)
     checkpoints = sum(len(loaded.model_revisions(m) or ()) or 1 for m in loaded.models)
+    directory = loaded.output.directory
+    where = (
+        f"{Path(directory).resolve()}{' (resumed if it holds a run)' if loaded.output.resume else ''}"
+        if directory is not None
+        else "a new folder under ./specprobe-runs/"
+    )
     console.print(
         f"[green]ok[/]: {loaded.source}: family {loaded.family.name}, {len(loaded.models)} models, "
-        f"{checkpoints} checkpoints (local training folders count as one here)",
+        f"{checkpoints} checkpoints (local training folders count as one here); output folder: {where}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -515,7 +539,7 @@ def _analyze_onnx(
     from specprobe.errors import SpecprobeError
     from specprobe.onnx_models import measure_onnx_file
     from specprobe.report import render_run
-    from specprobe.results import ResultStore
+    from specprobe.results import ResultStore, check_run_folder
     from specprobe.sweep import default_out_dir
 
     if not all(m.endswith(".onnx") for m in models):
@@ -528,6 +552,8 @@ def _analyze_onnx(
             "an ONNX model needs --inputs: an .npz or .pt file with its inputs and 'targets'",
             "numpy.savez('data.npz', inputs=x, targets=y), then --inputs data.npz",
         )
+    directory = Path(out) if out else default_out_dir()
+    check_run_folder(directory)
     records = []
     for model in models:
         record, check = measure_onnx_file(
@@ -539,10 +565,10 @@ def _analyze_onnx(
             highlight=False,
         )
         records.append(record)
-    directory = Path(out) if out else default_out_dir()
     store = ResultStore(directory)
-    for record in records:
-        store.append(record)
+    with store.open_for_writing():
+        for record in records:
+            store.append(record)
     if json_output:
         _print_json_lines(records)
     else:
@@ -573,6 +599,7 @@ def plot(
             f"expected a run directory with results.jsonl, found none in {directory}",
             "give the --out directory of specprobe analyze or run",
         )
+    _print_warnings(store.warnings())
     _write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
 
 

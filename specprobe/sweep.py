@@ -31,6 +31,7 @@ from specprobe.models import (
     Checkpoint,
     Device,
     DType,
+    IncompleteCheckpointError,
     LoadedCheckpoint,
     find_checkpoints,
     fingerprint_tokenizer,
@@ -39,7 +40,7 @@ from specprobe.models import (
     load_checkpoint,
     resolve_commit,
 )
-from specprobe.results import ResultStore, settings_hash
+from specprobe.results import ResultStore, check_run_folder, settings_hash
 
 KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
 """Tokens per optimizer step of known families: Pythia's batch is 1024 sequences × 2048 tokens."""
@@ -48,6 +49,56 @@ METADATA_FILE = "specprobe.json"
 """Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
 
 AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
+
+
+MINIMUMS: dict[str, int] = {
+    "num_sequences": 1,
+    "seq_len": 2,
+    "batch_size": 1,
+    "seed": 0,
+    "probes": 2,
+    "micro_batch_size": 1,
+    "eigen": 0,
+    "tokens_per_step": 1,
+    "params": 1,
+}
+"""The smallest value of each integer setting: the command line's limits, which recipes and
+library plans are checked against too."""
+
+
+def check_minimum(name: str, value: Any, where: str | None = None) -> None:
+    """Raise SpecprobeError unless ``value`` is None or an integer >= ``MINIMUMS[name]``."""
+    if value is None:
+        return
+    minimum = MINIMUMS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        flag = "--" + name.replace("_", "-")
+        raise SpecprobeError(
+            f"{where or flag}: expected an integer >= {minimum}, found {value!r}",
+            f"give {where or flag} a value of {minimum} or more",
+        )
+
+
+def check_groups(groups: Any, where: str = "--groups") -> None:
+    """Raise SpecprobeError unless ``groups`` is None, "auto" or {name: [glob, ...]}."""
+    if groups is None or groups == "auto":
+        return
+    ok = (
+        isinstance(groups, dict)
+        and bool(groups)
+        and all(
+            isinstance(k, str)
+            and isinstance(v, list | tuple)
+            and v
+            and all(isinstance(g, str) and g for g in v)
+            for k, v in groups.items()
+        )
+    )
+    if not ok:
+        raise SpecprobeError(
+            f"{where}: expected 'auto' or a mapping of group names to lists of parameter globs, found {groups!r}",
+            "e.g. groups: auto, or groups: {attention: ['*.attention.*'], mlp: ['*.mlp.*']}",
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +122,12 @@ class ProbeSpec:
     position index beyond the top K)."""
     exact: bool = False
     """With ``eigen``: the dense eigensolver (Θ built from D products; tiny D only)."""
+
+    def validate(self) -> None:
+        """Raise SpecprobeError naming the first value out of range (the command line's limits)."""
+        for name in ("probes", "seed", "micro_batch_size", "eigen"):
+            check_minimum(name, getattr(self, name))
+        check_groups(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -137,6 +194,8 @@ class SweepResult:
     measured: int
     skipped: int
     failed: int
+    warnings: list[str] = field(default_factory=list)
+    """Lines of results.jsonl that were skipped (cut, from a newer version, incomplete)."""
 
 
 @dataclass
@@ -156,43 +215,79 @@ def run_sweep(
 ) -> SweepResult:
     """Measure every checkpoint of ``plan`` and write its record into ``store``.
 
-    Raises SpecprobeError before writing anything when the plan cannot run. With
-    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
-    skipped (their records are returned as they are).
+    Raises SpecprobeError before writing anything when the plan cannot run (values out of
+    range, a folder that is not specprobe's, a corrupt config.json, ...). The run folder is
+    written under its lock (:meth:`ResultStore.open_for_writing`): another process writing
+    into it makes this one fail with RunLockedError, or, with ``resume``, wait its turn.
+    With ``resume``, checkpoints that already have an ``ok`` record with the same settings
+    are skipped (their records are returned as they are), and a cut last line of
+    results.jsonl is set aside in results.partial.jsonl (its checkpoint is measured again).
+    A checkpoint missing weights of its model (IncompleteCheckpointError) stops the sweep;
+    the records finished before it are kept.
     """
     from specprobe import __version__
 
     observer = observer or Observer()
     plan.data.validate()
-    if plan.probe.estimator is not Estimator.EXACT and plan.probe.probes < 2:
-        raise SpecprobeError(
-            f"expected at least 2 probes, found {plan.probe.probes}", "use --probes 32 (or --estimator exact)"
-        )
+    plan.probe.validate()
+    for spec in plan.models:
+        check_minimum("tokens_per_step", spec.tokens_per_step)
+    _check_store(store, resume)  # cheap, before the slow checks
     planned = _plan_checkpoints(plan, observer)
     subsets = _prepare_data(plan, planned, observer)
     settings = plan.settings()
     digest = settings_hash(settings)
-    if store.exists() and not resume and store.records():
+    _check_store(store, resume)
+    entry = {
+        "invocation": invocation or {},
+        "settings": settings,
+        "settings_hash": digest,
+        "models": [asdict(m) for m in plan.models],
+        "device": plan.probe.device.value,
+        "trust_remote_code": plan.probe.trust_remote_code,
+        "micro_batch_size": plan.probe.micro_batch_size,
+        "specprobe_version": __version__,
+        "started_at": _now(),
+    }
+
+    def waiting(holder: str) -> None:
+        observer.preparing(f"waiting for {holder} to finish writing {store.directory}")
+
+    with store.open_for_writing(wait=resume, on_wait=waiting):
+        return _sweep_locked(plan, store, resume, observer, planned, subsets, settings, entry)
+
+
+def _check_store(store: ResultStore, resume: bool) -> None:
+    """What must hold before anything is written into the run folder (read-only)."""
+    check_run_folder(store.directory)
+    contents = store.read()
+    if not resume and (contents.records or contents.skipped):
         raise SpecprobeError(
             f"{store.directory} already holds results",
             "pass --resume to continue that run, or choose another --out directory",
         )
+    store.config()  # a corrupt config.json is refused here, not after writing
+
+
+def _sweep_locked(
+    plan: SweepPlan,
+    store: ResultStore,
+    resume: bool,
+    observer: Observer,
+    planned: list[_Planned],
+    subsets: dict[str, TokenSubset],
+    settings: dict[str, Any],
+    entry: dict[str, Any],
+) -> SweepResult:
+    """The sweep proper, with the run folder's lock held."""
+    _check_store(store, resume)  # another writer may have finished while we waited
+    digest = entry["settings_hash"]
+    warnings = store.warnings()
+    aside = store.set_aside_cut_line() if resume else None
+    if aside is not None:
+        warnings.append(f"the cut last line of {store.results_path} was moved to {aside}")
     # config.json keeps every invocation that wrote into this directory (resumes included).
-    config = (store.config() if resume else None) or {"invocations": []}
-    config.setdefault("invocations", []).append(
-        {
-            "invocation": invocation or {},
-            "settings": settings,
-            "settings_hash": digest,
-            "models": [asdict(m) for m in plan.models],
-            "device": plan.probe.device.value,
-            "trust_remote_code": plan.probe.trust_remote_code,
-            "micro_batch_size": plan.probe.micro_batch_size,
-            "specprobe_version": __version__,
-            "started_at": _now(),
-        }
-    )
-    store.write_config(config)
+    store.update_config(lambda config: config.setdefault("invocations", []).append(entry))
     done = store.finished(digest) if resume else {}
     seen: dict[str, tuple[str, str]] = {}  # weight fingerprint -> first (model, revision) with it
     for record in done.values():
@@ -214,7 +309,7 @@ def run_sweep(
         records.append(record)
         measured += 1
         failed += record["status"] != "ok"
-    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed)
+    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed, warnings=warnings)
 
 
 def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[_Planned]:
@@ -311,8 +406,8 @@ def _measure_checkpoint(
             "measure_s": time.perf_counter() - start,
         }
         record["status"] = "ok"
-    except KeyboardInterrupt:
-        raise
+    except (KeyboardInterrupt, IncompleteCheckpointError):
+        raise  # an incomplete checkpoint is bad input, not a failed measurement: stop (exit 2)
     except SpecprobeError as err:
         record["error"] = f"{err.message} (hint: {err.hint})" if err.hint else err.message
     except Exception as err:  # a failure in one checkpoint must not lose the others
