@@ -71,6 +71,19 @@ def handle_errors(command: F) -> F:
             if err.hint:
                 err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except OSError as err:  # the file system refused a path given to us: bad input, one line
+            if _State.debug:
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
+            )
+            err_console.print(
+                "[bold]hint:[/] check the paths given, their permissions and the free space",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -186,7 +199,7 @@ def analyze(
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the subset and the probes.")] = 0,
     estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON,
-    probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
+    probes: Annotated[int, typer.Option(min=2, max=10_000, help="Hutchinson probes per batch.")] = 32,
     params: Annotated[
         str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
     ] = None,
@@ -201,7 +214,7 @@ def analyze(
         ),
     ] = None,
     eigen: Annotated[
-        int, typer.Option(min=0, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
+        int, typer.Option(min=0, max=1_000, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
     ] = 0,
     density: Annotated[
         bool,
@@ -420,11 +433,13 @@ def run(
     seq_len: Annotated[int | None, typer.Option(min=2, help="Override data.seq_len.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
     estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
-    probes: Annotated[int | None, typer.Option(min=2, help="Override probe.probes.")] = None,
+    probes: Annotated[int | None, typer.Option(min=2, max=10_000, help="Override probe.probes.")] = None,
     groups: Annotated[
         str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
     ] = None,
-    eigen: Annotated[int | None, typer.Option(min=0, help="Override probe.eigen (top K eigenpairs).")] = None,
+    eigen: Annotated[
+        int | None, typer.Option(min=0, max=1_000, help="Override probe.eigen (top K eigenpairs).")
+    ] = None,
     density: Annotated[
         bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
     ] = None,

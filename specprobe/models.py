@@ -524,6 +524,23 @@ class CheckpointInfo:
 
     tokenizer: Any
     max_positions: int | None
+    skeleton: nn.Module | None = None
+    """The model built from its config on the meta device (no memory, no weights), for
+    checks of parameter names and output sizes before loading; None if it cannot be built."""
+
+
+def model_skeleton(config: Any, trust_remote_code: bool = False) -> nn.Module | None:
+    """The causal LM of ``config`` on the meta device, or None when it cannot be built."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation="eager", trust_remote_code=trust_remote_code
+            )
+    except Exception:  # best effort: the checks it serves happen again when the weights load
+        return None
+    return cast(nn.Module, model)
 
 
 def inspect_checkpoint(
@@ -555,4 +572,8 @@ def inspect_checkpoint(
             "specprobe analyze measures causal language models; use specprobe.measure with an adapter "
             "for other models",
         )
-    return CheckpointInfo(load_tokenizer(checkpoint, commit, trust_remote_code), context_length(config))
+    return CheckpointInfo(
+        load_tokenizer(checkpoint, commit, trust_remote_code),
+        context_length(config),
+        model_skeleton(config, trust_remote_code),
+    )

@@ -38,7 +38,7 @@ import yaml
 from specprobe.choices import Device, DType, Estimator
 from specprobe.data import DataSpec
 from specprobe.errors import SpecprobeError
-from specprobe.sweep import MINIMUMS, ModelSpec, ProbeSpec, SweepPlan, check_groups, check_minimum
+from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan, check_groups, check_range
 
 RECIPE_VERSION = 1
 
@@ -517,7 +517,7 @@ _RANGED = {
 
 
 def _check_ranges(recipe: Recipe) -> None:
-    """Every value within the command line's limits (``sweep.MINIMUMS``), named by key path;
+    """Every value within the command line's limits (``sweep.MINIMUMS``, ``MAXIMUMS``), by key path;
     and no ``trust_remote_code``: only the command line may allow a model's own code."""
     source = recipe.source
     if recipe.probe.trust_remote_code:
@@ -533,11 +533,9 @@ def _check_ranges(recipe: Recipe) -> None:
     checks += [(f"models[{i}].params", "params", m.params) for i, m in enumerate(recipe.models)]
     for where, name, value in checks:
         try:
-            check_minimum(name, value, where)
+            check_range(name, value, where)
         except SpecprobeError as err:
-            raise RecipeError(
-                f"{source}: {err.message}", f"set {where} to {MINIMUMS[name]} or more"
-            ) from None
+            raise RecipeError(f"{source}: {err.message}", err.hint.replace("give", "set", 1)) from None
     try:
         check_groups(recipe.probe.groups, "probe.groups")
         recipe.data.validate()

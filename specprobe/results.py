@@ -67,6 +67,9 @@ OWN_PATTERNS: tuple[str, ...] = (
 """Names that specprobe writes into a run folder (fnmatch patterns). A folder without the
 marker counts as a run folder of an older specprobe only when it holds nothing else."""
 
+WRITE_TIMEOUT_S = 60.0
+"""How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
+
 RECORD_FIELDS = ("model", "revision", "status")
 """Fields every record has."""
 OK_RECORD_FIELDS = (
@@ -118,14 +121,14 @@ def check_run_folder(directory: Path | str) -> None:
     whose ``config.json`` must then be specprobe's). Writes nothing.
     """
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise SpecprobeError(
-            f"expected a run folder at {directory}, found a file",
-            "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
-        )
-    if not directory.exists() or (directory / MARKER_FILE).is_file():
-        return
     try:
+        if directory.exists() and not directory.is_dir():
+            raise SpecprobeError(
+                f"expected a run folder at {directory}, found a file",
+                "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
+            )
+        if not directory.exists() or (directory / MARKER_FILE).is_file():
+            return
         names = sorted(entry.name for entry in directory.iterdir())
     except OSError as err:
         raise SpecprobeError(
@@ -189,9 +192,16 @@ class RunLock:
             f" ({info['command']})" if info.get("command") else ""
         )
 
-    def acquire(self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
+    def acquire(
+        self,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         """Take the lock; if another process holds it, raise RunLockedError, or with ``wait``
-        block until it is released (``on_wait`` is told who holds it first)."""
+        wait until it is released (``on_wait`` is told who holds it first; after ``timeout``
+        seconds, if given, RunLockedError)."""
         if self._fd is not None:
             return
         try:
@@ -213,7 +223,15 @@ class RunLock:
                     )
                 if on_wait is not None:
                     on_wait(holder)
-                _lock_blocking(fd)
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not _try_lock(fd):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise RunLockedError(
+                            f"{self.directory} is still being written by another specprobe process "
+                            f"({holder}) after {timeout:g} s",
+                            "wait for it to finish, or write into another folder",
+                        )
+                    time.sleep(0.05)
             info = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
@@ -256,10 +274,6 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
             return False
         return True
 
-    def _lock_blocking(fd: int) -> None:
-        while not _try_lock(fd):
-            time.sleep(0.2)
-
     def _unlock(fd: int) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
@@ -273,9 +287,6 @@ else:
         except BlockingIOError:
             return False
         return True
-
-    def _lock_blocking(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -345,7 +356,7 @@ class ResultStore:
 
     Writing (``append``, ``update_config``) happens under the folder's lock: inside
     ``with store.open_for_writing(): ...`` for a whole run, or, outside one, each write
-    takes the lock for its own duration and fails if another process holds it.
+    takes the lock for its own duration (waiting up to ``WRITE_TIMEOUT_S`` for it).
     """
 
     def __init__(self, directory: Path | str) -> None:
@@ -430,17 +441,22 @@ class ResultStore:
 
     @contextmanager
     def open_for_writing(
-        self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
+        self,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> Iterator[ResultStore]:
         """Claim the run folder for this process: check that it is (or can be) specprobe's,
         take its lock (RunLockedError if another process holds it; with ``wait``, wait for
-        it), write the marker, and release the lock on leaving the block."""
+        it, at most ``timeout`` seconds if given), write the marker, and release the lock on
+        leaving the block. Nested blocks on one store reuse the lock."""
         if self._lock is not None:
             yield self
             return
         check_run_folder(self.directory)
         lock = RunLock(self.directory)
-        lock.acquire(wait=wait, on_wait=on_wait)
+        lock.acquire(wait=wait, timeout=timeout, on_wait=on_wait)
         try:
             check_run_folder(self.directory)  # again, now that no one else writes
             marker = self.directory / MARKER_FILE
@@ -457,10 +473,15 @@ class ResultStore:
             self._lock = None
             lock.release()
 
+    def _writing(self) -> Any:
+        """The lock for one write: the held one, else taken for this write (waiting up to
+        ``WRITE_TIMEOUT_S`` for another writer's write to finish)."""
+        return self.open_for_writing(wait=True, timeout=WRITE_TIMEOUT_S)
+
     def set_aside_cut_line(self) -> Path | None:
         """Move a cut last line of results.jsonl into results.partial.jsonl (under the lock);
         returns that file when a line was moved."""
-        with self.open_for_writing():
+        with self._writing():
             text = self._text()
             if not text or text.endswith("\n"):
                 return None
@@ -481,7 +502,7 @@ class ResultStore:
         Lines that are not usable records are kept as they are, except a cut last line,
         which is first set aside (:meth:`set_aside_cut_line`)."""
         key = _key(record)
-        with self.open_for_writing():
+        with self._writing():
             self.set_aside_cut_line()
             kept = []
             for line in self._text().splitlines():
@@ -499,7 +520,7 @@ class ResultStore:
     def update_config(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read config.json (or start ``{"invocations": []}``), apply ``change`` in place and
         write it back atomically, all under the lock; returns the new config."""
-        with self.open_for_writing():
+        with self._writing():
             config = self.config() or {"invocations": []}
             change(config)
             atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
@@ -507,7 +528,7 @@ class ResultStore:
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace config.json (under the lock)."""
-        with self.open_for_writing():
+        with self._writing():
             atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
 
 

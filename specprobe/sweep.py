@@ -65,17 +65,28 @@ MINIMUMS: dict[str, int] = {
 """The smallest value of each integer setting: the command line's limits, which recipes and
 library plans are checked against too."""
 
+MAXIMUMS: dict[str, int] = {"probes": 10_000, "eigen": 1_000}
+"""The largest, where a larger value would run for hours rather than fail."""
 
-def check_minimum(name: str, value: Any, where: str | None = None) -> None:
-    """Raise SpecprobeError unless ``value`` is None or an integer >= ``MINIMUMS[name]``."""
+
+def check_range(name: str, value: Any, where: str | None = None) -> None:
+    """Raise SpecprobeError unless ``value`` is None or an integer within ``MINIMUMS[name]``
+    and ``MAXIMUMS[name]`` (when there is one); ``where`` names it (default: its flag)."""
     if value is None:
         return
-    minimum = MINIMUMS[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    low, high = MINIMUMS[name], MAXIMUMS.get(name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         flag = "--" + name.replace("_", "-")
+        bounds = f">= {low}" if high is None else f"from {low} to {high:,}"
         raise SpecprobeError(
-            f"{where or flag}: expected an integer >= {minimum}, found {value!r}",
-            f"give {where or flag} a value of {minimum} or more",
+            f"{where or flag}: expected an integer {bounds}, found {value!r}",
+            f"give {where or flag} a value {bounds.replace('>=', 'of')}"
+            + (" or more" if high is None else ""),
         )
 
 
@@ -126,7 +137,7 @@ class ProbeSpec:
     def validate(self) -> None:
         """Raise SpecprobeError naming the first value out of range (the command line's limits)."""
         for name in ("probes", "seed", "micro_batch_size", "eigen"):
-            check_minimum(name, getattr(self, name))
+            check_range(name, getattr(self, name))
         check_groups(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +242,7 @@ def run_sweep(
     plan.data.validate()
     plan.probe.validate()
     for spec in plan.models:
-        check_minimum("tokens_per_step", spec.tokens_per_step)
+        check_range("tokens_per_step", spec.tokens_per_step)
     _check_store(store, resume)  # cheap, before the slow checks
     planned = _plan_checkpoints(plan, observer)
     subsets = _prepare_data(plan, planned, observer)
@@ -339,11 +350,34 @@ def _prepare_data(plan: SweepPlan, planned: list[_Planned], observer: Observer) 
                 f"({info.max_positions} positions)",
                 f"use --seq-len {info.max_positions} or less",
             )
+        if info.skeleton is not None:
+            _check_against_skeleton(plan, item.checkpoint, info.skeleton)
         tok_fp = fingerprint_tokenizer(info.tokenizer)
         if tok_fp not in subsets:
             observer.preparing(f"tokenising {plan.data.dataset}")
             subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
     return subsets
+
+
+def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.nn.Module) -> None:
+    """What would fail every checkpoint late, found before loading any weights: parameter
+    patterns that match nothing, an exact estimator on more outputs than it affords."""
+    from specprobe.lnp import DEFAULT_MAX_EXACT_OUTPUTS
+    from specprobe.params import select_parameters
+
+    if plan.probe.params:
+        select_parameters(skeleton, plan.probe.params)
+    get_head = getattr(skeleton, "get_output_embeddings", None)
+    weight = getattr(get_head(), "weight", None) if callable(get_head) else None
+    if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
+        outputs = plan.data.batch_size * (plan.data.seq_len - 1) * weight.shape[0]
+        if outputs > DEFAULT_MAX_EXACT_OUTPUTS:
+            raise SpecprobeError(
+                f"--estimator exact needs one backward pass per output, and a batch of {ckpt.model} has "
+                f"D = {plan.data.batch_size} × {plan.data.seq_len - 1} × {weight.shape[0]} = {outputs:,} outputs "
+                f"(at most {DEFAULT_MAX_EXACT_OUTPUTS:,})",
+                "use --estimator hutchinson, or a smaller --batch-size or --seq-len",
+            )
 
 
 def _measure_checkpoint(
