@@ -31,6 +31,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -343,12 +344,17 @@ def check_record(record: Any) -> str | None:
 
 
 def _newer(version: str, current: str) -> bool:
-    from packaging.version import InvalidVersion, Version
+    """Whether release ``version`` (``1.2.3``, maybe with a suffix) is later than ``current``;
+    False when either does not start with a release number."""
 
-    try:
-        return Version(version) > Version(current)
-    except InvalidVersion:
+    def release(text: str) -> tuple[int, ...] | None:
+        match = re.match(r"\d+(?:\.\d+)*", text.strip().lstrip("v"))
+        return tuple(int(part) for part in match.group().split(".")) if match else None
+
+    if "unknown" in current:  # specprobe run from a source tree without metadata: cannot tell
         return False
+    new, old = release(version), release(current)
+    return new is not None and old is not None and new > old
 
 
 class ResultStore:
