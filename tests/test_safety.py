@@ -485,17 +485,27 @@ def test_out_of_range_options_are_refused(corpus: Path, tmp_path: Path, option: 
     assert not (tmp_path / "o").exists()
 
 
-def test_library_plans_get_the_same_range_checks(tmp_path: Path) -> None:
+def test_library_plans_get_the_same_range_checks(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
     from specprobe.data import DataSpec
     from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan, run_sweep
 
+    model = ModelSpec(REPO, revisions=("step1",))
+    data = DataSpec(dataset=str(corpus), num_sequences=2, seq_len=8, batch_size=2)
     bad = [
-        SweepPlan(models=(ModelSpec("org/m", tokens_per_step=-1),)),
-        SweepPlan(models=(ModelSpec("org/m"),), probe=ProbeSpec(seed=-1)),
-        SweepPlan(models=(ModelSpec("org/m"),), probe=ProbeSpec(groups=12)),  # type: ignore[arg-type]
-        SweepPlan(models=(ModelSpec("org/m"),), data=DataSpec(seed=-1)),
+        (
+            SweepPlan(models=(ModelSpec(REPO, ("step1",), tokens_per_step=-1),), data=data),
+            "--tokens-per-step",
+        ),
+        (SweepPlan(models=(model,), data=data, probe=ProbeSpec(probes=4, seed=-1)), "--seed"),
+        (SweepPlan(models=(model,), data=data, probe=ProbeSpec(probes=4, groups=12)), "--groups"),  # type: ignore[arg-type]
+        (
+            SweepPlan(
+                models=(model,), data=DataSpec(str(corpus), num_sequences=2, seq_len=8, batch_size=2, seed=-1)
+            ),
+            "seed",
+        ),
     ]
-    for plan in bad:
-        with pytest.raises(SpecprobeError):
+    for plan, needle in bad:
+        with pytest.raises(SpecprobeError, match=needle):
             run_sweep(plan, ResultStore(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
