@@ -1,7 +1,9 @@
 """The ``specprobe`` command line: thin, lazy imports, library errors mapped to exit codes.
 
 Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
-``error: ...`` with a hint; ``--debug`` shows the traceback instead).
+``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
+folder that is not specprobe's or that another process is writing, a recipe that sets
+``trust_remote_code``, and a checkpoint missing weights of its model.
 """
 
 from __future__ import annotations
@@ -73,6 +75,19 @@ def handle_errors(command: F) -> F:
             if err.hint:
                 err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except OSError as err:  # the file system refused a path given to us: bad input, one line
+            if _State.debug:
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
+            )
+            err_console.print(
+                "[bold]hint:[/] check the paths given, their permissions and the free space",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -92,7 +107,7 @@ def selftest(
     arch: Annotated[TinyArch, typer.Option(help="Tiny architecture to check.")] = TinyArch.GPT_NEOX,
     device: Annotated[Device, typer.Option(help="Where to run the check.")] = Device.cpu,
     probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed of the model, the batch and the probes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the model, the batch and the probes.")] = 0,
 ) -> None:
     """Check this installation: measure a tiny random model and compare with the dense eNTK.
 
@@ -193,9 +208,9 @@ def analyze(
     num_sequences: Annotated[int, typer.Option(min=1, help="Sequences in the subset.")] = 32,
     seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of the subset and the probes.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the subset and the probes.")] = 0,
     estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
-    probes: Annotated[int, typer.Option(min=2, help="Hutchinson probes per batch.")] = 32,
+    probes: Annotated[int, typer.Option(min=2, max=10_000, help="Hutchinson probes per batch.")] = 32,
     params: Annotated[
         str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
     ] = None,
@@ -210,7 +225,7 @@ def analyze(
         ),
     ] = None,
     eigen: Annotated[
-        int, typer.Option(min=0, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
+        int, typer.Option(min=0, max=1_000, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
     ] = 0,
     density: Annotated[
         bool,
@@ -223,7 +238,8 @@ def analyze(
         bool, typer.Option(help="Allow model code from the hub (off by default).")
     ] = False,
     tokens_per_step: Annotated[
-        int | None, typer.Option(help="Tokens per training step, for tokens seen (Pythia's is known).")
+        int | None,
+        typer.Option(min=1, help="Tokens per training step, for tokens seen (Pythia's is known)."),
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
@@ -366,6 +382,7 @@ def execute_plan(
         raise typer.Exit(code=getattr(err, "exit_code", 130)) from None
     if worker:
         return
+    _print_warnings(result.warnings)
     if json_output:
         _print_json_lines(result.records)
     else:
@@ -390,6 +407,11 @@ def _write_html(records: list[dict[str, Any]], path: str, store: Any) -> None:
         records, path, config=store.config(), title=f"specprobe report: {store.directory.name}"
     )
     console.print(f"HTML report in {written}", highlight=False)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
@@ -436,7 +458,9 @@ def report(
             f"expected a run directory with results.jsonl, found none in {directory}",
             "give the --out directory of specprobe analyze",
         )
-    records = store.records()
+    contents = store.read()
+    _print_warnings([line.warning(store.results_path) for line in contents.skipped])
+    records = contents.records
     if json_output:
         _print_json_lines(records)
     else:
@@ -497,11 +521,13 @@ def run(
     seq_len: Annotated[int | None, typer.Option(min=2, help="Override data.seq_len.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
     estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
-    probes: Annotated[int | None, typer.Option(min=2, help="Override probe.probes.")] = None,
+    probes: Annotated[int | None, typer.Option(min=2, max=10_000, help="Override probe.probes.")] = None,
     groups: Annotated[
         str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
     ] = None,
-    eigen: Annotated[int | None, typer.Option(min=0, help="Override probe.eigen (top K eigenpairs).")] = None,
+    eigen: Annotated[
+        int | None, typer.Option(min=0, max=1_000, help="Override probe.eigen (top K eigenpairs).")
+    ] = None,
     density: Annotated[
         bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
     ] = None,
@@ -512,6 +538,10 @@ def run(
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
     ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Allow the models' own code from the hub or their folders (recipes cannot)."),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
@@ -553,6 +583,7 @@ def run(
         dtype=dtype,
         directory=out,
         resume=resume,
+        trust_remote_code=True if trust_remote_code else None,
     )
     invocation = {"command": "run", "argv": sys.argv[1:], "recipe": effective.to_dict()}
     execute_plan(
@@ -612,6 +643,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check a recipe without loading anything big: schema, local paths, revisions, local data."""
+    from pathlib import Path
+
     from specprobe.recipe import check_recipe, load_recipe
 
     loaded = load_recipe(recipe, variables=_parse_sets(set_))
@@ -621,10 +654,17 @@ def validate(
     if problems:
         raise typer.Exit(code=2)
     checkpoints = sum(len(loaded.model_revisions(m) or ()) or 1 for m in loaded.models)
+    directory = loaded.output.directory
+    where = (
+        f"{Path(directory).resolve()}{' (resumed if it holds a run)' if loaded.output.resume else ''}"
+        if directory is not None
+        else "a new folder under ./specprobe-runs/"
+    )
     console.print(
         f"[green]ok[/]: {loaded.source}: family {loaded.family.name}, {len(loaded.models)} models, "
-        f"{checkpoints} checkpoints (local training folders count as one here)",
+        f"{checkpoints} checkpoints (local training folders count as one here); output folder: {where}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -658,7 +698,7 @@ def _analyze_onnx(
     from specprobe.errors import SpecprobeError
     from specprobe.onnx_models import measure_onnx_file
     from specprobe.report import render_run
-    from specprobe.results import ResultStore
+    from specprobe.results import ResultStore, check_run_folder
     from specprobe.sweep import default_out_dir
 
     if not all(m.endswith(".onnx") for m in models):
@@ -671,6 +711,8 @@ def _analyze_onnx(
             "an ONNX model needs --inputs: an .npz or .pt file with its inputs and 'targets'",
             "numpy.savez('data.npz', inputs=x, targets=y), then --inputs data.npz",
         )
+    directory = Path(out) if out else default_out_dir()
+    check_run_folder(directory)
     records = []
     for model in models:
         record, check = measure_onnx_file(
@@ -682,10 +724,10 @@ def _analyze_onnx(
             highlight=False,
         )
         records.append(record)
-    directory = Path(out) if out else default_out_dir()
     store = ResultStore(directory)
-    for record in records:
-        store.append(record)
+    with store.open_for_writing():
+        for record in records:
+            store.append(record)
     if json_output:
         _print_json_lines(records)
     else:
@@ -718,6 +760,7 @@ def plot(
             f"expected a run directory with results.jsonl, found none in {directory}",
             "give the --out directory of specprobe analyze or run",
         )
+    _print_warnings(store.warnings())
     _write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
 
 

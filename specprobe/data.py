@@ -53,10 +53,11 @@ class DataSpec:
 
     def validate(self) -> None:
         for name in ("num_sequences", "seq_len", "batch_size"):
-            if getattr(self, name) < 1:
-                raise SpecprobeError(
-                    f"expected {name} >= 1, found {getattr(self, name)}", f"give a positive {name}"
-                )
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecprobeError(f"expected {name} >= 1, found {value!r}", f"give a positive {name}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecprobeError(f"expected seed >= 0, found {self.seed!r}", "give a seed of 0 or more")
         if self.seq_len < 2:
             raise SpecprobeError(
                 f"expected seq_len >= 2, found {self.seq_len}", "a sequence needs two tokens to predict one"

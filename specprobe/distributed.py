@@ -39,7 +39,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -308,10 +308,24 @@ class _Sweep:
         summary = self._summary(planned)
         gathered = self.team.all_gather((error, summary))
         _refuse_differences(gathered)
+        with ExitStack() as lock:
+            return self._open_and_measure(planned, subsets, gpus, lock)
+
+    def _open_and_measure(
+        self,
+        planned: list[_Planned],
+        subsets: dict[str, Any],
+        gpus: tuple[int, ...] | None,
+        lock: ExitStack,
+    ) -> SweepResult:
+        """Process 0 takes the run folder's lock (held until the sweep ends: the other
+        processes never touch --out) and opens the run; then every process measures."""
         opened: Any = None
+        warnings: list[str] = []
         if self.lead:
             try:
-                done = _open_run(
+                lock.enter_context(self.store.open_for_writing(wait=self.resume))
+                done, warnings = _open_run(
                     self.plan, self.store, resume=self.resume, invocation=self.invocation, extra=self._extra()
                 )
                 keys = {(p.checkpoint.model, p.checkpoint.revision) for p in planned}
@@ -329,9 +343,8 @@ class _Sweep:
         self.keys = _Keys(run_id)
         self.planned, self.subsets, self.todo, self.done = planned, subsets, todo, done
         self.seen = _seen_fingerprints(done.values())
-        if self.parallel.split is Split.batches:
-            return self._shared(gpus)
-        return self._claimed(gpus)
+        result = self._shared(gpus) if self.parallel.split is Split.batches else self._claimed(gpus)
+        return replace(result, warnings=warnings) if warnings else result
 
     def _devices(self) -> tuple[int, ...] | None:
         """This process's GPUs (None on the CPU, or () for a process that only waits)."""

@@ -181,7 +181,80 @@ def find_checkpoints(model: str, revisions: Sequence[str] | None = None) -> list
             f"expected a hub id (org/name) or an existing directory, found {model!r}, which does not exist",
             "check the path, or give a hub model id such as EleutherAI/pythia-160m",
         )
+    check_hub_id(model)
     return [Checkpoint(model, rev) for rev in (revisions or ["main"])]
+
+
+def check_hub_id(model: str) -> None:
+    """Raise SpecprobeError unless ``model`` is a well-formed hub id (``org/name`` or ``name``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    name, at, revision = model.partition("@")
+    if at:
+        raise SpecprobeError(
+            f"expected a hub id (org/name), found {model!r}: the revision goes in --revisions",
+            f"use {name} --revisions {revision or 'main'}",
+        )
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise SpecprobeError(
+            f"expected a hub id (org/name) or an existing directory, found {model!r}",
+            "hub ids are org/name with letters, digits, '-', '_' and '.', e.g. EleutherAI/pythia-160m",
+        ) from None
+
+
+class IncompleteCheckpointError(SpecprobeError):
+    """A checkpoint lacks weights its model needs (a base model saved without its output
+    head): loading it would initialise them at random and measure noise."""
+
+
+def remote_code_error(checkpoint: Checkpoint, commit: str | None) -> SpecprobeError:
+    """The refusal for a checkpoint whose loading needs its own Python code, naming the files."""
+    source = checkpoint.path if checkpoint.path is not None else checkpoint.model
+    files: list[str] = []
+    for name in ("config.json", "tokenizer_config.json"):
+        auto_map = _read_json(checkpoint, commit, name).get("auto_map")
+        refs = (
+            auto_map.values()
+            if isinstance(auto_map, dict)
+            else auto_map
+            if isinstance(auto_map, list)
+            else []
+        )
+        for ref in refs:
+            for item in ref if isinstance(ref, list) else [ref]:
+                if isinstance(item, str) and "." in item:
+                    module = item.split("--")[-1].rsplit(".", 1)[0].replace(".", "/") + ".py"
+                    if module not in files:
+                        files.append(module)
+    where = f"{source}/" if checkpoint.path is not None else f"{checkpoint.model} @ {checkpoint.revision}: "
+    named = ", ".join(f"{where}{f}" for f in files) if files else f"Python files in {source}"
+    return SpecprobeError(
+        f"{checkpoint.model} needs its own Python code to load ({named}), and specprobe runs "
+        "a model's code only when asked on the command line",
+        "read that code; if you trust it, rerun with --trust-remote-code",
+    )
+
+
+def _read_json(checkpoint: Checkpoint, commit: str | None, name: str) -> dict[str, Any]:
+    """A small JSON file of the checkpoint (local, or from the hub cache), {} if absent or bad."""
+    try:
+        if checkpoint.path is not None:
+            path = checkpoint.path / name
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(checkpoint.model, name, revision=commit or checkpoint.revision))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except Exception:  # absent, unreachable or not JSON: nothing to name
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _needs_remote_code(err: BaseException) -> bool:
+    return "trust_remote_code" in str(err)
 
 
 @dataclass
@@ -331,7 +404,7 @@ def load_checkpoint(
             max_memory = {gpu: size for gpu, size in get_max_memory().items() if gpu in set(gpus)}
     transformers.utils.logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             source,
             revision=revision,
             dtype=dtype.torch,
@@ -340,8 +413,11 @@ def load_checkpoint(
             max_memory=max_memory,
             trust_remote_code=trust_remote_code,
             local_files_only=cache_only,
+            output_loading_info=True,
         )
     except ValueError as err:
+        if _needs_remote_code(err) and not trust_remote_code:
+            raise remote_code_error(checkpoint, commit) from None
         if "Unrecognized configuration class" in str(err) or "AutoModelForCausalLM" in str(err):
             raise SpecprobeError(
                 f"{checkpoint.model} has no causal-LM head that transformers knows "
@@ -355,6 +431,8 @@ def load_checkpoint(
             f"could not load {checkpoint.model} at {checkpoint.revision}: {str(err).splitlines()[0]}",
             "check that the folder holds a complete save_pretrained checkpoint",
         ) from None
+    model, loading = cast(tuple[Any, dict[str, Any]], loaded)
+    check_loading_info(checkpoint, type(model).__name__, loading)
     placement = set(getattr(model, "hf_device_map", {}).values())
     if placement & {"cpu", "disk"} and device is not Device.cpu:
         raise SpecprobeError(
@@ -376,6 +454,26 @@ def load_checkpoint(
         max_positions=max_positions,
         input_device=cast(torch.device, embeddings.weight.device),
         load_time_s=time.perf_counter() - start,
+    )
+
+
+def check_loading_info(checkpoint: Checkpoint, class_name: str, loading: dict[str, Any]) -> None:
+    """Raise IncompleteCheckpointError when ``from_pretrained``'s loading info lists weights
+    that were missing from the checkpoint or did not fit (they were initialised at random)."""
+    missing = sorted(str(k) for k in loading.get("missing_keys") or ())
+    mismatched = sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or ()
+    )
+    if not missing and not mismatched:
+        return
+    names = missing + mismatched
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    head = any(re.search(r"(^|\.)(lm_head|embed_out|output|score)\.", n) for n in names)
+    raise IncompleteCheckpointError(
+        f"{checkpoint.model} at {checkpoint.revision} lacks weights of {class_name}: {shown} "
+        f"{'missing' if missing else 'of another shape'} (they would be initialised at random)"
+        + ("; it has no output head, so it is not a causal-LM checkpoint" if head else ""),
+        "save the whole causal LM (the *ForCausalLM model, output head included) with save_pretrained",
     )
 
 
@@ -452,6 +550,8 @@ def load_tokenizer(
             source, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_files_only
         )
     except (OSError, ValueError, TypeError) as err:
+        if _needs_remote_code(err) and not trust_remote_code:
+            raise remote_code_error(checkpoint, revision) from None
         raise SpecprobeError(
             f"could not load the tokenizer of {checkpoint.model} ({str(err).splitlines()[0][:160]})",
             "save the tokenizer beside the model (tokenizer.save_pretrained)",
@@ -497,6 +597,23 @@ class CheckpointInfo:
 
     tokenizer: Any
     max_positions: int | None
+    skeleton: nn.Module | None = None
+    """The model built from its config on the meta device (no memory, no weights), for
+    checks of parameter names and output sizes before loading; None if it cannot be built."""
+
+
+def model_skeleton(config: Any, trust_remote_code: bool = False) -> nn.Module | None:
+    """The causal LM of ``config`` on the meta device, or None when it cannot be built."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation="eager", trust_remote_code=trust_remote_code
+            )
+    except Exception:  # best effort: the checks it serves happen again when the weights load
+        return None
+    return cast(nn.Module, model)
 
 
 def inspect_checkpoint(
@@ -506,15 +623,21 @@ def inspect_checkpoint(
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
     source = checkpoint.path or checkpoint.model
+    from huggingface_hub.errors import StrictDataclassError
+
     try:
         config = AutoConfig.from_pretrained(source, revision=commit, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as err:
+        if _needs_remote_code(err) and not trust_remote_code:
+            raise remote_code_error(checkpoint, commit) from None
         raise SpecprobeError(
             f"could not read the config of {checkpoint.model} at {checkpoint.revision}: "
-            f"{str(err).splitlines()[0][:160]}",
-            "check that it is a transformers checkpoint (config.json)",
+            f"{' '.join(str(err).split())[:200]}",
+            "check that it is a transformers checkpoint and that the values in its config.json have "
+            "the right types",
         ) from None
-    remote = bool(getattr(config, "auto_map", {}).get("AutoModelForCausalLM")) and trust_remote_code
+    auto_map = getattr(config, "auto_map", None)
+    remote = isinstance(auto_map, dict) and bool(auto_map.get("AutoModelForCausalLM")) and trust_remote_code
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
         raise SpecprobeError(
             f"{checkpoint.model} ({type(config).__name__}, architectures "
@@ -522,4 +645,8 @@ def inspect_checkpoint(
             "specprobe analyze measures causal language models; use specprobe.measure with an adapter "
             "for other models",
         )
-    return CheckpointInfo(load_tokenizer(checkpoint, commit, trust_remote_code), context_length(config))
+    return CheckpointInfo(
+        load_tokenizer(checkpoint, commit, trust_remote_code),
+        context_length(config),
+        model_skeleton(config, trust_remote_code),
+    )

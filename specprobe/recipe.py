@@ -1,7 +1,9 @@
 """Recipes: YAML files that describe a model-family sweep, validated by a strict schema.
 
-A recipe is data: ``yaml.safe_load``, unknown keys rejected with "did you mean", a
-``version`` field, errors that name the file and the key path. A recipe may ``include``
+A recipe is data: safe YAML without aliases, unknown keys rejected with "did you mean", a
+``version`` field, every value range-checked (the command line's limits), errors that name
+the file and the key path. A recipe may not set ``probe.trust_remote_code``: only the
+command line flag allows a model's own code to run. A recipe may ``include``
 another (a path relative to the including file, or a bundled recipe's name): mappings are
 merged key by key, the including file winning; lists and scalars are replaced whole.
 ``variables`` declares names that string values use as ``${name}``; the command line
@@ -36,9 +38,16 @@ import yaml
 from specprobe.choices import Device, DType, Estimator
 from specprobe.data import DataSpec
 from specprobe.errors import SpecprobeError
-from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan
+from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan, check_groups, check_range
 
 RECIPE_VERSION = 1
+
+MAX_INCLUDE_DEPTH = 32
+"""Files an include chain may hold (the recipe given included)."""
+MAX_RECIPE_BYTES = 1_000_000
+"""A recipe file larger than this is refused unread."""
+MAX_REVISIONS = 10_000
+"""Revisions one generator may produce (``every`` is bounded by it, ``log`` by its schedule)."""
 
 
 class RecipeError(SpecprobeError):
@@ -235,19 +244,36 @@ def expand_revisions(spec: Any, source: str, where: str) -> tuple[str, ...] | No
     if kind == "log":
         _only(args, {"points", "schedule"}, source, f"{where}.log")
         points = _int(args.get("points"), source, f"{where}.log.points", minimum=2)
-        return tuple(
-            log_spaced(_schedule(args.get("schedule", "pythia"), source, f"{where}.log.schedule"), points)
-        )
+        schedule_name = args.get("schedule", "pythia")
+        schedule = _schedule(schedule_name, source, f"{where}.log.schedule")
+        if points > len(schedule):
+            raise RecipeError(
+                f"{source}: {where}.log.points: expected at most {len(schedule)} (the revisions of the "
+                f"{schedule_name} schedule), found {points}",
+                f"use points: {len(schedule)} or fewer, or schedule: {schedule_name} for all of them",
+            )
+        return tuple(log_spaced(schedule, points))
     _only(args, {"n", "start", "stop", "prefix"}, source, f"{where}.every")
     n = _int(args.get("n"), source, f"{where}.every.n", minimum=1)
     start = _int(args.get("start", n), source, f"{where}.every.start", minimum=0)
     stop = _int(args.get("stop"), source, f"{where}.every.stop", minimum=start)
-    prefix = str(args.get("prefix", "step"))
+    count = (stop - start) // n + 1
+    if count > MAX_REVISIONS:
+        raise RecipeError(
+            f"{source}: {where}.every: expected at most {MAX_REVISIONS} revisions, found {count} "
+            f"(every {n} from {start} to {stop})",
+            "use a larger n or a smaller range",
+        )
+    prefix = args.get("prefix", "step")
+    if not isinstance(prefix, str):
+        raise RecipeError(
+            f"{source}: {where}.every.prefix: expected a string, found {prefix!r}", "e.g. prefix: checkpoint-"
+        )
     return tuple(f"{prefix}{s}" for s in range(start, stop + 1, n))
 
 
 def _schedule(name: Any, source: str, where: str) -> list[str]:
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise RecipeError(
             f"{source}: {where}: unknown schedule {name!r}{_did_you_mean(str(name), SCHEDULES)}",
             f"known schedules: {', '.join(SCHEDULES)}",
@@ -320,7 +346,12 @@ def load_recipe(
     Raises RecipeError naming the file and key path on any schema violation.
     """
     path = locate(name_or_path)
-    raw = _read_with_includes(path, [])
+    try:
+        raw = _read_with_includes(path, [])
+    except RecursionError:
+        raise RecipeError(
+            f"{path}: nested too deeply to read", "a recipe needs a few levels of nesting, not hundreds"
+        ) from None
     source = str(path)
     declared = raw.pop("variables", None) or {}
     if not isinstance(declared, Mapping):
@@ -339,22 +370,49 @@ def load_recipe(
     return _validate(raw, source, values)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases: ``*name`` (and ``<<: *name``) are refused, so a
+    hostile file cannot expand exponentially ("billion laughs"); anchors alone are harmless."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}; recipes may not use aliases", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _read_with_includes(path: Path, chain: list[Path]) -> dict[str, Any]:
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in [*chain, resolved])
         raise RecipeError(f"include cycle: {cycle}", "remove one of the includes")
+    if len(chain) >= MAX_INCLUDE_DEPTH:
+        raise RecipeError(
+            f"{chain[0]}: include chain longer than {MAX_INCLUDE_DEPTH} files (reached {path})",
+            "include a base recipe directly instead of through a long chain",
+        )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"{path}: {path.stat().st_size:,} bytes, larger than a recipe can be ({MAX_RECIPE_BYTES:,})",
+                "check that this is the recipe you meant",
+            )
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(err, "problem", None) or err)
         raise RecipeError(
-            f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})",
-            "check the indentation and quoting",
+            f"{path}{where}: not valid YAML ({problem})",
+            "write the values out (share a base with include:)"
+            if "alias" in problem
+            else "check the indentation and quoting",
         ) from None
-    except OSError as err:
-        raise RecipeError(f"cannot read recipe {path}: {err.strerror}", "check the path") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise RecipeError(f"cannot read recipe {path}: {reason}", "check the path") from None
     if not isinstance(data, dict):
         raise RecipeError(
             f"{path}: expected a mapping at the top level, found {type(data).__name__}",
@@ -445,9 +503,45 @@ def _validate(raw: dict[str, Any], source: str, variables: dict[str, str]) -> Re
         variables=variables,
         source=source,
     )
+    _check_ranges(recipe)
     for model in models:
         recipe.model_revisions(model)  # generators are checked here
     return recipe
+
+
+_RANGED = {
+    "family": ("tokens_per_step",),
+    "data": ("num_sequences", "seq_len", "batch_size", "seed"),
+    "probe": ("probes", "micro_batch_size", "eigen"),
+}
+
+
+def _check_ranges(recipe: Recipe) -> None:
+    """Every value within the command line's limits (``sweep.MINIMUMS``, ``MAXIMUMS``), by key path;
+    and no ``trust_remote_code``: only the command line may allow a model's own code."""
+    source = recipe.source
+    if recipe.probe.trust_remote_code:
+        raise RecipeError(
+            f"{source}: probe.trust_remote_code: a recipe may not allow a model's own Python code to run",
+            "remove the key; pass --trust-remote-code to specprobe run when you trust the models' code",
+        )
+    checks = [
+        (f"{section}.{name}", name, getattr(getattr(recipe, section), name))
+        for section, names in _RANGED.items()
+        for name in names
+    ]
+    checks += [(f"models[{i}].params", "params", m.params) for i, m in enumerate(recipe.models)]
+    for where, name, value in checks:
+        try:
+            check_range(name, value, where)
+        except SpecprobeError as err:
+            raise RecipeError(f"{source}: {err.message}", err.hint.replace("give", "set", 1)) from None
+    try:
+        check_groups(recipe.probe.groups, "probe.groups")
+        recipe.data.validate()
+    except SpecprobeError as err:
+        where = "" if err.message.startswith("probe.") else "data: "
+        raise RecipeError(f"{source}: {where}{err.message}", err.hint) from None
 
 
 def _section(cls: Any, value: Any, source: str, where: str, required: bool = False) -> Any:
@@ -551,10 +645,12 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
     Local model paths must exist (and their checkpoint folders match the revisions);
     explicit revision names of hub models in a family with a known schedule must belong to
-    it; a local dataset must exist and have the text column.
+    it; a local dataset must exist and have the text column; the output folder must be new,
+    empty or a specprobe run folder.
     """
     from specprobe.data import iter_texts
     from specprobe.models import find_checkpoints
+    from specprobe.results import check_run_folder
 
     problems = []
     schedule_names = set(pythia_schedule()) if _uses_pythia(recipe) else None
@@ -574,6 +670,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
                         f"{recipe.source}: models[{i}] ({model.label or model.id}): revision {rev!r} is not in "
                         f"the pythia schedule{_did_you_mean(rev, schedule_names)}"
                     )
+    if recipe.output.directory is not None:
+        try:
+            check_run_folder(recipe.output.directory)
+        except SpecprobeError as err:
+            problems.append(f"{recipe.source}: output.directory: {err.message}")
     dataset = Path(recipe.data.dataset).expanduser()
     if dataset.exists() or recipe.data.dataset.startswith((".", "/", "~")):
         spec = recipe.to_plan().data

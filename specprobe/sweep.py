@@ -31,6 +31,7 @@ from specprobe.models import (
     Checkpoint,
     Device,
     DType,
+    IncompleteCheckpointError,
     LoadedCheckpoint,
     find_checkpoints,
     fingerprint_tokenizer,
@@ -39,7 +40,7 @@ from specprobe.models import (
     load_checkpoint,
     resolve_commit,
 )
-from specprobe.results import ResultStore, settings_hash
+from specprobe.results import ResultStore, check_run_folder, settings_hash
 
 if TYPE_CHECKING:
     from specprobe.distributed import BatchShare, Parallel
@@ -51,6 +52,67 @@ METADATA_FILE = "specprobe.json"
 """Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
 
 AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
+
+
+MINIMUMS: dict[str, int] = {
+    "num_sequences": 1,
+    "seq_len": 2,
+    "batch_size": 1,
+    "seed": 0,
+    "probes": 2,
+    "micro_batch_size": 1,
+    "eigen": 0,
+    "tokens_per_step": 1,
+    "params": 1,
+}
+"""The smallest value of each integer setting: the command line's limits, which recipes and
+library plans are checked against too."""
+
+MAXIMUMS: dict[str, int] = {"probes": 10_000, "eigen": 1_000}
+"""The largest, where a larger value would run for hours rather than fail."""
+
+
+def check_range(name: str, value: Any, where: str | None = None) -> None:
+    """Raise SpecprobeError unless ``value`` is None or an integer within ``MINIMUMS[name]``
+    and ``MAXIMUMS[name]`` (when there is one); ``where`` names it (default: its flag)."""
+    if value is None:
+        return
+    low, high = MINIMUMS[name], MAXIMUMS.get(name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        flag = "--" + name.replace("_", "-")
+        bounds = f">= {low}" if high is None else f"from {low} to {high:,}"
+        raise SpecprobeError(
+            f"{where or flag}: expected an integer {bounds}, found {value!r}",
+            f"give {where or flag} a value {bounds.replace('>=', 'of')}"
+            + (" or more" if high is None else ""),
+        )
+
+
+def check_groups(groups: Any, where: str = "--groups") -> None:
+    """Raise SpecprobeError unless ``groups`` is None, "auto" or {name: [glob, ...]}."""
+    if groups is None or groups == "auto":
+        return
+    ok = (
+        isinstance(groups, dict)
+        and bool(groups)
+        and all(
+            isinstance(k, str)
+            and isinstance(v, list | tuple)
+            and v
+            and all(isinstance(g, str) and g for g in v)
+            for k, v in groups.items()
+        )
+    )
+    if not ok:
+        raise SpecprobeError(
+            f"{where}: expected 'auto' or a mapping of group names to lists of parameter globs, found {groups!r}",
+            "e.g. groups: auto, or groups: {attention: ['*.attention.*'], mlp: ['*.mlp.*']}",
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +136,12 @@ class ProbeSpec:
     position index beyond the top K)."""
     exact: bool = False
     """With ``eigen``: the dense eigensolver (Θ built from D products; tiny D only)."""
+
+    def validate(self) -> None:
+        """Raise SpecprobeError naming the first value out of range (the command line's limits)."""
+        for name in ("probes", "seed", "micro_batch_size", "eigen"):
+            check_range(name, getattr(self, name))
+        check_groups(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -140,6 +208,8 @@ class SweepResult:
     measured: int
     skipped: int
     failed: int
+    warnings: list[str] = field(default_factory=list)
+    """Lines of results.jsonl that were skipped (cut, from a newer version, incomplete)."""
 
 
 @dataclass
@@ -153,12 +223,23 @@ def _preflight(plan: SweepPlan, observer: Observer) -> tuple[list[_Planned], dic
     """The checks before anything is written: settings, checkpoints, data. Returns the
     checkpoints in plan order and the token subsets by tokenizer fingerprint."""
     plan.data.validate()
-    if plan.probe.estimator is not Estimator.EXACT and plan.probe.probes < 2:
-        raise SpecprobeError(
-            f"expected at least 2 probes, found {plan.probe.probes}", "use --probes 32 (or --estimator exact)"
-        )
+    plan.probe.validate()
+    for spec in plan.models:
+        check_range("tokens_per_step", spec.tokens_per_step)
     planned = _plan_checkpoints(plan, observer)
     return planned, _prepare_data(plan, planned, observer)
+
+
+def _check_store(store: ResultStore, resume: bool) -> None:
+    """What must hold before anything is written into the run folder (read-only)."""
+    check_run_folder(store.directory)
+    contents = store.read()
+    if not resume and (contents.records or contents.skipped):
+        raise SpecprobeError(
+            f"{store.directory} already holds results",
+            "pass --resume to continue that run, or choose another --out directory",
+        )
+    store.config()  # a corrupt config.json is refused here, not after writing
 
 
 def _open_run(
@@ -168,36 +249,35 @@ def _open_run(
     resume: bool,
     invocation: dict[str, Any] | None,
     extra: dict[str, Any] | None = None,
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Refuse a directory that holds results (unless resuming), add this invocation to
-    config.json (with ``extra``, e.g. the world size), and return the finished records."""
+) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """With the run folder's lock held: check the folder again (another writer may have
+    finished while we waited), set a cut last line aside when resuming, add this
+    invocation to config.json (with ``extra``, e.g. the world size), and return the
+    finished records and the warnings about skipped lines."""
     from specprobe import __version__
 
+    _check_store(store, resume)
     settings = plan.settings()
     digest = settings_hash(settings)
-    if store.exists() and not resume and store.records():
-        raise SpecprobeError(
-            f"{store.directory} already holds results",
-            "pass --resume to continue that run, or choose another --out directory",
-        )
+    warnings = store.warnings()
+    aside = store.set_aside_cut_line() if resume else None
+    if aside is not None:
+        warnings.append(f"the cut last line of {store.results_path} was moved to {aside}")
+    entry = {
+        "invocation": invocation or {},
+        "settings": settings,
+        "settings_hash": digest,
+        "models": [asdict(m) for m in plan.models],
+        "device": plan.probe.device.value,
+        "trust_remote_code": plan.probe.trust_remote_code,
+        "micro_batch_size": plan.probe.micro_batch_size,
+        "specprobe_version": __version__,
+        "started_at": _now(),
+        **(extra or {}),
+    }
     # config.json keeps every invocation that wrote into this directory (resumes included).
-    config = (store.config() if resume else None) or {"invocations": []}
-    config.setdefault("invocations", []).append(
-        {
-            "invocation": invocation or {},
-            "settings": settings,
-            "settings_hash": digest,
-            "models": [asdict(m) for m in plan.models],
-            "device": plan.probe.device.value,
-            "trust_remote_code": plan.probe.trust_remote_code,
-            "micro_batch_size": plan.probe.micro_batch_size,
-            "specprobe_version": __version__,
-            "started_at": _now(),
-            **(extra or {}),
-        }
-    )
-    store.write_config(config)
-    return store.finished(digest) if resume else {}
+    store.update_config(lambda config: config.setdefault("invocations", []).append(entry))
+    return (store.finished(digest) if resume else {}), warnings
 
 
 def _seen_fingerprints(records: Iterable[dict[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -220,10 +300,16 @@ def run_sweep(
 ) -> SweepResult:
     """Measure every checkpoint of ``plan`` and write its record into ``store``.
 
-    Raises SpecprobeError before writing anything when the plan cannot run. With
-    ``resume``, checkpoints that already have an ``ok`` record with the same settings are
-    skipped (their records are returned as they are). Under a launcher (``accelerate
-    launch``, ``torchrun``) every process calls this and they share the sweep: see
+    Raises SpecprobeError before writing anything when the plan cannot run (values out of
+    range, a folder that is not specprobe's, a corrupt config.json, ...). The run folder is
+    written under its lock (:meth:`ResultStore.open_for_writing`): another process writing
+    into it makes this one fail with RunLockedError, or, with ``resume``, wait its turn.
+    With ``resume``, checkpoints that already have an ``ok`` record with the same settings
+    are skipped (their records are returned as they are), and a cut last line of
+    results.jsonl is set aside in results.partial.jsonl (its checkpoint is measured again).
+    A checkpoint missing weights of its model (IncompleteCheckpointError) stops the sweep;
+    the records finished before it are kept. Under a launcher (``accelerate launch``,
+    ``torchrun``) every process calls this and they share the sweep: see
     ``specprobe.distributed`` (``parallel`` chooses how; it is ignored in one process).
     """
     from specprobe import distributed
@@ -233,27 +319,33 @@ def run_sweep(
             plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
         )
     observer = observer or Observer()
+    _check_store(store, resume)  # cheap, before the slow checks
     planned, subsets = _preflight(plan, observer)
     settings = plan.settings()
-    done = _open_run(plan, store, resume=resume, invocation=invocation)
-    seen = _seen_fingerprints(done.values())
-    records, measured, skipped, failed = [], 0, 0, 0
-    observer.planned([p.checkpoint for p in planned])
-    for item in planned:
-        ckpt = item.checkpoint
-        previous = done.get((ckpt.model, ckpt.revision))
-        if previous is not None:
-            observer.skipped(ckpt, previous)
-            records.append(previous)
-            skipped += 1
-            continue
-        record = stamp(_measure_checkpoint(item, plan, subsets, seen, observer), settings)
-        store.append(record)
-        observer.finished(ckpt, record)
-        records.append(record)
-        measured += 1
-        failed += record["status"] != "ok"
-    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed)
+
+    def waiting(holder: str) -> None:
+        observer.preparing(f"waiting for {holder} to finish writing {store.directory}")
+
+    with store.open_for_writing(wait=resume, on_wait=waiting):
+        done, warnings = _open_run(plan, store, resume=resume, invocation=invocation)
+        seen = _seen_fingerprints(done.values())
+        records, measured, skipped, failed = [], 0, 0, 0
+        observer.planned([p.checkpoint for p in planned])
+        for item in planned:
+            ckpt = item.checkpoint
+            previous = done.get((ckpt.model, ckpt.revision))
+            if previous is not None:
+                observer.skipped(ckpt, previous)
+                records.append(previous)
+                skipped += 1
+                continue
+            record = stamp(_measure_checkpoint(item, plan, subsets, seen, observer), settings)
+            store.append(record)
+            observer.finished(ckpt, record)
+            records.append(record)
+            measured += 1
+            failed += record["status"] != "ok"
+    return SweepResult(records=records, measured=measured, skipped=skipped, failed=failed, warnings=warnings)
 
 
 def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[_Planned]:
@@ -283,11 +375,34 @@ def _prepare_data(plan: SweepPlan, planned: list[_Planned], observer: Observer) 
                 f"({info.max_positions} positions)",
                 f"use --seq-len {info.max_positions} or less",
             )
+        if info.skeleton is not None:
+            _check_against_skeleton(plan, item.checkpoint, info.skeleton)
         tok_fp = fingerprint_tokenizer(info.tokenizer)
         if tok_fp not in subsets:
             observer.preparing(f"tokenising {plan.data.dataset}")
             subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
     return subsets
+
+
+def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.nn.Module) -> None:
+    """What would fail every checkpoint late, found before loading any weights: parameter
+    patterns that match nothing, an exact estimator on more outputs than it affords."""
+    from specprobe.lnp import DEFAULT_MAX_EXACT_OUTPUTS
+    from specprobe.params import select_parameters
+
+    if plan.probe.params:
+        select_parameters(skeleton, plan.probe.params)
+    get_head = getattr(skeleton, "get_output_embeddings", None)
+    weight = getattr(get_head(), "weight", None) if callable(get_head) else None
+    if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
+        outputs = plan.data.batch_size * (plan.data.seq_len - 1) * weight.shape[0]
+        if outputs > DEFAULT_MAX_EXACT_OUTPUTS:
+            raise SpecprobeError(
+                f"--estimator exact needs one backward pass per output, and a batch of {ckpt.model} has "
+                f"D = {plan.data.batch_size} × {plan.data.seq_len - 1} × {weight.shape[0]} = {outputs:,} outputs "
+                f"(at most {DEFAULT_MAX_EXACT_OUTPUTS:,})",
+                "use --estimator hutchinson, or a smaller --batch-size or --seq-len",
+            )
 
 
 def _measure_checkpoint(
@@ -355,8 +470,10 @@ def _measure_checkpoint(
             "measure_s": time.perf_counter() - start,
         }
         record["status"] = "ok"
-    except KeyboardInterrupt:
-        share = None  # no exchange on the way out
+    except (KeyboardInterrupt, IncompleteCheckpointError):
+        # An interruption, or bad input (an incomplete checkpoint is not a failed
+        # measurement: the sweep stops, exit 2); no exchange with other processes on the way out.
+        share = None
         raise
     except SpecprobeError as err:
         record["error"] = f"{err.message} (hint: {err.hint})" if err.hint else err.message

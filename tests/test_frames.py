@@ -102,7 +102,8 @@ def test_missing_pandas_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
     # The CSV needs no pandas.
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--csv", str(tmp_path / "r.csv"), "--json"])
     assert result.exit_code == 0 and (tmp_path / "r.csv").is_file()
-    assert json.loads(result.output.splitlines()[0])["model"] == "s"
+    first = next(line for line in result.output.splitlines() if line.startswith("{"))
+    assert json.loads(first)["model"] == "s"
 
 
 def test_load_results_of_a_missing_run(tmp_path: Path) -> None:
