@@ -423,7 +423,7 @@ class _Run:
                 total = self.grad[index]
                 self.grad[index] = grad.to(self.acc) if total is None else total.add_(grad)
             else:
-                value = _sq(grad.to(self.acc))  # a non-finite entry makes it non-finite
+                value = _sq(grad)  # a non-finite entry makes it non-finite
                 finite = finite and math.isfinite(value)
                 self.grad_sq[index] += value
 
@@ -602,10 +602,18 @@ def _loss_and_residual(adapted: AdaptedBatch, acc: torch.dtype) -> tuple[float, 
     return loss_sum, residual * rows
 
 
+_SQ_CHUNK = 1 << 20
+"""Entries per float64 chunk in :func:`_sq` (8 MiB of temporary)."""
+
+
 def _sq(t: Tensor) -> float:
-    """‖t‖² in t's dtype without a temporary copy (one fused pass)."""
+    """‖t‖², summed in float64 chunk by chunk: no parameter-sized temporary, and the same
+    value whatever the number of threads (a float32 BLAS dot splits its sum by thread)."""
     flat = t.reshape(-1)
-    return float(torch.dot(flat, flat))
+    total = torch.zeros((), dtype=torch.float64, device=t.device)
+    for chunk in flat.split(_SQ_CHUNK):
+        total += chunk.double().square().sum()
+    return float(total)
 
 
 def backward_each(
