@@ -13,7 +13,9 @@ family view's criterion (two combined standard errors; power-law fit against N):
 * ``equal_loss``: D·χ_pos where each model first reaches the loss of the smallest model's best;
 * ``equal_compute``: D·χ_pos at the smallest model's final compute 6·N·T;
 * ``inverse_index``: 1/#{k : λ_k ≥ χ_pos·Tr Θ} at the last checkpoint (``--eigen 20 --density``;
-  only for configurations marked ``eigen``).
+  only for configurations marked ``eigen``);
+* ``rank_per_index``: the effective rank of that spectrum over the index (depth in units of
+  the spectrum's own extent).
 
 Everything is seeded (the configuration's ``seed``: corpus, tokenizer data, initialisation,
 data order, measurement subset and probes); rerunning a configuration reproduces its
@@ -159,11 +161,6 @@ def summarise(
     name: str, description: str, config: DemoConfig, records: Sequence[dict[str, Any]], folder: Path
 ) -> dict[str, Any]:
     """The reach statistics, their judgements, and per-model loss curves of one configuration."""
-    judgements = {}
-    for statistic in STATISTICS:
-        values = reach_values(records, statistic)
-        if len(values) >= 2:
-            judgements[statistic] = judge(values).to_dict()
     models = []
     for label in config.model_names():
         meta = json.loads((folder / "family" / label / "specprobe.json").read_text())
@@ -184,9 +181,19 @@ def summarise(
         "description": description,
         "config": config.to_dict(),
         "models": models,
-        "judgements": judgements,
+        "judgements": judgements(records),
         "records": [_slim(r) for r in records],
     }
+
+
+def judgements(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every reach statistic that has values for two models or more, judged across sizes."""
+    out = {}
+    for statistic in STATISTICS:
+        values = reach_values(records, statistic)
+        if len(values) >= 2:
+            out[statistic] = judge(values).to_dict()
+    return out
 
 
 def _slim(record: dict[str, Any]) -> dict[str, Any]:
@@ -236,10 +243,13 @@ def report(out: Path, docs: Path) -> str:
         for name in CONFIGS
         if (out / name / "summary.json").is_file()
     ]
+    for s in summaries:  # judged again from the records, with the statistics of this version
+        s["judgements"] = judgements(s["records"])
     lines = [
         "| configuration | N range | loss smallest → largest | lowest D·χ_pos (exp. ± se) | "
-        "at equal loss | at equal compute | final D·χ_pos | 1/index | smallest model's loss drop, 2nd half |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "at equal loss | at equal compute | final D·χ_pos | 1/index | eff. rank/index | "
+        "smallest model's loss drop, 2nd half |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         j = s["judgements"]
@@ -251,15 +261,65 @@ def report(out: Path, docs: Path) -> str:
             f"{min(n) / 1e3:.3g}k–{max(n) / 1e3:.3g}k ({max(n) / min(n):.0f}×)",
             f"{first['train_loss_final']:.3g} → {last['train_loss_final']:.3g}",
         ]
-        for statistic in ("lowest", "equal_loss", "equal_compute", "final", "inverse_index"):
+        for statistic in (
+            "lowest",
+            "equal_loss",
+            "equal_compute",
+            "final",
+            "inverse_index",
+            "rank_per_index",
+        ):
             row.append(_cell(j.get(statistic)))
         row.append(f"{100 * first['train_loss_drop_second_half']:.1f}%")
         lines.append("| " + " | ".join(row) + " |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + "\n".join(verdict_lines(summaries))
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "reach-study-table.md").write_text(table + "\n")
     _figures(summaries, docs)
     return table
+
+
+def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """Per statistic: in how many configurations reach grew with size beyond two standard
+    errors (every step, the family view's criterion), went the other way, or neither; the
+    exponent's spread across seeds of the base against its within-run standard error."""
+    lines = []
+    for statistic in STATISTICS:
+        judged = [(s["name"], s["judgements"][statistic]) for s in summaries if statistic in s["judgements"]]
+        if not judged:
+            continue
+        by_outcome: dict[str, list[str]] = {}
+        for name, j in judged:
+            by_outcome.setdefault(j["claim"]["outcome"], []).append(name)
+        significant = [
+            name for name, j in judged if j["fit"] and j["fit"]["exponent"] < -2 * j["fit"]["exponent_stderr"]
+        ]
+        parts = [
+            f"{outcome} in {len(names)} ({', '.join(names)})" for outcome, names in sorted(by_outcome.items())
+        ]
+        lines.append(
+            f"- `{statistic}`: {len(judged)} configuration(s); every step below the next smaller model by "
+            f"2 se: {'; '.join(parts)}. Fitted exponent below 0 by more than 2 se in "
+            f"{len(significant)}{' (' + ', '.join(significant) + ')' if significant else ''}."
+        )
+    seeds = [s for s in summaries if s["name"] in ("base", "seed-1", "seed-2")]
+    if len(seeds) >= 2:
+        for statistic in ("lowest", "equal_loss", "equal_compute"):
+            fits = [
+                s["judgements"][statistic]["fit"]
+                for s in seeds
+                if s["judgements"].get(statistic, {}).get("fit")
+            ]
+            if len(fits) < 2:
+                continue
+            b = np.array([f["exponent"] for f in fits])
+            within = float(np.mean([f["exponent_stderr"] for f in fits]))
+            lines.append(
+                f"- seeds ({len(fits)} of the base): `{statistic}` exponent {b.mean():.2f} ± "
+                f"{b.std(ddof=1) / math.sqrt(len(b)):.2f} (mean ± standard error across seeds; spread "
+                f"{b.std(ddof=1):.2f} against a mean within-run fit error of {within:.2f})."
+            )
+    return lines
 
 
 def _cell(judgement: dict[str, Any] | None) -> str:
@@ -279,14 +339,14 @@ def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:
     # 1. The fitted exponent of every statistic in every configuration, with ± 2 se.
     fig = Figure(figsize=(8, 0.42 * len(summaries) + 1.6), layout="constrained")
     ax = fig.subplots()
-    statistics = ("lowest", "equal_loss", "equal_compute", "final", "inverse_index")
-    colours = ["C0", "C1", "C2", "C3", "C4"]
+    statistics = ("lowest", "equal_loss", "equal_compute", "final", "inverse_index", "rank_per_index")
+    colours = ["C0", "C1", "C2", "C3", "C4", "C5"]
     for i, s in enumerate(summaries):
         for k, (statistic, colour) in enumerate(zip(statistics, colours, strict=True)):
             fit = (s["judgements"].get(statistic) or {}).get("fit")
             if not fit or not math.isfinite(fit["exponent_stderr"]):
                 continue
-            y = i + (k - 2) * 0.13
+            y = i + (k - 2.5) * 0.13
             ax.errorbar(
                 fit["exponent"],
                 y,

@@ -11,8 +11,9 @@ Everything is made here, from a seed, offline:
    unigram model, local syntax, agreement across a clause, recall across a document.
 2. A byte-level BPE tokenizer is trained on the training documents (``tokenizers``,
    wrapped in ``PreTrainedTokenizerFast`` so that ``AutoTokenizer`` loads it back).
-3. :func:`train_family` trains GPT-NeoX models of increasing width on the same token
-   stream and saves Hugging Face checkpoints at log-spaced steps::
+3. :func:`train_family` trains models of increasing width (GPT-NeoX by default; Llama,
+   and depth instead of width, in the presets) on the same token stream and saves
+   Hugging Face checkpoints at log-spaced steps::
 
        <out>/demo.json                                   the DemoConfig
        <out>/data/train.txt, <out>/data/eval.txt        the corpus (eval: held-out documents)
@@ -22,7 +23,9 @@ Everything is made here, from a seed, offline:
        <out>/family/<name>/tokenizer files               so each checkpoint loads with it
 
 The analysis half (``specprobe.sweep.run_sweep`` over ``<out>/family/*``, measured on the
-held-out documents) is :func:`demo_plan`.
+held-out documents) is :func:`demo_plan`. :data:`PRESETS` names the configurations of
+``specprobe demo --preset``; :func:`generate_corpus` with ``kind="longtail"`` draws the
+long-tail language of the Llama presets (:class:`_LongTailGrammar`).
 """
 
 from __future__ import annotations

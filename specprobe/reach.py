@@ -14,7 +14,11 @@ here compare models at a common point instead:
   the smallest of the models' final computes), interpolated in log–log;
 * :func:`position_index`: #{k : λ_k ≥ χ_pos·Tr Θ} at the last revision that has a
   spectrum (``--eigen`` with ``--density``), reported as its reciprocal 1/index so that,
-  as for the positions, lower means deeper into the tail.
+  as for the positions, lower means deeper into the tail;
+* ``rank_per_index`` (:func:`position_index` with ``per_rank=True``): the effective rank
+  of the spectrum divided by the index, the depth measured in units of the spectrum's own
+  extent — a larger model's spectrum is longer, so its index grows even at an equal
+  D·χ_pos; this ratio does not.
 
 :func:`judge` applies the family view's criterion (each larger model below the next
 smaller one by more than two combined standard errors; a power-law fit of the values
@@ -44,7 +48,7 @@ from specprobe.family import (
     training_compute,
 )
 
-STATISTICS = ("lowest", "final", "equal_loss", "equal_compute", "inverse_index")
+STATISTICS = ("lowest", "final", "equal_loss", "equal_compute", "inverse_index", "rank_per_index")
 """The reach statistics :func:`reach_values` computes, by name."""
 
 
@@ -144,20 +148,32 @@ def position_at_compute(records: Sequence[dict[str, Any]], level: float | None =
     return out
 
 
-def position_index(records: Sequence[dict[str, Any]]) -> list[ReachValue]:
+def position_index(records: Sequence[dict[str, Any]], *, per_rank: bool = False) -> list[ReachValue]:
     """1/index (index = #{k : λ_k ≥ χ_pos·Tr Θ}) at each model's last revision with a
-    spectrum; lower is deeper. Standard error propagated from the index's (SLQ) error."""
+    spectrum; lower is deeper. Standard error propagated from the index's (SLQ) error.
+    ``per_rank``: the effective rank over the index instead (the rank's own SLQ error is
+    not recorded and not included)."""
     out = []
     for model, rows in _sorted_groups(records):
         with_spectrum = [r for r in rows if (r.get("spectrum") or {}).get("position_index")]
+        if per_rank:
+            with_spectrum = [r for r in with_spectrum if r["spectrum"].get("effective_rank")]
         if not with_spectrum:
             continue
         row = with_spectrum[-1]
         spectrum = row["spectrum"]
         index = float(spectrum["position_index"])
         se = float(spectrum.get("position_index_stderr") or 0.0)
+        scale = float(spectrum["effective_rank"]) if per_rank else 1.0
         out.append(
-            _reach_value("inverse_index", model, [row], 1.0 / index, se / index**2, str(row.get("revision")))
+            _reach_value(
+                "rank_per_index" if per_rank else "inverse_index",
+                model,
+                [row],
+                scale / index,
+                scale * se / index**2,
+                str(row.get("revision")),
+            )
         )
     return out
 
@@ -190,6 +206,8 @@ def reach_values(records: Sequence[dict[str, Any]], statistic: str) -> list[Reac
         return position_at_compute(records)
     if statistic == "inverse_index":
         return position_index(records)
+    if statistic == "rank_per_index":
+        return position_index(records, per_rank=True)
     raise SpecprobeError(
         f"expected a reach statistic, found {statistic!r}", f"choose one of {', '.join(STATISTICS)}"
     )
