@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from specprobe.demo import DemoConfig, demo_plan, train_family
-from specprobe.reach import STATISTICS, judge, reach_values
+from specprobe.reach import STATISTICS, judge, position_at_step, reach_values
 from specprobe.results import ResultStore
 from specprobe.sweep import run_sweep
 
@@ -272,11 +272,37 @@ def report(out: Path, docs: Path) -> str:
             row.append(_cell(j.get(statistic)))
         row.append(f"{100 * first['train_loss_drop_second_half']:.1f}%")
         lines.append("| " + " | ".join(row) + " |")
-    table = "\n".join(lines) + "\n\n" + "\n".join(verdict_lines(summaries))
+    table = "\n".join(lines) + "\n\n" + step_table(summaries) + "\n\n" + "\n".join(verdict_lines(summaries))
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "reach-study-table.md").write_text(table + "\n")
     _figures(summaries, docs)
     return table
+
+
+def step_exponents(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per checkpoint step shared by every model: the judgement of D·χ_pos at that step."""
+    steps = sorted({r["step"] for r in summary["records"] if r["status"] == "ok"})
+    out = {}
+    for step in steps:
+        values = position_at_step(summary["records"], step)
+        if len({v.num_params for v in values}) >= 3:
+            out[step] = judge(values).to_dict()
+    return out
+
+
+def step_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """Exponent of D·χ_pos ∝ N^b at each checkpoint step (equal tokens): does a larger model
+    sit lower *throughout training*?"""
+    per = {s["name"]: step_exponents(s) for s in summaries}
+    steps = sorted({step for p in per.values() for step in p})
+    lines = [
+        "| configuration | " + " | ".join(f"step {step}" for step in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for name, p in per.items():
+        cells = [_cell(p.get(step)) for step in steps]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
@@ -323,6 +349,9 @@ def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _cell(judgement: dict[str, Any] | None) -> str:
+    """``N^b ± se (outcome)``: the outcome is the family view's step-by-step criterion (**yes**:
+    every larger model below the next smaller one by 2 se; reverse; no: neither); ▼/▲ mark a
+    fitted exponent below/above 0 by more than 2 se."""
     if not judgement:
         return "–"
     fit = judgement.get("fit")
@@ -330,7 +359,9 @@ def _cell(judgement: dict[str, Any] | None) -> str:
     mark = {"supported": "**yes**", "contradicted": "reverse", "unclear": "no"}.get(outcome, outcome)
     if fit is None:
         return mark
-    return f"N^{fit['exponent']:.2f} ± {fit['exponent_stderr']:.2f} ({mark})"
+    b, se = fit["exponent"], fit["exponent_stderr"]
+    arrow = " ▼" if b < -2 * se else " ▲" if b > 2 * se else ""
+    return f"N^{b:.2f} ± {se:.2f}{arrow} ({mark})"
 
 
 def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:

@@ -178,6 +178,19 @@ def position_index(records: Sequence[dict[str, Any]], *, per_rank: bool = False)
     return out
 
 
+def position_at_step(records: Sequence[dict[str, Any]], step: int) -> list[ReachValue]:
+    """D·χ_pos of each model at training step ``step`` (equal tokens seen when the models
+    share the batch size, as a family trained together does); models without a record at
+    that step are left out. The paper's "throughout training" comparison."""
+    out = []
+    for model, rows in _sorted_groups(records):
+        for r in rows:
+            if r.get("step") == step:
+                value, stderr = _value(r, Position.NORMALIZED)
+                out.append(_reach_value(f"step {step}", model, [r], value, stderr, str(r.get("revision"))))
+    return out
+
+
 def _reach_value(
     statistic: str, model: str, rows: Sequence[dict[str, Any]], value: float, stderr: float, where: str
 ) -> ReachValue:

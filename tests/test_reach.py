@@ -16,6 +16,7 @@ from specprobe.reach import (
     judge,
     position_at_compute,
     position_at_loss,
+    position_at_step,
     position_index,
     reach_values,
 )
@@ -75,6 +76,15 @@ def test_equal_compute_uses_6_n_t() -> None:
     assert (small.model, small.value) == ("small", pytest.approx(2.0))
     values = position_at_compute(RECORDS, level=120_000)  # the large model at step 2
     assert [(v.model, v.value) for v in values] == [("large", pytest.approx(5.0))]
+
+
+def test_position_at_step() -> None:
+    values = position_at_step(RECORDS, 2)
+    assert [(v.model, v.value, v.stderr) for v in values] == [
+        ("small", pytest.approx(4.0), pytest.approx(0.01)),
+        ("large", pytest.approx(5.0), pytest.approx(0.2)),
+    ]
+    assert position_at_step(RECORDS, 3) == []
 
 
 def test_position_index_is_reported_as_its_reciprocal() -> None:
