@@ -433,6 +433,8 @@ def write_family_figure(
             ax.errorbar(sizes, values, yerr=errors, fmt="o" + style, capsize=2, markersize=4, label=mode)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(sizes, [str(n) for n in sizes], fontsize=8)
+            ax.minorticks_off()
             ax.set_xlabel("parameters N = M·(d + 1)", fontsize=10)
             ax.set_ylabel(label, fontsize=10)
             ax.grid(True, alpha=0.3, linewidth=0.6)

@@ -94,6 +94,11 @@ CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
         replace(BASE, final_lr_fraction=1.0),
         False,
     ),
+    "longest": (
+        "4,096 steps on fresh data (48,000 documents), widths 8–64 only (to fit the CPU time)",
+        replace(BASE, steps=4096, train_documents=48000, widths=(8, 16, 32, 64), checkpoints=9),
+        False,
+    ),
     "epochs": ("a fixed set of 600 documents seen ~12 times", replace(BASE, train_documents=600), False),
     "train-batches": ("measured on training documents", replace(BASE, measure_on="train"), False),
     "epochs-train-batches": (
