@@ -99,6 +99,16 @@ CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
         replace(BASE, steps=4096, train_documents=48000, widths=(8, 16, 32, 64), checkpoints=9),
         False,
     ),
+    "longest-seed-1": (
+        "the longest configuration, seed 1",
+        replace(BASE, steps=4096, train_documents=48000, widths=(8, 16, 32, 64), checkpoints=9, seed=1),
+        False,
+    ),
+    "longest-seed-2": (
+        "the longest configuration, seed 2",
+        replace(BASE, steps=4096, train_documents=48000, widths=(8, 16, 32, 64), checkpoints=9, seed=2),
+        False,
+    ),
     "epochs": ("a fixed set of 600 documents seen ~12 times", replace(BASE, train_documents=600), False),
     "train-batches": ("measured on training documents", replace(BASE, measure_on="train"), False),
     "epochs-train-batches": (
@@ -299,7 +309,11 @@ def step_table(summaries: Sequence[dict[str, Any]]) -> str:
     """Exponent of D·χ_pos ∝ N^b at each checkpoint step (equal tokens): does a larger model
     sit lower *throughout training*?"""
     per = {s["name"]: step_exponents(s) for s in summaries}
-    steps = sorted({step for p in per.values() for step in p})
+    counts: dict[int, int] = {}
+    for p in per.values():
+        for step in p:
+            counts[step] = counts.get(step, 0) + 1
+    steps = sorted(step for step, count in counts.items() if count >= 2)  # steps shared by 2+ configurations
     lines = [
         "| configuration | " + " | ".join(f"step {step}" for step in steps) + " |",
         "|---|" + "---|" * len(steps),
@@ -402,7 +416,7 @@ def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:
     fig.savefig(docs / "reach-study-exponents.png", dpi=150)
 
     # 2. Position against compute and loss for a few configurations.
-    chosen = [s for s in summaries if s["name"] in ("base", "long", "epochs-train-batches", "lr-constant")]
+    chosen = [s for s in summaries if s["name"] in ("short", "base", "long", "longest")]
     if not chosen:
         return
     fig = Figure(figsize=(11, 3.0 * len(chosen)), layout="constrained")

@@ -589,7 +589,7 @@ DEMO_EPILOG = """Examples:
 Trains a family of tiny models on a synthetic language (no downloads), then measures every
 checkpoint: the default preset runs the bundled tiny-local recipe on it, the same analysis
 as `specprobe run`; the other presets run the same sweep on their own family. Presets:
-tiny-neox (default), tiny-neox-fast (--fast), llama-cpu, llama-gpu.
+tiny-neox (default), tiny-neox-fast (--fast), llama-cpu, llama-cpu-long, llama-gpu.
 """
 
 
@@ -601,7 +601,9 @@ def demo(
     ] = False,
     preset: Annotated[
         str,
-        typer.Option(help="Which family: tiny-neox (default), tiny-neox-fast, llama-cpu, llama-gpu."),
+        typer.Option(
+            help="Which family: tiny-neox (default), tiny-neox-fast, llama-cpu, llama-cpu-long, llama-gpu."
+        ),
     ] = "tiny-neox",
     device: Annotated[
         str | None, typer.Option(help="Train and measure on cpu or cuda (default: the preset's).")

@@ -848,6 +848,33 @@ def _llama_cpu() -> DemoConfig:
     )
 
 
+def _llama_cpu_long() -> DemoConfig:
+    """The reach study's ``longest`` configuration: where the lowest position first fell
+    with size beyond two standard errors of the fitted exponent (docs/reach-study.md)."""
+    return DemoConfig(
+        arch="llama",
+        corpus="longtail",
+        vocab_size=384,
+        train_documents=48000,
+        eval_documents=300,
+        widths=(8, 16, 32, 64),
+        num_layers=2,
+        lr_rule="mup",
+        learning_rate=4e-3,
+        base_width=32,
+        seq_len=64,
+        batch_size=16,
+        steps=4096,
+        warmup_steps=32,
+        checkpoints=9,
+        first_checkpoint=16,
+        eval_sequences=32,
+        eval_seq_len=64,
+        eval_batch_size=8,
+        probes=16,
+    )
+
+
 def _llama_gpu() -> DemoConfig:
     return DemoConfig(
         arch="llama",
@@ -929,6 +956,15 @@ PRESETS: dict[str, Preset] = {
             _reduced(_llama_cpu()),
             "219 s of CPU time with one thread (train and measure; 19.5 minutes of wall time on a "
             "shared machine that gave it a fifth of a core): well within 15 minutes on 2 idle cores",
+        ),
+        Preset(
+            "llama-cpu-long",
+            "four Llama models (widths 8 to 64, 7.8k to 156k parameters) on the long-tail "
+            "language for 4,096 steps of fresh data: the reach study's longest configuration, "
+            "where the fitted reach exponent is below 0 beyond two standard errors",
+            _llama_cpu_long(),
+            _reduced(_llama_cpu_long()),
+            "723 s of wall time with one thread on a shared machine (train 695 s, measure 28 s)",
         ),
         Preset(
             "llama-gpu",

@@ -48,3 +48,12 @@ def test_study_runs_a_configuration_and_reports_it(tmp_path: Path, monkeypatch: 
     assert table.count("\n") == 2 and "`tiny`: a tiny family" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "docs" / "reach-study-exponents.png").stat().st_size > 5_000
+
+
+def test_the_long_preset_is_the_studys_longest_configuration() -> None:
+    study = load_study()
+    assert study.CONFIGS["longest"][1] == PRESETS["llama-cpu-long"].config
+    # Every configuration differs from the base; seeds are the only thing the seed runs change.
+    for name, (_, config, _) in study.CONFIGS.items():
+        assert name == "base" or config != study.BASE
+        assert config.seed in (0, 1, 2)
