@@ -347,8 +347,14 @@ def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
             f"2 se: {'; '.join(parts)}. Fitted exponent below 0 by more than 2 se in "
             f"{len(significant)}{' (' + ', '.join(significant) + ')' if significant else ''}."
         )
-    seeds = [s for s in summaries if s["name"] in ("base", "seed-1", "seed-2")]
-    if len(seeds) >= 2:
+    groups = {
+        "base": ("base", "seed-1", "seed-2"),
+        "longest": ("longest", "longest-seed-1", "longest-seed-2"),
+    }
+    for group, names in groups.items():
+        seeds = [s for s in summaries if s["name"] in names]
+        if len(seeds) < 2:
+            continue
         for statistic in ("lowest", "equal_loss", "equal_compute"):
             fits = [
                 s["judgements"][statistic]["fit"]
@@ -360,7 +366,7 @@ def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
             b = np.array([f["exponent"] for f in fits])
             within = float(np.mean([f["exponent_stderr"] for f in fits]))
             lines.append(
-                f"- seeds ({len(fits)} of the base): `{statistic}` exponent {b.mean():.2f} ± "
+                f"- seeds ({len(fits)} of `{group}`): `{statistic}` exponent {b.mean():.2f} ± "
                 f"{b.std(ddof=1) / math.sqrt(len(b)):.2f} (mean ± standard error across seeds; spread "
                 f"{b.std(ddof=1):.2f} against a mean within-run fit error of {within:.2f})."
             )

@@ -31,7 +31,10 @@ def test_study_runs_a_configuration_and_reports_it(tmp_path: Path, monkeypatch: 
     tiny = replace(PRESETS["llama-cpu"].reduced, widths=(8, 16, 24), steps=8, checkpoints=3)
     monkeypatch.setattr(study, "CONFIGS", {"tiny": ("a tiny family", tiny, False)})
     summary = study.run_one("tiny", tmp_path / "out")
-    assert set(summary["judgements"]) == set(study.STATISTICS) - {"inverse_index"}  # no spectra asked for
+    assert set(summary["judgements"]) == set(study.STATISTICS) - {
+        "inverse_index",
+        "rank_per_index",
+    }  # no spectra
     assert [m["label"] for m in summary["models"]] == list(tiny.model_names())
     assert all(m["train_loss_final"] > 0 for m in summary["models"])
     lowest = summary["judgements"]["lowest"]
@@ -45,7 +48,9 @@ def test_study_runs_a_configuration_and_reports_it(tmp_path: Path, monkeypatch: 
         (tmp_path / "out/tiny/summary.json").read_text()
     )
     table = study.report(tmp_path / "out", tmp_path / "docs")
-    assert table.count("\n") == 2 and "`tiny`: a tiny family" in table
+    main, steps, verdicts = table.split("\n\n")
+    assert main.count("\n") == 2 and "`tiny`: a tiny family" in main
+    assert "| `tiny` |" in steps and "`lowest`: 1 configuration" in verdicts
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "docs" / "reach-study-exponents.png").stat().st_size > 5_000
 
