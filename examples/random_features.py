@@ -24,7 +24,17 @@ moves by only a few per cent. With the defaults (about 20 s of CPU, one thread),
 down by a quarter or less over the last decade of steps) against 0.0032, 0.0031, 0.0075;
 D·χ_pos falls from 20–30 to below 0.3 in every run.
 
+The family view (``--family-seeds K``, K ≥ 2 for error bars): every width is trained from K
+seeds (seed, seed+1, …) in both modes, the runs are turned into results records (one model
+per width and mode, N = M·(d + 1) parameters of the network in both modes, the mean over
+seeds at each step with its standard error across seeds) and :mod:`specprobe.family` gives
+per mode the spectral reach (lowest D·χ_pos), the final loss, the amplification
+χ_net(t)/χ_net(0) at the last step, their power laws in N and the verdict. Measured on the
+training set, so a run that converges drives its position towards 0 (at a minimum of the
+training loss Jᵀg = 0): the reach here includes how well each run fits.
+
     python examples/random_features.py [--widths 16 64 256] [--steps 1000] [--n 256]
+    python examples/random_features.py --widths 16 32 64 128 256 --family-seeds 3
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from rich.table import Table
 from torch import nn
 
 import specprobe
+from specprobe import family
 from specprobe.report import fmt
 
 MODES = ("frozen", "feature learning")
@@ -84,6 +95,7 @@ class Row:
     normalized_position: float
     amplification: float
     """χ_net / χ_net at step 0."""
+    seed: int = 0
 
 
 def measure_steps(steps: int, points: int) -> list[int]:
@@ -125,6 +137,7 @@ def train(
                     m.spectral_position,
                     m.normalized_position,
                     m.chi_net / first,
+                    seed,
                 )
             )
         if step == steps:
@@ -222,6 +235,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         help="torch threads (the tensors are tiny: one thread avoids synchronisation overhead)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing")
+    parser.add_argument(
+        "--family-seeds",
+        type=int,
+        default=0,
+        help="the family view across widths, frozen and learnt, from this many seeds (0: off)",
+    )
+    parser.add_argument("--family-figure", type=Path, default=Path("random_features_family.png"))
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -229,26 +249,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     rows: list[Row] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    seeds = [args.seed + i for i in range(max(1, args.family_seeds))]
     try:
-        for width in args.widths:
-            for mode in MODES:
-                rows.extend(
-                    train(
-                        width,
-                        mode,
-                        x,
-                        y,
-                        steps=args.steps,
-                        lr=args.lr,
-                        points=args.points,
-                        seed=args.seed,
-                        a_scale=args.a_scale,
+        for seed in seeds:
+            for width in args.widths:
+                for mode in MODES:
+                    rows.extend(
+                        train(
+                            width,
+                            mode,
+                            x,
+                            y,
+                            steps=args.steps,
+                            lr=args.lr,
+                            points=args.points,
+                            seed=seed,
+                            a_scale=args.a_scale,
+                        )
                     )
-                )
     finally:
         torch.set_num_threads(threads)  # main() may run inside another program (the tests)
+    all_rows, rows = rows, [r for r in rows if r.seed == args.seed]
     summary = summarize(rows)
     figure = write_figure(rows, args.figure)
+    views: dict[str, family.FamilySummary] = {}
+    amplification: dict[str, tuple[float, float]] = {}
+    family_figure = None
+    if args.family_seeds:
+        records = family_records(all_rows, d=args.d, n=args.n)
+        views = {mode: family.summarize([r for r in records if r["mode"] == mode]) for mode in MODES}
+        amplification = final_amplification(all_rows)
+        family_figure = write_family_figure(views, amplification, args.family_figure)
     if not args.quiet:
         console = Console()
         for table in tables(rows):
@@ -260,8 +291,157 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
             if figure
             else 'figure skipped: matplotlib is missing (pip install "specprobe[plots]")'
         )
+        if views:
+            console.print(family_table(views, amplification, len(seeds)))
+            for mode, view in views.items():
+                for fit in (view.reach_fit, view.loss_fit):
+                    if fit is not None:
+                        console.print(
+                            f"{mode}: {fit.quantity} ∝ N^({fit.exponent:.2f} ± {fit.exponent_stderr:.2f}), "
+                            f"R² {fit.r_squared:.2f}"
+                        )
+                console.print(f"[bold]{mode}[/bold]: {view.verdict.text}")
+            console.print(f"family figure: {family_figure}")
         console.print(f"{time.perf_counter() - start:.1f} s")
-    return {"rows": [asdict(r) for r in rows], "summary": summary, "figure": figure}
+    return {
+        "rows": [asdict(r) for r in rows],
+        "summary": summary,
+        "figure": figure,
+        "family": {mode: view.to_dict() for mode, view in views.items()},
+        "family_amplification": amplification,
+        "family_figure": family_figure,
+    }
+
+
+# ---- the family view: frozen against learnt features across widths ---------------------------
+
+
+def family_records(rows: Sequence[Row], *, d: int, n: int) -> list[dict[str, object]]:
+    """Results records (as ``specprobe analyze`` writes them) of the runs: one model per width
+    and mode, one record per measured step with the mean over seeds and its standard error
+    across seeds (0 with one seed: the exact estimator has no sampling error).
+
+    N = M·(d + 1), the network's parameters, in both modes (frozen runs train only the M
+    output weights, but the network is the same size); tokens_seen = step·n (full batch).
+    """
+    out: list[dict[str, object]] = []
+    keys = sorted({(r.mode, r.width, r.step) for r in rows}, key=lambda k: (MODES.index(k[0]), k[1], k[2]))
+    for mode, width, step in keys:
+        group = [r for r in rows if (r.mode, r.width, r.step) == (mode, width, step)]
+
+        def mean_se(values: list[float]) -> tuple[float, float]:
+            a = np.asarray(values, dtype=float)
+            return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else 0.0
+
+        loss, loss_se = mean_se([r.loss for r in group])
+        chi, chi_se = mean_se([r.chi_net for r in group])
+        pos, pos_se = mean_se([r.spectral_position for r in group])
+        out.append(
+            {
+                "model": f"{mode} M={width}",
+                "label": f"{'frozen' if mode == 'frozen' else 'learnt'} M={width}",
+                "mode": mode,
+                "status": "ok",
+                "revision": f"step{step}",
+                "step": step,
+                "tokens_seen": step * n,
+                "num_params": width * (d + 1),
+                "num_outputs": n,
+                "loss": loss,
+                "loss_stderr": loss_se,
+                "chi_net": chi,
+                "chi_net_stderr": chi_se,
+                "spectral_position": pos,
+                "spectral_position_stderr": pos_se,
+                "seeds": len(group),
+            }
+        )
+    return out
+
+
+def final_amplification(rows: Sequence[Row]) -> dict[str, tuple[float, float]]:
+    """χ_net(T)/χ_net(0) at the last step per model of :func:`family_records`: the mean over
+    seeds of each seed's own ratio, ± its standard error across seeds. (The family view's
+    amplification is the ratio of the mean χ_net values with their errors propagated as if
+    independent; numerator and denominator come from the same runs, so that overstates the
+    error: a frozen run's ratio is exactly 1 in every seed.)"""
+    out = {}
+    for mode, width in sorted({(r.mode, r.width) for r in rows}):
+        runs = [r for r in rows if (r.mode, r.width) == (mode, width)]
+        last = max(r.step for r in runs)
+        ratios = np.asarray([r.amplification for r in runs if r.step == last], dtype=float)
+        se = float(ratios.std(ddof=1) / math.sqrt(len(ratios))) if len(ratios) > 1 else 0.0
+        out[f"{mode} M={width}"] = (float(ratios.mean()), se)
+    return out
+
+
+def family_table(
+    views: dict[str, family.FamilySummary], amplification: dict[str, tuple[float, float]], seeds: int
+) -> Table:
+    """Per width and mode: reach, final loss and amplification at the last step (± se)."""
+    table = Table(
+        title=f"family view ({seeds} seed{'s' if seeds > 1 else ''}; ± standard error across seeds)"
+    )
+    for name in ("mode", "N", "reach D·χ_pos", "at step", "final loss", "χ_net(T)/χ_net(0)"):
+        table.add_column(name, justify="right")
+    for view in views.values():
+        for r in view.reach:
+            amp, amp_se = amplification[r.model]
+            table.add_row(
+                r.label,
+                str(r.num_params),
+                f"{r.reach:.3g} ± {r.reach_stderr:.2g}",
+                str(r.step),
+                f"{r.final_loss:.3g} ± {r.final_loss_stderr:.2g}",
+                f"{amp:.3g} ± {amp_se:.2g}",
+            )
+    return table
+
+
+def write_family_figure(
+    views: dict[str, family.FamilySummary], amplification: dict[str, tuple[float, float]], path: Path
+) -> Path | None:
+    """Reach, final loss and final amplification against N, frozen (dashed) and learnt (solid)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for mode, style in zip(MODES, ("--", "-"), strict=True):
+        view = views[mode]
+        sizes = [r.num_params for r in view.reach]
+        finals = [amplification[r.model] for r in view.reach]
+        panels = (
+            (
+                [r.reach for r in view.reach],
+                [r.reach_stderr for r in view.reach],
+                "spectral reach (lowest D·χ_pos)",
+            ),
+            (
+                [r.final_loss for r in view.reach],
+                [r.final_loss_stderr for r in view.reach],
+                "final training loss",
+            ),
+            (
+                [a for a, _ in finals],
+                [se for _, se in finals],
+                "χ_net(T) / χ_net(0)",
+            ),
+        )
+        for ax, (values, errors, label) in zip(axes, panels, strict=True):
+            ax.errorbar(sizes, values, yerr=errors, fmt="o" + style, capsize=2, markersize=4, label=mode)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(sizes, [str(n) for n in sizes], fontsize=8)
+            ax.minorticks_off()
+            ax.set_xlabel("parameters N = M·(d + 1)", fontsize=10)
+            ax.set_ylabel(label, fontsize=10)
+            ax.grid(True, alpha=0.3, linewidth=0.6)
+    axes[0].legend(fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return path
 
 
 def summarize(rows: Sequence[Row]) -> dict[int, dict[str, float]]:

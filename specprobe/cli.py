@@ -770,55 +770,82 @@ DEMO_EPILOG = """Examples:
 
   specprobe demo --fast --out /tmp/demo
 
-Trains a family of tiny GPT-NeoX models on a synthetic language (no downloads), then runs
-the bundled tiny-local recipe on it: the same analysis as `specprobe run`.
+  specprobe demo --preset llama-cpu --out llama-demo
+
+  specprobe demo --preset llama-gpu --device cuda --out llama-gpu
+
+Trains a family of tiny models on a synthetic language (no downloads), then measures every
+checkpoint: the default preset runs the bundled tiny-local recipe on it, the same analysis
+as `specprobe run`; the other presets run the same sweep on their own family. Presets:
+tiny-neox (default), tiny-neox-fast (--fast), llama-cpu, llama-cpu-long, llama-gpu.
 """
 
 
 @app.command(epilog=DEMO_EPILOG)
 @handle_errors
 def demo(
-    fast: Annotated[bool, typer.Option(help="A smaller family and measurement (under a minute).")] = False,
+    fast: Annotated[
+        bool, typer.Option(help="A smaller family and measurement (under a minute): --preset tiny-neox-fast.")
+    ] = False,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Which family: tiny-neox (default), tiny-neox-fast, llama-cpu, llama-cpu-long, llama-gpu."
+        ),
+    ] = "tiny-neox",
+    device: Annotated[
+        str | None, typer.Option(help="Train and measure on cpu or cuda (default: the preset's).")
+    ] = None,
     out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
     plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).")] = True,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from specprobe.demo import DemoConfig, DemoLayout, train_family
+    from specprobe.demo import DEFAULT_PRESET, DemoLayout, demo_plan, train_family
+    from specprobe.demo import preset as find_preset
     from specprobe.errors import SpecprobeError
     from specprobe.recipe import load_recipe, with_overrides
     from specprobe.report import TrainingDisplay
 
-    config = DemoConfig.fast() if fast else DemoConfig()
+    if fast and preset not in (DEFAULT_PRESET, "tiny-neox-fast"):
+        raise SpecprobeError(
+            f"expected either --fast or --preset, found both (--preset {preset})",
+            "drop --fast: it is the preset tiny-neox-fast",
+        )
+    chosen = find_preset("tiny-neox-fast" if fast else preset)
+    config = chosen.config if device is None else replace(chosen.config, device=device)
+    config.validate()
     layout = DemoLayout(Path(out))
     if layout.config.is_file() and _same_demo(layout, config):
         console.print(f"reusing the family trained in {layout.family}", highlight=False)
     else:
         with TrainingDisplay(err_console, config.model_names(), config.steps) as display:
             train_family(layout.root, config, display.update)
-    recipe = with_overrides(
-        load_recipe("tiny-local", variables={"root": str(layout.root)}),
-        only=list(config.model_names()),
-        num_sequences=config.eval_sequences,
-        seq_len=config.eval_seq_len,
-        batch_size=config.eval_batch_size,
-        seed=config.seed,
-        probes=config.probes,
-        directory=str(layout.root / "run"),
-        resume=True,
-    )
-    invocation = {
-        "command": "demo",
-        "argv": sys.argv[1:],
-        "recipe": recipe.to_dict(),
-        "demo": config.to_dict(),
-    }
+    invocation: dict[str, Any] = {"command": "demo", "argv": sys.argv[1:], "preset": chosen.name}
+    if config.arch == "gpt_neox" and config.depths is None and config.measure_on == "eval":
+        # The original family: through the bundled recipe, as `specprobe run tiny-local` would.
+        recipe = with_overrides(
+            load_recipe("tiny-local", variables={"root": str(layout.root)}),
+            only=list(config.model_names()),
+            num_sequences=config.eval_sequences,
+            seq_len=config.eval_seq_len,
+            batch_size=config.eval_batch_size,
+            seed=config.seed,
+            probes=config.probes,
+            directory=str(layout.root / "run"),
+            resume=True,
+        )
+        plan, invocation["recipe"] = recipe.to_plan(), recipe.to_dict()
+    else:
+        plan = demo_plan(layout.root, config)
+    invocation["demo"] = config.to_dict()
     try:
         execute_plan(
-            recipe.to_plan(),
-            recipe.output.directory,
+            plan,
+            str(layout.root / "run"),
             resume=True,
             json_output=False,
             invocation=invocation,

@@ -11,8 +11,9 @@ Everything is made here, from a seed, offline:
    unigram model, local syntax, agreement across a clause, recall across a document.
 2. A byte-level BPE tokenizer is trained on the training documents (``tokenizers``,
    wrapped in ``PreTrainedTokenizerFast`` so that ``AutoTokenizer`` loads it back).
-3. :func:`train_family` trains GPT-NeoX models of increasing width on the same token
-   stream and saves Hugging Face checkpoints at log-spaced steps::
+3. :func:`train_family` trains models of increasing width (GPT-NeoX by default; Llama,
+   and depth instead of width, in the presets) on the same token stream and saves
+   Hugging Face checkpoints at log-spaced steps::
 
        <out>/demo.json                                   the DemoConfig
        <out>/data/train.txt, <out>/data/eval.txt        the corpus (eval: held-out documents)
@@ -22,7 +23,9 @@ Everything is made here, from a seed, offline:
        <out>/family/<name>/tokenizer files               so each checkpoint loads with it
 
 The analysis half (``specprobe.sweep.run_sweep`` over ``<out>/family/*``, measured on the
-held-out documents) is :func:`demo_plan`.
+held-out documents) is :func:`demo_plan`. :data:`PRESETS` names the configurations of
+``specprobe demo --preset``; :func:`generate_corpus` with ``kind="longtail"`` draws the
+long-tail language of the Llama presets (:class:`_LongTailGrammar`).
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class DemoConfig:
     learning_rate: float = 3e-3
     """AdamW peak learning rate, after linear warm-up, cosine decay to a tenth."""
     warmup_steps: int = 16
+    final_lr_fraction: float = 0.1
+    """The learning rate at the last step as a fraction of the peak (cosine decay to it;
+    1.0: constant after warm-up)."""
     weight_decay: float = 0.01
     checkpoints: int = 8
     """Checkpoints per model, log-spaced from ``first_checkpoint`` to ``steps``."""
@@ -92,6 +98,28 @@ class DemoConfig:
     eval_seq_len: int = 64
     eval_batch_size: int = 8
     probes: int = 16
+    # The presets (see PRESETS) change the following; their defaults are the original demo.
+    arch: str = "gpt_neox"
+    """``gpt_neox`` (LayerNorm, rotary, GELU MLP of 4·width) or ``llama`` (LlamaForCausalLM:
+    RMSNorm, rotary, SwiGLU MLP of 3·width, untied head, no bias; eager attention)."""
+    depths: tuple[int, ...] | None = None
+    """Layers of each model (one per width); None: ``num_layers`` for all."""
+    head_dim: int = 16
+    """Dimensions per attention head (one head below 2·head_dim)."""
+    lr_rule: str = "constant"
+    """``constant``: every model trains at ``learning_rate``. ``mup``: μP-style for Adam, the
+    hidden matrices (every ≥ 2-D weight but the input embedding, the output head included)
+    at ``learning_rate · base_width / width``; embeddings, norms and biases at
+    ``learning_rate``."""
+    base_width: int = 32
+    """The width at which ``lr_rule="mup"`` uses ``learning_rate`` unchanged."""
+    corpus: str = "simple"
+    """``simple``: the original language. ``longtail``: the long-tail language (a lexicon of
+    1,500 nouns with a heavier Zipf tail, rare constructions, more long-range recall)."""
+    measure_on: str = "eval"
+    """``eval``: measure on held-out documents; ``train``: on the training documents."""
+    device: str = "cpu"
+    """Where the models train and are measured (``cpu`` or ``cuda``)."""
 
     @classmethod
     def fast(cls) -> DemoConfig:
@@ -128,17 +156,44 @@ class DemoConfig:
         points = np.geomspace(self.first_checkpoint, self.steps, self.checkpoints)
         return tuple(sorted({round(float(p)) for p in points}))
 
+    def layers(self) -> tuple[int, ...]:
+        """Layers of each model, in the order of ``widths``."""
+        return self.depths if self.depths is not None else (self.num_layers,) * len(self.widths)
+
     def model_names(self) -> tuple[str, ...]:
-        return tuple(f"neox-w{w}" for w in self.widths)
+        prefix = "neox" if self.arch == "gpt_neox" else self.arch
+        if self.depths is None:
+            return tuple(f"{prefix}-w{w}" for w in self.widths)
+        return tuple(f"{prefix}-w{w}-d{d}" for w, d in zip(self.widths, self.layers(), strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["widths"] = list(self.widths)
+        out["depths"] = list(self.depths) if self.depths is not None else None
         return out
 
     def validate(self) -> None:
         """Raise SpecprobeError on settings that cannot train or measure."""
         self.checkpoint_steps()
+        for name, allowed in (
+            ("arch", ("gpt_neox", "llama")),
+            ("lr_rule", ("constant", "mup")),
+            ("corpus", ("simple", "longtail")),
+            ("measure_on", ("eval", "train")),
+            ("device", ("cpu", "cuda")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise SpecprobeError(
+                    f"expected {name} to be one of {', '.join(allowed)}, found {getattr(self, name)!r}",
+                    f"use {name}={allowed[0]!r}",
+                )
+        if self.depths is not None and (
+            len(self.depths) != len(self.widths) or any(d < 1 for d in self.depths)
+        ):
+            raise SpecprobeError(
+                f"expected one depth (>= 1) per width, found depths={self.depths} for widths={self.widths}",
+                "give as many depths as widths, or none",
+            )
         if len(self.widths) < 1 or any(w < 4 or w % 4 for w in self.widths):
             raise SpecprobeError(
                 f"expected widths that are multiples of 4 (at least 4), found {self.widths}",
@@ -314,15 +369,120 @@ class _Grammar:
         return " ".join(" ".join(s) + " ." for s in sentences)
 
 
-def generate_corpus(num_documents: int, seed: int = 0, *, lexicon: Lexicon | None = None) -> list[str]:
+IF, THEN, ALSO, COUNT_WORDS = "si", "tam", "eki", ("un", "du", "tri", "kar")
+"""Function words of the long-tail language's rare constructions: 'if … then', 'also', and
+the number words that announce a list of exactly that many nouns."""
+
+LONGTAIL_LEXICON = {"nouns": 1500, "verbs": 300, "adjectives": 240}
+"""Lexicon sizes of the long-tail language."""
+
+
+class _LongTailGrammar(_Grammar):
+    """The long-tail language: the same syntax over a larger lexicon with a heavier Zipf
+    tail (exponent 1.0 over 1,500 nouns: half of all noun tokens come from beyond the 40
+    commonest), plus rare constructions and long-range dependencies:
+
+    * conditional (5% of sentences): ``si <clause> tam <subject noun again> <verb> …`` — the
+      noun of the first clause is repeated after ``tam``, a copy within the sentence;
+    * counted list (3%): ``kar lo n1 pa lo n2 pa lo n3 pa lo n4 <plural verb> …`` — the number
+      word fixes how many nouns follow, and the verb is plural;
+    * double relative clause (4%): two nested ``ke`` clauses, each verb agreeing with its own
+      subject, the main verb with the outer subject across both;
+    * a second character introduced mid-document (``eki <Name2> …``) and recalled at the end
+      after the protagonist (``pa vosi <Name> eki <Name2> .``), and the document's topic
+      noun recalled after them when the document has one: recall across the whole document.
+    """
+
+    TOPIC_SHARE = 0.5
+
+    def __init__(self, lexicon: Lexicon, rng: np.random.Generator) -> None:
+        super().__init__(lexicon, rng)
+        self.noun_cdf = _zipf(len(lexicon.nouns), 1.0)
+        self.adj_cdf = _zipf(len(lexicon.adjectives), 1.0)
+        self.verb_cdf = {c: _zipf(len(v), 0.8) for c, v in self.verbs_of_class.items()}
+
+    def clause(self, topic: int) -> tuple[list[str], int]:
+        """Subject verb object; the subject's noun index."""
+        subject, s_index, s_plural = self.noun_phrase(topic)
+        return [*subject, self.verb(s_index, s_plural), *self.noun_phrase(topic)[0]], s_index
+
+    def sentence(self, topic: int) -> list[str]:
+        u = self.rng.random()
+        if u < 0.05:  # conditional, with the subject noun copied after "tam"
+            first, s_index = self.clause(topic)
+            noun = self.lex.nouns[s_index]
+            return [
+                IF,
+                *first,
+                THEN,
+                DET_SINGULAR,
+                noun,
+                self.verb(s_index, False),
+                *self.noun_phrase(topic)[0],
+            ]
+        if u < 0.08:  # counted list: the number word fixes the count; the verb is plural
+            count = int(self.rng.integers(1, len(COUNT_WORDS) + 1))
+            words = [COUNT_WORDS[count - 1]]
+            indices = []
+            for i in range(count):
+                index = self.noun(topic)
+                words += [DET_SINGULAR, self.lex.nouns[index]] + ([AND] if i < count - 1 else [])
+                indices.append(index)
+            words.append(self.verb(indices[0], count > 1))
+            return words + self.noun_phrase(topic)[0]
+        if u < 0.12:  # two nested relative clauses
+            outer, o_index, o_plural = self.noun_phrase(topic)
+            middle, m_index, m_plural = self.noun_phrase(topic)
+            inner, i_index, i_plural = self.noun_phrase(topic)
+            return [
+                *outer,
+                RELATIVE,
+                *middle,
+                RELATIVE,
+                *inner,
+                self.verb(i_index, i_plural),
+                self.verb(m_index, m_plural),
+                self.verb(o_index, o_plural),
+                *self.noun_phrase(topic)[0],
+            ]
+        return super().sentence(topic)
+
+    def document(self) -> str:
+        topic = int(self.rng.integers(self.TOPICS))
+        names = self.lex.names
+        name = names[int(self.rng.integers(len(names)))]
+        second = names[int(self.rng.integers(len(names)))]
+        topic_noun = self.noun(topic)
+        opening = [name, self.verb(topic_noun, False), DET_SINGULAR, self.lex.nouns[topic_noun]]
+        sentences = [opening]
+        count = int(self.rng.integers(3, 8))
+        for i in range(count):
+            if i == count // 2:
+                sentences.append(
+                    [ALSO, second, self.verb(self.noun(topic), False), *self.noun_phrase(topic)[0]]
+                )
+            sentences.append(self.sentence(topic))
+        sentences.append([AND, SAID, name, ALSO, second, self.lex.nouns[topic_noun]])
+        return " ".join(" ".join(s) + " ." for s in sentences)
+
+
+def generate_corpus(
+    num_documents: int, seed: int = 0, *, lexicon: Lexicon | None = None, kind: str = "simple"
+) -> list[str]:
     """``num_documents`` documents of the synthetic language, deterministic in ``seed``.
 
     The lexicon is drawn from ``seed`` too (so two corpora with the same seed and different
     lengths share it, and the first documents of the longer one are the shorter one);
     pass ``lexicon`` to draw documents of another seed in the same language (held-out text).
+    ``kind="longtail"`` draws the long-tail language (:class:`_LongTailGrammar`; its
+    default lexicon is :func:`make_lexicon` with :data:`LONGTAIL_LEXICON` sizes).
     """
-    lex = lexicon if lexicon is not None else make_lexicon(seed)
-    grammar = _Grammar(lex, np.random.default_rng([seed, 2]))
+    rng = np.random.default_rng([seed, 2])
+    grammar: _Grammar
+    if kind == "longtail":
+        grammar = _LongTailGrammar(lexicon or make_lexicon(seed, **LONGTAIL_LEXICON), rng)
+    else:
+        grammar = _Grammar(lexicon or make_lexicon(seed), rng)
     return [grammar.document() for _ in range(num_documents)]
 
 
@@ -395,11 +555,13 @@ class DemoLayout:
 
 
 def _learning_rate(config: DemoConfig, step: int) -> float:
-    """Linear warm-up to the peak, then cosine decay to a tenth of it at the last step."""
+    """Linear warm-up to the peak, then cosine decay to ``final_lr_fraction`` of it at the
+    last step (a tenth by default)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    low = config.final_lr_fraction
+    return config.learning_rate * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _windows(stream: torch.Tensor, config: DemoConfig, generator: torch.Generator) -> torch.Tensor:
@@ -431,21 +593,28 @@ def train_family(
     """
     import transformers
 
-    from specprobe.models import tiny_causal_lm
-
     transformers.utils.logging.disable_progress_bar()  # save_pretrained's "Writing model shards"
     config = config or DemoConfig()
     config.validate()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecprobeError(
+            "expected a CUDA device for device='cuda', found none (torch.cuda.is_available() is False)",
+            "run the preset on a machine with a GPU, or choose a CPU preset",
+        )
     layout = DemoLayout(Path(out_dir))
     if layout.family.exists() and any(layout.family.iterdir()):
         raise SpecprobeError(
             f"expected an empty or new output directory, found models in {layout.family}",
             "choose another output directory, or delete that one",
         )
-    lexicon = make_lexicon(config.seed)
-    train_docs = generate_corpus(config.train_documents, config.seed, lexicon=lexicon)
+    corpus_lexicon = LONGTAIL_LEXICON if config.corpus == "longtail" else {}
+    lexicon = make_lexicon(config.seed, **corpus_lexicon)
+    train_docs = generate_corpus(config.train_documents, config.seed, lexicon=lexicon, kind=config.corpus)
     # Held-out text: the same language (lexicon), documents drawn from another stream.
-    eval_docs = generate_corpus(config.eval_documents, config.seed + 1_000_003, lexicon=lexicon)
+    eval_docs = generate_corpus(
+        config.eval_documents, config.seed + 1_000_003, lexicon=lexicon, kind=config.corpus
+    )
     layout.data.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     layout.train_corpus.write_text("\n".join(train_docs) + "\n", encoding="utf-8")
@@ -461,28 +630,94 @@ def train_family(
     vocab = len(tokenizer)
     steps = set(config.checkpoint_steps())
     folders = []
-    for index, (name, width) in enumerate(zip(config.model_names(), config.widths, strict=True)):
+    models = zip(config.model_names(), config.widths, config.layers(), strict=True)
+    for index, (name, width, layers) in enumerate(models):
         folder = layout.model_dir(name)
         folder.mkdir(parents=True)
         tokenizer.save_pretrained(folder)
-        metadata = {
+        model = build_model(config, vocab, width, layers, seed=config.seed + index).to(device)
+        metadata: dict[str, Any] = {
             "tokens_per_step": config.tokens_per_step,
             "width": width,
+            "layers": layers,
+            "num_params": sum(p.numel() for p in model.parameters()),
             "demo_config": config.to_dict(),
         }
         (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        model = tiny_causal_lm(
+        losses = _train_one(model, tokenizer, name, index, stream, config, steps, folder, progress_callback)
+        # The training-loss curve, averaged over blocks of steps, so that a reader (and the
+        # reach study) can see whether the loss had flattened.
+        block = max(1, config.steps // 64)
+        metadata["train_loss_block"] = block
+        metadata["train_loss"] = [float(np.mean(losses[i : i + block])) for i in range(0, len(losses), block)]
+        (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        folders.append(folder)
+    return folders
+
+
+def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed: int) -> Any:
+    """One randomly initialised model of the family, in eval mode, eager attention.
+
+    ``gpt_neox``: :func:`specprobe.models.tiny_causal_lm` (4·width MLP). ``llama``:
+    LlamaForCausalLM with RMSNorm, rotary positions, a SwiGLU MLP of 3·width, as many
+    key/value heads as query heads, an untied output head and no biases.
+    """
+    from specprobe.models import tiny_causal_lm
+
+    heads = max(1, width // config.head_dim)
+    max_positions = max(config.seq_len, config.eval_seq_len)
+    if config.arch == "gpt_neox":
+        return tiny_causal_lm(
             "gpt_neox",
             vocab_size=vocab,
             hidden_size=width,
-            num_layers=config.num_layers,
-            num_heads=max(1, width // 16),
-            max_positions=max(config.seq_len, config.eval_seq_len),
-            seed=config.seed + index,
+            num_layers=layers,
+            num_heads=heads,
+            max_positions=max_positions,
+            seed=seed,
         )
-        _train_one(model, tokenizer, name, index, stream, config, steps, folder, progress_callback)
-        folders.append(folder)
-    return folders
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    eager: dict[str, Any] = {"attn_implementation": "eager"}  # forward-mode AD needs eager attention
+    llama = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        **eager,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama)
+    return model.eval()
+
+
+def _param_groups(model: Any, config: DemoConfig, width: int) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on ≥ 2-D weights but embeddings; a learning-rate scale per
+    group by ``config.lr_rule`` (``mup``: base_width / width on every ≥ 2-D weight but the
+    input embedding; 1 elsewhere)."""
+    hidden_scale = config.base_width / width if config.lr_rule == "mup" else 1.0
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        embedding = "embed_in" in name or "embed_tokens" in name
+        matrix = p.ndim >= 2 and not embedding
+        decay = p.ndim >= 2 and "embed" not in name
+        groups.setdefault((matrix, decay), []).append(p)
+    return [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decay else 0.0,
+            "lr_scale": hidden_scale if matrix else 1.0,
+        }
+        for (matrix, decay), params in groups.items()
+    ]
 
 
 def _train_one(
@@ -495,27 +730,29 @@ def _train_one(
     checkpoint_steps: set[int],
     folder: Path,
     progress_callback: Callable[[TrainingProgress], None] | None,
-) -> None:
+) -> list[float]:
+    """Train one model; return the training loss of every step."""
     generator = torch.Generator().manual_seed(config.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embed" in n]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        _param_groups(model, config, int(model.config.hidden_size)),
         lr=config.learning_rate,
         betas=(0.9, 0.98),
     )
+    device = next(model.parameters()).device
     vocab = model.config.vocab_size
+    losses: list[float] = []
     model.train()
     for step in range(config.steps):
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
-        ids = _windows(stream, config, generator)
+            group["lr"] = _learning_rate(config, step) * group["lr_scale"]
+        ids = _windows(stream, config, generator).to(device)
         logits = model(input_ids=ids, use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        losses.append(float(loss.detach()))
         saved = None
         if step + 1 in checkpoint_steps:
             saved = folder / f"checkpoint-{step + 1}"
@@ -530,11 +767,12 @@ def _train_one(
                     num_models=len(config.widths),
                     step=step + 1,
                     total_steps=config.steps,
-                    loss=float(loss.detach()),
+                    loss=losses[-1],
                     checkpoint=saved,
                 )
             )
     model.eval()
+    return losses
 
 
 # ---- the analysis half -----------------------------------------------------------------------
@@ -542,8 +780,10 @@ def _train_one(
 
 def demo_plan(out_dir: Path | str, config: DemoConfig | None = None) -> SweepPlan:
     """The ``SweepPlan`` that measures every checkpoint of the trained family on the held-out
-    documents (Hutchinson, ``config.probes`` probes per batch, the same token subset for all
-    models: they share the tokenizer, so positions compare at equal D)."""
+    documents (or, with ``measure_on="train"``, the training documents; Hutchinson,
+    ``config.probes`` probes per batch, the same token subset for all models: they share
+    the tokenizer, so positions compare at equal D)."""
+    from specprobe.choices import Device
     from specprobe.data import DataSpec
     from specprobe.lnp import Estimator
     from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan
@@ -551,12 +791,204 @@ def demo_plan(out_dir: Path | str, config: DemoConfig | None = None) -> SweepPla
     config = config or DemoConfig()
     layout = DemoLayout(Path(out_dir))
     models = tuple(ModelSpec(id=str(layout.model_dir(name)), label=name) for name in config.model_names())
+    corpus = layout.train_corpus if config.measure_on == "train" else layout.eval_corpus
     data = DataSpec(
-        dataset=str(layout.eval_corpus),
+        dataset=str(corpus),
         num_sequences=config.eval_sequences,
         seq_len=config.eval_seq_len,
         batch_size=config.eval_batch_size,
         seed=config.seed,
     )
-    probe = ProbeSpec(estimator=Estimator.HUTCHINSON_PER_SAMPLE, probes=config.probes, seed=config.seed)
+    probe = ProbeSpec(
+        estimator=Estimator.HUTCHINSON_PER_SAMPLE,
+        probes=config.probes,
+        seed=config.seed,
+        device=Device(config.device),
+    )
     return SweepPlan(models=models, data=data, probe=probe)
+
+
+# ---- presets ---------------------------------------------------------------------------------
+
+DEFAULT_PRESET = "tiny-neox"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of ``specprobe demo``, with a reduced size for its test."""
+
+    name: str
+    description: str
+    config: DemoConfig
+    reduced: DemoConfig
+    """The same recipe shrunk to seconds (the test trains and measures it)."""
+    budget: str
+    """The stated cost, as measured (or, for a GPU preset not yet run, as sized)."""
+
+
+def _llama_cpu() -> DemoConfig:
+    return DemoConfig(
+        arch="llama",
+        corpus="longtail",
+        vocab_size=512,
+        train_documents=16000,
+        eval_documents=400,
+        widths=(8, 16, 32, 64, 128),
+        num_layers=2,
+        lr_rule="mup",
+        learning_rate=4e-3,
+        base_width=32,
+        seq_len=64,
+        batch_size=16,
+        steps=1536,
+        warmup_steps=32,
+        checkpoints=8,
+        first_checkpoint=12,
+        eval_sequences=32,
+        eval_seq_len=64,
+        eval_batch_size=8,
+        probes=16,
+    )
+
+
+def _llama_cpu_long() -> DemoConfig:
+    """The reach study's ``longest`` configuration, where the reach exponent came closest to
+    the paper's claim (seed 0: N^−0.21 ± 0.02; seeds 1 and 2 do not repeat it; see
+    docs/reach-study.md)."""
+    return DemoConfig(
+        arch="llama",
+        corpus="longtail",
+        vocab_size=384,
+        train_documents=48000,
+        eval_documents=300,
+        widths=(8, 16, 32, 64),
+        num_layers=2,
+        lr_rule="mup",
+        learning_rate=4e-3,
+        base_width=32,
+        seq_len=64,
+        batch_size=16,
+        steps=4096,
+        warmup_steps=32,
+        checkpoints=9,
+        first_checkpoint=16,
+        eval_sequences=32,
+        eval_seq_len=64,
+        eval_batch_size=8,
+        probes=16,
+    )
+
+
+def _llama_gpu() -> DemoConfig:
+    return DemoConfig(
+        arch="llama",
+        corpus="longtail",
+        vocab_size=1024,
+        train_documents=200000,
+        eval_documents=1000,
+        widths=(32, 64, 128, 256, 512),
+        num_layers=4,
+        head_dim=32,
+        lr_rule="mup",
+        learning_rate=4e-3,
+        base_width=64,
+        seq_len=128,
+        batch_size=64,
+        steps=3072,
+        warmup_steps=64,
+        checkpoints=8,
+        first_checkpoint=16,
+        eval_sequences=32,
+        eval_seq_len=128,
+        eval_batch_size=8,
+        probes=16,
+        device="cuda",
+    )
+
+
+def _reduced(config: DemoConfig) -> DemoConfig:
+    """A preset shrunk to seconds: its corpus, architecture and rules; two tiny sizes."""
+    from dataclasses import replace
+
+    return replace(
+        config,
+        train_documents=300,
+        eval_documents=30,
+        vocab_size=320,
+        widths=(8, 16),
+        depths=None,
+        num_layers=1,
+        head_dim=8,
+        base_width=8,
+        seq_len=16,
+        batch_size=4,
+        steps=6,
+        warmup_steps=2,
+        checkpoints=2,
+        first_checkpoint=2,
+        eval_sequences=4,
+        eval_seq_len=16,
+        eval_batch_size=2,
+        probes=2,
+        device="cpu",
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "tiny-neox",
+            "the original demo: four GPT-NeoX models (widths 16 to 128, 19k to 495k parameters) "
+            "on the simple synthetic language, one learning rate for all",
+            DemoConfig(),
+            _reduced(DemoConfig()),
+            "about 3 minutes on 2 CPU cores",
+        ),
+        Preset(
+            "tiny-neox-fast",
+            "a smaller variant of tiny-neox for a first look (what --fast selects)",
+            DemoConfig.fast(),
+            _reduced(DemoConfig.fast()),
+            "under a minute on 2 CPU cores",
+        ),
+        Preset(
+            "llama-cpu",
+            "five Llama models (RMSNorm, rotary, SwiGLU; widths 8 to 128, 2 layers) on the "
+            "long-tail language, μP-style learning rates (hidden matrices at 4e-3·32/width)",
+            _llama_cpu(),
+            _reduced(_llama_cpu()),
+            "219 s of CPU time with one thread (train and measure; 19.5 minutes of wall time on a "
+            "shared machine that gave it a fifth of a core): well within 15 minutes on 2 idle cores",
+        ),
+        Preset(
+            "llama-cpu-long",
+            "four Llama models (widths 8 to 64, 7.8k to 156k parameters) on the long-tail "
+            "language for 4,096 steps of fresh data: the reach study's longest configuration, "
+            "where the reach exponent came closest to the paper's claim (for seed 0 only)",
+            _llama_cpu_long(),
+            _reduced(_llama_cpu_long()),
+            "723 s of wall time with one thread on a shared machine (train 695 s, measure 28 s)",
+        ),
+        Preset(
+            "llama-gpu",
+            "five Llama models (widths 32 to 512, 4 layers) on the long-tail language, "
+            "μP-style learning rates, trained and measured on one GPU (--device cuda)",
+            _llama_gpu(),
+            _reduced(_llama_gpu()),
+            "sized for 10 minutes on one H200; not yet run on a GPU",
+        ),
+    )
+}
+"""The presets of ``specprobe demo --preset NAME``."""
+
+
+def preset(name: str) -> Preset:
+    """The preset called ``name``; SpecprobeError naming the presets otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SpecprobeError(
+            f"expected a demo preset name, found {name!r}",
+            f"choose one of {', '.join(PRESETS)}",
+        ) from None

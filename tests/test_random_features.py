@@ -63,3 +63,45 @@ def test_frozen_features_keep_chi_net_and_feature_learning_moves_it(tmp_path: Pa
         assert result["figure"] == figure and figure.stat().st_size > 10_000
     else:
         assert result["figure"] is None
+
+
+def test_family_view_of_frozen_and_learnt_features(tmp_path: Path) -> None:
+    example = load_example()
+    figure = tmp_path / "family.png"
+    result = example.main(
+        [
+            *("--widths", "8", "16", "32", "--steps", "60", "--n", "32", "--points", "3"),
+            *("--family-seeds", "2", "--quiet", "--figure", str(tmp_path / "rf.png")),
+            *("--family-figure", str(figure)),
+        ]
+    )
+    views, amplification = result["family"], result["family_amplification"]
+    assert set(views) == {"frozen", "feature learning"}
+    for view in views.values():
+        # One model per width, ranked by N = M·(d + 1), reach with an error across the 2 seeds.
+        assert [r["num_params"] for r in view["reach"]] == [8 * 9, 16 * 9, 32 * 9]
+        assert all(r["reach_stderr"] > 0 for r in view["reach"])
+        assert view["reach_fit"] is not None and view["loss_fit"] is not None
+        assert {c["name"] for c in view["verdict"]["claims"]} >= {"reach_grows_with_size", "chi_net_grows"}
+    for width in (8, 16, 32):
+        # Frozen features: χ_net(T)/χ_net(0) is 1 in every seed, so its error is 0; learnt: it moves.
+        assert amplification[f"frozen M={width}"] == pytest.approx((1.0, 0.0), abs=1e-9)
+        assert abs(amplification[f"feature learning M={width}"][0] - 1) > 0.05
+    # The mean over seeds of a family record is the mean of the per-seed rows.
+    rows = [example.Row(**r) for r in result["rows"]]
+    assert rows and {r.seed for r in rows} == {0}
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert result["family_figure"] == figure and figure.stat().st_size > 10_000
+
+
+def test_family_records_average_over_seeds() -> None:
+    example = load_example()
+    rows = [
+        example.Row(4, "frozen", 10, loss, 2.0, pos, 0.0, 1.0, seed)
+        for seed, (loss, pos) in enumerate([(1.0, 0.1), (3.0, 0.3)])
+    ]
+    (record,) = example.family_records(rows, d=3, n=5)
+    assert record["loss"] == 2.0 and record["loss_stderr"] == pytest.approx(1.0)
+    assert record["spectral_position"] == pytest.approx(0.2)
+    assert record["spectral_position_stderr"] == pytest.approx(0.1)
+    assert record["num_params"] == 16 and record["tokens_seen"] == 50 and record["num_outputs"] == 5
