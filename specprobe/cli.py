@@ -254,21 +254,9 @@ def analyze(
         typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
     ] = None,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
-    split_: Annotated[
-        Split,
-        typer.Option(
-            "--split",
-            help="Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
-            "'batches' (every process measures a share of every checkpoint's batches).",
-        ),
-    ] = Split.checkpoints,
-    gpus_per_model: Annotated[
-        int, typer.Option(min=1, help="Under a launcher: GPUs each model is spread over.")
-    ] = 1,
-    processes: Annotated[
-        int,
-        typer.Option(min=1, help="Start this many local processes (torchrun) and share the sweep."),
-    ] = 1,
+    split_: Annotated[Split, typer.Option("--split", help=SPLIT_HELP)] = Split.checkpoints,
+    gpus_per_model: Annotated[int, typer.Option(min=1, help=GPUS_HELP)] = 1,
+    processes: Annotated[int, typer.Option(min=1, help=PROCESSES_HELP)] = 1,
 ) -> None:
     """Measure spectral position across models and their training revisions (or ONNX graphs)."""
     _relaunch(processes)
@@ -422,6 +410,12 @@ def _write_figures(records: list[dict[str, Any]], directory: Any) -> None:
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
 
 
+SPLIT_HELP = (
+    "Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
+    "'batches' (every process measures a share of every checkpoint's batches)."
+)
+GPUS_HELP = "Under a launcher: GPUs each model is spread over."
+PROCESSES_HELP = "Start this many local processes (torchrun) and share the sweep."
 HTML_HELP = "Also write the whole report as one self-contained HTML file (tables, figures, verdict) to share."
 WIDE_HELP = (
     "Show every table column, however wide (by default the least important are left out to fit the terminal)."
@@ -545,21 +539,9 @@ def run(
     json_output: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")] = False,
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
-    split_: Annotated[
-        Split,
-        typer.Option(
-            "--split",
-            help="Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
-            "'batches' (every process measures a share of every checkpoint's batches).",
-        ),
-    ] = Split.checkpoints,
-    gpus_per_model: Annotated[
-        int, typer.Option(min=1, help="Under a launcher: GPUs each model is spread over.")
-    ] = 1,
-    processes: Annotated[
-        int,
-        typer.Option(min=1, help="Start this many local processes (torchrun) and share the sweep."),
-    ] = 1,
+    split_: Annotated[Split, typer.Option("--split", help=SPLIT_HELP)] = Split.checkpoints,
+    gpus_per_model: Annotated[int, typer.Option(min=1, help=GPUS_HELP)] = 1,
+    processes: Annotated[int, typer.Option(min=1, help=PROCESSES_HELP)] = 1,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
     _relaunch(processes)
