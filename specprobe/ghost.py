@@ -112,6 +112,7 @@ class GhostNorms:
         self._handles: list[Any] = []
         self._quiet = False
         self._elementwise: dict[nn.Module, bool] = {}
+        self._planned: tuple[Tensor, _Plan] | None = None  # the plan of the current outputs
 
     def __enter__(self) -> GhostNorms:
         for module, kind in self.modules.items():
@@ -123,12 +124,13 @@ class GhostNorms:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self.calls.clear()
+        self.reset()
 
     def reset(self, samples: int = 0) -> None:
         """Forget the module calls of the previous forward pass; ``samples`` is the batch
         size of the next one (for position embeddings shared by the whole batch)."""
         self.calls.clear()
+        self._planned = None
         self.samples = samples
 
     def hooked_bytes(self) -> int:
@@ -265,7 +267,10 @@ class GhostNorms:
         ``per_sample``, else the whole micro-batch (plain Hutchinson). Cost: one backward
         pass for the k cotangents, plus one per group for fallback parameters.
         """
-        plan = self._plan(f)
+        if self._planned is None or self._planned[0] is not f:
+            # once per forward pass, not per probe block: it walks the whole autograd graph
+            self._planned = (f, self._plan(f))
+        plan = self._planned[1]
         k = cotangents.shape[0]
         samples = f.shape[0]
         groups = samples if per_sample else 1
