@@ -3,7 +3,7 @@
 On a tiny GPT-NeoX causal LM (about 0.9M parameters, vocabulary 512, as in
 bench_measure.py) and one batch, the top 20 eigenpairs of Θ = J Jᵀ at the same tolerance:
 
-* specprobe: ``specprobe.eigen.spectrum`` (block Lanczos over the matrix-free operator:
+* specprobe: ``specprobe.linalg.eigen.spectrum`` (block Lanczos over the matrix-free operator:
   vector–Jacobian product, then J·w by double backward on one shared forward graph);
 * specprobe's operator under scipy's ``eigsh`` (ARPACK): the same products, scipy's solver;
 * curvlinops: ``JacobianLinearOperator`` composed with its adjoint, under scipy's
@@ -94,9 +94,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from specprobe.eigen import spectrum
-    from specprobe.models import tiny_causal_lm
-    from specprobe.operators import NTKOperator
+    from specprobe.core.operator import NTKOperator
+    from specprobe.linalg.eigen import spectrum
+    from specprobe.models.hub import tiny_causal_lm
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD and sys.platform =
 import torch  # noqa: E402
 
 import specprobe  # noqa: E402
-from specprobe.memory import peak_rss, reset_peak_rss  # noqa: E402
+from specprobe.core.memory import peak_rss, reset_peak_rss  # noqa: E402
 
 # (hidden, layers, heads, intermediate, vocab) of each Pythia model (their config.json files).
 PYTHIA = {

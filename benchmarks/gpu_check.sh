@@ -40,7 +40,7 @@ PY
 cat "$out/env.log" | tee -a "$summary"
 
 step selftest 45 specprobe selftest --device cuda
-step gpu_tests 90 python -m pytest -q -m gpu tests/test_gpu.py
+step gpu_tests 90 python -m pytest -q -m gpu tests/core/test_gpu.py
 step bench_bf16 120 python benchmarks/bench_scale.py --device cuda --dtype bfloat16 \
     --sizes 1b,2.8b,6.9b,12b --batch 2 --seq-len 64 --probes 32
 step bench_f32 80 python benchmarks/bench_scale.py --device cuda --dtype float32 \

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 import specprobe
-from specprobe.models import tiny_causal_lm
-from specprobe.report import fmt
+from specprobe.models.hub import tiny_causal_lm
+from specprobe.report.terminal import fmt
 
 VOCAB, SEQ = 48, 32
 

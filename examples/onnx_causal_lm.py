@@ -26,9 +26,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 import specprobe
-from specprobe.cli import app
-from specprobe.models import tiny_causal_lm
-from specprobe.results import ResultStore
+from specprobe.cli.app import app
+from specprobe.models.hub import tiny_causal_lm
+from specprobe.store.results import ResultStore
 
 
 class Logits(nn.Module):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from specprobe.cli import app
+from specprobe.cli.app import app
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

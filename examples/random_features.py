@@ -27,7 +27,7 @@ D·χ_pos falls from 20–30 to below 0.3 in every run.
 The family view (``--family-seeds K``, K ≥ 2 for error bars): every width is trained from K
 seeds (seed, seed+1, …) in both modes, the runs are turned into results records (one model
 per width and mode, N = M·(d + 1) parameters of the network in both modes, the mean over
-seeds at each step with its standard error across seeds) and :mod:`specprobe.family` gives
+seeds at each step with its standard error across seeds) and :mod:`specprobe.analysis.family` gives
 per mode the spectral reach (lowest D·χ_pos), the final loss, the amplification
 χ_net(t)/χ_net(0) at the last step, their power laws in N and the verdict. Measured on the
 training set, so a run that converges drives its position towards 0 (at a minimum of the
@@ -53,8 +53,8 @@ from rich.table import Table
 from torch import nn
 
 import specprobe
-from specprobe import family
-from specprobe.report import fmt
+from specprobe.analysis import family
+from specprobe.report.terminal import fmt
 
 MODES = ("frozen", "feature learning")
 

@@ -1,11 +1,11 @@
 """The spectral-reach study: does a larger model reach lower spectral position, and when?
 
-Each configuration is a :class:`specprobe.demo.DemoConfig` that differs from the study's
+Each configuration is a :class:`specprobe.demo.demo.DemoConfig` that differs from the study's
 base in one thing (training length, learning-rate rule, width against depth, a fixed
 dataset seen for many epochs against fresh data, measuring on training against held-out
 text, corpus, architecture, seed). For each, the family is trained as ``specprobe demo``
-trains it, every checkpoint is measured by ``specprobe.sweep.run_sweep`` (the same path as
-``specprobe run``), and the reach statistics of :mod:`specprobe.reach` are judged by the
+trains it, every checkpoint is measured by ``specprobe.pipeline.sweep.run_sweep`` (the same path as
+``specprobe run``), and the reach statistics of :mod:`specprobe.analysis.reach` are judged by the
 family view's criterion (two combined standard errors; power-law fit against N):
 
 * ``lowest``: the lowest D·χ_pos over the checkpoints (the family view's reach);
@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from specprobe.demo import DemoConfig, demo_plan, train_family
-from specprobe.reach import STATISTICS, judge, position_at_step, reach_values
-from specprobe.results import ResultStore
-from specprobe.sweep import run_sweep
+from specprobe.analysis.reach import STATISTICS, judge, position_at_step, reach_values
+from specprobe.demo.demo import DemoConfig, demo_plan, train_family
+from specprobe.pipeline.sweep import run_sweep
+from specprobe.store.results import ResultStore
 
 BASE = DemoConfig(
     arch="llama",

@@ -11,7 +11,6 @@ line's ``--help``) does not import torch until something needs it.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from specprobe.choices import Estimator
@@ -22,53 +21,50 @@ from specprobe.errors import (
     SpecprobeError,
     TooLargeError,
 )
-
-try:
-    __version__ = version("specprobe")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from specprobe.version import __version__
 
 _LAZY = {
     # measurement
-    "measure": "specprobe.lnp",
-    "Measurement": "specprobe.lnp",
-    "GroupShare": "specprobe.lnp",
-    "select_parameters": "specprobe.params",
+    "measure": "specprobe.core.measure",
+    "Measurement": "specprobe.core.measure",
+    "GroupShare": "specprobe.core.measure",
+    "select_parameters": "specprobe.core.params",
     # repeated measurement (checkpoints, training)
-    "Probe": "specprobe.probe",
-    "log_steps": "specprobe.probe",
+    "Probe": "specprobe.pipeline.probe",
+    "log_steps": "specprobe.pipeline.probe",
+    "SpecprobeCallback": "specprobe.pipeline.trainer",
     # adapters
-    "Adapter": "specprobe.adapters",
-    "AdapterKind": "specprobe.adapters",
-    "AdaptedBatch": "specprobe.adapters",
-    "CausalLMAdapter": "specprobe.adapters",
-    "ClassificationAdapter": "specprobe.adapters",
-    "RegressionAdapter": "specprobe.adapters",
-    "CallableAdapter": "specprobe.adapters",
-    "Loss": "specprobe.adapters",
+    "Adapter": "specprobe.core.adapters",
+    "AdapterKind": "specprobe.core.adapters",
+    "AdaptedBatch": "specprobe.core.adapters",
+    "CausalLMAdapter": "specprobe.core.adapters",
+    "ClassificationAdapter": "specprobe.core.adapters",
+    "RegressionAdapter": "specprobe.core.adapters",
+    "CallableAdapter": "specprobe.core.adapters",
+    "Loss": "specprobe.core.adapters",
     # loading and results
-    "load_checkpoint": "specprobe.models",
-    "find_checkpoints": "specprobe.models",
-    "ResultStore": "specprobe.results",
-    "load_results": "specprobe.frames",
-    "load_batches": "specprobe.frames",
+    "load_checkpoint": "specprobe.models.hub",
+    "find_checkpoints": "specprobe.models.hub",
+    "ResultStore": "specprobe.store.results",
+    "load_results": "specprobe.store.frames",
+    "load_batches": "specprobe.store.frames",
     # dense reference
-    "dense_kernel": "specprobe.dense",
-    "DenseKernel": "specprobe.dense",
+    "dense_kernel": "specprobe.core.dense",
+    "DenseKernel": "specprobe.core.dense",
     # matrix-free operator and spectra
-    "NTKOperator": "specprobe.operators",
-    "ProductMode": "specprobe.operators",
-    "spectrum": "specprobe.eigen",
-    "spectrum_of": "specprobe.eigen",
-    "Spectrum": "specprobe.eigen",
-    "EigenMethod": "specprobe.eigen",
-    "spectral_density": "specprobe.eigen",
-    "spectral_density_of": "specprobe.eigen",
-    "SpectralDensity": "specprobe.eigen",
-    "eigenvalue_count": "specprobe.eigen",
-    "deflated_trace": "specprobe.eigen",
-    "TraceEstimate": "specprobe.eigen",
-    "summarize_spectrum": "specprobe.eigen",
+    "NTKOperator": "specprobe.core.operator",
+    "ProductMode": "specprobe.core.operator",
+    "spectrum": "specprobe.linalg.eigen",
+    "spectrum_of": "specprobe.linalg.eigen",
+    "Spectrum": "specprobe.linalg.eigen",
+    "EigenMethod": "specprobe.linalg.eigen",
+    "spectral_density": "specprobe.linalg.eigen",
+    "spectral_density_of": "specprobe.linalg.eigen",
+    "SpectralDensity": "specprobe.linalg.eigen",
+    "eigenvalue_count": "specprobe.linalg.eigen",
+    "deflated_trace": "specprobe.linalg.eigen",
+    "TraceEstimate": "specprobe.linalg.eigen",
+    "summarize_spectrum": "specprobe.linalg.eigen",
 }
 
 __all__ = [
@@ -81,6 +77,7 @@ __all__ = [
     # repeated measurement (checkpoints, training)
     "Probe",
     "log_steps",
+    "SpecprobeCallback",
     # adapters
     "Adapter",
     "AdapterKind",
@@ -136,7 +133,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
-    from specprobe.adapters import (
+    from specprobe.core.adapters import (
         AdaptedBatch,
         Adapter,
         AdapterKind,
@@ -146,8 +143,11 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         Loss,
         RegressionAdapter,
     )
-    from specprobe.dense import DenseKernel, dense_kernel
-    from specprobe.eigen import (
+    from specprobe.core.dense import DenseKernel, dense_kernel
+    from specprobe.core.measure import GroupShare, Measurement, measure
+    from specprobe.core.operator import NTKOperator, ProductMode
+    from specprobe.core.params import select_parameters
+    from specprobe.linalg.eigen import (
         EigenMethod,
         SpectralDensity,
         Spectrum,
@@ -160,10 +160,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         spectrum_of,
         summarize_spectrum,
     )
-    from specprobe.frames import load_batches, load_results
-    from specprobe.lnp import GroupShare, Measurement, measure
-    from specprobe.models import find_checkpoints, load_checkpoint
-    from specprobe.operators import NTKOperator, ProductMode
-    from specprobe.params import select_parameters
-    from specprobe.probe import Probe, log_steps
-    from specprobe.results import ResultStore
+    from specprobe.models.hub import find_checkpoints, load_checkpoint
+    from specprobe.pipeline.probe import Probe, log_steps
+    from specprobe.pipeline.trainer import SpecprobeCallback
+    from specprobe.store.frames import load_batches, load_results
+    from specprobe.store.results import ResultStore

@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 import specprobe
-from specprobe.results import ResultStore
+from specprobe.store.results import ResultStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from specprobe.cli import app
-from specprobe.models import tiny_causal_lm
-from tests import test_analyze
-from tests.test_analyze import REPO
+from specprobe.cli.app import app
+from specprobe.models.hub import tiny_causal_lm
+from tests.cli import test_analyze
+from tests.cli.test_analyze import REPO
 
 runner = CliRunner()
 hub, corpus, tokenizer = test_analyze.hub, test_analyze.corpus, test_analyze.tokenizer

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from specprobe.cli import app
+from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
-from specprobe.models import tiny_causal_lm
-from specprobe.recipe import MAX_INCLUDE_DEPTH, RecipeError, load_recipe
-from specprobe.results import (
+from specprobe.models.hub import tiny_causal_lm
+from specprobe.recipes.recipe import MAX_INCLUDE_DEPTH, RecipeError, load_recipe
+from specprobe.store.results import (
     LOCK_FILE,
     MARKER_FILE,
     PARTIAL_FILE,
@@ -27,8 +27,8 @@ from specprobe.results import (
     RunLockedError,
     check_run_folder,
 )
-from tests import test_analyze
-from tests.test_analyze import REPO, SMALL, analyze
+from tests.cli import test_analyze
+from tests.cli.test_analyze import REPO, SMALL, analyze
 
 runner = CliRunner()
 # The offline hub cache, corpus and tokenizer of the analyze tests (session fixtures).
@@ -191,7 +191,7 @@ def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"from specprobe.results import RunLock; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); import time; time.sleep(60)",
+            f"from specprobe.store.results import RunLock; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); import time; time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -211,7 +211,7 @@ def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from specprobe.results import ResultStore
+from specprobe.store.results import ResultStore
 store, rank = ResultStore(sys.argv[1]), int(sys.argv[2])
 for i in range(10):
     store.append({"model": "m", "revision": f"r{rank}-{i}", "status": "failed", "settings_hash": "h"})
@@ -490,8 +490,8 @@ def test_out_of_range_options_are_refused(corpus: Path, tmp_path: Path, option: 
 
 
 def test_library_plans_get_the_same_range_checks(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
-    from specprobe.data import DataSpec
-    from specprobe.sweep import ModelSpec, ProbeSpec, SweepPlan, run_sweep
+    from specprobe.models.data import DataSpec
+    from specprobe.pipeline.sweep import ModelSpec, ProbeSpec, SweepPlan, run_sweep
 
     model = ModelSpec(REPO, revisions=("step1",))
     data = DataSpec(dataset=str(corpus), num_sequences=2, seq_len=8, batch_size=2)

@@ -1,0 +1,1 @@
+"""Across records: the family view, spectral reach, fits and the verdict. Data in, data out."""

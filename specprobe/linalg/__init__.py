@@ -1,0 +1,1 @@
+"""Matrix-free linear algebra over one symmetric-operator protocol: eigensolvers, spectral density, trace estimates."""

@@ -1,0 +1,207 @@
+"""A Probe: fix the data and the settings once, then measure checkpoints or training steps.
+
+    probe = specprobe.Probe(batch, estimator="hutchinson", probes=32, out="runs/mine")
+    for step in range(steps):
+        ...  # the training step
+        probe.maybe_measure(step, model)       # measures at log-spaced steps, writes records
+
+Records have the same format as ``specprobe analyze`` writes, so ``specprobe report DIR``
+and the family analysis work on library runs too. A measurement does not disturb
+training: the model's training flags, ``requires_grad`` and ``.grad`` are restored (see
+``specprobe.measure``), the optimizer is never touched, and the global RNG streams (CPU
+and CUDA) are restored afterwards, so the training run continues exactly as without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from specprobe.choices import parse_enum
+from specprobe.core.adapters import Adapter, AdapterKind, resolve_adapter
+from specprobe.core.measure import Estimator, Measurement, measure
+from specprobe.errors import SpecprobeError
+from specprobe.models.data import fingerprint_ids
+from specprobe.store.results import ResultStore
+
+
+def log_steps(last: int, points: int, *, first: int = 1, include_zero: bool = True) -> list[int]:
+    """About ``points`` integer steps, log-spaced from ``first`` to ``last`` (both included),
+    and step 0 when ``include_zero``; duplicates after rounding are dropped."""
+    if last < first or points < 1 or first < 1:
+        raise SpecprobeError(
+            f"expected 1 <= first <= last and points >= 1, found first={first}, last={last}, points={points}",
+            "e.g. log_steps(10_000, 20)",
+        )
+    grid = [first * (last / first) ** (i / max(points - 1, 1)) for i in range(points)]
+    steps = sorted({round(x) for x in grid} | {last})
+    return [0, *steps] if include_zero else steps
+
+
+class Probe:
+    """Measures a model repeatedly on one fixed batch with fixed settings.
+
+    Args:
+        batch: the probe batch, as for ``specprobe.measure`` (kept as given).
+        adapter, params, groups, estimator, probes, seed, micro_batch_size: as for
+            ``specprobe.measure``; the same seed every time (common random probes make
+            steps comparable).
+        schedule: the steps ``maybe_measure`` measures at: an iterable of step numbers or a
+            predicate ``step -> bool``; default ``log_steps(100_000, 40)``.
+        out: a run directory; each measurement is appended to its ``results.jsonl`` as a
+            record (label, revision ``step<N>``, step, tokens seen, every field).
+        label: the model's name in the records.
+        tokens_per_step: for ``tokens_seen`` in the records (and compute in family views).
+
+    Cost per measurement: one forward and (1 + probes) backward passes of the batch.
+    """
+
+    def __init__(
+        self,
+        batch: Any,
+        *,
+        adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
+        params: Sequence[str] | str | None = None,
+        groups: str | Mapping[str, Sequence[str]] | None = None,
+        estimator: Estimator | str = Estimator.HUTCHINSON,
+        probes: int = 32,
+        seed: int = 0,
+        micro_batch_size: int | None = None,
+        schedule: Iterable[int] | Callable[[int], bool] | None = None,
+        out: str | Path | None = None,
+        label: str = "model",
+        tokens_per_step: int | None = None,
+    ) -> None:
+        self.batch = batch
+        self.adapter = resolve_adapter(adapter, batch)
+        self.params = params
+        self.groups = groups
+        self.estimator = parse_enum(Estimator, estimator, "estimator")
+        self.probes = probes
+        self.seed = seed
+        self.micro_batch_size = micro_batch_size
+        if schedule is None:
+            schedule = log_steps(100_000, 40)
+        self._due: Callable[[int], bool] = (
+            schedule if callable(schedule) else frozenset(int(s) for s in schedule).__contains__
+        )
+        self.store = ResultStore(out) if out is not None else None
+        self.label = label
+        self.tokens_per_step = tokens_per_step
+        self.measurements: list[tuple[int | None, Measurement]] = []
+        """Every measurement taken, with its step, in order."""
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the numbers: estimator, probes, seed, parameters, groups, adapter."""
+        return {
+            "probe": {
+                "estimator": self.estimator.value,
+                "probes": self.probes,
+                "seed": self.seed,
+                "params": [self.params] if isinstance(self.params, str) else list(self.params or []) or None,
+                "groups": self.groups,
+                "adapter": self.adapter.name,
+            },
+            "data": {"fingerprint": self.data_fingerprint()},
+        }
+
+    def data_fingerprint(self) -> str | None:
+        """Hash of the batch's token ids (or first tensor), for the records."""
+        tensors = _tensors(self.batch)
+        return fingerprint_ids(tensors[0].detach().cpu()) if tensors else None
+
+    def due(self, step: int) -> bool:
+        """Whether the schedule measures at ``step``."""
+        return self._due(step)
+
+    def maybe_measure(self, step: int, model: nn.Module) -> Measurement | None:
+        """Measure when ``step`` is on the schedule; otherwise do nothing and return None."""
+        return self.measure(model, step=step) if self.due(step) else None
+
+    def measure(
+        self,
+        model: nn.Module,
+        *,
+        step: int | None = None,
+        revision: str | None = None,
+        tokens_seen: int | None = None,
+    ) -> Measurement:
+        """Measure ``model`` now; append a record when the probe has an ``out`` directory."""
+        devices = [d.index for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+        with torch.random.fork_rng(devices=[d for d in devices if d is not None]):
+            result = measure(
+                model,
+                self.batch,
+                estimator=self.estimator,
+                probes=self.probes,
+                seed=self.seed,
+                adapter=self.adapter,
+                params=self.params,
+                micro_batch_size=self.micro_batch_size,
+                groups=self.groups,
+            )
+        self.measurements.append((step, result))
+        if self.store is not None:
+            self.store.append(
+                self.record(model, result, step=step, revision=revision, tokens_seen=tokens_seen)
+            )
+        return result
+
+    def record(
+        self,
+        model: nn.Module,
+        measurement: Measurement,
+        *,
+        step: int | None,
+        revision: str | None = None,
+        tokens_seen: int | None = None,
+    ) -> dict[str, Any]:
+        """The results record of one measurement, in the format ``specprobe analyze`` writes."""
+        from specprobe.pipeline.sweep import measured_record
+
+        if tokens_seen is None and step is not None and self.tokens_per_step:
+            tokens_seen = step * self.tokens_per_step
+        settings = self.settings()
+        return measured_record(
+            model,
+            [measurement],
+            settings,
+            name=self.label,
+            label=self.label,
+            revision=revision or (f"step{step}" if step is not None else "now"),
+            step=step,
+            tokens_seen=tokens_seen,
+            dataset_fingerprint=settings["data"]["fingerprint"],
+        )
+
+    def log_dict(self, measurement: Measurement, prefix: str = "specprobe/") -> dict[str, float]:
+        """Scalars for a logger (TensorBoard, W&B): the decomposition and its errors."""
+        values = {
+            "loss": measurement.loss,
+            "grad_norm_sq": measurement.grad_norm_sq,
+            "chi_loss": measurement.chi_loss,
+            "chi_net": measurement.chi_net,
+            "chi_net_stderr": measurement.chi_net_stderr,
+            "spectral_position": measurement.spectral_position,
+            "spectral_position_stderr": measurement.spectral_position_stderr,
+            "normalized_position": measurement.normalized_position,
+        }
+        for group in measurement.groups or ():
+            values[f"chi_net_share/{group.name}"] = group.chi_net_share
+        return {prefix + k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        values = [batch[k] for k in ("input_ids", "inputs") if k in batch] or list(batch.values())
+        return [t for v in values for t in _tensors(v)]
+    if isinstance(batch, list | tuple):
+        return [t for v in batch for t in _tensors(v)]
+    return []

@@ -1,0 +1,56 @@
+"""Measuring during a Hugging Face ``Trainer`` run: a ``TrainerCallback`` around a Probe.
+
+    from specprobe.pipeline.trainer import SpecprobeCallback
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    SpecprobeCallback.attach(trainer, specprobe.Probe(probe_batch, out="runs/train"))
+    trainer.train()
+
+At the steps of the probe's schedule (log-spaced by default) the callback measures the
+model on the probe batch, logs the decomposition through ``trainer.log`` (so it reaches
+TensorBoard, W&B or any logger the Trainer reports to, under ``specprobe/...``) and
+appends a record to the probe's results directory. The optimizer, gradients, RNG streams
+and training mode are left as they were.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from specprobe.pipeline.probe import Probe
+
+
+class SpecprobeCallback(TrainerCallback):
+    """Measures at the probe's scheduled steps (``state.global_step``) during training."""
+
+    def __init__(self, probe: Probe, trainer: Any | None = None) -> None:
+        self.probe = probe
+        self.trainer = trainer
+
+    @classmethod
+    def attach(cls, trainer: Any, probe: Probe) -> SpecprobeCallback:
+        """Create the callback for ``trainer`` (so it can log through it) and add it."""
+        callback = cls(probe, trainer)
+        trainer.add_callback(callback)
+        return callback
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._maybe(state.global_step, kwargs.get("model"))
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._maybe(state.global_step, kwargs.get("model"))
+
+    def _maybe(self, step: int, model: Any) -> None:
+        if model is None or not self.probe.due(step):
+            return
+        measured = [s for s, _ in self.probe.measurements]
+        if step in measured:  # on_train_begin and on_step_end can both see step 0 on resume
+            return
+        result = self.probe.measure(model, step=step)
+        if self.trainer is not None:
+            self.trainer.log(self.probe.log_dict(result))

@@ -1,0 +1,349 @@
+"""The report as one self-contained HTML file, to share with people who do not run specprobe.
+
+``write_html(records, path)`` writes a single file with no network access and no external
+assets: the run's settings, the verdict, the family view (reach table, power-law fits,
+figures as inline SVG), every table of the terminal report with all its columns (sortable
+by clicking a header: a few lines of inline JavaScript), the layer decompositions, the
+eigenvalue densities and the notes. It reads in any browser, on a phone (tables scroll
+sideways) and prints (figures and tables are kept whole on a page).
+
+The tables are those of :mod:`specprobe.report.tables`, so the terminal and the file show the same
+numbers. Figures need matplotlib (``specprobe[plots]``); without it the file says so and
+shows the text chart instead.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from specprobe.errors import SpecprobeError
+from specprobe.report import tables
+from specprobe.report.tables import TableData, Tone
+from specprobe.store.results import atomic_write
+
+_CSS = """
+:root { --fg: #1d2433; --muted: #5b6475; --line: #d9dde5; --head: #f3f5f8; --accent: #2f5d9f;
+  --good: #1f7a3a; --warn: #9a6a00; --bad: #b3261e; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+  margin: 0 auto; max-width: 1200px; padding: 1.2rem 1rem 3rem; }
+h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
+h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); padding-bottom: .2rem; }
+h3 { font-size: 1rem; margin: 1.4rem 0 .4rem; }
+.meta, .muted { color: var(--muted); font-size: .9rem; }
+.verdict { border-left: 4px solid var(--accent); background: #f5f8fd; padding: .7rem 1rem; margin: .8rem 0; }
+.scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; margin: .4rem 0 1rem; }
+table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .6rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th { background: var(--head); text-align: left; font-weight: 600; }
+td.num, th.num { text-align: right; }
+th button { all: inherit; cursor: pointer; padding: 0; }
+th button::after { content: " \\2195"; color: #aab1bf; font-size: .8em; }
+th[aria-sort="ascending"] button::after { content: " \\25B2"; color: var(--accent); }
+th[aria-sort="descending"] button::after { content: " \\25BC"; color: var(--accent); }
+tr:hover td { background: #fafbfd; }
+.good { color: var(--good); } .warn { color: var(--warn); } .bad { color: var(--bad); font-weight: 600; }
+.blocks { display: flex; flex-wrap: wrap; gap: 0 2.5rem; } .blocks h3 { margin: .4rem 0 .2rem; }
+code { font-size: .85rem; background: var(--head); padding: .1rem .3rem; overflow-wrap: anywhere; }
+dl.settings { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: .4rem 0; font-size: .9rem; }
+dl.settings dt { color: var(--muted); } dl.settings dd { margin: 0; overflow-wrap: anywhere; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 460px), 1fr)); gap: 1rem; }
+figure { margin: 0; } figure svg { width: 100%; height: auto; display: block; }
+figure.wide { grid-column: 1 / -1; } figure.wide svg { max-width: 860px; margin: 0 auto; }
+figcaption { color: var(--muted); font-size: .85rem; }
+pre { font-size: .8rem; overflow-x: auto; background: var(--head); padding: .5rem; }
+ul.notes li { margin: .2rem 0; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 10pt; }
+  .scroll { overflow: visible; }
+  th button::after { content: ""; }
+  table, figure, .verdict { break-inside: avoid; }
+  h2 { break-after: avoid; }
+}
+"""
+
+# Click a header to sort by it (again to reverse); cells sort by their data-sort key,
+# numbers as numbers, empty cells last. No libraries, nothing fetched.
+_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.querySelector("button").addEventListener("click", function () {
+      var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var key = function (row) {
+        var v = row.cells[col].getAttribute("data-sort");
+        if (v === null || v === "") { return null; }
+        var n = Number(v);
+        return isNaN(n) ? v : n;
+      };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+        if (typeof x === "number" && typeof y === "number") { return dir * (x - y); }
+        return dir * String(x).localeCompare(String(y));
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+_TONE_CLASS = {Tone.GOOD: "good", Tone.WARN: "warn", Tone.BAD: "bad"}
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def table_html(data: TableData, *, heading: str = "h3") -> str:
+    """A TableData as a sortable HTML table (every column) in a sideways-scrolling box."""
+    head = "".join(
+        f'<th scope="col"{" class=num" if c.numeric else ""}'
+        f'{f" title={_q(c.help)}" if c.help else ""}><button type="button">{_e(c.header)}</button></th>'
+        for c in data.columns
+    )
+    body = []
+    for row in data.rows:
+        cells = []
+        for column, cell in zip(data.columns, row, strict=True):
+            classes = " ".join(
+                c for c in ("num" if column.numeric else "", _TONE_CLASS.get(cell.tone, "")) if c
+            )
+            sort = "" if cell.sort is None else _sort_key(cell.sort)
+            cells.append(
+                f'<td{f" class={_q(classes)}" if classes else ""} data-sort="{_e(sort)}">{_e(cell.text)}</td>'
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f"<{heading}>{_e(data.title)}</{heading}>\n"
+        f'<div class="scroll"><table class="sortable" data-kind="{_e(data.kind)}">'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>"
+    )
+
+
+def _q(text: str) -> str:
+    return f'"{_e(text)}"'
+
+
+def _sort_key(value: float | str) -> str:
+    return repr(float(value)) if isinstance(value, int | float) else str(value)
+
+
+def _settings_html(records: Sequence[dict[str, Any]], config: dict[str, Any] | None) -> str:
+    """The settings that produced the numbers: the command, the data and probe settings
+    (per distinct settings when a run mixes them), and what was measured."""
+    blocks: list[tuple[str, list[tuple[str, str]]]] = []
+    invocations = (config or {}).get("invocations") or []
+    argv = (invocations[-1].get("invocation") or {}).get("argv") if invocations else None
+    command = f"<p><code>specprobe {_e(' '.join(str(a) for a in argv))}</code></p>" if argv else ""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("settings"):
+            seen.setdefault(str(r.get("settings_hash")), r["settings"])
+    for index, settings in enumerate(seen.values()):
+        suffix = f" ({index + 1})" if len(seen) > 1 else ""
+        for section in ("data", "probe"):
+            items = [(k, _plain(v)) for k, v in (settings.get(section) or {}).items() if v is not None]
+            if items:
+                blocks.append((f"{section}{suffix}", items))
+    models = list(dict.fromkeys(str(r.get("label") or r.get("model")) for r in records))
+    run = [
+        ("models", ", ".join(models)),
+        ("checkpoints", f"{len(records)} ({sum(r.get('status') == 'ok' for r in records)} ok)"),
+    ]
+    versions = sorted({str(r["specprobe_version"]) for r in records if r.get("specprobe_version")})
+    if versions:
+        run.append(("specprobe", ", ".join(versions)))
+    blocks.append(("measured", run))
+    html_blocks = "".join(
+        f'<div><h3>{_e(name)}</h3><dl class="settings">'
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
+        + "</dl></div>"
+        for name, items in blocks
+    )
+    return f'{command}<div class="blocks">{html_blocks}</div>'
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}={_plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _svg(figure: Any, prefix: str) -> str:
+    """A matplotlib figure as inline SVG: no XML prolog, ids made unique with ``prefix``
+    (several figures share one document), scaled to the page by CSS."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    for name in set(re.findall(r'id="([^"]+)"', text)):
+        text = text.replace(f'id="{name}"', f'id="{prefix}-{name}"').replace(
+            f"#{name})", f"#{prefix}-{name})"
+        )
+        text = text.replace(f'href="#{name}"', f'href="#{prefix}-{name}"')
+    return text
+
+
+_FIGURES = (
+    ("position_vs_compute", "Spectral position during training, against compute C = 6·N·T."),
+    ("amplification", "Gradient amplification χ_net(t)/χ_net(t₀) against training step."),
+    ("loss_vs_size", "Final loss and spectral reach against size, with power-law fits from three sizes."),
+    ("spectra", "Normalised eNTK spectra with the spectral position marked."),
+)
+
+
+def _figures_html(records: Sequence[dict[str, Any]]) -> str:
+    from specprobe.analysis.family import analysed
+    from specprobe.report import plots
+
+    if not analysed(records):
+        return ""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        chart = plots.position_chart(records)
+        text = f"<pre>{_e(chr(10).join(chart))}</pre>" if chart else ""
+        return (
+            '<p class="muted">No figures: matplotlib is not installed '
+            '(pip install "specprobe[plots]").</p>' + text
+        )
+    draw = {
+        "position_vs_compute": plots.position_vs_compute_figure,
+        "loss_vs_size": plots.loss_vs_size_figure,
+        "amplification": plots.amplification_figure,
+        "spectra": plots.spectra_figure,
+    }
+    out = []
+    for name, caption in _FIGURES:
+        figure = draw[name](records)
+        if figure is None:
+            continue
+        wide = ' class="wide"' if name == "loss_vs_size" else ""
+        out.append(
+            f'<figure{wide} id="figure-{name}">{_svg(figure, name)}<figcaption>{_e(caption)}</figcaption></figure>'
+        )
+    return f'<div class="figures">{"".join(out)}</div>'
+
+
+def _family_html(records: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The verdict, and the family section (reach table, fits, notes); empty strings when
+    fewer than two models were analysed."""
+    from specprobe.analysis.family import analysed, summarize
+
+    if len(analysed(records)) < 2:
+        return "", ""
+    summary = summarize(records)
+    verdict = (
+        '<section id="verdict"><h2>Verdict</h2>'
+        f'<div class="verdict"><p>{_e(summary.verdict.text)}</p>'
+        '<p class="muted">Computed from the numbers below.</p></div></section>'
+    )
+    parts = [table_html(tables.reach_table(summary))]
+    fits = []
+    for fit in (summary.loss_fit, summary.reach_fit):
+        if fit is not None:
+            quantity = tables.fit_name(fit.quantity)
+            fits.append(
+                f"<li>{_e(quantity)} ∝ N^{fit.exponent:.3f} ± {fit.exponent_stderr:.2g} "
+                f"(R² {fit.r_squared:.2f}, {fit.num_points} sizes)</li>"
+            )
+    if fits:
+        parts.append(f"<p>Power laws across sizes:</p><ul>{''.join(fits)}</ul>")
+    parts += [f'<p class="muted">{_e(note)}</p>' for note in summary.notes]
+    return verdict, '<section id="family"><h2>Family view</h2>' + "\n".join(parts) + "</section>"
+
+
+def render_html(
+    records: Sequence[dict[str, Any]],
+    *,
+    config: dict[str, Any] | None = None,
+    title: str = "specprobe report",
+    figures: bool = True,
+) -> str:
+    """The whole report as one HTML document (a string). ``config`` is the run's
+    ``config.json`` (for the command that made it); ``figures=False`` leaves out the SVGs."""
+    from specprobe.report.terminal import density_line, group_by_model
+    from specprobe.version import __version__
+
+    verdict, family = _family_html(records)
+    groups = group_by_model(records)
+    per_model = []
+    for model, rows in groups.items():
+        per_model.append(table_html(tables.model_table(model, rows)))
+        decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
+        if decomposed:
+            per_model.append(table_html(tables.groups_table(decomposed[-1])))
+        lines = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
+        if lines:
+            per_model.append(f"<pre>{_e(lines[-1])}</pre>")
+    if len(groups) > 1:
+        per_model.append(table_html(tables.comparison_table(groups)))
+    notes = tables.run_notes(records)
+    notes_html = (
+        '<section id="notes"><h2>Notes</h2><ul class="notes">'
+        + "".join(f'<li class="{_TONE_CLASS.get(tone, "")}">{_e(text.strip())}</li>' for tone, text in notes)
+        + "</ul></section>"
+        if notes
+        else ""
+    )
+    figures_html = _figures_html(records) if figures and records else ""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [
+        f"<header><h1>{_e(title)}</h1>"
+        f'<p class="meta">{len(records)} records · written {stamp} by specprobe {_e(__version__)}</p></header>',
+        verdict,
+        f'<section id="settings"><h2>Settings</h2>{_settings_html(records, config)}</section>',
+        family,
+        f'<section id="figures"><h2>Figures</h2>{figures_html}</section>' if figures_html else "",
+        '<section id="checkpoints"><h2>Checkpoints</h2>'
+        '<p class="muted">Value ± standard error; click a column header to sort.</p>'
+        + ("\n".join(per_model) or "<p>No records yet.</p>")
+        + "</section>",
+        notes_html,
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + f"\n<script>{_JS}</script>\n</body>\n</html>\n"
+    )
+
+
+def write_html(
+    records: Sequence[dict[str, Any]],
+    path: Path | str,
+    *,
+    config: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write :func:`render_html` to ``path`` atomically (the old file or the new, never a
+    part of one) and return the path."""
+    out = Path(path)
+    if out.is_dir():
+        raise SpecprobeError(
+            f"expected a file name for the HTML report, found a directory: {out}",
+            f"give a file, e.g. {out / 'report.html'}",
+        )
+    text = render_html(records, config=config, title=title or "specprobe report")
+    atomic_write(out, text)
+    # A file to share: readable by others as the umask allows (the temporary file it was
+    # renamed from is private).
+    umask = os.umask(0)
+    os.umask(umask)
+    out.chmod(0o666 & ~umask)
+    return out

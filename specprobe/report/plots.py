@@ -1,0 +1,399 @@
+"""Figures of the family view (matplotlib, optional) and a plain-text chart for terminals.
+
+``write_figures(records, out_dir)`` writes, each as PNG and SVG:
+
+* ``loss_vs_size``: final loss and spectral reach against parameters N, with power-law
+  fits (from three sizes on);
+* ``position_vs_compute``: D·χ_pos against training compute C = 6·N·T, one line per model;
+* ``amplification``: χ_net(t)/χ_net(t₀) against training step, one line per model;
+* ``spectra``: normalised eNTK eigenvalues λ_k/Tr Θ against k with the spectral position
+  marked, only when records carry eigenvalues (``eigen_top``: λ₁ ≥ λ₂ ≥ …).
+
+matplotlib is imported only when a figure is drawn (``pip install "specprobe[plots]"``);
+figures are drawn on ``matplotlib.figure.Figure`` objects directly (the Agg renderer, no
+pyplot, no display, no global state). :func:`position_chart` needs nothing but the records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from specprobe.analysis.family import (
+    MIN_FIT_SIZES,
+    Position,
+    PositionSeries,
+    amplification,
+    analysed,
+    fit_power_law,
+    position_vs_compute,
+    spectral_reach,
+)
+from specprobe.errors import SpecprobeError
+from specprobe.text import count
+
+EIGEN_KEY = "eigen_top"
+"""Record key of the top eNTK eigenvalues (descending), when the sweep computed them."""
+
+FORMATS = ("png", "svg")
+_POSITION_LABEL = {
+    Position.NORMALIZED: "spectral position D·χ_pos (1 = unaligned)",
+    Position.RAW: "spectral position χ_pos",
+}
+
+
+def _matplotlib() -> Any:
+    """The matplotlib module, or a SpecprobeError that says how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SpecprobeError(
+            "figures need matplotlib, which is not installed", 'pip install "specprobe[plots]"'
+        ) from None
+    return matplotlib
+
+
+def _figure(width: float = 5.0, height: float = 3.6) -> Any:
+    _matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, which="major", alpha=0.3, linewidth=0.6)
+    ax.tick_params(labelsize=9)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _readable_log(ax: Any) -> None:
+    """Plain numbers (0.3, 2, 50) on a log y axis, and labelled minor ticks (2, 5 ×10^k) only
+    when the axis spans less than two decades (else they crowd)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis = ax.yaxis
+    low, high = sorted(ax.get_ylim())  # get_ylim settles the autoscaled limits
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    if low > 0 and high / low < 100:
+
+        def minor(v: float, _: Any) -> str:
+            mantissa = v / 10 ** math.floor(math.log10(v) + 1e-9)
+            return f"{v:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+
+        axis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _size_ticks(ax: Any, sizes: Sequence[float]) -> None:
+    """Ticks at the model sizes, labelled 18.9k, 495k, … (the sizes a reader looks for)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(sizes))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([count(s) for s in sorted(set(sizes))])
+
+
+def _spans_decades(values: Sequence[float], ratio: float = 10.0) -> bool:
+    positive = [v for v in values if v > 0]
+    return len(positive) == len(values) and bool(positive) and max(positive) / min(positive) >= ratio
+
+
+def _colours(n: int) -> list[Any]:
+    _matplotlib()
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.85 * i / max(1, n - 1)) for i in range(n)]
+
+
+def _params(n: int | None) -> str:
+    return "? parameters" if n is None else f"{count(n)} parameters"
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+
+def loss_vs_size_figure(
+    records: Sequence[dict[str, Any]], position: Position | str = Position.NORMALIZED
+) -> Any:
+    """Two panels against N (log–log): final loss, and spectral reach, with power-law fits
+    where there are at least three sizes. Returns a matplotlib Figure."""
+    position = Position(position)
+    reaches = [r for r in spectral_reach(records, position) if r.num_params is not None]
+    fig = _figure(8.0, 3.4)
+    axes = fig.subplots(1, 2)
+    panels = (
+        (
+            "final_loss",
+            [r.final_loss for r in reaches],
+            [r.final_loss_stderr for r in reaches],
+            "final loss (cross-entropy, nats/token)",
+            "L",
+        ),
+        (
+            "reach",
+            [r.reach for r in reaches],
+            [r.reach_stderr for r in reaches],
+            "spectral reach, lowest " + ("D·χ_pos" if position is Position.NORMALIZED else "χ_pos"),
+            "reach",
+        ),
+    )
+    sizes = [float(r.num_params or 0) for r in reaches]
+    colours = _colours(len(reaches))
+    for ax, (quantity, values, errors, label, symbol) in zip(axes, panels, strict=True):
+        for x, y, e, c, r in zip(sizes, values, errors, colours, reaches, strict=True):
+            ax.errorbar(x, y, yerr=e or None, fmt="o", color=c, capsize=3, markersize=6, label=r.label)
+        if len(set(sizes)) >= MIN_FIT_SIZES and all(v > 0 for v in values):
+            fit = fit_power_law(sizes, values, quantity)
+            lo, hi = min(sizes), max(sizes)
+            xs = [lo * (hi / lo) ** (i / 49) for i in range(50)]
+            ax.plot(
+                xs,
+                [fit.predict(x) for x in xs],
+                "--",
+                color="0.3",
+                linewidth=1.2,
+                label=f"{symbol} ∝ N^{fit.exponent:.3f}  (R² = {fit.r_squared:.2f})",
+            )
+        ax.set_xscale("log")
+        _size_ticks(ax, sizes)
+        if _spans_decades(values):
+            ax.set_yscale("log")
+            _readable_log(ax)
+        ax.set_xlabel("parameters N", fontsize=10)
+        ax.set_ylabel(label, fontsize=10)
+        _style(ax)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_title("loss against size", fontsize=10)
+    axes[1].set_title("spectral reach against size", fontsize=10)
+    return fig
+
+
+def position_vs_compute_figure(
+    records: Sequence[dict[str, Any]], position: Position | str = Position.NORMALIZED
+) -> Any:
+    """Spectral position against training compute C = 6·N·T (FLOPs, log axis), one line per
+    model ordered by size; against step when no record knows its tokens seen."""
+    position = Position(position)
+    series = position_vs_compute(records, position)
+    use_compute = any(p.compute for s in series for p in s.points)
+    fig = _figure()
+    ax = fig.subplots()
+    values: list[float] = []
+    for s, colour in zip(series, _colours(len(series)), strict=True):
+        xs, ys, es = _series_xy(s, use_compute)
+        if not xs:
+            continue
+        values.extend(ys)
+        _series_line(ax, xs, ys, es, colour, f"{s.label} ({_params(s.num_params)})")
+    ax.set_xscale("log")
+    if _spans_decades(values):
+        ax.set_yscale("log")
+        _readable_log(ax)
+    if position is Position.NORMALIZED:
+        ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
+    ax.set_xlabel("training compute C = 6·N·T (FLOPs)" if use_compute else "training step", fontsize=10)
+    ax.set_ylabel(_POSITION_LABEL[position], fontsize=10)
+    ax.set_title("spectral position during training", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def _series_line(
+    ax: Any, xs: Sequence[float], ys: Sequence[float], errors: Sequence[float], colour: Any, label: str
+) -> None:
+    """One model's values over training: markers joined by a line, with error bars."""
+    ax.errorbar(
+        xs, ys, yerr=errors, fmt="o-", color=colour, capsize=2, markersize=4, linewidth=1.3, label=label
+    )
+
+
+def _series_xy(s: PositionSeries, use_compute: bool) -> tuple[list[float], list[float], list[float]]:
+    xs, ys, es = [], [], []
+    for p in s.points:
+        x = p.compute if use_compute else p.step
+        if x is None or x <= 0:  # no tokens known, or step 0: no place on a log axis
+            continue
+        xs.append(float(x))
+        ys.append(p.position)
+        es.append(p.position_stderr)
+    return xs, ys, es
+
+
+def amplification_figure(records: Sequence[dict[str, Any]]) -> Any:
+    """Gradient amplification χ_net(t)/χ_net(t₀) against training step, one line per model."""
+    series = amplification(records)
+    fig = _figure()
+    ax = fig.subplots()
+    ratios: list[float] = []
+    steps: list[float] = []
+    for s, colour in zip(series, _colours(len(series)), strict=True):
+        pts = [p for p in s.points if p.step is not None]
+        if not pts:
+            continue
+        xs = [float(p.step or 0) for p in pts]
+        ys = [p.amplification for p in pts]
+        steps.extend(xs)
+        ratios.extend(ys)
+        _series_line(
+            ax, xs, ys, [p.amplification_stderr for p in pts], colour, f"{s.label} ({_params(s.num_params)})"
+        )
+    if steps and min(steps) <= 0:
+        ax.set_xscale("symlog", linthresh=1.0)
+    elif _spans_decades(steps):
+        ax.set_xscale("log")
+    if _spans_decades(ratios):
+        ax.set_yscale("log")
+        _readable_log(ax)
+    ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
+    ax.set_xlabel("training step", fontsize=10)
+    ax.set_ylabel("gradient amplification χ_net(t) / χ_net(t₀)", fontsize=10)
+    ax.set_title("eNTK trace relative to the first checkpoint", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def has_spectra(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether any analysed record carries eigenvalues under :data:`EIGEN_KEY`."""
+    return any(r.get(EIGEN_KEY) for rows in analysed(records).values() for r in rows)
+
+
+def spectra_figure(records: Sequence[dict[str, Any]]) -> Any | None:
+    """λ_k/Tr Θ against k (log–log) for the last analysed revision of each model that has
+    eigenvalues, with the spectral position χ_pos marked (a dotted line at λ/TrΘ = χ_pos, and
+    the position index k* = #{k : λ_k ≥ χ_pos·TrΘ} when it lies inside the known top-k).
+    None when no record has eigenvalues."""
+    chosen = []
+    for rows in analysed(records).values():
+        with_eigen = [r for r in rows if r.get(EIGEN_KEY)]
+        if with_eigen:
+            chosen.append(with_eigen[-1])
+    if not chosen:
+        return None
+    fig = _figure()
+    ax = fig.subplots()
+    for r, colour in zip(chosen, _colours(len(chosen)), strict=True):
+        eig = [float(v) for v in r[EIGEN_KEY]]
+        trace = float(r.get("chi_net") or sum(eig))
+        norm = [v / trace for v in eig if v > 0]
+        ks = list(range(1, len(norm) + 1))
+        label = f"{r.get('label') or r.get('model')} @ {r.get('revision')}"
+        ax.plot(ks, norm, "-", color=colour, linewidth=1.4, label=label)
+        pos = float(r["spectral_position"])
+        ax.axhline(pos, color=colour, linestyle=":", linewidth=1)
+        k_star = sum(v >= pos for v in norm)
+        # Marked only inside the known eigenvalues: below the last one k* lies past them.
+        if 1 <= k_star < len(norm):
+            ax.plot([k_star], [norm[k_star - 1]], "v", color=colour, markersize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index k", fontsize=10)
+    ax.set_ylabel("normalised eigenvalue λ_k / Tr Θ", fontsize=10)
+    ax.set_title("eNTK spectrum; dotted: χ_pos, ▼: position index", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def write_figures(
+    records: Sequence[dict[str, Any]],
+    out_dir: Path | str,
+    *,
+    position: Position | str = Position.NORMALIZED,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """Draw the family figures and write each in every format; return the files written.
+
+    The spectra figure is skipped when no record carries eigenvalues. PNGs are 200 dpi.
+
+    Raises:
+        SpecprobeError: matplotlib is missing (hint: the ``plots`` extra), or no record was
+            analysed successfully.
+    """
+    _matplotlib()
+    if not analysed(records):
+        raise SpecprobeError(
+            "expected at least one successfully analysed record to plot, found none",
+            "run specprobe analyze first; failed and duplicate revisions are not plotted",
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "loss_vs_size": loss_vs_size_figure(records, position),
+        "position_vs_compute": position_vs_compute_figure(records, position),
+        "amplification": amplification_figure(records),
+    }
+    spectra = spectra_figure(records)
+    if spectra is not None:
+        figures["spectra"] = spectra
+    written = []
+    for name, fig in figures.items():
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, dpi=200 if fmt == "png" else None, format=fmt)
+            written.append(path)
+    return written
+
+
+# ---- text chart --------------------------------------------------------------------------------
+
+MARKERS = "123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def position_chart(
+    records: Sequence[dict[str, Any]],
+    *,
+    width: int = 60,
+    height: int = 14,
+    position: Position | str = Position.NORMALIZED,
+) -> list[str]:
+    """Spectral position against compute as plain text lines (no colour, no markup).
+
+    A log–log grid of ``width × height`` characters, one marker per model (``1`` for the
+    smallest, ``2`` …; ``*`` where several fall on one cell), axis labels at the corners,
+    and a legend line per model. Against training step when tokens seen are unknown.
+    Returns an empty list when there is nothing to place.
+    """
+    position = Position(position)
+    series = position_vs_compute(records, position)
+    use_compute = any(p.compute for s in series for p in s.points)
+    points: list[tuple[float, float, str]] = []
+    for index, s in enumerate(series):
+        xs, ys, _ = _series_xy(s, use_compute)
+        points.extend((x, y, MARKERS[index % len(MARKERS)]) for x, y in zip(xs, ys, strict=True) if y > 0)
+    if not points:
+        return []
+    lx = [math.log10(x) for x, _, _ in points]
+    ly = [math.log10(y) for _, y, _ in points]
+    x0, x1 = min(lx), max(lx)
+    y0, y1 = min(ly), max(ly)
+    if x1 - x0 < 1e-12:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    if y1 - y0 < 1e-12:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    grid = [[" "] * width for _ in range(height)]
+    for (_, _, mark), u, v in zip(points, lx, ly, strict=True):
+        col = round((u - x0) / (x1 - x0) * (width - 1))
+        line = height - 1 - round((v - y0) / (y1 - y0) * (height - 1))
+        grid[line][col] = mark if grid[line][col] in (" ", mark) else "*"
+    top, bottom = f"{10**y1:.3g}", f"{10**y0:.3g}"
+    pad = max(len(top), len(bottom))
+    scale = "D·χ_pos" if position is Position.NORMALIZED else "χ_pos"
+    lines = [f"{scale} (log) against {'compute C = 6·N·T, FLOPs' if use_compute else 'step'} (log)"]
+    for i, cells in enumerate(grid):
+        label = top if i == 0 else bottom if i == height - 1 else ""
+        lines.append(f"{label:>{pad}} |{''.join(cells)}")
+    lines.append(" " * pad + " +" + "-" * width)
+    left, right = f"{10**x0:.3g}", f"{10**x1:.3g}"
+    lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
+    for index, s in enumerate(series):
+        lines.append(f"  {MARKERS[index % len(MARKERS)]}  {s.label} ({_params(s.num_params)})")
+    return lines

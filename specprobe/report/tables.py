@@ -1,0 +1,413 @@
+"""The report's tables as data: columns in order of importance, cells with text and sort key.
+
+``report.py`` renders these with Rich and fits them to the terminal (dropping the least
+important columns first); ``html.py`` renders the same tables as sortable HTML. Nothing
+here draws or prints.
+
+Cells are compact: a value and its standard error share one cell, the value rounded to the
+precision of its error (``2.92 ± 0.05``, ``1.32e6 ± 3.9e4``), and revisions that share a
+prefix lose it (``checkpoint-1024`` shows as ``1024`` under the header ``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from specprobe.text import count, number, value_error
+
+# ---- revisions -------------------------------------------------------------------------------
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def short_revisions(revisions: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """A header and a short label per revision: when every revision is one prefix and a
+    number (``checkpoint-1024``, ``step143000``), the prefix moves into the header
+    (``checkpoint``, ``step``) and the cells keep the number; otherwise ``revision`` and
+    the revisions unchanged. Distinct revisions stay distinct either way."""
+    unique = list(dict.fromkeys(revisions))
+    matches = [_NUMBERED.match(r) for r in unique]
+    prefixes = {m.group(1) for m in matches if m}
+    if unique and all(matches) and len(prefixes) == 1:
+        prefix = prefixes.pop()
+        header = prefix.rstrip("-_ .=/")
+        short = {r: m.group(2) for r, m in zip(unique, matches, strict=True) if m}
+        if header and len(set(short.values())) == len(short):
+            return header, short
+    return "revision", {r: r for r in unique}
+
+
+# ---- tables ----------------------------------------------------------------------------------
+
+
+class Tone(str, Enum):
+    """How a cell reads at a glance (the renderers colour it)."""
+
+    PLAIN = "plain"
+    GOOD = "good"
+    WARN = "warn"
+    BAD = "bad"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: the text shown, and the key a sortable table orders by (None sorts last)."""
+
+    text: str
+    sort: float | str | None = None
+    tone: Tone = Tone.PLAIN
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column; ``essential`` ones are never dropped to fit a narrow terminal."""
+
+    header: str
+    numeric: bool = True
+    essential: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A table: columns in order of importance (renderers drop from the end), and rows."""
+
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    kind: str = "table"
+    """What the table shows (``model``, ``groups``, ``comparison``, ``reach``)."""
+
+    def keep(self, indices: Sequence[int]) -> TableData:
+        """The same table with only the columns at ``indices`` (in their order)."""
+        return TableData(
+            title=self.title,
+            columns=tuple(self.columns[i] for i in indices),
+            rows=tuple(tuple(row[i] for i in indices) for row in self.rows),
+            kind=self.kind,
+        )
+
+
+@dataclass
+class _Builder:
+    columns: list[tuple[Column, Callable[[dict[str, Any]], Cell]]] = field(default_factory=list)
+
+    def add(self, column: Column, cell: Callable[[dict[str, Any]], Cell]) -> None:
+        self.columns.append((column, cell))
+
+
+def _est(record: dict[str, Any], name: str) -> Cell:
+    value = record.get(name)
+    if value is None:
+        return Cell("")
+    return Cell(value_error(value, record.get(f"{name}_stderr")), float(value))
+
+
+def _head(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's ``head`` group (the frozen-feature counterfactual), if measured."""
+    for group in record.get("groups") or ():
+        if group["name"] == "head":
+            return dict(group)
+    return None
+
+
+def _spec(record: dict[str, Any], key: str, text: Callable[[float], str]) -> Cell:
+    value = (record.get("spectrum") or {}).get(key)
+    return Cell(text(value), float(value)) if value is not None else Cell("")
+
+
+def position_index(spectrum: dict[str, Any] | None) -> Cell:
+    """``k*`` when counted from converged top-K pairs; ``≈k* ± se`` from the SLQ density;
+    ``> K`` when it lies beyond the top K and no density was computed."""
+    if not spectrum:
+        return Cell("")
+    index = spectrum.get("position_index")
+    if index is None:
+        bound = spectrum.get("position_index_lower_bound")
+        return Cell(f"> {bound}", float(bound)) if bound is not None else Cell("")
+    if spectrum.get("position_index_is_estimate"):
+        return Cell(f"≈{value_error(index, spectrum.get('position_index_stderr'))}", float(index))
+    return Cell(f"{int(index)}", float(index))
+
+
+def status(record: dict[str, Any], revisions: dict[str, str] | None = None) -> Cell:
+    """ok, failed, or the revision whose weights this one duplicates."""
+    if record.get("status") != "ok":
+        return Cell("failed", "failed", Tone.BAD)
+    if record.get("duplicate_of"):
+        other = str(record["duplicate_of"])
+        return Cell(f"duplicate of {(revisions or {}).get(other, other)}", "duplicate", Tone.WARN)
+    return Cell("ok", "ok", Tone.GOOD)
+
+
+def _step(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+def model_table(model: str, rows: Sequence[dict[str, Any]]) -> TableData:
+    """One model over its revisions, the most telling columns first: revision, D·χ_pos,
+    loss, χ_pos, χ_net growth, tokens seen, then the optional measurements (head-only
+    position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column appears only when some
+    revision failed or duplicates another; the step only when the revision does not say it."""
+    label = rows[0].get("label") or model
+    ok = [r for r in rows if r.get("status") == "ok"]
+    first = ok[0] if ok else None
+    title = str(label)
+    if ok and ok[0].get("num_params"):
+        title += f" · {ok[0]['num_params']:,} parameters"
+    if ok and ok[0].get("num_outputs"):
+        title += f" · D = {ok[0]['num_outputs']:,} outputs per batch"
+    header, short = short_revisions([r["revision"] for r in rows])
+    b = _Builder()
+    b.add(
+        Column(header, numeric=header != "revision", essential=True, help="the checkpoint measured"),
+        lambda r: Cell(
+            short[r["revision"]], _step(r.get("step")) if header == "revision" else _num(short[r["revision"]])
+        ),
+    )
+    if any(status(r).tone is not Tone.GOOD for r in rows):
+        b.add(Column("status", numeric=False, essential=True), lambda r: status(r, short))
+    b.add(
+        Column("D·χ_pos", essential=True, help="normalised spectral position (1 = unaligned)"),
+        lambda r: _position(r),
+    )
+    b.add(Column("loss", help="mean loss over the measured batches"), lambda r: _est(r, "loss"))
+    if any(r.get("tokens_seen") is not None for r in rows):
+        b.add(Column("tokens", help="tokens seen in training"), lambda r: _tokens(r))
+    if header == "revision" and any(r.get("step") is not None for r in rows):
+        b.add(
+            Column("step"),
+            lambda r: Cell("" if r.get("step") is None else str(r["step"]), _step(r.get("step"))),
+        )
+    if len(ok) > 1:
+        b.add(
+            Column("χ_net/χ_net₀", help="gradient amplification: χ_net relative to the first revision"),
+            lambda r: _growth(r, first),
+        )
+    b.add(Column("χ_pos", help="spectral position χ_loss/χ_net"), lambda r: _est(r, "spectral_position"))
+    if any(_head(r) is not None for r in ok):
+        b.add(
+            Column("χ_pos head only", help="χ_pos with θ restricted to the head (frozen features)"),
+            lambda r: _est(h, "spectral_position") if (h := _head(r)) else Cell(""),
+        )
+    if any(r.get("spectrum") for r in ok):
+        b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
+        b.add(
+            Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
+            lambda r: _spec(r, "captured_residual_mass", lambda v: f"{v:.1%}"),
+        )
+        b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
+        b.add(
+            Column("λ ∝ k^-α", help="power-law exponent α of the spectrum, λ_k ∝ k^-α"),
+            lambda r: _spec(r, "power_law_alpha", lambda v: f"α={v:.2f}"),
+        )
+    b.add(Column("χ_net", help="eNTK trace term χ_net"), lambda r: _est(r, "chi_net"))
+    b.add(Column("‖∇L‖²", help="squared gradient norm"), lambda r: _est(r, "grad_norm_sq"))
+    b.add(Column("χ_loss", help="loss term χ_loss"), lambda r: _est(r, "chi_loss"))
+    cells = []
+    for r in rows:
+        measured = r.get("status") == "ok"
+        cells.append(
+            tuple(render(r) if measured or column.essential else Cell("") for column, render in b.columns)
+        )
+    return TableData(title, tuple(c for c, _ in b.columns), tuple(cells), kind="model")
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _position(record: dict[str, Any]) -> Cell:
+    if record.get("status") != "ok":
+        return Cell("")
+    value = record.get("normalized_position")
+    if value is None:
+        return Cell("")
+    return Cell(value_error(value, record.get("normalized_position_stderr")), float(value))
+
+
+def _growth(record: dict[str, Any], first: dict[str, Any] | None) -> Cell:
+    if first is None or not first.get("chi_net") or record.get("chi_net") is None:
+        return Cell("")
+    ratio = record["chi_net"] / first["chi_net"]
+    return Cell(number(ratio, 3), ratio)
+
+
+def _tokens(record: dict[str, Any]) -> Cell:
+    value = record.get("tokens_seen")
+    return Cell(count(value), float(value)) if value is not None else Cell("")
+
+
+def groups_table(record: dict[str, Any]) -> TableData:
+    """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
+    position when θ is restricted to it (for the head: the frozen-feature counterfactual)."""
+    columns = (
+        Column("group", numeric=False, essential=True),
+        Column("share of χ_net", essential=True),
+        Column("χ_pos (θ = group)", essential=True),
+        Column("share of ‖∇L‖²"),
+        Column("parameters"),
+        Column("χ_net"),
+    )
+    rows = []
+    for g in record.get("groups") or ():
+        rows.append(
+            (
+                Cell(g["name"], g["name"]),
+                Cell(f"{g['chi_net_share']:.1%}", g["chi_net_share"]),
+                _est(g, "spectral_position"),
+                Cell(f"{g['grad_norm_sq_share']:.1%}", g["grad_norm_sq_share"]),
+                Cell(f"{g['num_params']:,}", g["num_params"]),
+                _est(g, "chi_net"),
+            )
+        )
+    rows.append(
+        (
+            Cell("all", "~all"),
+            Cell("100%", 1.0),
+            _est(record, "spectral_position"),
+            Cell("100%", 1.0),
+            Cell(f"{record['num_params_selected']:,}", record["num_params_selected"])
+            if record.get("num_params_selected")
+            else Cell(""),
+            _est(record, "chi_net"),
+        )
+    )
+    label = record.get("label") or record["model"]
+    return TableData(f"layer decomposition of {label} @ {record['revision']}", columns, tuple(rows), "groups")
+
+
+def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> TableData:
+    """Across models, by size: the lowest D·χ_pos reached and where, the final loss."""
+    ordered = sorted(groups.items(), key=lambda item: _size(item[1]))
+    lows = {}
+    for model, rows in ordered:
+        ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
+        if ok:
+            lows[model] = (ok, min(ok, key=lambda r: r["spectral_position"]))
+    header, short = short_revisions([low["revision"] for _, low in lows.values()])
+    columns = (
+        Column("model", numeric=False, essential=True),
+        Column("lowest D·χ_pos", essential=True),
+        Column(f"at {header}", numeric=header != "revision", essential=True),
+        Column("final loss"),
+        Column("parameters"),
+        Column("lowest χ_pos"),
+    )
+    out = []
+    for model, rows in ordered:
+        name = str(rows[0].get("label") or model)
+        if model not in lows:
+            out.append((Cell(name, name), Cell("no successful revision", None, Tone.BAD), *[Cell("")] * 4))
+            continue
+        ok, low = lows[model]
+        out.append(
+            (
+                Cell(name, name),
+                _position(low),
+                Cell(
+                    short[low["revision"]],
+                    _num(short[low["revision"]]) if header != "revision" else low["revision"],
+                ),
+                _est(ok[-1], "loss"),
+                Cell(f"{ok[0].get('num_params', 0):,}", ok[0].get("num_params")),
+                _est(low, "spectral_position"),
+            )
+        )
+    return TableData("comparison across models", columns, tuple(out), "comparison")
+
+
+def _size(rows: Sequence[dict[str, Any]]) -> int:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    return int(ok[0].get("num_params") or 0) if ok else 0
+
+
+def reach_table(summary: Any) -> TableData:
+    """The family view's reach per model, by size (a ``specprobe.analysis.family.FamilySummary``)."""
+    from specprobe.analysis.family import Position
+
+    scale = "D·χ_pos" if summary.position is Position.NORMALIZED else "χ_pos"
+    header, short = short_revisions([r.revision for r in summary.reach])
+    growth = {a.model: a for a in summary.amplification}
+    columns = (
+        Column("model", numeric=False, essential=True),
+        Column("reach", essential=True, help=f"lowest {scale} over the revisions"),
+        Column(f"at {header}", numeric=header != "revision", essential=True),
+        Column("final loss"),
+        Column("parameters"),
+        Column("χ_net growth", help="χ_net at the last revision relative to the first"),
+        Column("χ_pos there"),
+    )
+    rows = []
+    for r in summary.reach:
+        amp = growth.get(r.model)
+        last = amp.points[-1].amplification if amp is not None and amp.points else None
+        at = short[r.revision]
+        if r.step is not None and str(r.step) not in r.revision:
+            at += f" (step {r.step})"
+        rows.append(
+            (
+                Cell(r.label, r.label),
+                Cell(value_error(r.reach, r.reach_stderr), r.reach),
+                Cell(at, _num(short[r.revision]) if header != "revision" else r.revision),
+                Cell(value_error(r.final_loss, r.final_loss_stderr), r.final_loss),
+                Cell(f"{r.num_params:,}" if r.num_params else "", r.num_params),
+                Cell(f"×{number(last, 3)}" if last is not None else "", last),
+                Cell(value_error(r.spectral_position, r.spectral_position_stderr), r.spectral_position),
+            )
+        )
+    return TableData(
+        f"spectral reach (lowest {scale} over the revisions), by size", columns, tuple(rows), "reach"
+    )
+
+
+def run_notes(records: Sequence[dict[str, Any]]) -> list[tuple[Tone, str]]:
+    """Things a reader must know: failures (each with its error), duplicated weights,
+    differing data subsets; each with its tone."""
+    notes: list[tuple[Tone, str]] = []
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        notes.append((Tone.BAD, f"{len(failed)} checkpoint(s) failed:"))
+        notes += [
+            (Tone.PLAIN, f"  {r['model']}@{r['revision']}: {r.get('error') or 'unknown error'}")
+            for r in failed
+        ]
+    for r in records:
+        if r.get("duplicate_of"):
+            notes.append(
+                (
+                    Tone.WARN,
+                    f"{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']} "
+                    "(fingerprint match): the published revision likely serves the wrong checkpoint",
+                )
+            )
+    subsets: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("dataset_fingerprint"):
+            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
+    if len(subsets) > 1:
+        groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
+        notes.append(
+            (
+                Tone.PLAIN,
+                f"models with different tokenizers were measured on their own token subsets ({groups}): "
+                "their losses and positions are not on the same data; compare D·χ_pos",
+            )
+        )
+    return notes
+
+
+def fit_name(quantity: str) -> str:
+    """A power-law fit's quantity as a reader says it: ``reach (D·χ_pos)``, ``final loss``."""
+    return (
+        quantity.replace("normalized_position", "D·χ_pos")
+        .replace("spectral_position", "χ_pos")
+        .replace("final_loss", "final loss")
+    )

@@ -1,0 +1,530 @@
+"""The results store: one JSON record per (model, revision), written atomically.
+
+A run directory holds ``results.jsonl`` (one record a line, in the order measured),
+``config.json`` (the full invocation), a marker file ``.specprobe-run`` saying that the
+folder is specprobe's, and a lock file ``.specprobe.lock``. Each record is written as soon
+as its checkpoint finishes, by writing the whole file anew beside the old one and renaming
+it over the old one, so a crash or Ctrl-C at any moment leaves the file either before or
+after that record, never half-written. ``--resume`` skips checkpoints whose record is
+``ok`` and was measured with the same settings (``settings_hash``).
+
+Safety rules, each enforced here so that every writer (a sweep, a :class:`~specprobe.Probe`
+with ``out``, a distributed sweep's rank 0) gets them:
+
+* **The folder belongs to specprobe.** A folder that holds files specprobe did not write
+  (and no marker) is refused before anything is written: ``--out`` pointing at a model
+  folder must not overwrite its ``config.json``.
+* **One writer at a time.** Writing happens under an advisory lock on the run folder
+  (:class:`RunLock`: ``flock`` on POSIX, which Linux maps to byte-range locks on NFS; the
+  kernel releases it when the process dies, ``kill -9`` included). A second writer is
+  refused with a message naming the holder, or waits its turn (``wait=True``).
+  ``config.json`` updates are read-modify-write under that lock.
+* **Nothing lost.** A line that is not a usable record (cut by a full disk, from a newer
+  specprobe, missing fields) is skipped by readers with a warning naming the line, and
+  kept verbatim by writers; a cut last line is moved to ``results.partial.jsonl`` before
+  the next record is written, so its checkpoint is measured again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from specprobe.errors import SpecprobeError
+from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS
+
+RESULTS_FILE = "results.jsonl"
+CONFIG_FILE = "config.json"
+MARKER_FILE = ".specprobe-run"
+"""Written into every run folder specprobe creates or adopts: the folder is specprobe's."""
+LOCK_FILE = ".specprobe.lock"
+"""The advisory lock of the run folder; holds the current writer's pid, host and start time."""
+PARTIAL_FILE = "results.partial.jsonl"
+"""Cut last lines of ``results.jsonl`` (an interrupted write), set aside before the next write."""
+
+OWN_PATTERNS: tuple[str, ...] = (
+    RESULTS_FILE,
+    CONFIG_FILE,
+    MARKER_FILE,
+    LOCK_FILE,
+    PARTIAL_FILE,
+    "figures",
+    f".{RESULTS_FILE}.*.tmp",
+    f".{CONFIG_FILE}.*.tmp",
+    f".{MARKER_FILE}.*.tmp",
+)
+"""Names that specprobe writes into a run folder (fnmatch patterns). A folder without the
+marker counts as a run folder of an older specprobe only when it holds nothing else."""
+
+WRITE_TIMEOUT_S = 60.0
+"""How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that change the numbers (data and probe settings)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- the folder belongs to specprobe -------------------------------------------------------
+
+
+def is_own_name(name: str) -> bool:
+    """Whether specprobe writes files of this name into a run folder."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWN_PATTERNS)
+
+
+def check_run_folder(directory: Path | str) -> None:
+    """Raise SpecprobeError unless ``directory`` can be (or is) a specprobe run folder.
+
+    Accepted: a path that does not exist yet, an empty folder, a folder with the marker
+    file, or a folder holding only files specprobe writes (a run of an older specprobe,
+    whose ``config.json`` must then be specprobe's). Writes nothing.
+    """
+    directory = Path(directory)
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise SpecprobeError(
+                f"expected a run folder at {directory}, found a file",
+                "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
+            )
+        if not directory.exists() or (directory / MARKER_FILE).is_file():
+            return
+        names = sorted(entry.name for entry in directory.iterdir())
+    except OSError as err:
+        raise SpecprobeError(
+            f"cannot read the run folder {directory}: {err.strerror}", "check the path and its permissions"
+        ) from None
+    foreign = [name for name in names if not is_own_name(name)]
+    if not foreign and CONFIG_FILE in names and not _is_own_config(directory / CONFIG_FILE):
+        foreign = [f"{CONFIG_FILE} (not a specprobe config)"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise SpecprobeError(
+            f"{directory} is not a specprobe run folder: it holds files specprobe did not write ({shown})",
+            "give --out a new or empty folder; specprobe refuses to write beside other files "
+            "(a model folder's config.json would be overwritten)",
+        )
+
+
+def _is_own_config(path: Path) -> bool:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("invocations"), list)
+
+
+# ---- one writer at a time --------------------------------------------------------------------
+
+
+class RunLockedError(SpecprobeError):
+    """Another process holds the run folder's lock."""
+
+
+class RunLock:
+    """An advisory, exclusive lock on a run folder (the file ``.specprobe.lock`` in it).
+
+    ``flock`` on POSIX (Linux maps it to byte-range locks on NFS, so it holds across
+    machines there too), ``msvcrt.locking`` on Windows. The operating system releases the
+    lock when the holder dies, so a killed sweep never leaves the folder locked. The lock
+    file itself is never deleted (deleting it would let two processes lock two files).
+    Not re-entrant: two RunLocks on one folder exclude each other even in one process.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """Who holds (or last held) the lock: pid, host, start time and command, as written."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return "another process"
+        if not isinstance(info, dict) or "pid" not in info:
+            return "another process"
+        return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}" + (
+            f" ({info['command']})" if info.get("command") else ""
+        )
+
+    def acquire(
+        self,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Take the lock; if another process holds it, raise RunLockedError, or with ``wait``
+        wait until it is released (``on_wait`` is told who holds it first; after ``timeout``
+        seconds, if given, RunLockedError)."""
+        if self._fd is not None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise SpecprobeError(
+                f"cannot write into the run folder {self.directory}: {err.strerror}",
+                "give --out a folder you can write to",
+            ) from None
+        try:
+            if not _try_lock(fd):
+                holder = self.holder()
+                if not wait:
+                    raise RunLockedError(
+                        f"{self.directory} is being written by another specprobe process ({holder})",
+                        "wait for it to finish, pass --resume to wait for it and then continue the run, "
+                        "or choose another --out folder",
+                    )
+                if on_wait is not None:
+                    on_wait(holder)
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not _try_lock(fd):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise RunLockedError(
+                            f"{self.directory} is still being written by another specprobe process "
+                            f"({holder}) after {timeout:g} s",
+                            "wait for it to finish, or write into another folder",
+                        )
+                    time.sleep(0.05)
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(["specprobe", *sys.argv[1:]])[:200] if sys.argv else "",
+            }
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases it too)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# ---- reading: good records, and the lines that are not -------------------------------------
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line of results.jsonl that is not a usable record, and why."""
+
+    number: int
+    reason: str
+    cut: bool = False
+    """The file's last line, cut short (no newline, not valid JSON): an interrupted write."""
+
+    def warning(self, path: Path) -> str:
+        if self.cut:
+            return (
+                f"{path} line {self.number} is cut short (an interrupted write, a full disk?); "
+                "skipped — --resume sets it aside in results.partial.jsonl and measures that checkpoint again"
+            )
+        return f"{path} line {self.number} skipped: {self.reason}"
+
+
+@dataclass(frozen=True)
+class StoreContents:
+    records: list[dict[str, Any]]
+    """The usable records, in the order written."""
+    skipped: list[SkippedLine]
+    """The lines that are not, with the reason."""
+
+
+def check_record(record: Any) -> str | None:
+    """Why ``record`` (a parsed line) is not a usable record, or None when it is."""
+    from specprobe.version import __version__
+
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {type(record).__name__}"
+    version = record.get("specprobe_version")
+    if isinstance(version, str) and _newer(version, __version__):
+        return f"written by specprobe {version}, newer than this one ({__version__}); upgrade specprobe to read it"
+    missing = [name for name in RECORD_FIELDS if name not in record]
+    if record.get("status") == "ok":
+        missing += [
+            name
+            for name in OK_RECORD_FIELDS
+            if not isinstance(record.get(name), int | float) or isinstance(record.get(name), bool)
+        ]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    return None
+
+
+def _newer(version: str, current: str) -> bool:
+    """Whether release ``version`` (``1.2.3``, maybe with a suffix) is later than ``current``;
+    False when either does not start with a release number."""
+
+    def release(text: str) -> tuple[int, ...] | None:
+        match = re.match(r"\d+(?:\.\d+)*", text.strip().lstrip("v"))
+        return tuple(int(part) for part in match.group().split(".")) if match else None
+
+    if "unknown" in current:  # specprobe run from a source tree without metadata: cannot tell
+        return False
+    new, old = release(version), release(current)
+    return new is not None and old is not None and new > old
+
+
+class ResultStore:
+    """Records of one run directory. Reading never fails on a missing directory.
+
+    Writing (``append``, ``update_config``) happens under the folder's lock: inside
+    ``with store.open_for_writing(): ...`` for a whole run, or, outside one, each write
+    takes the lock for its own duration (waiting up to ``WRITE_TIMEOUT_S`` for it).
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.results_path = self.directory / RESULTS_FILE
+        self.config_path = self.directory / CONFIG_FILE
+        self.partial_path = self.directory / PARTIAL_FILE
+        self._lock: RunLock | None = None
+
+    def exists(self) -> bool:
+        return self.results_path.is_file()
+
+    # -- reading
+
+    def _text(self) -> str:
+        if not self.results_path.is_file():
+            return ""
+        try:
+            return self.results_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            raise SpecprobeError(
+                f"cannot read {self.results_path}: {err.strerror}", "check the file's permissions"
+            ) from None
+
+    def read(self) -> StoreContents:
+        """The usable records and the skipped lines (with their reasons)."""
+        text = self._text()
+        lines = text.split("\n")
+        records, skipped = [], []
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            number, last = index + 1, index == len(lines) - 1  # last: no newline after it
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                reason = f"not valid JSON ({getattr(err, 'msg', err)})"
+                skipped.append(SkippedLine(number, reason, cut=last))
+                continue
+            problem = check_record(record)
+            if problem is not None:
+                skipped.append(SkippedLine(number, problem))
+            else:
+                records.append(record)
+        return StoreContents(records, skipped)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All usable records, in the order written (see :meth:`read` for the others)."""
+        return self.read().records
+
+    def warnings(self) -> list[str]:
+        """One line per skipped line of results.jsonl."""
+        return [s.warning(self.results_path) for s in self.read().skipped]
+
+    def finished(self, settings: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The ``ok`` records measured with settings hash ``settings``, by (model, revision)."""
+        return {
+            (r["model"], r["revision"]): r
+            for r in self.records()
+            if r.get("status") == "ok" and r.get("settings_hash") == settings
+        }
+
+    def config(self) -> dict[str, Any] | None:
+        """The run's config.json, or None when there is none; SpecprobeError when it is corrupt."""
+        if not self.config_path.is_file():
+            return None
+        try:
+            loaded = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SpecprobeError(
+                f"{self.config_path} is not valid JSON ({getattr(err, 'msg', None) or err})",
+                f"restore it, or move it away (the records in {RESULTS_FILE} do not need it) and rerun",
+            ) from None
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("invocations", []), list):
+            raise SpecprobeError(
+                f"{self.config_path} is not a specprobe config (expected an object with 'invocations')",
+                f"move it away (the records in {RESULTS_FILE} do not need it) and rerun",
+            )
+        return loaded
+
+    # -- writing
+
+    @contextmanager
+    def open_for_writing(
+        self,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[ResultStore]:
+        """Claim the run folder for this process: check that it is (or can be) specprobe's,
+        take its lock (RunLockedError if another process holds it; with ``wait``, wait for
+        it, at most ``timeout`` seconds if given), write the marker, and release the lock on
+        leaving the block. Nested blocks on one store reuse the lock."""
+        if self._lock is not None:
+            yield self
+            return
+        check_run_folder(self.directory)
+        lock = RunLock(self.directory)
+        lock.acquire(wait=wait, timeout=timeout, on_wait=on_wait)
+        try:
+            check_run_folder(self.directory)  # again, now that no one else writes
+            marker = self.directory / MARKER_FILE
+            if not marker.is_file():
+                from specprobe.version import __version__
+
+                atomic_write(
+                    marker,
+                    json.dumps({"specprobe_run": 1, "created_by": f"specprobe {__version__}"}) + "\n",
+                )
+            self._lock = lock
+            yield self
+        finally:
+            self._lock = None
+            lock.release()
+
+    def _writing(self) -> Any:
+        """The lock for one write: the held one, else taken for this write (waiting up to
+        ``WRITE_TIMEOUT_S`` for another writer's write to finish)."""
+        return self.open_for_writing(wait=True, timeout=WRITE_TIMEOUT_S)
+
+    def set_aside_cut_line(self) -> Path | None:
+        """Move a cut last line of results.jsonl into results.partial.jsonl (under the lock);
+        returns that file when a line was moved."""
+        with self._writing():
+            text = self._text()
+            if not text or text.endswith("\n"):
+                return None
+            head, _, tail = text.rpartition("\n")
+            try:
+                json.loads(tail)
+                return None  # a whole record without its newline
+            except ValueError:
+                pass
+            previous = self.partial_path.read_text(encoding="utf-8") if self.partial_path.is_file() else ""
+            atomic_write(self.partial_path, previous + tail + "\n")
+            atomic_write(self.results_path, head + "\n" if head else "")
+            return self.partial_path
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add a record, replacing an earlier one of the same model, revision and settings.
+
+        Lines that are not usable records are kept as they are, except a cut last line,
+        which is first set aside (:meth:`set_aside_cut_line`)."""
+        key = _key(record)
+        with self._writing():
+            self.set_aside_cut_line()
+            kept = []
+            for line in self._text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    old = json.loads(line)
+                except ValueError:
+                    old = None
+                if isinstance(old, dict) and check_record(old) is None and _key(old) == key:
+                    continue
+                kept.append(line)
+            atomic_write(self.results_path, "\n".join([*kept, json.dumps(record, default=str)]) + "\n")
+
+    def update_config(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read config.json (or start ``{"invocations": []}``), apply ``change`` in place and
+        write it back atomically, all under the lock; returns the new config."""
+        with self._writing():
+            config = self.config() or {"invocations": []}
+            change(config)
+            atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
+            return config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace config.json (under the lock)."""
+        with self._writing():
+            atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
+
+
+def _key(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return record.get("model"), record.get("revision"), record.get("settings_hash")

@@ -1,0 +1,108 @@
+"""A measurement's peak memory against a training step's, on a model where buffers of P floats show."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from specprobe.core.memory import peak_rss, reset_peak_rss
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, gc, torch
+    import specprobe
+    from specprobe.core.memory import peak_rss, reset_peak_rss
+    from specprobe.models.hub import tiny_causal_lm
+
+    torch.set_num_threads(1)
+    # 7.4M parameters (29 MB): a buffer of P floats is far above the activations of 2 x 32 tokens.
+    model = tiny_causal_lm("gpt_neox", vocab_size=8192, hidden_size=256, num_layers=4, num_heads=4)
+    ids = torch.randint(0, 8192, (2, 32), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def train():
+        model(**batch, labels=ids).loss.backward()
+
+    def peak(fn):
+        gc.collect()
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[1]) * 4096
+        reset_peak_rss()
+        fn()
+        return peak_rss() - base
+
+    train(); model.zero_grad(set_to_none=True)  # warm-up: allocator and kernels
+    specprobe.measure(model, batch, probes=2)
+    out = {"params": sum(p.numel() for p in model.parameters())}
+    out["train"] = peak(train)
+    model.zero_grad(set_to_none=True)
+    for est in ("hutchinson", "hutchinson_per_sample"):
+        out[est] = peak(lambda: specprobe.measure(model, batch, estimator=est, probes=32))
+        out[est + "_mb"] = peak(lambda: specprobe.measure(model, batch, estimator=est, probes=32, micro_batch_size=1))
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not reset_peak_rss() or peak_rss() is None, reason="needs Linux /proc peak-RSS counters")
+def test_measure_peak_memory_stays_within_a_training_step() -> None:
+    # Peaks are resident memory above the loaded model, in a fresh process with a fixed
+    # malloc mmap threshold (freed buffers go back to the OS). Tolerance: 1.5x the training
+    # step's addition (its gradient and activations) plus 256 MiB, the probe block always
+    # allowed (specprobe.core.memory.PROBE_FLOOR), which covers allocator slack too. The
+    # former implementation held 16 parameter-sized gradients per backward pass (+470 MB
+    # here), and plain Hutchinson over micro-batches 32 probe sums (+0.94 GB).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
+    peaks = json.loads(done.stdout.strip().splitlines()[-1])
+    p_bytes = 4 * peaks["params"]
+    assert peaks["train"] > 0.9 * p_bytes  # the gradient is there: the measurement is sound
+    slack = 256 * 2**20
+    for key in ("hutchinson", "hutchinson_per_sample", "hutchinson_per_sample_mb"):
+        assert peaks[key] <= 1.5 * peaks["train"] + slack, (key, json.dumps(peaks))
+    # Plain Hutchinson across micro-batches must sum Jᵀz over them before the norm: it keeps
+    # the gradient's sum and a block of probe sums no larger than a training step's own
+    # addition (2.5x in all), repeating the forward pass per block; never m·P.
+    assert peaks["hutchinson_mb"] <= 2.5 * peaks["train"] + slack, peaks
+
+
+def _sizes(monkeypatch: pytest.MonkeyPatch, available: int | None) -> tuple[int, int]:
+    """The micro-batch and probe batch measure() chooses with ``available`` bytes."""
+    import torch
+
+    import specprobe
+    from specprobe.core import measure as lnp
+    from tests.conftest import CASES
+
+    chosen: list[tuple[int, int]] = []
+    original = lnp._Run.plan
+
+    def spy(self: lnp._Run, *args: object, **kwargs: object) -> int:
+        micro = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        chosen.append((micro, self.chunk))
+        return micro
+
+    monkeypatch.setattr(lnp, "available_bytes", lambda device: available)
+    monkeypatch.setattr(lnp._Run, "plan", spy)
+    model, batch = CASES[2].build(torch.float64)
+    specprobe.measure(model, batch, estimator="hutchinson_per_sample", probes=4)
+    return chosen[0]
+
+
+def test_sizes_shrink_to_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sizes(monkeypatch, 2**34) == (3, 4)  # plenty: the whole batch, every probe at once
+    micro, chunk = _sizes(monkeypatch, 150_000)  # probes per pass halve first, then samples
+    assert chunk == 1 and micro < 3
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_full_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from specprobe.errors import TooLargeError
+
+    with pytest.raises(TooLargeError, match=r"needs about .* MiB beyond the weights"):
+        _sizes(monkeypatch, 1000)
