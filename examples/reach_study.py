@@ -1,6 +1,6 @@
 """The spectral-reach study: does a larger model reach lower spectral position, and when?
 
-Each configuration is a :class:`specprobe.demo.demo.DemoConfig` that differs from the study's
+Each configuration is a :class:`specprobe.demo.config.DemoConfig` that differs from the study's
 base in one thing (training length, learning-rate rule, width against depth, a fixed
 dataset seen for many epochs against fresh data, measuring on training against held-out
 text, corpus, architecture, seed). For each, the family is trained as ``specprobe demo``
@@ -43,7 +43,9 @@ import numpy as np
 import torch
 
 from specprobe.analysis.reach import STATISTICS, judge, position_at_step, reach_values
-from specprobe.demo.demo import DemoConfig, demo_plan, train_family
+from specprobe.demo.config import DemoConfig
+from specprobe.demo.plan import demo_plan
+from specprobe.demo.training import train_family
 from specprobe.pipeline.sweep import run_sweep
 from specprobe.store.results import ResultStore
 

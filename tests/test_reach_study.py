@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from specprobe.demo.demo import PRESETS
+from specprobe.demo.presets import PRESETS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "reach_study.py"
 

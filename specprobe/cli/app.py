@@ -746,9 +746,18 @@ def plot(
     _write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
 
 
-DEMO_EPILOG = """Examples:
+def _demo_help() -> tuple[str, str, str]:
+    """The demo's epilog and its --fast and --preset help, from the presets (their names and
+    stated costs live there, once; reading them does not import torch)."""
+    from specprobe.demo.presets import DEFAULT_PRESET, FAST_PRESET, PRESETS
 
-  specprobe demo                  (about 2 minutes on 2 CPU cores)
+    def listed(marks: dict[str, str]) -> str:
+        return ", ".join(f"{name} ({marks[name]})" if name in marks else name for name in PRESETS)
+
+    default = {DEFAULT_PRESET: "default"}
+    epilog = f"""Examples:
+
+  specprobe demo                  ({PRESETS[DEFAULT_PRESET].budget})
 
   specprobe demo --fast --out /tmp/demo
 
@@ -759,22 +768,20 @@ DEMO_EPILOG = """Examples:
 Trains a family of tiny models on a synthetic language (no downloads), then measures every
 checkpoint: the default preset runs the bundled tiny-local recipe on it, the same analysis
 as `specprobe run`; the other presets run the same sweep on their own family. Presets:
-tiny-neox (default), tiny-neox-fast (--fast), llama-cpu, llama-cpu-long, llama-gpu.
+{listed(default | {FAST_PRESET: "--fast"})}.
 """
+    fast = f"A smaller family and measurement ({PRESETS[FAST_PRESET].budget}): --preset {FAST_PRESET}."
+    return epilog, fast, f"Which family: {listed(default)}."
+
+
+DEMO_EPILOG, _DEMO_FAST_HELP, _DEMO_PRESET_HELP = _demo_help()
 
 
 @app.command(epilog=DEMO_EPILOG)
 @handle_errors
 def demo(
-    fast: Annotated[
-        bool, typer.Option(help="A smaller family and measurement (under a minute): --preset tiny-neox-fast.")
-    ] = False,
-    preset: Annotated[
-        str,
-        typer.Option(
-            help="Which family: tiny-neox (default), tiny-neox-fast, llama-cpu, llama-cpu-long, llama-gpu."
-        ),
-    ] = "tiny-neox",
+    fast: Annotated[bool, typer.Option(help=_DEMO_FAST_HELP)] = False,
+    preset: Annotated[str, typer.Option(help=_DEMO_PRESET_HELP)] = "tiny-neox",
     device: Annotated[
         str | None, typer.Option(help="Train and measure on cpu or cuda (default: the preset's).")
     ] = None,
@@ -784,31 +791,29 @@ def demo(
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
     from dataclasses import replace
-    from pathlib import Path
 
-    from specprobe.demo.demo import DEFAULT_PRESET, DemoLayout, demo_plan, train_family
-    from specprobe.demo.demo import preset as find_preset
+    from specprobe.demo.plan import demo_plan
+    from specprobe.demo.prepare import prepare
+    from specprobe.demo.presets import DEFAULT_PRESET, FAST_PRESET
+    from specprobe.demo.presets import preset as find_preset
     from specprobe.errors import SpecprobeError
     from specprobe.recipes.recipe import load_recipe, with_overrides
-    from specprobe.report.terminal import TrainingDisplay
 
-    if fast and preset not in (DEFAULT_PRESET, "tiny-neox-fast"):
+    if fast and preset not in (DEFAULT_PRESET, FAST_PRESET):
         raise SpecprobeError(
             f"expected either --fast or --preset, found both (--preset {preset})",
-            "drop --fast: it is the preset tiny-neox-fast",
+            f"drop --fast: it is the preset {FAST_PRESET}",
         )
-    chosen = find_preset("tiny-neox-fast" if fast else preset)
+    chosen = find_preset(FAST_PRESET if fast else preset)
     config = chosen.config if device is None else replace(chosen.config, device=device)
-    config.validate()
-    layout = DemoLayout(Path(out))
-    if layout.config.is_file() and _same_demo(layout, config):
+    prepared = prepare(out, config, console=err_console)
+    layout = prepared.layout
+    if prepared.reused:
         console.print(f"reusing the family trained in {layout.family}", highlight=False)
-    else:
-        with TrainingDisplay(err_console, config.model_names(), config.steps) as display:
-            train_family(layout.root, config, display.update)
     invocation: dict[str, Any] = {"command": "demo", "argv": sys.argv[1:], "preset": chosen.name}
     if config.arch == "gpt_neox" and config.depths is None and config.measure_on == "eval":
         # The original family: through the bundled recipe, as `specprobe run tiny-local` would.
+        # (Here, not in the demo package: demo/ and recipes/ are siblings in the layers.)
         recipe = with_overrides(
             load_recipe("tiny-local", variables={"root": str(layout.root)}),
             only=list(config.model_names()),
@@ -838,16 +843,3 @@ def demo(
         if not plots or "matplotlib" not in err.message:
             raise
         err_console.print(f"no figures: {err.message} ({err.hint})", highlight=False)
-
-
-def _same_demo(layout: Any, config: Any) -> bool:
-    """Whether the folder holds a finished family trained with ``config``."""
-    try:
-        saved = json.loads(layout.config.read_text())
-    except (OSError, ValueError):
-        return False
-    finished = all(
-        (layout.model_dir(name) / f"checkpoint-{config.checkpoint_steps()[-1]}").is_dir()
-        for name in config.model_names()
-    )
-    return bool(saved == config.to_dict() and finished)

@@ -10,24 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from specprobe.demo.demo import (
+from specprobe.demo.config import DemoConfig
+from specprobe.demo.language import (
     AND,
     COUNT_WORDS,
-    DEFAULT_PRESET,
     IF,
     LONGTAIL_LEXICON,
-    PRESETS,
     SAID,
     THEN,
-    DemoConfig,
-    _param_groups,
-    build_model,
-    demo_plan,
     generate_corpus,
     make_lexicon,
-    preset,
-    train_family,
 )
+from specprobe.demo.plan import demo_plan
+from specprobe.demo.presets import DEFAULT_PRESET, PRESETS, preset
+from specprobe.demo.training import _param_groups, build_model, train_family
 from specprobe.errors import SpecprobeError
 
 

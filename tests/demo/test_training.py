@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from specprobe.demo.demo import (
+from specprobe.demo.config import DemoConfig, DemoLayout
+from specprobe.demo.language import (
     AND,
     DET_PLURAL,
     DET_SINGULAR,
@@ -16,14 +17,12 @@ from specprobe.demo.demo import (
     SAID,
     VERB_PLURAL,
     VERB_SINGULAR,
-    DemoConfig,
-    DemoLayout,
-    TrainingProgress,
-    demo_plan,
     generate_corpus,
     make_lexicon,
-    train_family,
 )
+from specprobe.demo.plan import demo_plan
+from specprobe.demo.prepare import is_trained, prepare
+from specprobe.demo.training import TrainingProgress, train_family
 from specprobe.errors import SpecprobeError
 from specprobe.models.hub import find_checkpoints, fingerprint_weights, load_checkpoint
 
@@ -147,3 +146,17 @@ def test_demo_plan_runs_through_the_sweep(
     assert (
         result.records[0]["num_outputs"] == TINY.eval_batch_size * (TINY.eval_seq_len - 1) * TINY.vocab_size
     )
+
+
+def test_prepare_reuses_only_a_finished_family_of_the_same_settings(
+    family: tuple[Path, list[Path], list[TrainingProgress]], tmp_path: Path
+) -> None:
+    out, _, _ = family
+    assert is_trained(DemoLayout(out), TINY)
+    assert not is_trained(DemoLayout(out), replace(TINY, seed=1))
+    assert not is_trained(DemoLayout(tmp_path / "none"), TINY)
+    assert prepare(out, TINY).reused
+    # Other settings in a folder that holds models: refused before anything is written.
+    with pytest.raises(SpecprobeError, match="found models in"):
+        prepare(out, replace(TINY, seed=1))
+    assert is_trained(DemoLayout(out), TINY)

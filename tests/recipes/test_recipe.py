@@ -287,7 +287,7 @@ def test_probe_fields_reach_the_plan(tmp_path: Path) -> None:
 
 
 def test_tiny_local_reproduces_the_demo_analysis() -> None:
-    from specprobe.demo.demo import DemoConfig
+    from specprobe.demo.config import DemoConfig
 
     recipe, config = load_recipe("tiny-local"), DemoConfig()
     assert [m.label for m in recipe.models] == list(config.model_names())

@@ -1,0 +1,216 @@
+"""What the demo is and where it writes: :class:`DemoConfig` (corpus, models, training,
+measurement) and :class:`DemoLayout` (the files under one output directory).
+
+Light on purpose: nothing here imports torch (numpy only when checkpoint steps are
+computed), so the command line can read the presets for its ``--help`` without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from specprobe.errors import SpecprobeError
+
+TRAIN_FILE = "train.txt"
+EVAL_FILE = "eval.txt"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that decides the demo's corpus, models, training and measurement.
+
+    Defaults: four widths (18,880 to 495,104 parameters with the 384-token vocabulary),
+    1,024 steps of 16 × 64 tokens (1,048,576 tokens, about 1.2 passes over the 12,000
+    training documents), 8 checkpoints per model at steps 8, 16, …, 1024, each measured on
+    32 held-out sequences of 64 tokens in 4 batches (D = 8 × 63 × 384 = 193,536 outputs per
+    batch) with 16 Hutchinson probes. :meth:`fast` is a small variant for tests and a first
+    look. What each costs, as measured, is the ``budget`` and ``measured`` of its preset
+    (``tiny-neox`` and ``tiny-neox-fast`` in :data:`specprobe.demo.presets.PRESETS`).
+    """
+
+    seed: int = 0
+    """Seeds the corpus, the tokenizer's data, the initialisation and the data order."""
+    train_documents: int = 12000
+    eval_documents: int = 400
+    """Held-out documents the checkpoints are measured on."""
+    vocab_size: int = 384
+    """BPE vocabulary (256 bytes + merges + the end-of-text token)."""
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    """Hidden sizes of the family, one model each (4·width MLP, heads of 16 dimensions; one
+    head below width 32)."""
+    num_layers: int = 2
+    seq_len: int = 64
+    """Tokens per training sequence (documents joined by end-of-text, cut into windows)."""
+    batch_size: int = 16
+    """Sequences per step: tokens per step = batch_size × seq_len."""
+    steps: int = 1024
+    learning_rate: float = 3e-3
+    """AdamW peak learning rate, after linear warm-up, cosine decay to a tenth."""
+    warmup_steps: int = 16
+    final_lr_fraction: float = 0.1
+    """The learning rate at the last step as a fraction of the peak (cosine decay to it;
+    1.0: constant after warm-up)."""
+    weight_decay: float = 0.01
+    checkpoints: int = 8
+    """Checkpoints per model, log-spaced from ``first_checkpoint`` to ``steps``."""
+    first_checkpoint: int = 8
+    # Measurement (the analysis half): D per batch = eval_batch_size × (eval_seq_len − 1) × vocab.
+    eval_sequences: int = 32
+    eval_seq_len: int = 64
+    eval_batch_size: int = 8
+    probes: int = 16
+    # The presets (see PRESETS) change the following; their defaults are the original demo.
+    arch: str = "gpt_neox"
+    """``gpt_neox`` (LayerNorm, rotary, GELU MLP of 4·width) or ``llama`` (LlamaForCausalLM:
+    RMSNorm, rotary, SwiGLU MLP of 3·width, untied head, no bias; eager attention)."""
+    depths: tuple[int, ...] | None = None
+    """Layers of each model (one per width); None: ``num_layers`` for all."""
+    head_dim: int = 16
+    """Dimensions per attention head (one head below 2·head_dim)."""
+    lr_rule: str = "constant"
+    """``constant``: every model trains at ``learning_rate``. ``mup``: μP-style for Adam, the
+    hidden matrices (every ≥ 2-D weight but the input embedding, the output head included)
+    at ``learning_rate · base_width / width``; embeddings, norms and biases at
+    ``learning_rate``."""
+    base_width: int = 32
+    """The width at which ``lr_rule="mup"`` uses ``learning_rate`` unchanged."""
+    corpus: str = "simple"
+    """``simple``: the original language. ``longtail``: the long-tail language (a lexicon of
+    1,500 nouns with a heavier Zipf tail, rare constructions, more long-range recall)."""
+    measure_on: str = "eval"
+    """``eval``: measure on held-out documents; ``train``: on the training documents."""
+    device: str = "cpu"
+    """Where the models train and are measured (``cpu`` or ``cuda``)."""
+
+    @classmethod
+    def fast(cls) -> DemoConfig:
+        """A small variant: narrower models, fewer steps and a smaller measurement."""
+        return cls(
+            train_documents=1500,
+            eval_documents=120,
+            vocab_size=320,
+            widths=(16, 32, 64),  # a subset of the tiny-local recipe's models
+            seq_len=32,
+            batch_size=8,
+            steps=64,
+            warmup_steps=4,
+            checkpoints=4,
+            first_checkpoint=4,
+            eval_sequences=8,
+            eval_seq_len=32,
+            eval_batch_size=4,
+            probes=4,
+        )
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def checkpoint_steps(self) -> tuple[int, ...]:
+        """The steps saved: ``checkpoints`` log-spaced integers from ``first_checkpoint`` to ``steps``."""
+        if self.checkpoints < 2 or not 1 <= self.first_checkpoint < self.steps:
+            raise SpecprobeError(
+                f"expected checkpoints >= 2 and 1 <= first_checkpoint < steps, found checkpoints="
+                f"{self.checkpoints}, first_checkpoint={self.first_checkpoint}, steps={self.steps}",
+                "use at least 2 checkpoints between a first step and the last",
+            )
+        import numpy as np  # here, not at the top: see the module's docstring
+
+        points = np.geomspace(self.first_checkpoint, self.steps, self.checkpoints)
+        return tuple(sorted({round(float(p)) for p in points}))
+
+    def layers(self) -> tuple[int, ...]:
+        """Layers of each model, in the order of ``widths``."""
+        return self.depths if self.depths is not None else (self.num_layers,) * len(self.widths)
+
+    def model_names(self) -> tuple[str, ...]:
+        prefix = "neox" if self.arch == "gpt_neox" else self.arch
+        if self.depths is None:
+            return tuple(f"{prefix}-w{w}" for w in self.widths)
+        return tuple(f"{prefix}-w{w}-d{d}" for w, d in zip(self.widths, self.layers(), strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["widths"] = list(self.widths)
+        out["depths"] = list(self.depths) if self.depths is not None else None
+        return out
+
+    def validate(self) -> None:
+        """Raise SpecprobeError on settings that cannot train or measure."""
+        self.checkpoint_steps()
+        for name, allowed in (
+            ("arch", ("gpt_neox", "llama")),
+            ("lr_rule", ("constant", "mup")),
+            ("corpus", ("simple", "longtail")),
+            ("measure_on", ("eval", "train")),
+            ("device", ("cpu", "cuda")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise SpecprobeError(
+                    f"expected {name} to be one of {', '.join(allowed)}, found {getattr(self, name)!r}",
+                    f"use {name}={allowed[0]!r}",
+                )
+        if self.depths is not None and (
+            len(self.depths) != len(self.widths) or any(d < 1 for d in self.depths)
+        ):
+            raise SpecprobeError(
+                f"expected one depth (>= 1) per width, found depths={self.depths} for widths={self.widths}",
+                "give as many depths as widths, or none",
+            )
+        if len(self.widths) < 1 or any(w < 4 or w % 4 for w in self.widths):
+            raise SpecprobeError(
+                f"expected widths that are multiples of 4 (at least 4), found {self.widths}",
+                "use e.g. widths=(16, 32, 64)",
+            )
+        if self.vocab_size < 300:
+            raise SpecprobeError(
+                f"expected vocab_size >= 300 (256 bytes, the end-of-text token and some merges), "
+                f"found {self.vocab_size}",
+                "use vocab_size=384",
+            )
+        for name in ("train_documents", "eval_documents", "seq_len", "batch_size", "probes"):
+            if getattr(self, name) < 2:
+                raise SpecprobeError(f"expected {name} >= 2, found {getattr(self, name)}", f"raise {name}")
+        if self.eval_sequences % self.eval_batch_size:
+            raise SpecprobeError(
+                f"expected eval_sequences to be a multiple of eval_batch_size, found "
+                f"{self.eval_sequences} and {self.eval_batch_size}",
+                "make eval_sequences a multiple of eval_batch_size",
+            )
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Where the demo writes, under one output directory."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def train_corpus(self) -> Path:
+        return self.data / TRAIN_FILE
+
+    @property
+    def eval_corpus(self) -> Path:
+        return self.data / EVAL_FILE
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def family(self) -> Path:
+        return self.root / "family"
+
+    @property
+    def config(self) -> Path:
+        """``demo.json``: the DemoConfig the family was trained with."""
+        return self.root / "demo.json"
+
+    def model_dir(self, name: str) -> Path:
+        return self.family / name

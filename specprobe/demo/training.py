@@ -1,0 +1,302 @@
+"""The demo's training: a byte-level BPE tokenizer and a family of tiny models on one stream.
+
+A byte-level BPE tokenizer is trained on the training documents (``tokenizers``, wrapped in
+``PreTrainedTokenizerFast`` so that ``AutoTokenizer`` loads it back). :func:`train_family`
+trains models of increasing width (GPT-NeoX by default; Llama, and depth instead of width,
+in the presets; :func:`build_model`) on the same token stream and saves Hugging Face
+checkpoints at log-spaced steps::
+
+    <out>/demo.json                                   the DemoConfig
+    <out>/data/train.txt, <out>/data/eval.txt        the corpus (eval: held-out documents)
+    <out>/tokenizer/                                  the tokenizer
+    <out>/family/<name>/checkpoint-<step>/            model.save_pretrained
+    <out>/family/<name>/specprobe.json                {"tokens_per_step": ...}
+    <out>/family/<name>/tokenizer files               so each checkpoint loads with it
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from specprobe.demo.config import DemoConfig, DemoLayout
+from specprobe.demo.language import LONGTAIL_LEXICON, generate_corpus, make_lexicon, token_stream
+from specprobe.errors import SpecprobeError
+from specprobe.models.hub import train_tokenizer
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """What ``train_family`` reports to its progress callback after each step."""
+
+    model: str
+    """The model's name (its folder under ``<out>/family``)."""
+    model_index: int
+    num_models: int
+    step: int
+    """Steps done (1 … total_steps)."""
+    total_steps: int
+    loss: float
+    """Training loss of this step's batch."""
+    checkpoint: Path | None = None
+    """The checkpoint folder written after this step, if one was."""
+
+
+def _learning_rate(config: DemoConfig, step: int) -> float:
+    """Linear warm-up to the peak, then cosine decay to ``final_lr_fraction`` of it at the
+    last step (a tenth by default)."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    low = config.final_lr_fraction
+    return config.learning_rate * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _windows(stream: torch.Tensor, config: DemoConfig, generator: torch.Generator) -> torch.Tensor:
+    """``batch_size`` windows of ``seq_len`` tokens at random offsets of the stream."""
+    starts = torch.randint(0, stream.numel() - config.seq_len, (config.batch_size,), generator=generator)
+    return torch.stack([stream[s : s + config.seq_len] for s in starts.tolist()])
+
+
+def train_family(
+    out_dir: Path | str,
+    config: DemoConfig | None = None,
+    progress_callback: Callable[[TrainingProgress], None] | None = None,
+) -> list[Path]:
+    """Generate the corpus, train the tokenizer and train the family; return the model folders.
+
+    One folder per width, smallest first, each holding ``checkpoint-<step>/`` folders at
+    ``config.checkpoint_steps()``, the tokenizer and ``specprobe.json`` with
+    ``tokens_per_step`` (so ``run_sweep`` records tokens seen). All models train on the
+    same sequence of batches (one seeded generator per model, same seed) from their own
+    seeded initialisation; the run is deterministic for a given seed and thread count.
+
+    Cost: ``steps`` forward and backward passes per model of ``batch_size × seq_len``
+    tokens; checkpoints take 4 bytes a parameter (76 KiB at width 16, 2 MiB at width 128)
+    plus the tokenizer (about 15 KiB); the whole default demo writes about 25 MiB.
+
+    Raises:
+        SpecprobeError: on invalid settings, or when ``<out>/family`` already holds models
+            (nothing is overwritten).
+    """
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # save_pretrained's "Writing model shards"
+    config = config or DemoConfig()
+    layout = DemoLayout(Path(out_dir))
+    _refuse_untrainable(config, layout)
+    tokenizer, stream = _write_corpus(layout, config)
+    steps = set(config.checkpoint_steps())
+    models = zip(config.model_names(), config.widths, config.layers(), strict=True)
+    return [
+        _train_member(layout, config, tokenizer, stream, steps, index, name, width, layers, progress_callback)
+        for index, (name, width, layers) in enumerate(models)
+    ]
+
+
+def _refuse_untrainable(config: DemoConfig, layout: DemoLayout) -> None:
+    """Raise SpecprobeError, before anything is written, on invalid settings, a missing CUDA
+    device, or an output directory whose ``family/`` already holds models."""
+    config.validate()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecprobeError(
+            "expected a CUDA device for device='cuda', found none (torch.cuda.is_available() is False)",
+            "run the preset on a machine with a GPU, or choose a CPU preset",
+        )
+    if layout.family.exists() and any(layout.family.iterdir()):
+        raise SpecprobeError(
+            f"expected an empty or new output directory, found models in {layout.family}",
+            "choose another output directory, or delete that one",
+        )
+
+
+def _write_corpus(layout: DemoLayout, config: DemoConfig) -> tuple[Any, torch.Tensor]:
+    """Write ``demo.json``, the training and held-out documents and the tokenizer trained on
+    the former; return the tokenizer and the training token stream."""
+    corpus_lexicon = LONGTAIL_LEXICON if config.corpus == "longtail" else {}
+    lexicon = make_lexicon(config.seed, **corpus_lexicon)
+    train_docs = generate_corpus(config.train_documents, config.seed, lexicon=lexicon, kind=config.corpus)
+    # Held-out text: the same language (lexicon), documents drawn from another stream.
+    eval_docs = generate_corpus(
+        config.eval_documents, config.seed + 1_000_003, lexicon=lexicon, kind=config.corpus
+    )
+    layout.data.mkdir(parents=True, exist_ok=True)
+    layout.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    layout.train_corpus.write_text("\n".join(train_docs) + "\n", encoding="utf-8")
+    layout.eval_corpus.write_text("\n".join(eval_docs) + "\n", encoding="utf-8")
+    tokenizer = train_tokenizer(train_docs, config.vocab_size)
+    tokenizer.save_pretrained(layout.tokenizer)
+    stream = token_stream(train_docs, tokenizer)
+    if stream.numel() <= config.seq_len:
+        raise SpecprobeError(
+            f"expected more than seq_len={config.seq_len} training tokens, found {stream.numel()}",
+            "raise train_documents",
+        )
+    return tokenizer, stream
+
+
+def _train_member(
+    layout: DemoLayout,
+    config: DemoConfig,
+    tokenizer: Any,
+    stream: torch.Tensor,
+    checkpoint_steps: set[int],
+    index: int,
+    name: str,
+    width: int,
+    layers: int,
+    progress_callback: Callable[[TrainingProgress], None] | None,
+) -> Path:
+    """Train the family's ``index``-th model into its folder (the tokenizer, ``specprobe.json``
+    and its checkpoints); return the folder."""
+    folder = layout.model_dir(name)
+    folder.mkdir(parents=True)
+    tokenizer.save_pretrained(folder)
+    device = torch.device(config.device)
+    model = build_model(config, len(tokenizer), width, layers, seed=config.seed + index).to(device)
+    metadata: dict[str, Any] = {
+        "tokens_per_step": config.tokens_per_step,
+        "width": width,
+        "layers": layers,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "demo_config": config.to_dict(),
+    }
+    (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    losses = _train_one(
+        model, tokenizer, name, index, stream, config, checkpoint_steps, folder, progress_callback
+    )
+    # The training-loss curve, averaged over blocks of steps, so that a reader (and the
+    # reach study) can see whether the loss had flattened.
+    block = max(1, config.steps // 64)
+    metadata["train_loss_block"] = block
+    metadata["train_loss"] = [float(np.mean(losses[i : i + block])) for i in range(0, len(losses), block)]
+    (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return folder
+
+
+def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed: int) -> Any:
+    """One randomly initialised model of the family, in eval mode, eager attention.
+
+    ``gpt_neox``: :func:`specprobe.models.hub.tiny_causal_lm` (4·width MLP). ``llama``:
+    LlamaForCausalLM with RMSNorm, rotary positions, a SwiGLU MLP of 3·width, as many
+    key/value heads as query heads, an untied output head and no biases.
+    """
+    from specprobe.models.hub import tiny_causal_lm
+
+    heads = max(1, width // config.head_dim)
+    max_positions = max(config.seq_len, config.eval_seq_len)
+    if config.arch == "gpt_neox":
+        return tiny_causal_lm(
+            "gpt_neox",
+            vocab_size=vocab,
+            hidden_size=width,
+            num_layers=layers,
+            num_heads=heads,
+            max_positions=max_positions,
+            seed=seed,
+        )
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    eager: dict[str, Any] = {"attn_implementation": "eager"}  # forward-mode AD needs eager attention
+    llama = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        **eager,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama)
+    return model.eval()
+
+
+def _param_groups(model: Any, config: DemoConfig, width: int) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on ≥ 2-D weights but embeddings; a learning-rate scale per
+    group by ``config.lr_rule`` (``mup``: base_width / width on every ≥ 2-D weight but the
+    input embedding; 1 elsewhere)."""
+    hidden_scale = config.base_width / width if config.lr_rule == "mup" else 1.0
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        embedding = "embed_in" in name or "embed_tokens" in name
+        matrix = p.ndim >= 2 and not embedding
+        decay = p.ndim >= 2 and "embed" not in name
+        groups.setdefault((matrix, decay), []).append(p)
+    return [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decay else 0.0,
+            "lr_scale": hidden_scale if matrix else 1.0,
+        }
+        for (matrix, decay), params in groups.items()
+    ]
+
+
+def _train_one(
+    model: Any,
+    tokenizer: Any,
+    name: str,
+    index: int,
+    stream: torch.Tensor,
+    config: DemoConfig,
+    checkpoint_steps: set[int],
+    folder: Path,
+    progress_callback: Callable[[TrainingProgress], None] | None,
+) -> list[float]:
+    """Train one model; return the training loss of every step."""
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config, int(model.config.hidden_size)),
+        lr=config.learning_rate,
+        betas=(0.9, 0.98),
+    )
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    losses: list[float] = []
+    model.train()
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step) * group["lr_scale"]
+        ids = _windows(stream, config, generator).to(device)
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        saved = None
+        if step + 1 in checkpoint_steps:
+            saved = folder / f"checkpoint-{step + 1}"
+            model.eval()
+            model.save_pretrained(saved)  # the tokenizer is in the model's folder, as a Trainer does
+            model.train()
+        if progress_callback is not None:
+            progress_callback(
+                TrainingProgress(
+                    model=name,
+                    model_index=index,
+                    num_models=len(config.widths),
+                    step=step + 1,
+                    total_steps=config.steps,
+                    loss=losses[-1],
+                    checkpoint=saved,
+                )
+            )
+    model.eval()
+    return losses
