@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.recipes.recipe import MAX_INCLUDE_DEPTH, RecipeError, load_recipe
 from specprobe.store.results import (
     LOCK_FILE,

@@ -119,7 +119,7 @@ def selftest(
 
     import specprobe
     from specprobe.errors import SpecprobeError
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
     from specprobe.report.terminal import CheckRow, selftest_table
 
     if device is Device.cuda and not torch.cuda.is_available():

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import train_tokenizer
+from specprobe.models.tiny import train_tokenizer
 
 if TYPE_CHECKING:
     from specprobe.pipeline.sweep import SweepPlan
@@ -658,11 +658,11 @@ def train_family(
 def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed: int) -> Any:
     """One randomly initialised model of the family, in eval mode, eager attention.
 
-    ``gpt_neox``: :func:`specprobe.models.hub.tiny_causal_lm` (4·width MLP). ``llama``:
+    ``gpt_neox``: :func:`specprobe.models.tiny.tiny_causal_lm` (4·width MLP). ``llama``:
     LlamaForCausalLM with RMSNorm, rotary positions, a SwiGLU MLP of 3·width, as many
     key/value heads as query heads, an untied output head and no biases.
     """
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
 
     heads = max(1, width // config.head_dim)
     max_positions = max(config.seq_len, config.eval_seq_len)

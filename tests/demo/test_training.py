@@ -25,7 +25,9 @@ from specprobe.demo.demo import (
     train_family,
 )
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import find_checkpoints, fingerprint_weights, load_checkpoint
+from specprobe.models.fingerprint import fingerprint_weights
+from specprobe.models.hub import find_checkpoints
+from specprobe.models.loading import load_checkpoint
 
 TINY = replace(
     DemoConfig.fast(),
