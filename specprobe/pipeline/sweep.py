@@ -36,7 +36,8 @@ from specprobe.models.loading import (
     inspect_checkpoint,
     load_checkpoint,
 )
-from specprobe.store.results import ResultStore, check_run_folder, settings_hash
+from specprobe.store.folder import check_run_folder
+from specprobe.store.results import ResultStore, settings_hash
 
 if TYPE_CHECKING:
     from specprobe.pipeline.distributed import BatchShare, Parallel
