@@ -34,6 +34,34 @@ def tiny_causal_lm(
     Deterministic for a given ``seed``; eager attention. Parameter count for GPT-NeoX is
     about 2·V·H + L·(12·H² + 13·H) (embeddings in and out, L blocks with a 4·H MLP).
     """
+    arch = TinyArch(arch)
+    model_class, config = _tiny_config(
+        arch,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_positions=max_positions,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return cast(nn.Module, model).to(dtype).eval()
+
+
+def _tiny_config(
+    arch: TinyArch,
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    max_positions: int,
+) -> tuple[Any, Any]:
+    """The causal-LM class of ``arch`` and its config of the given size (eager attention,
+    token 0 as BOS and EOS)."""
     from transformers import (
         GPT2Config,
         GPT2LMHeadModel,
@@ -43,52 +71,44 @@ def tiny_causal_lm(
         LlamaForCausalLM,
     )
 
-    arch = TinyArch(arch)
-    inter = intermediate_size or 4 * hidden_size
     common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "bos_token_id": 0,
         "eos_token_id": 0,
         "attn_implementation": "eager",
     }
-    model: nn.Module
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if arch is TinyArch.GPT_NEOX:
-            config: Any = GPTNeoXConfig(
-                hidden_size=hidden_size,
-                num_hidden_layers=num_layers,
-                num_attention_heads=num_heads,
-                intermediate_size=inter,
-                max_position_embeddings=max_positions,
-                **common,
-            )
-            model = GPTNeoXForCausalLM(config)
-        elif arch is TinyArch.GPT2:
-            config = GPT2Config(
-                n_embd=hidden_size,
-                n_layer=num_layers,
-                n_head=num_heads,
-                n_inner=inter,
-                n_positions=max_positions,
-                tie_word_embeddings=True,
-                **common,
-            )
-            model = GPT2LMHeadModel(config)
-        elif arch is TinyArch.LLAMA:
-            config = LlamaConfig(
-                hidden_size=hidden_size,
-                num_hidden_layers=num_layers,
-                num_attention_heads=num_heads,
-                num_key_value_heads=max(1, num_heads // 2),
-                intermediate_size=inter,
-                max_position_embeddings=max_positions,
-                **common,
-            )
-            model = LlamaForCausalLM(config)
-        else:  # pragma: no cover - the Enum above is exhaustive
-            raise SpecprobeError(f"unknown architecture {arch!r}", "use one of TinyArch")
-    return cast(nn.Module, model).to(dtype).eval()
+    if arch is TinyArch.GPT_NEOX:
+        return GPTNeoXForCausalLM, GPTNeoXConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_positions,
+            **common,
+        )
+    if arch is TinyArch.GPT2:
+        return GPT2LMHeadModel, GPT2Config(
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_inner=intermediate_size,
+            n_positions=max_positions,
+            tie_word_embeddings=True,
+            **common,
+        )
+    if arch is TinyArch.LLAMA:
+        return LlamaForCausalLM, LlamaConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=max(1, num_heads // 2),
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_positions,
+            **common,
+        )
+    raise SpecprobeError(  # pragma: no cover - the Enum above is exhaustive
+        f"unknown architecture {arch!r}", "use one of TinyArch"
+    )
 
 
 EOS_TOKEN = "<|endoftext|>"
