@@ -96,7 +96,7 @@ def main() -> None:
 
     from specprobe.core.operator import NTKOperator
     from specprobe.linalg.eigen import spectrum
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
 
     if args.threads:
         torch.set_num_threads(args.threads)

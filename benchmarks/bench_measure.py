@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 import specprobe
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 
 
 def timed(fn: Callable[[], Any], device: str, repeats: int) -> tuple[float, int, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import specprobe
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from measure_tiny_model import VOCAB, structured_tokens

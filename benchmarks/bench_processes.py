@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_family(root: Path, widths: list[int], steps: list[int], device: str = "cpu") -> Path:
     """The models, a corpus and the recipe; returns the recipe's path."""
-    from specprobe.models.hub import tiny_causal_lm, train_tokenizer
+    from specprobe.models.tiny import tiny_causal_lm, train_tokenizer
 
     words = [
         "the",

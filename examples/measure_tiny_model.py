@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import specprobe
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.report.terminal import fmt
 
 VOCAB, SEQ = 48, 32

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 import specprobe
 from specprobe.cli.app import app
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.store.results import ResultStore
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import specprobe
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 
 
 def repeating(n: int, generator: torch.Generator, vocab: int = 40, seq: int = 24) -> torch.Tensor:

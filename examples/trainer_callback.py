@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 import specprobe
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.pipeline.trainer import SpecprobeCallback
 
 

@@ -43,7 +43,7 @@ _LAZY = {
     "CallableAdapter": "specprobe.core.adapters",
     "Loss": "specprobe.core.adapters",
     # loading and results
-    "load_checkpoint": "specprobe.models.hub",
+    "load_checkpoint": "specprobe.models.loading",
     "find_checkpoints": "specprobe.models.hub",
     "ResultStore": "specprobe.store.results",
     "load_results": "specprobe.store.frames",
@@ -160,7 +160,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         spectrum_of,
         summarize_spectrum,
     )
-    from specprobe.models.hub import find_checkpoints, load_checkpoint
+    from specprobe.models.hub import find_checkpoints
+    from specprobe.models.loading import load_checkpoint
     from specprobe.pipeline.probe import Probe, log_steps
     from specprobe.pipeline.trainer import SpecprobeCallback
     from specprobe.store.frames import load_batches, load_results

@@ -2,7 +2,7 @@
 
 This module imports nothing heavy, so the command line can offer these as options without
 importing torch (``specprobe --help`` stays fast). The library re-exports them where they
-belong: ``specprobe.Estimator``, ``specprobe.models.hub.DType`` and ``Device``.
+belong: ``specprobe.Estimator``, ``specprobe.models.loading.DType`` and ``Device``.
 """
 
 from __future__ import annotations

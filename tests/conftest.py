@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 
 # No test may reach the network: the hub is unreachable here and in CI. The tests get a
 # hub cache of their own, set before huggingface_hub is imported (it reads HF_HOME once).

@@ -68,7 +68,7 @@ def corpus_lines(n: int, seed: int = 0) -> list[str]:
 
 def make_tokenizer(vocab_size: int = 300) -> object:
     """A byte-level BPE trained on the corpus, wrapped so that AutoTokenizer loads it back."""
-    from specprobe.models.hub import train_tokenizer
+    from specprobe.models.tiny import train_tokenizer
 
     return train_tokenizer(corpus_lines(500), vocab_size)
 

@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from specprobe.cli.app import app
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from tests.cli import test_analyze
 from tests.cli.test_analyze import REPO
 

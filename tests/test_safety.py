@@ -16,17 +16,11 @@ from typer.testing import CliRunner
 
 from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.recipes.recipe import MAX_INCLUDE_DEPTH, RecipeError, load_recipe
-from specprobe.store.results import (
-    LOCK_FILE,
-    MARKER_FILE,
-    PARTIAL_FILE,
-    ResultStore,
-    RunLock,
-    RunLockedError,
-    check_run_folder,
-)
+from specprobe.store.folder import LOCK_FILE, MARKER_FILE, PARTIAL_FILE, check_run_folder
+from specprobe.store.lock import RunLock, RunLockedError
+from specprobe.store.results import ResultStore
 from tests.cli import test_analyze
 from tests.cli.test_analyze import REPO, SMALL, analyze
 
@@ -191,7 +185,7 @@ def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"from specprobe.store.results import RunLock; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); import time; time.sleep(60)",
+            f"from specprobe.store.lock import RunLock; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); import time; time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,

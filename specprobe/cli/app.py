@@ -119,7 +119,7 @@ def selftest(
 
     import specprobe
     from specprobe.errors import SpecprobeError
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
     from specprobe.report.terminal import CheckRow, selftest_table
 
     if device is Device.cuda and not torch.cuda.is_available():
@@ -681,7 +681,8 @@ def _analyze_onnx(
     from specprobe.pipeline.onnx import measure_onnx_file
     from specprobe.pipeline.sweep import default_out_dir
     from specprobe.report.terminal import render_run
-    from specprobe.store.results import ResultStore, check_run_folder
+    from specprobe.store.folder import check_run_folder
+    from specprobe.store.results import ResultStore
 
     if not all(m.endswith(".onnx") for m in models):
         raise SpecprobeError(

@@ -29,7 +29,7 @@ import torch
 from specprobe.demo.config import DemoConfig, DemoLayout
 from specprobe.demo.language import LONGTAIL_LEXICON, generate_corpus, make_lexicon, token_stream
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import train_tokenizer
+from specprobe.models.tiny import train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -185,11 +185,11 @@ def _train_member(
 def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed: int) -> Any:
     """One randomly initialised model of the family, in eval mode, eager attention.
 
-    ``gpt_neox``: :func:`specprobe.models.hub.tiny_causal_lm` (4·width MLP). ``llama``:
+    ``gpt_neox``: :func:`specprobe.models.tiny.tiny_causal_lm` (4·width MLP). ``llama``:
     LlamaForCausalLM with RMSNorm, rotary positions, a SwiGLU MLP of 3·width, as many
     key/value heads as query heads, an untied output head and no biases.
     """
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
 
     heads = max(1, width // config.head_dim)
     max_positions = max(config.seq_len, config.eval_seq_len)

@@ -46,10 +46,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from specprobe.choices import Split
+from specprobe.choices import Device, Split
 from specprobe.core.measure import Measurement
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import Checkpoint, Device
+from specprobe.models.hub import Checkpoint
 from specprobe.pipeline.sweep import (
     Observer,
     SweepPlan,

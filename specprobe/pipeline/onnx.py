@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from specprobe.models.onnx import OnnxCheck, is_causal_lm, load_arrays, load_onnx, measured_module, onnx_batch
+from specprobe.models.onnx.batch import is_causal_lm, load_arrays, measured_module, onnx_batch
+from specprobe.models.onnx.graph import OnnxCheck, load_onnx
 
 
 def measure_onnx_file(

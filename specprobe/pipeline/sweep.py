@@ -24,23 +24,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from specprobe.choices import Device, DType
 from specprobe.core.measure import Estimator, Measurement, measure
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import DataSpec, TokenSubset, build_subset
-from specprobe.models.hub import (
-    Checkpoint,
-    Device,
-    DType,
+from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
+from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
+from specprobe.models.loading import (
     IncompleteCheckpointError,
     LoadedCheckpoint,
-    find_checkpoints,
-    fingerprint_tokenizer,
-    fingerprint_weights,
     inspect_checkpoint,
     load_checkpoint,
-    resolve_commit,
 )
-from specprobe.store.results import ResultStore, check_run_folder, settings_hash
+from specprobe.store.folder import check_run_folder
+from specprobe.store.results import ResultStore, settings_hash
 
 if TYPE_CHECKING:
     from specprobe.pipeline.distributed import BatchShare, Parallel

@@ -650,7 +650,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
     """
     from specprobe.models.data import iter_texts
     from specprobe.models.hub import find_checkpoints
-    from specprobe.store.results import check_run_folder
+    from specprobe.store.folder import check_run_folder
 
     problems = []
     schedule_names = set(pythia_schedule()) if _uses_pythia(recipe) else None

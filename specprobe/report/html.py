@@ -26,7 +26,7 @@ from typing import Any
 from specprobe.errors import SpecprobeError
 from specprobe.report import tables
 from specprobe.report.tables import TableData, Tone
-from specprobe.store.results import atomic_write
+from specprobe.store.folder import atomic_write
 
 _CSS = """
 :root { --fg: #1d2433; --muted: #5b6475; --line: #d9dde5; --head: #f3f5f8; --accent: #2f5d9f;

@@ -380,5 +380,5 @@ class TrainingDisplay:
         self.progress.stop()
 
     def update(self, event: Any) -> None:
-        """The ``progress_callback`` of ``specprobe.demo.demo.train_family``."""
+        """The ``progress_callback`` of ``specprobe.demo.training.train_family``."""
         self.progress.update(self.tasks[event.model], completed=event.step, loss=f"{event.loss:.3f}")

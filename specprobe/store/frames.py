@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specprobe.errors import SpecprobeError
-from specprobe.store.results import ResultStore, atomic_write
+from specprobe.store.folder import atomic_write
+from specprobe.store.results import ResultStore
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,24 +1,19 @@
 """The results store: one JSON record per (model, revision), written atomically.
 
-A run directory holds ``results.jsonl`` (one record a line, in the order measured),
-``config.json`` (the full invocation), a marker file ``.specprobe-run`` saying that the
-folder is specprobe's, and a lock file ``.specprobe.lock``. Each record is written as soon
-as its checkpoint finishes, by writing the whole file anew beside the old one and renaming
-it over the old one, so a crash or Ctrl-C at any moment leaves the file either before or
-after that record, never half-written. ``--resume`` skips checkpoints whose record is
-``ok`` and was measured with the same settings (``settings_hash``).
+The run folder's files and the check that a folder is specprobe's live in
+:mod:`specprobe.store.folder`, its lock in :mod:`specprobe.store.lock`. Each record is
+written as soon as its checkpoint finishes, by writing the whole file anew beside the old
+one and renaming it over the old one, so a crash or Ctrl-C at any moment leaves the file
+either before or after that record, never half-written. ``--resume`` skips checkpoints
+whose record is ``ok`` and was measured with the same settings (``settings_hash``).
 
 Safety rules, each enforced here so that every writer (a sweep, a :class:`~specprobe.Probe`
 with ``out``, a distributed sweep's rank 0) gets them:
 
-* **The folder belongs to specprobe.** A folder that holds files specprobe did not write
-  (and no marker) is refused before anything is written: ``--out`` pointing at a model
-  folder must not overwrite its ``config.json``.
-* **One writer at a time.** Writing happens under an advisory lock on the run folder
-  (:class:`RunLock`: ``flock`` on POSIX, which Linux maps to byte-range locks on NFS; the
-  kernel releases it when the process dies, ``kill -9`` included). A second writer is
-  refused with a message naming the holder, or waits its turn (``wait=True``).
-  ``config.json`` updates are read-modify-write under that lock.
+* **The folder belongs to specprobe** (:func:`~specprobe.store.folder.check_run_folder`),
+  checked before anything is written.
+* **One writer at a time** (:class:`~specprobe.store.lock.RunLock`). ``config.json``
+  updates are read-modify-write under that lock.
 * **Nothing lost.** A line that is not a usable record (cut by a full disk, from a newer
   specprobe, missing fields) is skipped by readers with a warning naming the line, and
   kept verbatim by writers; a cut last line is moved to ``results.partial.jsonl`` before
@@ -27,47 +22,26 @@ with ``out``, a distributed sweep's rank 0) gets them:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
-import os
 import re
-import socket
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from specprobe.errors import SpecprobeError
-from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS
-
-RESULTS_FILE = "results.jsonl"
-CONFIG_FILE = "config.json"
-MARKER_FILE = ".specprobe-run"
-"""Written into every run folder specprobe creates or adopts: the folder is specprobe's."""
-LOCK_FILE = ".specprobe.lock"
-"""The advisory lock of the run folder; holds the current writer's pid, host and start time."""
-PARTIAL_FILE = "results.partial.jsonl"
-"""Cut last lines of ``results.jsonl`` (an interrupted write), set aside before the next write."""
-
-OWN_PATTERNS: tuple[str, ...] = (
-    RESULTS_FILE,
+from specprobe.store.folder import (
     CONFIG_FILE,
-    MARKER_FILE,
-    LOCK_FILE,
     PARTIAL_FILE,
-    "figures",
-    f".{RESULTS_FILE}.*.tmp",
-    f".{CONFIG_FILE}.*.tmp",
-    f".{MARKER_FILE}.*.tmp",
+    RESULTS_FILE,
+    atomic_write,
+    check_run_folder,
+    write_marker,
 )
-"""Names that specprobe writes into a run folder (fnmatch patterns). A folder without the
-marker counts as a run folder of an older specprobe only when it holds nothing else."""
+from specprobe.store.lock import RunLock
+from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS
 
 WRITE_TIMEOUT_S = 60.0
 """How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
@@ -77,208 +51,6 @@ def settings_hash(settings: dict[str, Any]) -> str:
     """A short hash of the settings that change the numbers (data and probe settings)."""
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---- the folder belongs to specprobe -------------------------------------------------------
-
-
-def is_own_name(name: str) -> bool:
-    """Whether specprobe writes files of this name into a run folder."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWN_PATTERNS)
-
-
-def check_run_folder(directory: Path | str) -> None:
-    """Raise SpecprobeError unless ``directory`` can be (or is) a specprobe run folder.
-
-    Accepted: a path that does not exist yet, an empty folder, a folder with the marker
-    file, or a folder holding only files specprobe writes (a run of an older specprobe,
-    whose ``config.json`` must then be specprobe's). Writes nothing.
-    """
-    directory = Path(directory)
-    try:
-        if directory.exists() and not directory.is_dir():
-            raise SpecprobeError(
-                f"expected a run folder at {directory}, found a file",
-                "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
-            )
-        if not directory.exists() or (directory / MARKER_FILE).is_file():
-            return
-        names = sorted(entry.name for entry in directory.iterdir())
-    except OSError as err:
-        raise SpecprobeError(
-            f"cannot read the run folder {directory}: {err.strerror}", "check the path and its permissions"
-        ) from None
-    foreign = [name for name in names if not is_own_name(name)]
-    if not foreign and CONFIG_FILE in names and not _is_own_config(directory / CONFIG_FILE):
-        foreign = [f"{CONFIG_FILE} (not a specprobe config)"]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise SpecprobeError(
-            f"{directory} is not a specprobe run folder: it holds files specprobe did not write ({shown})",
-            "give --out a new or empty folder; specprobe refuses to write beside other files "
-            "(a model folder's config.json would be overwritten)",
-        )
-
-
-def _is_own_config(path: Path) -> bool:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and isinstance(config.get("invocations"), list)
-
-
-# ---- one writer at a time --------------------------------------------------------------------
-
-
-class RunLockedError(SpecprobeError):
-    """Another process holds the run folder's lock."""
-
-
-class RunLock:
-    """An advisory, exclusive lock on a run folder (the file ``.specprobe.lock`` in it).
-
-    ``flock`` on POSIX (Linux maps it to byte-range locks on NFS, so it holds across
-    machines there too), ``msvcrt.locking`` on Windows. The operating system releases the
-    lock when the holder dies, so a killed sweep never leaves the folder locked. The lock
-    file itself is never deleted (deleting it would let two processes lock two files).
-    Not re-entrant: two RunLocks on one folder exclude each other even in one process.
-    """
-
-    def __init__(self, directory: Path | str) -> None:
-        self.directory = Path(directory)
-        self.path = self.directory / LOCK_FILE
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def holder(self) -> str:
-        """Who holds (or last held) the lock: pid, host, start time and command, as written."""
-        try:
-            info = json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            return "another process"
-        if not isinstance(info, dict) or "pid" not in info:
-            return "another process"
-        return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}" + (
-            f" ({info['command']})" if info.get("command") else ""
-        )
-
-    def acquire(
-        self,
-        *,
-        wait: bool = False,
-        timeout: float | None = None,
-        on_wait: Callable[[str], None] | None = None,
-    ) -> None:
-        """Take the lock; if another process holds it, raise RunLockedError, or with ``wait``
-        wait until it is released (``on_wait`` is told who holds it first; after ``timeout``
-        seconds, if given, RunLockedError)."""
-        if self._fd is not None:
-            return
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise SpecprobeError(
-                f"cannot write into the run folder {self.directory}: {err.strerror}",
-                "give --out a folder you can write to",
-            ) from None
-        try:
-            if not _try_lock(fd):
-                holder = self.holder()
-                if not wait:
-                    raise RunLockedError(
-                        f"{self.directory} is being written by another specprobe process ({holder})",
-                        "wait for it to finish, pass --resume to wait for it and then continue the run, "
-                        "or choose another --out folder",
-                    )
-                if on_wait is not None:
-                    on_wait(holder)
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while not _try_lock(fd):
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise RunLockedError(
-                            f"{self.directory} is still being written by another specprobe process "
-                            f"({holder}) after {timeout:g} s",
-                            "wait for it to finish, or write into another folder",
-                        )
-                    time.sleep(0.05)
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "command": " ".join(["specprobe", *sys.argv[1:]])[:200] if sys.argv else "",
-            }
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps(info).encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        """Release the lock (closing the file releases it too)."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            _unlock(fd)
-        finally:
-            os.close(fd)
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 # ---- reading: good records, and the lines that are not -------------------------------------
@@ -453,14 +225,7 @@ class ResultStore:
         lock.acquire(wait=wait, timeout=timeout, on_wait=on_wait)
         try:
             check_run_folder(self.directory)  # again, now that no one else writes
-            marker = self.directory / MARKER_FILE
-            if not marker.is_file():
-                from specprobe.version import __version__
-
-                atomic_write(
-                    marker,
-                    json.dumps({"specprobe_run": 1, "created_by": f"specprobe {__version__}"}) + "\n",
-                )
+            write_marker(self.directory)
             self._lock = lock
             yield self
         finally:

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import specprobe
 from specprobe.cli.app import app
 from specprobe.models.data import DataSpec, build_subset
-from specprobe.models.hub import fingerprint_tokenizer, tiny_causal_lm
+from specprobe.models.fingerprint import fingerprint_tokenizer
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.report.tables import value_error
 from specprobe.store.results import ResultStore
 from tests.hubcache import add_revision, corpus_lines, make_tokenizer

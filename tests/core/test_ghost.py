@@ -53,7 +53,7 @@ def _reused(dtype: torch.dtype) -> tuple[nn.Module, Any]:
 
 
 def _llama_tied(dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    model = specprobe.models.hub.tiny_causal_lm("llama", vocab_size=32, hidden_size=8, dtype=dtype)
+    model = specprobe.models.tiny.tiny_causal_lm("llama", vocab_size=32, hidden_size=8, dtype=dtype)
     model.lm_head.weight = model.model.embed_tokens.weight
     return model, lm_batch()
 

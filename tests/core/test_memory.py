@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import json, gc, torch
     import specprobe
     from specprobe.core.memory import peak_rss, reset_peak_rss
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
 
     torch.set_num_threads(1)
     # 7.4M parameters (29 MB): a buffer of P floats is far above the activations of 2 x 32 tokens.

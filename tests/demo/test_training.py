@@ -24,7 +24,9 @@ from specprobe.demo.plan import demo_plan
 from specprobe.demo.prepare import is_trained, prepare
 from specprobe.demo.training import TrainingProgress, train_family
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import find_checkpoints, fingerprint_weights, load_checkpoint
+from specprobe.models.fingerprint import fingerprint_weights
+from specprobe.models.hub import find_checkpoints
+from specprobe.models.loading import load_checkpoint
 
 TINY = replace(
     DemoConfig.fast(),

@@ -141,7 +141,8 @@ def test_one_attempt_then_the_cache(online: Unavailable, hub: dict[str, str]) ->
 
 
 def test_cached_revision_loads_with_the_hub_unreachable(online: Unavailable, hub: dict[str, str]) -> None:  # noqa: F811
-    from specprobe.models.hub import Checkpoint, load_checkpoint
+    from specprobe.models.hub import Checkpoint
+    from specprobe.models.loading import load_checkpoint
 
     loaded: Any = load_checkpoint(Checkpoint(model=REPO, revision="step1"))
     assert loaded.commit == hub["step1"] and loaded.num_params > 0

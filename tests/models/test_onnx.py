@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import specprobe
 from specprobe.cli.app import app
-from specprobe.models.onnx import load_arrays, load_onnx
+from specprobe.models.onnx.batch import load_arrays
+from specprobe.models.onnx.graph import load_onnx
 from specprobe.store.results import ResultStore
 
 pytest.importorskip("onnx")

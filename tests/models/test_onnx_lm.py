@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 import specprobe
 from specprobe.cli.app import app
-from specprobe.models.hub import tiny_causal_lm
-from specprobe.models.onnx import SUPPORTED_OPS, load_arrays, load_onnx, measured_module, onnx_batch
+from specprobe.models.onnx.batch import load_arrays, measured_module, onnx_batch
+from specprobe.models.onnx.graph import load_onnx
+from specprobe.models.onnx.ops import SUPPORTED_OPS
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.store.results import ResultStore
 
 pytest.importorskip("onnx")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import tiny_causal_lm
+from specprobe.models.tiny import tiny_causal_lm
 from specprobe.pipeline.distributed import (
     Launch,
     SharedError,

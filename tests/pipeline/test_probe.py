@@ -65,7 +65,7 @@ def test_trainer_callback_logs_and_records(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     from transformers import Trainer, TrainingArguments
 
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
     from specprobe.pipeline.trainer import SpecprobeCallback
 
     model = tiny_causal_lm("gpt_neox", vocab_size=32, hidden_size=16, max_positions=32)

@@ -191,7 +191,7 @@ def test_recipes_command_lists_bundled() -> None:
 def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo-like folder: family/<name>/checkpoint-<step>/ and corpora, with the folder
     names of the demo (so the bundled tiny-local recipe validates on it) and two more."""
-    from specprobe.models.hub import tiny_causal_lm
+    from specprobe.models.tiny import tiny_causal_lm
 
     root = tmp_path_factory.mktemp("tiny-family")
     tokenizer: Any = make_tokenizer()

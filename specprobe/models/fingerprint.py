@@ -1,0 +1,37 @@
+"""Fingerprints: hashes that tell whether two checkpoints hold the same weights, or two
+tokenizers give the same token ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def fingerprint_weights(model: nn.Module) -> str:
+    """A hash over the names, shapes, dtypes and bytes of all parameters (each tensor once).
+
+    Two revisions with equal fingerprints hold the same weights: published Pythia revisions
+    contain such duplicates. Cost: one pass over the weights (a copy to CPU per tensor).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, param in model.named_parameters():
+        tensor = param.detach().contiguous().cpu()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def fingerprint_tokenizer(tokenizer: Any) -> str:
+    """A hash of the tokenizer's vocabulary and special tokens: equal hash, equal token ids."""
+    digest = hashlib.blake2b(digest_size=16)
+    vocab = tokenizer.get_vocab()
+    digest.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    digest.update(repr(getattr(tokenizer, "eos_token_id", None)).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    return digest.hexdigest()
