@@ -41,8 +41,8 @@ EIGEN_KEY: Final = "eigen_top"
 
 FORMATS = ("png", "svg")
 _POSITION_LABEL = {
-    Position.NORMALIZED: "spectral position D·χ_pos (1 = unaligned)",
-    Position.RAW: "spectral position χ_pos",
+    Position.NORMALIZED: f"spectral position {Position.NORMALIZED.symbol} (1 = unaligned)",
+    Position.RAW: f"spectral position {Position.RAW.symbol}",
 }
 
 
@@ -140,7 +140,7 @@ def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Po
             "reach",
             [r.reach for r in reaches],
             [r.reach_stderr for r in reaches],
-            "spectral reach, lowest " + ("D·χ_pos" if position is Position.NORMALIZED else "χ_pos"),
+            f"spectral reach, lowest {position.symbol}",
             "reach",
         ),
     )
@@ -387,8 +387,7 @@ def position_chart(
         grid[line][col] = mark if grid[line][col] in (" ", mark) else "*"
     top, bottom = f"{10**y1:.3g}", f"{10**y0:.3g}"
     pad = max(len(top), len(bottom))
-    scale = "D·χ_pos" if position is Position.NORMALIZED else "χ_pos"
-    lines = [f"{scale} (log) against {'compute C = 6·N·T, FLOPs' if use_compute else 'step'} (log)"]
+    lines = [f"{position.symbol} (log) against {'compute C = 6·N·T, FLOPs' if use_compute else 'step'} (log)"]
     for i, cells in enumerate(grid):
         label = top if i == 0 else bottom if i == height - 1 else ""
         lines.append(f"{label:>{pad}} |{''.join(cells)}")

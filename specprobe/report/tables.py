@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from specprobe.analysis.position import Position
 from specprobe.store.records import GroupRow, Record
-from specprobe.text import count, number, value_error
+from specprobe.text import count, number, percent, value_error
 
 # ---- revisions -------------------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ def model_table(model: str, rows: Sequence[Record]) -> TableData:
         b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
         b.add(
             Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
-            lambda r: _spec(r, "captured_residual_mass", lambda v: f"{v:.1%}"),
+            lambda r: _spec(r, "captured_residual_mass", percent),
         )
         b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
         b.add(
@@ -263,9 +264,9 @@ def groups_table(record: Record) -> TableData:
         rows.append(
             (
                 Cell(g["name"], g["name"]),
-                Cell(f"{g['chi_net_share']:.1%}", g["chi_net_share"]),
+                Cell(percent(g["chi_net_share"]), g["chi_net_share"]),
                 _est(g, "spectral_position"),
-                Cell(f"{g['grad_norm_sq_share']:.1%}", g["grad_norm_sq_share"]),
+                Cell(percent(g["grad_norm_sq_share"]), g["grad_norm_sq_share"]),
                 Cell(f"{g['num_params']:,}", g["num_params"]),
                 _est(g, "chi_net"),
             )
@@ -332,9 +333,7 @@ def _size(rows: Sequence[Record]) -> int:
 
 def reach_table(summary: Any) -> TableData:
     """The family view's reach per model, by size (a ``specprobe.analysis.family.FamilySummary``)."""
-    from specprobe.analysis.family import Position
-
-    scale = "D·χ_pos" if summary.position is Position.NORMALIZED else "χ_pos"
+    scale = summary.position.symbol
     header, short = short_revisions([r.revision for r in summary.reach])
     growth = {a.model: a for a in summary.amplification}
     columns = (
@@ -412,8 +411,6 @@ def checkpoint_name(record: Record) -> str:
 
 def fit_name(quantity: str) -> str:
     """A power-law fit's quantity as a reader says it: ``reach (D·χ_pos)``, ``final loss``."""
-    return (
-        quantity.replace("normalized_position", "D·χ_pos")
-        .replace("spectral_position", "χ_pos")
-        .replace("final_loss", "final loss")
-    )
+    for position in Position:
+        quantity = quantity.replace(position.value, position.symbol)
+    return quantity.replace("final_loss", "final loss")

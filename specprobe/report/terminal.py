@@ -15,12 +15,7 @@ from rich.text import Text
 from specprobe.analysis.position import Records
 from specprobe.report.document import Document, Note, build_document
 from specprobe.report.tables import TableData, Tone
-
-
-def fmt(value: float, stderr: float | None = None) -> str:
-    """A number in 4 significant digits, with ``± stderr`` when one is given and non-zero."""
-    text = f"{value:.4g}"
-    return f"{text} ± {stderr:.2g}" if stderr else text
+from specprobe.text import significant
 
 
 @dataclass(frozen=True)
@@ -57,8 +52,8 @@ def selftest_table(rows: Sequence[CheckRow], title: str) -> Table:
         unit = " se" if row.stderr else " rel"
         table.add_row(
             row.name,
-            fmt(row.measured, row.stderr),
-            fmt(row.reference),
+            significant(row.measured, row.stderr),
+            significant(row.reference),
             f"{row.error:.1e}{unit}",
             "[green]ok[/]" if row.ok else "[red]FAIL[/]",
         )
