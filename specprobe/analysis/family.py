@@ -37,7 +37,7 @@ from specprobe.analysis.position import (
     SIGNIFICANCE,
     Position,
     analysed,
-    check_comparable,
+    comparable,
 )
 from specprobe.analysis.series import (
     AmplificationPoint,
@@ -121,9 +121,7 @@ class FamilySummary:
 def summarize(records: Iterable[Record], position: Position | str = Position.NORMALIZED) -> FamilySummary:
     """All of the family view, each part computed once; fits that cannot be made are None
     with a note saying why, and the verdict judges the summary's own reaches and fits."""
-    position = Position(position)
-    groups = analysed(records)
-    check_comparable(groups, position)
+    position, groups = comparable(records, position)
     reach = reaches_of(groups, position)
     growth = amplification_of(groups)
     loss_fit, reach_fit, note = size_fits(reach, position)

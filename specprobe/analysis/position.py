@@ -62,6 +62,17 @@ def analysed(records: Iterable[Record]) -> dict[str, list[Record]]:
     return group_by_model(r for r in records if r.get("status") == "ok" and not r.get("duplicate_of"))
 
 
+def comparable(
+    records: Iterable[Record], position: Position | str
+) -> tuple[Position, dict[str, list[Record]]]:
+    """The scale, and the analysed records per model (:func:`analysed`), checked to compare
+    on it (:func:`check_comparable`)."""
+    scale = Position(position)
+    groups = analysed(records)
+    check_comparable(groups, scale)
+    return scale, groups
+
+
 def size_key(num_params: int | None) -> tuple[bool, int]:
     """Sort key ranking models by size: ascending ``num_params``, unknown sizes last."""
     return num_params is None, num_params or 0

@@ -15,8 +15,8 @@ from typing import Any
 from specprobe.analysis.position import (
     Position,
     analysed,
-    check_comparable,
     combined,
+    comparable,
     label,
     num_params,
     position_value,
@@ -77,9 +77,7 @@ def position_vs_compute(
     Points whose tokens seen are unknown keep ``compute=None`` (plots leave them out); step
     0 has compute 0 (log-scaled plots leave it out too).
     """
-    position = Position(position)
-    groups = analysed(records)
-    check_comparable(groups, position)
+    position, groups = comparable(records, position)
     return series_of(groups, position)
 
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from specprobe.analysis.position import (
     Position,
-    analysed,
-    check_comparable,
+    comparable,
     label,
     num_params,
     position_value,
@@ -73,9 +72,7 @@ def spectral_reach(records: Iterable[Record], position: Position | str = Positio
     its standard error is that revision's own (the selection bias of a minimum over noisy
     values is not corrected: with few revisions and small errors it is small).
     """
-    position = Position(position)
-    groups = analysed(records)
-    check_comparable(groups, position)
+    position, groups = comparable(records, position)
     return reaches_of(groups, position)
 
 
