@@ -198,16 +198,7 @@ def model_table(model: str, rows: Sequence[Record]) -> TableData:
             lambda r: _est(h, "spectral_position") if (h := _head(r)) else Cell(""),
         )
     if any(r.get("spectrum") for r in ok):
-        b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
-        b.add(
-            Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
-            lambda r: _spec(r, "captured_residual_mass", percent),
-        )
-        b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
-        b.add(
-            Column("λ ∝ k^-α", help="power-law exponent α of the spectrum, λ_k ∝ k^-α"),
-            lambda r: _spec(r, "power_law_alpha", lambda v: f"α={v:.2f}"),
-        )
+        _spectrum_columns(b)
     b.add(Column("χ_net", help="eNTK trace term χ_net"), lambda r: _est(r, "chi_net"))
     b.add(Column("‖∇L‖²", help="squared gradient norm"), lambda r: _est(r, "grad_norm_sq"))
     b.add(Column("χ_loss", help="loss term χ_loss"), lambda r: _est(r, "chi_loss"))
@@ -218,6 +209,21 @@ def model_table(model: str, rows: Sequence[Record]) -> TableData:
             tuple(render(r) if measured or column.essential else Cell("") for column, render in b.columns)
         )
     return TableData(title, tuple(c for c, _ in b.columns), tuple(cells), kind="model")
+
+
+def _spectrum_columns(b: _Builder) -> None:
+    """The columns of ``--eigen``'s spectral summaries: position index, top-K mass,
+    effective rank and the spectrum's power-law exponent."""
+    b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
+    b.add(
+        Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
+        lambda r: _spec(r, "captured_residual_mass", percent),
+    )
+    b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
+    b.add(
+        Column("λ ∝ k^-α", help="power-law exponent α of the spectrum, λ_k ∝ k^-α"),
+        lambda r: _spec(r, "power_law_alpha", lambda v: f"α={v:.2f}"),
+    )
 
 
 def _num(text: str) -> float | None:
