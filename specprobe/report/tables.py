@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from specprobe.analysis.family import FamilySummary
 from specprobe.analysis.position import Position
 from specprobe.store.records import GroupRow, Record
 from specprobe.text import count, number, percent, value_error
@@ -337,8 +338,8 @@ def _size(rows: Sequence[Record]) -> int:
     return int(ok[0].get("num_params") or 0) if ok else 0
 
 
-def reach_table(summary: Any) -> TableData:
-    """The family view's reach per model, by size (a ``specprobe.analysis.family.FamilySummary``)."""
+def reach_table(summary: FamilySummary) -> TableData:
+    """The family view's reach per model, by size."""
     scale = summary.position.symbol
     header, short = short_revisions([r.revision for r in summary.reach])
     growth = {a.model: a for a in summary.amplification}

@@ -1,4 +1,8 @@
-"""Rendering with Rich: the one module that draws tables. Compute returns data; this shows it."""
+"""Rendering with Rich: the one module that draws tables. Compute returns data; this shows it.
+
+:func:`render_run` walks the report document (:mod:`specprobe.report.document`) as the HTML
+file does, fitting its tables to the terminal; the progress displays are in
+:mod:`specprobe.report.progress`."""
 
 from __future__ import annotations
 
