@@ -22,7 +22,7 @@ from rich.table import Table
 
 import specprobe
 from specprobe.models.tiny import tiny_causal_lm
-from specprobe.report.terminal import fmt
+from specprobe.text import significant as fmt
 
 VOCAB, SEQ = 48, 32
 

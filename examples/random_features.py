@@ -54,7 +54,7 @@ from torch import nn
 
 import specprobe
 from specprobe.analysis import family
-from specprobe.report.terminal import fmt
+from specprobe.text import significant as fmt
 
 MODES = ("frozen", "feature learning")
 

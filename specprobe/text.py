@@ -1,7 +1,8 @@
 """How specprobe writes numbers: a value rounded to the precision of its error, and counts.
 
 ``2.92 ± 0.05`` and ``1.32e6 ± 3.9e4`` (the value to the place of its error's leading
-digits), counts as ``16.4k`` or ``1.02M``. One set of rules for the terminal, the HTML
+digits), counts as ``16.4k`` or ``1.02M``, fractions as ``43.2%``, and the plain
+4-significant-digit form of the self-check (``2.918 ± 0.013``). One set of rules for the terminal, the HTML
 report, the figures and the verdict's sentences.
 """
 
@@ -82,6 +83,18 @@ def value_error(value: float | None, stderr: float | None = None, digits: int = 
     else:
         error = _sci(stderr, _exponent(stderr) - place + 1)
     return f"{shown} ± {error}"
+
+
+def significant(value: float, stderr: float | None = None) -> str:
+    """A number in 4 significant digits, with ``± stderr`` (2 digits) when one is given and
+    non-zero: the self-check's and the examples' plain form (not rounded to the error)."""
+    text = f"{value:.4g}"
+    return f"{text} ± {stderr:.2g}" if stderr else text
+
+
+def percent(value: float) -> str:
+    """A fraction as a percentage with one decimal: 0.4321 → 43.2%."""
+    return f"{value:.1%}"
 
 
 def count(value: float | None, missing: str = "") -> str:

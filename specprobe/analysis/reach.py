@@ -34,19 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from specprobe.analysis.family import (
-    MIN_FIT_SIZES,
-    Claim,
-    Position,
-    PowerLawFit,
-    _monotone,
-    _value,
-    analysed,
-    fit_power_law,
-    spectral_reach,
-    training_compute,
-)
+from specprobe.analysis.position import Position, analysed, position_value, size_key
+from specprobe.analysis.series import training_compute
+from specprobe.analysis.sizes import MIN_FIT_SIZES, PowerLawFit, fit_power_law, spectral_reach
+from specprobe.analysis.verdict import Claim, monotone
 from specprobe.errors import SpecprobeError
+from specprobe.store.records import Record
 
 STATISTICS = ("lowest", "final", "equal_loss", "equal_compute", "inverse_index", "rank_per_index")
 """The reach statistics :func:`reach_values` computes, by name."""
@@ -70,12 +63,12 @@ class ReachValue:
 
 
 def _interpolate(
-    rows: Sequence[dict[str, Any]], xs: Sequence[float], target: float, falling: bool
+    rows: Sequence[Record], xs: Sequence[float], target: float, falling: bool
 ) -> tuple[float, float, str] | None:
     """D·χ_pos where log x first crosses log ``target`` (x falling or rising along the rows),
     interpolated linearly in log–log between the two revisions around the crossing;
     the error bars are combined as if independent. None when x never crosses."""
-    values = [_value(r, Position.NORMALIZED) for r in rows]
+    values = [position_value(r, Position.NORMALIZED) for r in rows]
     for i, x in enumerate(xs):
         if x == target:
             return values[i][0], values[i][1], str(rows[i].get("revision"))
@@ -92,14 +85,12 @@ def _interpolate(
     return None
 
 
-def _sorted_groups(records: Iterable[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def _sorted_groups(records: Iterable[Record]) -> list[tuple[str, list[Record]]]:
     groups = analysed(records)
-    return sorted(
-        groups.items(), key=lambda kv: (kv[1][0].get("num_params") is None, kv[1][0].get("num_params") or 0)
-    )
+    return sorted(groups.items(), key=lambda kv: size_key(kv[1][0].get("num_params")))
 
 
-def common_loss(records: Iterable[dict[str, Any]]) -> float:
+def common_loss(records: Iterable[Record]) -> float:
     """The default L*: the highest of the models' lowest losses (every model reaches it)."""
     groups = _sorted_groups(records)
     if not groups:
@@ -107,7 +98,7 @@ def common_loss(records: Iterable[dict[str, Any]]) -> float:
     return max(min(float(r["loss"]) for r in rows) for _, rows in groups)
 
 
-def common_compute(records: Iterable[dict[str, Any]]) -> float:
+def common_compute(records: Iterable[Record]) -> float:
     """The default C*: the smallest of the models' final training computes 6·N·T."""
     finals = []
     for _, rows in _sorted_groups(records):
@@ -123,7 +114,7 @@ def common_compute(records: Iterable[dict[str, Any]]) -> float:
     return min(finals)
 
 
-def position_at_loss(records: Sequence[dict[str, Any]], level: float | None = None) -> list[ReachValue]:
+def position_at_loss(records: Sequence[Record], level: float | None = None) -> list[ReachValue]:
     """D·χ_pos of each model where its loss first falls to ``level`` (default
     :func:`common_loss`); models that never reach it, or start below it, are left out."""
     level = common_loss(records) if level is None else level
@@ -135,7 +126,7 @@ def position_at_loss(records: Sequence[dict[str, Any]], level: float | None = No
     return out
 
 
-def position_at_compute(records: Sequence[dict[str, Any]], level: float | None = None) -> list[ReachValue]:
+def position_at_compute(records: Sequence[Record], level: float | None = None) -> list[ReachValue]:
     """D·χ_pos of each model at training compute ``level`` (default :func:`common_compute`);
     models whose first analysed revision is already past it are left out."""
     level = common_compute(records) if level is None else level
@@ -148,7 +139,7 @@ def position_at_compute(records: Sequence[dict[str, Any]], level: float | None =
     return out
 
 
-def position_index(records: Sequence[dict[str, Any]], *, per_rank: bool = False) -> list[ReachValue]:
+def position_index(records: Sequence[Record], *, per_rank: bool = False) -> list[ReachValue]:
     """1/index (index = #{k : λ_k ≥ χ_pos·Tr Θ}) at each model's last revision with a
     spectrum; lower is deeper. Standard error propagated from the index's (SLQ) error.
     ``per_rank``: the effective rank over the index instead (the rank's own SLQ error is
@@ -178,7 +169,7 @@ def position_index(records: Sequence[dict[str, Any]], *, per_rank: bool = False)
     return out
 
 
-def position_at_step(records: Sequence[dict[str, Any]], step: int) -> list[ReachValue]:
+def position_at_step(records: Sequence[Record], step: int) -> list[ReachValue]:
     """D·χ_pos of each model at training step ``step`` (equal tokens seen when the models
     share the batch size, as a family trained together does); models without a record at
     that step are left out. The paper's "throughout training" comparison."""
@@ -186,13 +177,13 @@ def position_at_step(records: Sequence[dict[str, Any]], step: int) -> list[Reach
     for model, rows in _sorted_groups(records):
         for r in rows:
             if r.get("step") == step:
-                value, stderr = _value(r, Position.NORMALIZED)
+                value, stderr = position_value(r, Position.NORMALIZED)
                 out.append(_reach_value(f"step {step}", model, [r], value, stderr, str(r.get("revision"))))
     return out
 
 
 def _reach_value(
-    statistic: str, model: str, rows: Sequence[dict[str, Any]], value: float, stderr: float, where: str
+    statistic: str, model: str, rows: Sequence[Record], value: float, stderr: float, where: str
 ) -> ReachValue:
     n = rows[0].get("num_params")
     return ReachValue(
@@ -200,7 +191,7 @@ def _reach_value(
     )
 
 
-def reach_values(records: Sequence[dict[str, Any]], statistic: str) -> list[ReachValue]:
+def reach_values(records: Sequence[Record], statistic: str) -> list[ReachValue]:
     """One of :data:`STATISTICS` for every model, smallest first."""
     if statistic == "lowest":
         return [
@@ -210,7 +201,7 @@ def reach_values(records: Sequence[dict[str, Any]], statistic: str) -> list[Reac
     if statistic == "final":
         out = []
         for model, rows in _sorted_groups(records):
-            value, stderr = _value(rows[-1], Position.NORMALIZED)
+            value, stderr = position_value(rows[-1], Position.NORMALIZED)
             out.append(_reach_value("final", model, rows, value, stderr, str(rows[-1].get("revision"))))
         return out
     if statistic == "equal_loss":
@@ -247,13 +238,13 @@ class Judgement:
 def judge(values: Sequence[ReachValue]) -> Judgement:
     """The family view's criterion on one statistic: supported when every larger model is
     below the next smaller one by more than two combined standard errors (see
-    :func:`specprobe.analysis.family.verdict`), with a power-law fit over three sizes or more."""
+    :func:`specprobe.analysis.verdict.family_verdict`), with a power-law fit over three sizes or more."""
     sized = [v for v in values if v.num_params is not None and v.value > 0 and np.isfinite(v.value)]
     statistic = values[0].statistic if values else "none"
     fit = None
     if len({v.num_params for v in sized}) >= MIN_FIT_SIZES:
         fit = fit_power_law([v.num_params or 0 for v in sized], [v.value for v in sized], statistic)
-    claim = _monotone(
+    claim = monotone(
         [(v.label, v.value, v.stderr) for v in sized],
         "reach_grows_with_size",
         f"larger models reach lower ({statistic})",

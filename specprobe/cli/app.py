@@ -344,7 +344,8 @@ def execute_plan(
     from pathlib import Path
 
     from specprobe.pipeline.sweep import Observer, default_out_dir, run_sweep
-    from specprobe.report.terminal import SweepProgress, render_run
+    from specprobe.report.progress import SweepProgress
+    from specprobe.report.terminal import render_run
     from specprobe.store.results import ResultStore
 
     directory = Path(out) if out else default_out_dir()

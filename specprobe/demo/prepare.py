@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from specprobe.demo.config import DemoConfig, DemoLayout
 from specprobe.demo.training import train_family
-from specprobe.report.terminal import TrainingDisplay
+from specprobe.report.progress import TrainingDisplay
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -174,7 +174,7 @@ class SweepPlan:
 
 class Observer:
     """Progress callbacks of a sweep; each does nothing here. The CLI's Rich display
-    (``report.SweepProgress``) overrides them."""
+    (``report.progress.SweepProgress``) overrides them."""
 
     def planned(self, checkpoints: Sequence[Checkpoint]) -> None:
         """All checkpoints to measure are known (after the checks, before any loading)."""

@@ -7,8 +7,8 @@ by clicking a header: a few lines of inline JavaScript), the layer decomposition
 eigenvalue densities and the notes. It reads in any browser, on a phone (tables scroll
 sideways) and prints (figures and tables are kept whole on a page).
 
-The tables are those of :mod:`specprobe.report.tables`, so the terminal and the file show the same
-numbers. Figures need matplotlib (``specprobe[plots]``); without it the file says so and
+The sections are those of :mod:`specprobe.report.document` (this module walks them as the terminal
+report does), so the terminal and the file show the same numbers. Figures need matplotlib (``specprobe[plots]``); without it the file says so and
 shows the text chart instead.
 """
 
@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from specprobe.analysis.position import Records
 from specprobe.errors import SpecprobeError
-from specprobe.report import tables
+from specprobe.report.document import Document, FamilyView, Note, Settings, build_document
 from specprobe.report.tables import TableData, Tone
 from specprobe.store.folder import atomic_write
 
@@ -140,47 +141,16 @@ def _sort_key(value: float | str) -> str:
     return repr(float(value)) if isinstance(value, int | float) else str(value)
 
 
-def _settings_html(records: Sequence[dict[str, Any]], config: dict[str, Any] | None) -> str:
-    """The settings that produced the numbers: the command, the data and probe settings
-    (per distinct settings when a run mixes them), and what was measured."""
-    blocks: list[tuple[str, list[tuple[str, str]]]] = []
-    invocations = (config or {}).get("invocations") or []
-    argv = (invocations[-1].get("invocation") or {}).get("argv") if invocations else None
-    command = f"<p><code>specprobe {_e(' '.join(str(a) for a in argv))}</code></p>" if argv else ""
-    seen: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("settings"):
-            seen.setdefault(str(r.get("settings_hash")), r["settings"])
-    for index, settings in enumerate(seen.values()):
-        suffix = f" ({index + 1})" if len(seen) > 1 else ""
-        for section in ("data", "probe"):
-            items = [(k, _plain(v)) for k, v in (settings.get(section) or {}).items() if v is not None]
-            if items:
-                blocks.append((f"{section}{suffix}", items))
-    models = list(dict.fromkeys(str(r.get("label") or r.get("model")) for r in records))
-    run = [
-        ("models", ", ".join(models)),
-        ("checkpoints", f"{len(records)} ({sum(r.get('status') == 'ok' for r in records)} ok)"),
-    ]
-    versions = sorted({str(r["specprobe_version"]) for r in records if r.get("specprobe_version")})
-    if versions:
-        run.append(("specprobe", ", ".join(versions)))
-    blocks.append(("measured", run))
+def _settings_html(settings: Settings) -> str:
+    """The settings section's body: the command, and a list of settings per block."""
+    command = f"<p><code>{_e(settings.command)}</code></p>" if settings.command else ""
     html_blocks = "".join(
         f'<div><h3>{_e(name)}</h3><dl class="settings">'
         + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
         + "</dl></div>"
-        for name, items in blocks
+        for name, items in settings.blocks
     )
     return f'{command}<div class="blocks">{html_blocks}</div>'
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{k}={_plain(v)}" for k, v in value.items())
-    return str(value)
 
 
 def _svg(figure: Any, prefix: str) -> str:
@@ -206,16 +176,15 @@ _FIGURES = (
 )
 
 
-def _figures_html(records: Sequence[dict[str, Any]]) -> str:
-    from specprobe.analysis.family import analysed
+def _figures_html(doc: Document) -> str:
     from specprobe.report import plots
 
-    if not analysed(records):
+    if not doc.analysed:
         return ""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        chart = plots.position_chart(records)
+        chart = doc.chart()
         text = f"<pre>{_e(chr(10).join(chart))}</pre>" if chart else ""
         return (
             '<p class="muted">No figures: matplotlib is not installed '
@@ -229,7 +198,7 @@ def _figures_html(records: Sequence[dict[str, Any]]) -> str:
     }
     out = []
     for name, caption in _FIGURES:
-        figure = draw[name](records)
+        figure = draw[name](doc.records)
         if figure is None:
             continue
         wide = ' class="wide"' if name == "loss_vs_size" else ""
@@ -239,36 +208,55 @@ def _figures_html(records: Sequence[dict[str, Any]]) -> str:
     return f'<div class="figures">{"".join(out)}</div>'
 
 
-def _family_html(records: Sequence[dict[str, Any]]) -> tuple[str, str]:
+def _family_html(family: FamilyView | None) -> tuple[str, str]:
     """The verdict, and the family section (reach table, fits, notes); empty strings when
     fewer than two models were analysed."""
-    from specprobe.analysis.family import analysed, summarize
-
-    if len(analysed(records)) < 2:
+    if family is None:
         return "", ""
-    summary = summarize(records)
     verdict = (
         '<section id="verdict"><h2>Verdict</h2>'
-        f'<div class="verdict"><p>{_e(summary.verdict.text)}</p>'
+        f'<div class="verdict"><p>{_e(family.verdict)}</p>'
         '<p class="muted">Computed from the numbers below.</p></div></section>'
     )
-    parts = [table_html(tables.reach_table(summary))]
-    fits = []
-    for fit in (summary.loss_fit, summary.reach_fit):
-        if fit is not None:
-            quantity = tables.fit_name(fit.quantity)
-            fits.append(
-                f"<li>{_e(quantity)} ∝ N^{fit.exponent:.3f} ± {fit.exponent_stderr:.2g} "
-                f"(R² {fit.r_squared:.2f}, {fit.num_points} sizes)</li>"
-            )
+    parts = [table_html(family.reach)]
+    fits = [
+        f"<li>{_e(f.quantity)} {_e(f.law)} ({_e(f.r_squared)}, {f.num_points} sizes)</li>"
+        for f in family.fits
+    ]
     if fits:
         parts.append(f"<p>Power laws across sizes:</p><ul>{''.join(fits)}</ul>")
-    parts += [f'<p class="muted">{_e(note)}</p>' for note in summary.notes]
+    parts += [f'<p class="muted">{_e(note)}</p>' for note in family.notes]
     return verdict, '<section id="family"><h2>Family view</h2>' + "\n".join(parts) + "</section>"
 
 
+def _checkpoints_html(doc: Document) -> str:
+    """Every model's table, its layer decomposition and density line, and the comparison."""
+    parts = []
+    for section in doc.models:
+        parts.append(table_html(section.table))
+        if section.groups is not None:
+            parts.append(table_html(section.groups))
+        if section.density is not None:
+            parts.append(f"<pre>{_e(section.density)}</pre>")
+    if doc.comparison is not None:
+        parts.append(table_html(doc.comparison))
+    return (
+        '<section id="checkpoints"><h2>Checkpoints</h2>'
+        '<p class="muted">Value ± standard error; click a column header to sort.</p>'
+        + ("\n".join(parts) or "<p>No records yet.</p>")
+        + "</section>"
+    )
+
+
+def _notes_html(notes: Sequence[Note]) -> str:
+    if not notes:
+        return ""
+    items = "".join(f'<li class="{_TONE_CLASS.get(n.tone, "")}">{_e(n.text.strip())}</li>' for n in notes)
+    return f'<section id="notes"><h2>Notes</h2><ul class="notes">{items}</ul></section>'
+
+
 def render_html(
-    records: Sequence[dict[str, Any]],
+    records: Records,
     *,
     config: dict[str, Any] | None = None,
     title: str = "specprobe report",
@@ -276,44 +264,21 @@ def render_html(
 ) -> str:
     """The whole report as one HTML document (a string). ``config`` is the run's
     ``config.json`` (for the command that made it); ``figures=False`` leaves out the SVGs."""
-    from specprobe.report.terminal import density_line, group_by_model
     from specprobe.version import __version__
 
-    verdict, family = _family_html(records)
-    groups = group_by_model(records)
-    per_model = []
-    for model, rows in groups.items():
-        per_model.append(table_html(tables.model_table(model, rows)))
-        decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
-        if decomposed:
-            per_model.append(table_html(tables.groups_table(decomposed[-1])))
-        lines = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
-        if lines:
-            per_model.append(f"<pre>{_e(lines[-1])}</pre>")
-    if len(groups) > 1:
-        per_model.append(table_html(tables.comparison_table(groups)))
-    notes = tables.run_notes(records)
-    notes_html = (
-        '<section id="notes"><h2>Notes</h2><ul class="notes">'
-        + "".join(f'<li class="{_TONE_CLASS.get(tone, "")}">{_e(text.strip())}</li>' for tone, text in notes)
-        + "</ul></section>"
-        if notes
-        else ""
-    )
-    figures_html = _figures_html(records) if figures and records else ""
+    doc = build_document(records, config)
+    verdict, family = _family_html(doc.family)
+    figures_html = _figures_html(doc) if figures and doc.records else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<header><h1>{_e(title)}</h1>"
-        f'<p class="meta">{len(records)} records · written {stamp} by specprobe {_e(__version__)}</p></header>',
+        f'<p class="meta">{len(doc.records)} records · written {stamp} by specprobe {_e(__version__)}</p></header>',
         verdict,
-        f'<section id="settings"><h2>Settings</h2>{_settings_html(records, config)}</section>',
+        f'<section id="settings"><h2>Settings</h2>{_settings_html(doc.settings)}</section>',
         family,
         f'<section id="figures"><h2>Figures</h2>{figures_html}</section>' if figures_html else "",
-        '<section id="checkpoints"><h2>Checkpoints</h2>'
-        '<p class="muted">Value ± standard error; click a column header to sort.</p>'
-        + ("\n".join(per_model) or "<p>No records yet.</p>")
-        + "</section>",
-        notes_html,
+        _checkpoints_html(doc),
+        _notes_html(doc.notes),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -325,7 +290,7 @@ def render_html(
 
 
 def write_html(
-    records: Sequence[dict[str, Any]],
+    records: Records,
     path: Path | str,
     *,
     config: dict[str, Any] | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from specprobe.analysis.family import (
     MIN_FIT_SIZES,
@@ -31,16 +31,18 @@ from specprobe.analysis.family import (
     position_vs_compute,
     spectral_reach,
 )
+from specprobe.analysis.position import Records, as_records
 from specprobe.errors import SpecprobeError
+from specprobe.store.records import Record
 from specprobe.text import count
 
-EIGEN_KEY = "eigen_top"
+EIGEN_KEY: Final = "eigen_top"
 """Record key of the top eNTK eigenvalues (descending), when the sweep computed them."""
 
 FORMATS = ("png", "svg")
 _POSITION_LABEL = {
-    Position.NORMALIZED: "spectral position D·χ_pos (1 = unaligned)",
-    Position.RAW: "spectral position χ_pos",
+    Position.NORMALIZED: f"spectral position {Position.NORMALIZED.symbol} (1 = unaligned)",
+    Position.RAW: f"spectral position {Position.RAW.symbol}",
 }
 
 
@@ -119,9 +121,7 @@ def _params(n: int | None) -> str:
 # ---- figures ---------------------------------------------------------------------------------
 
 
-def loss_vs_size_figure(
-    records: Sequence[dict[str, Any]], position: Position | str = Position.NORMALIZED
-) -> Any:
+def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Position.NORMALIZED) -> Any:
     """Two panels against N (log–log): final loss, and spectral reach, with power-law fits
     where there are at least three sizes. Returns a matplotlib Figure."""
     position = Position(position)
@@ -140,7 +140,7 @@ def loss_vs_size_figure(
             "reach",
             [r.reach for r in reaches],
             [r.reach_stderr for r in reaches],
-            "spectral reach, lowest " + ("D·χ_pos" if position is Position.NORMALIZED else "χ_pos"),
+            f"spectral reach, lowest {position.symbol}",
             "reach",
         ),
     )
@@ -176,7 +176,7 @@ def loss_vs_size_figure(
 
 
 def position_vs_compute_figure(
-    records: Sequence[dict[str, Any]], position: Position | str = Position.NORMALIZED
+    records: Sequence[Record], position: Position | str = Position.NORMALIZED
 ) -> Any:
     """Spectral position against training compute C = 6·N·T (FLOPs, log axis), one line per
     model ordered by size; against step when no record knows its tokens seen."""
@@ -227,7 +227,7 @@ def _series_xy(s: PositionSeries, use_compute: bool) -> tuple[list[float], list[
     return xs, ys, es
 
 
-def amplification_figure(records: Sequence[dict[str, Any]]) -> Any:
+def amplification_figure(records: Sequence[Record]) -> Any:
     """Gradient amplification χ_net(t)/χ_net(t₀) against training step, one line per model."""
     series = amplification(records)
     fig = _figure()
@@ -261,12 +261,12 @@ def amplification_figure(records: Sequence[dict[str, Any]]) -> Any:
     return fig
 
 
-def has_spectra(records: Sequence[dict[str, Any]]) -> bool:
+def has_spectra(records: Sequence[Record]) -> bool:
     """Whether any analysed record carries eigenvalues under :data:`EIGEN_KEY`."""
     return any(r.get(EIGEN_KEY) for rows in analysed(records).values() for r in rows)
 
 
-def spectra_figure(records: Sequence[dict[str, Any]]) -> Any | None:
+def spectra_figure(records: Sequence[Record]) -> Any | None:
     """λ_k/Tr Θ against k (log–log) for the last analysed revision of each model that has
     eigenvalues, with the spectral position χ_pos marked (a dotted line at λ/TrΘ = χ_pos, and
     the position index k* = #{k : λ_k ≥ χ_pos·TrΘ} when it lies inside the known top-k).
@@ -281,7 +281,7 @@ def spectra_figure(records: Sequence[dict[str, Any]]) -> Any | None:
     fig = _figure()
     ax = fig.subplots()
     for r, colour in zip(chosen, _colours(len(chosen)), strict=True):
-        eig = [float(v) for v in r[EIGEN_KEY]]
+        eig = [math.nan if v is None else float(v) for v in r[EIGEN_KEY]]
         trace = float(r.get("chi_net") or sum(eig))
         norm = [v / trace for v in eig if v > 0]
         ks = list(range(1, len(norm) + 1))
@@ -304,7 +304,7 @@ def spectra_figure(records: Sequence[dict[str, Any]]) -> Any | None:
 
 
 def write_figures(
-    records: Sequence[dict[str, Any]],
+    records: Records,
     out_dir: Path | str,
     *,
     position: Position | str = Position.NORMALIZED,
@@ -319,7 +319,8 @@ def write_figures(
             analysed successfully.
     """
     _matplotlib()
-    if not analysed(records):
+    rows = as_records(records)
+    if not analysed(rows):
         raise SpecprobeError(
             "expected at least one successfully analysed record to plot, found none",
             "run specprobe analyze first; failed and duplicate revisions are not plotted",
@@ -327,11 +328,11 @@ def write_figures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
-        "loss_vs_size": loss_vs_size_figure(records, position),
-        "position_vs_compute": position_vs_compute_figure(records, position),
-        "amplification": amplification_figure(records),
+        "loss_vs_size": loss_vs_size_figure(rows, position),
+        "position_vs_compute": position_vs_compute_figure(rows, position),
+        "amplification": amplification_figure(rows),
     }
-    spectra = spectra_figure(records)
+    spectra = spectra_figure(rows)
     if spectra is not None:
         figures["spectra"] = spectra
     written = []
@@ -349,7 +350,7 @@ MARKERS = "123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def position_chart(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[Record],
     *,
     width: int = 60,
     height: int = 14,
@@ -386,8 +387,7 @@ def position_chart(
         grid[line][col] = mark if grid[line][col] in (" ", mark) else "*"
     top, bottom = f"{10**y1:.3g}", f"{10**y0:.3g}"
     pad = max(len(top), len(bottom))
-    scale = "D·χ_pos" if position is Position.NORMALIZED else "χ_pos"
-    lines = [f"{scale} (log) against {'compute C = 6·N·T, FLOPs' if use_compute else 'step'} (log)"]
+    lines = [f"{position.symbol} (log) against {'compute C = 6·N·T, FLOPs' if use_compute else 'step'} (log)"]
     for i, cells in enumerate(grid):
         label = top if i == 0 else bottom if i == height - 1 else ""
         lines.append(f"{label:>{pad}} |{''.join(cells)}")

@@ -1,6 +1,6 @@
 """The report's tables as data: columns in order of importance, cells with text and sort key.
 
-``report.py`` renders these with Rich and fits them to the terminal (dropping the least
+``terminal.py`` renders these with Rich and fits them to the terminal (dropping the least
 important columns first); ``html.py`` renders the same tables as sortable HTML. Nothing
 here draws or prints.
 
@@ -12,12 +12,15 @@ prefix lose it (``checkpoint-1024`` shows as ``1024`` under the header ``checkpo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from specprobe.text import count, number, value_error
+from specprobe.analysis.family import FamilySummary
+from specprobe.analysis.position import Position
+from specprobe.store.records import GroupRow, Record
+from specprobe.text import count, number, percent, value_error
 
 # ---- revisions -------------------------------------------------------------------------------
 
@@ -94,28 +97,29 @@ class TableData:
 
 @dataclass
 class _Builder:
-    columns: list[tuple[Column, Callable[[dict[str, Any]], Cell]]] = field(default_factory=list)
+    columns: list[tuple[Column, Callable[[Record], Cell]]] = field(default_factory=list)
 
-    def add(self, column: Column, cell: Callable[[dict[str, Any]], Cell]) -> None:
+    def add(self, column: Column, cell: Callable[[Record], Cell]) -> None:
         self.columns.append((column, cell))
 
 
-def _est(record: dict[str, Any], name: str) -> Cell:
+def _est(record: Mapping[str, Any], name: str) -> Cell:
+    """The estimate ``name`` of a record or a group, with its ``<name>_stderr``."""
     value = record.get(name)
     if value is None:
         return Cell("")
     return Cell(value_error(value, record.get(f"{name}_stderr")), float(value))
 
 
-def _head(record: dict[str, Any]) -> dict[str, Any] | None:
+def _head(record: Record) -> GroupRow | None:
     """The record's ``head`` group (the frozen-feature counterfactual), if measured."""
     for group in record.get("groups") or ():
         if group["name"] == "head":
-            return dict(group)
+            return group
     return None
 
 
-def _spec(record: dict[str, Any], key: str, text: Callable[[float], str]) -> Cell:
+def _spec(record: Record, key: str, text: Callable[[float], str]) -> Cell:
     value = (record.get("spectrum") or {}).get(key)
     return Cell(text(value), float(value)) if value is not None else Cell("")
 
@@ -134,7 +138,7 @@ def position_index(spectrum: dict[str, Any] | None) -> Cell:
     return Cell(f"{int(index)}", float(index))
 
 
-def status(record: dict[str, Any], revisions: dict[str, str] | None = None) -> Cell:
+def status(record: Record, revisions: dict[str, str] | None = None) -> Cell:
     """ok, failed, or the revision whose weights this one duplicates."""
     if record.get("status") != "ok":
         return Cell("failed", "failed", Tone.BAD)
@@ -148,7 +152,7 @@ def _step(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def model_table(model: str, rows: Sequence[dict[str, Any]]) -> TableData:
+def model_table(model: str, rows: Sequence[Record]) -> TableData:
     """One model over its revisions, the most telling columns first: revision, D·χ_pos,
     loss, χ_pos, χ_net growth, tokens seen, then the optional measurements (head-only
     position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column appears only when some
@@ -195,16 +199,7 @@ def model_table(model: str, rows: Sequence[dict[str, Any]]) -> TableData:
             lambda r: _est(h, "spectral_position") if (h := _head(r)) else Cell(""),
         )
     if any(r.get("spectrum") for r in ok):
-        b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
-        b.add(
-            Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
-            lambda r: _spec(r, "captured_residual_mass", lambda v: f"{v:.1%}"),
-        )
-        b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
-        b.add(
-            Column("λ ∝ k^-α", help="power-law exponent α of the spectrum, λ_k ∝ k^-α"),
-            lambda r: _spec(r, "power_law_alpha", lambda v: f"α={v:.2f}"),
-        )
+        _spectrum_columns(b)
     b.add(Column("χ_net", help="eNTK trace term χ_net"), lambda r: _est(r, "chi_net"))
     b.add(Column("‖∇L‖²", help="squared gradient norm"), lambda r: _est(r, "grad_norm_sq"))
     b.add(Column("χ_loss", help="loss term χ_loss"), lambda r: _est(r, "chi_loss"))
@@ -217,6 +212,21 @@ def model_table(model: str, rows: Sequence[dict[str, Any]]) -> TableData:
     return TableData(title, tuple(c for c, _ in b.columns), tuple(cells), kind="model")
 
 
+def _spectrum_columns(b: _Builder) -> None:
+    """The columns of ``--eigen``'s spectral summaries: position index, top-K mass,
+    effective rank and the spectrum's power-law exponent."""
+    b.add(Column("position index", help="position index k*"), lambda r: position_index(r.get("spectrum")))
+    b.add(
+        Column("top-K mass", help="residual mass captured by the top K eigenvectors"),
+        lambda r: _spec(r, "captured_residual_mass", percent),
+    )
+    b.add(Column("eff. rank"), lambda r: _spec(r, "effective_rank", lambda v: number(v, 4)))
+    b.add(
+        Column("λ ∝ k^-α", help="power-law exponent α of the spectrum, λ_k ∝ k^-α"),
+        lambda r: _spec(r, "power_law_alpha", lambda v: f"α={v:.2f}"),
+    )
+
+
 def _num(text: str) -> float | None:
     try:
         return float(text)
@@ -224,7 +234,7 @@ def _num(text: str) -> float | None:
         return None
 
 
-def _position(record: dict[str, Any]) -> Cell:
+def _position(record: Record) -> Cell:
     if record.get("status") != "ok":
         return Cell("")
     value = record.get("normalized_position")
@@ -233,19 +243,19 @@ def _position(record: dict[str, Any]) -> Cell:
     return Cell(value_error(value, record.get("normalized_position_stderr")), float(value))
 
 
-def _growth(record: dict[str, Any], first: dict[str, Any] | None) -> Cell:
+def _growth(record: Record, first: Record | None) -> Cell:
     if first is None or not first.get("chi_net") or record.get("chi_net") is None:
         return Cell("")
     ratio = record["chi_net"] / first["chi_net"]
     return Cell(number(ratio, 3), ratio)
 
 
-def _tokens(record: dict[str, Any]) -> Cell:
+def _tokens(record: Record) -> Cell:
     value = record.get("tokens_seen")
     return Cell(count(value), float(value)) if value is not None else Cell("")
 
 
-def groups_table(record: dict[str, Any]) -> TableData:
+def groups_table(record: Record) -> TableData:
     """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
     position when θ is restricted to it (for the head: the frozen-feature counterfactual)."""
     columns = (
@@ -261,9 +271,9 @@ def groups_table(record: dict[str, Any]) -> TableData:
         rows.append(
             (
                 Cell(g["name"], g["name"]),
-                Cell(f"{g['chi_net_share']:.1%}", g["chi_net_share"]),
+                Cell(percent(g["chi_net_share"]), g["chi_net_share"]),
                 _est(g, "spectral_position"),
-                Cell(f"{g['grad_norm_sq_share']:.1%}", g["grad_norm_sq_share"]),
+                Cell(percent(g["grad_norm_sq_share"]), g["grad_norm_sq_share"]),
                 Cell(f"{g['num_params']:,}", g["num_params"]),
                 _est(g, "chi_net"),
             )
@@ -280,11 +290,10 @@ def groups_table(record: dict[str, Any]) -> TableData:
             _est(record, "chi_net"),
         )
     )
-    label = record.get("label") or record["model"]
-    return TableData(f"layer decomposition of {label} @ {record['revision']}", columns, tuple(rows), "groups")
+    return TableData(f"layer decomposition of {checkpoint_name(record)}", columns, tuple(rows), "groups")
 
 
-def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> TableData:
+def comparison_table(groups: dict[str, list[Record]]) -> TableData:
     """Across models, by size: the lowest D·χ_pos reached and where, the final loss."""
     ordered = sorted(groups.items(), key=lambda item: _size(item[1]))
     lows = {}
@@ -324,16 +333,14 @@ def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> TableData:
     return TableData("comparison across models", columns, tuple(out), "comparison")
 
 
-def _size(rows: Sequence[dict[str, Any]]) -> int:
+def _size(rows: Sequence[Record]) -> int:
     ok = [r for r in rows if r.get("status") == "ok"]
     return int(ok[0].get("num_params") or 0) if ok else 0
 
 
-def reach_table(summary: Any) -> TableData:
-    """The family view's reach per model, by size (a ``specprobe.analysis.family.FamilySummary``)."""
-    from specprobe.analysis.family import Position
-
-    scale = "D·χ_pos" if summary.position is Position.NORMALIZED else "χ_pos"
+def reach_table(summary: FamilySummary) -> TableData:
+    """The family view's reach per model, by size."""
+    scale = summary.position.symbol
     header, short = short_revisions([r.revision for r in summary.reach])
     growth = {a.model: a for a in summary.amplification}
     columns = (
@@ -368,7 +375,7 @@ def reach_table(summary: Any) -> TableData:
     )
 
 
-def run_notes(records: Sequence[dict[str, Any]]) -> list[tuple[Tone, str]]:
+def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
     """Things a reader must know: failures (each with its error), duplicated weights,
     differing data subsets; each with its tone."""
     notes: list[tuple[Tone, str]] = []
@@ -390,8 +397,8 @@ def run_notes(records: Sequence[dict[str, Any]]) -> list[tuple[Tone, str]]:
             )
     subsets: dict[str, set[str]] = {}
     for r in records:
-        if r.get("dataset_fingerprint"):
-            subsets.setdefault(r["dataset_fingerprint"], set()).add(r.get("label") or r["model"])
+        if fingerprint := r.get("dataset_fingerprint"):
+            subsets.setdefault(fingerprint, set()).add(r.get("label") or r["model"])
     if len(subsets) > 1:
         groups = "; ".join(", ".join(sorted(models)) for models in subsets.values())
         notes.append(
@@ -404,10 +411,13 @@ def run_notes(records: Sequence[dict[str, Any]]) -> list[tuple[Tone, str]]:
     return notes
 
 
+def checkpoint_name(record: Record) -> str:
+    """How the report names one checkpoint: ``label @ revision``."""
+    return f"{record.get('label') or record.get('model')} @ {record.get('revision')}"
+
+
 def fit_name(quantity: str) -> str:
     """A power-law fit's quantity as a reader says it: ``reach (D·χ_pos)``, ``final loss``."""
-    return (
-        quantity.replace("normalized_position", "D·χ_pos")
-        .replace("spectral_position", "χ_pos")
-        .replace("final_loss", "final loss")
-    )
+    for position in Position:
+        quantity = quantity.replace(position.value, position.symbol)
+    return quantity.replace("final_loss", "final loss")

@@ -1,11 +1,13 @@
-"""Rendering with Rich: the one module that draws tables. Compute returns data; this shows it."""
+"""Rendering with Rich: the one module that draws tables. Compute returns data; this shows it.
+
+:func:`render_run` walks the report document (:mod:`specprobe.report.document`) as the HTML
+file does, fitting its tables to the terminal; the progress displays are in
+:mod:`specprobe.report.progress`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -14,15 +16,10 @@ from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
-from specprobe.pipeline.sweep import Observer
-from specprobe.report import tables
+from specprobe.analysis.position import Records
+from specprobe.report.document import Document, Note, build_document
 from specprobe.report.tables import TableData, Tone
-
-
-def fmt(value: float, stderr: float | None = None) -> str:
-    """A number in 4 significant digits, with ``± stderr`` when one is given and non-zero."""
-    text = f"{value:.4g}"
-    return f"{text} ± {stderr:.2g}" if stderr else text
+from specprobe.text import significant
 
 
 @dataclass(frozen=True)
@@ -59,25 +56,12 @@ def selftest_table(rows: Sequence[CheckRow], title: str) -> Table:
         unit = " se" if row.stderr else " rel"
         table.add_row(
             row.name,
-            fmt(row.measured, row.stderr),
-            fmt(row.reference),
+            significant(row.measured, row.stderr),
+            significant(row.reference),
             f"{row.error:.1e}{unit}",
             "[green]ok[/]" if row.ok else "[red]FAIL[/]",
         )
     return table
-
-
-# ---- sweep reports -------------------------------------------------------------------------
-
-
-def group_by_model(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Records per model, each list sorted by step (revisions without a step keep their order)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(record["model"], []).append(record)
-    for rows in groups.values():
-        rows.sort(key=lambda r: (r.get("step") is None, r.get("step") or 0))
-    return groups
 
 
 # ---- fitting tables to the terminal ------------------------------------------------------------
@@ -175,138 +159,60 @@ class TablePrinter:
 _KINDS = {"model": "per model", "groups": "layers", "comparison": "comparison", "reach": "reach"}
 
 
-def model_table(model: str, rows: Sequence[dict[str, Any]]) -> Table:
-    """One model over its revisions, as a Rich table with every column (see
-    :func:`specprobe.report.tables.model_table` for the columns)."""
-    return rich_table(tables.model_table(model, rows))
+def _markup(note: Note) -> str:
+    """A note as Rich markup, coloured by its tone."""
+    text = escape(note.text)
+    return f"[{_TONES[note.tone]}]{text}[/]" if note.tone in _TONES else text
 
 
-SPARK = "▁▂▃▄▅▆▇█"
-
-
-def density_line(record: dict[str, Any]) -> str | None:
-    """The SLQ eigenvalue density of a record as one line: counts per log-spaced bin."""
-    density = (record.get("spectrum") or {}).get("spectral_density")
-    if not density:
-        return None
-    # Bar heights on a log scale of the counts: a few large eigenvalues stay visible beside
-    # the bulk of (near-)zero ones.
-    counts = [math.log1p(max(c or 0.0, 0.0)) for c in density["counts"]]
-    top = max(counts) or 1.0
-    bars = "".join(SPARK[min(len(SPARK) - 1, int(len(SPARK) * c / top))] if c > 0.01 else " " for c in counts)
-    lo, hi = density["edges"][0], density["edges"][-1]
-    label = f"{record.get('label') or record['model']} @ {record['revision']}"
-    return f"eNTK eigenvalue density of {label} (SLQ; λ from {lo:.2g} to {hi:.2g} on a log axis; log counts): {bars}"
-
-
-def groups_table(record: dict[str, Any]) -> Table:
-    """Which layers carry the kernel, as a Rich table (see :func:`specprobe.report.tables.groups_table`)."""
-    return rich_table(tables.groups_table(record))
-
-
-def comparison_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
-    """Across models, as a Rich table (see :func:`specprobe.report.tables.comparison_table`)."""
-    return rich_table(tables.comparison_table(groups))
-
-
-def run_notes(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Things a reader must know (failures, duplicated weights, differing data subsets), as
-    Rich markup: :func:`specprobe.report.tables.run_notes` coloured by tone."""
-    return [
-        f"[{_TONES[tone]}]{escape(text)}[/]" if tone in _TONES else escape(text)
-        for tone, text in tables.run_notes(records)
-    ]
-
-
-def render_run(records: Sequence[dict[str, Any]], console: Console, *, wide: bool = False) -> None:
-    """The full report of a run: a table per model, the comparison, the family view and the
-    notes. Tables fit the console's width by dropping their least important columns (a
-    closing note names them); ``wide`` shows every column however wide the tables get."""
+def render_run(records: Records, console: Console, *, wide: bool = False) -> None:
+    """The full report of a run (:func:`specprobe.report.document.build_document`): a table
+    per model, the comparison, the family view and the notes. Tables fit the console's
+    width by dropping their least important columns (a closing note names them); ``wide``
+    shows every column however wide the tables get."""
     if not records:
         console.print("no records yet")
         return
+    doc = build_document(records)
     printer = TablePrinter(console, wide)
-    groups = group_by_model(records)
-    per_model = printer.fit([tables.model_table(model, rows) for model, rows in groups.items()])
-    for rows, data in zip(groups.values(), per_model, strict=True):
+    per_model = printer.fit([section.table for section in doc.models])
+    for section, data in zip(doc.models, per_model, strict=True):
         printer.print(data, fitted=True)
-        decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
-        if decomposed:
-            printer.print(tables.groups_table(decomposed[-1]))
-        with_density = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
-        if with_density:
-            console.print(with_density[-1], highlight=False)
-    if len(groups) > 1:
-        printer.print(tables.comparison_table(groups))
-    family_report(records, console, printer=printer)
-    for note in run_notes(records):
-        console.print(note, highlight=False)
+        if section.groups is not None:
+            printer.print(section.groups)
+        if section.density is not None:
+            console.print(section.density, highlight=False)
+    if doc.comparison is not None:
+        printer.print(doc.comparison)
+    if doc.family is not None:
+        _print_family(doc, console, printer)
+    for note in doc.notes:
+        console.print(_markup(note), highlight=False)
     left_out = printer.note()
     if left_out:
         console.print(left_out, style="dim", highlight=False)
 
 
-class SweepProgress(Observer):
-    """A Rich progress display for ``run_sweep``: checkpoints overall, batches of the current one."""
+def _print_family(doc: Document, console: Console, printer: TablePrinter) -> None:
+    """The family view: reach per model ranked by size, power-law fits, a text chart of
+    position against compute, and the verdict paragraph."""
+    from rich.panel import Panel
 
-    def __init__(self, console: Console) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
+    family = doc.family
+    if family is None:
+        return
+    printer.print(family.reach)
+    for fit in family.fits:
+        console.print(
+            f"power law across {fit.num_points} sizes: {fit.quantity} {fit.law}, {fit.r_squared}",
+            highlight=False,
         )
-
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self.overall = self.progress.add_task("preparing", total=None)
-        self.batches = self.progress.add_task("", total=None, visible=False)
-
-    def __enter__(self) -> SweepProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def planned(self, checkpoints: Sequence[Any]) -> None:
-        self.progress.update(self.overall, description="checkpoints", total=len(checkpoints), completed=0)
-
-    def preparing(self, what: str) -> None:
-        self.progress.update(self.overall, description=what)
-
-    def loading(self, checkpoint: Any) -> None:
-        self.progress.update(self.overall, description=f"loading {checkpoint.model} @ {checkpoint.revision}")
-
-    def measuring(self, checkpoint: Any, batches: int) -> None:
-        self.progress.update(self.overall, description=f"{checkpoint.model} @ {checkpoint.revision}")
-        self.progress.reset(self.batches, total=batches, description="  batches", visible=True)
-
-    def batch_done(self, checkpoint: Any, index: int) -> None:
-        self.progress.advance(self.batches)
-
-    def finished(self, checkpoint: Any, record: dict[str, Any]) -> None:
-        self.progress.advance(self.overall)
-        self.progress.update(self.batches, visible=False)
-        if record.get("status") != "ok":
-            self.progress.console.print(
-                f"[red]failed[/] {checkpoint.model} @ {checkpoint.revision}: {record.get('error')}"
-            )
-
-    def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
-        self.progress.advance(self.overall)
+    for note in family.notes:
+        console.print(note, highlight=False)
+    chart = doc.chart()
+    if chart:
+        console.print("\n".join(chart), highlight=False, markup=False)
+    console.print(Panel(family.verdict, title="verdict (computed from the numbers above)", expand=False))
 
 
 def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
@@ -318,67 +224,3 @@ def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
     for name, models, description in rows:
         table.add_row(name, str(models), description)
     return table
-
-
-# ---- family view ---------------------------------------------------------------------------
-
-
-def family_report(
-    records: Sequence[dict[str, Any]], console: Console, *, printer: TablePrinter | None = None
-) -> None:
-    """The family view: reach per model ranked by size, power-law fits, gradient
-    amplification, a text chart of position against compute, and the verdict paragraph."""
-    from rich.panel import Panel
-
-    from specprobe.analysis.family import analysed, summarize
-    from specprobe.report.plots import position_chart
-
-    if len(analysed(records)) < 2:
-        return
-    summary = summarize(records)
-    (printer or TablePrinter(console)).print(tables.reach_table(summary))
-    for fit in (summary.loss_fit, summary.reach_fit):
-        if fit is not None:
-            quantity = tables.fit_name(fit.quantity)
-            console.print(
-                f"power law across {fit.num_points} sizes: {quantity} ∝ N^{fit.exponent:.3f} "
-                f"± {fit.exponent_stderr:.2g}, R² {fit.r_squared:.2f}",
-                highlight=False,
-            )
-    for note in summary.notes:
-        console.print(note, highlight=False)
-    chart = position_chart(records)
-    if chart:
-        console.print("\n".join(chart), highlight=False, markup=False)
-    console.print(
-        Panel(summary.verdict.text, title="verdict (computed from the numbers above)", expand=False)
-    )
-
-
-class TrainingDisplay:
-    """A Rich progress display for the demo's training: one bar per model, loss and ETA."""
-
-    def __init__(self, console: Console, models: Sequence[str], steps: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("training {task.description:>10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.tasks = {m: self.progress.add_task(m, total=steps, loss="") for m in models}
-
-    def __enter__(self) -> TrainingDisplay:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def update(self, event: Any) -> None:
-        """The ``progress_callback`` of ``specprobe.demo.training.train_family``."""
-        self.progress.update(self.tasks[event.model], completed=event.step, loss=f"{event.loss:.3f}")

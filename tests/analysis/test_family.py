@@ -259,3 +259,18 @@ def test_summary_is_json_ready() -> None:
     assert data["loss_fit"]["exponent"] == pytest.approx(-0.1)
     assert data["verdict"]["claims"][0]["outcome"] == "supported"
     assert len(data["series"][0]["points"]) == len(STEPS)
+
+
+def test_verdict_judges_the_summarys_own_fits() -> None:
+    # One model without a size: the summary makes no fit (and says why), and the verdict,
+    # which judges the summary's numbers, quotes none either.
+    records = [
+        {k: v for k, v in r.items() if k != "num_params"} if r["model"] == "s" else r
+        for r in power_law_family()
+    ]
+    summary = summarize(records)
+    assert summary.loss_fit is None and summary.reach_fit is None
+    assert "needs num_params for every model" in summary.notes[0]
+    assert "fit ∝" not in summary.verdict.text
+    assert summary.verdict == verdict(records)
+    assert summary.verdict.claim("reach_grows_with_size").outcome is Outcome.SUPPORTED

@@ -1,0 +1,126 @@
+"""Which records the family view counts, and the position it reads from each.
+
+Only analysed records count: ``status == "ok"`` and not a duplicate of another revision's
+weights (``duplicate_of`` null). Positions are compared across models as D·χ_pos
+(:attr:`Position.NORMALIZED`, the default) because χ_pos itself scales with the number of
+outputs D; the raw χ_pos is accepted only when all models were measured at the same D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any, cast
+
+from specprobe.errors import SpecprobeError
+from specprobe.store.records import Record
+
+Records = Sequence[Record] | Sequence[dict[str, Any]]
+"""What the entry points of the analysis and the reports accept: records typed as
+:class:`~specprobe.store.records.Record`, or the plain dicts a store loads (the same
+objects at run time: a Record is a plain dict)."""
+
+SIGNIFICANCE = 2.0
+"""A difference counts when it exceeds this many combined standard errors, √(se₁² + se₂²)."""
+
+
+class Position(str, Enum):
+    """Which position value is compared across records."""
+
+    NORMALIZED = "normalized_position"
+    """D·χ_pos: 1 for a residual with no alignment to the spectrum; comparable across D."""
+
+    RAW = "spectral_position"
+    """χ_pos itself: comparable only between records measured at the same D (num_outputs)."""
+
+    @property
+    def symbol(self) -> str:
+        """How a reader writes the scale: ``D·χ_pos`` or ``χ_pos``."""
+        return "D·χ_pos" if self is Position.NORMALIZED else "χ_pos"
+
+
+def as_records(records: Records) -> Sequence[Record]:
+    """``records`` typed as Records (no copy, no check: the store checks what it reads)."""
+    return cast(Sequence[Record], records)
+
+
+def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records per model, each list sorted by step (revisions without a step keep their
+    order, after the stepped ones). Models keep the order of their first record."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(str(record.get("model")), []).append(record)
+    for rows in groups.values():
+        rows.sort(key=lambda r: (r.get("step") is None, r.get("step") or 0))
+    return groups
+
+
+def analysed(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """The analysed records (``ok``, not duplicates) per model, each list sorted by step
+    (:func:`group_by_model`)."""
+    return group_by_model(r for r in records if r.get("status") == "ok" and not r.get("duplicate_of"))
+
+
+def comparable(
+    records: Iterable[Record], position: Position | str
+) -> tuple[Position, dict[str, list[Record]]]:
+    """The scale, and the analysed records per model (:func:`analysed`), checked to compare
+    on it (:func:`check_comparable`)."""
+    scale = Position(position)
+    groups = analysed(records)
+    check_comparable(groups, scale)
+    return scale, groups
+
+
+def size_key(num_params: int | None) -> tuple[bool, int]:
+    """Sort key ranking models by size: ascending ``num_params``, unknown sizes last."""
+    return num_params is None, num_params or 0
+
+
+def position_value(record: Record, position: Position) -> tuple[float, float]:
+    """The position of ``record`` and its standard error, on the chosen scale."""
+    name = position.value
+    fields: Mapping[str, Any] = record  # read by the scale's name: one of two float fields
+    if fields.get(name) is not None:
+        return float(fields[name]), float(fields.get(f"{name}_stderr") or 0.0)
+    if position is Position.NORMALIZED and record.get("num_outputs"):
+        d = float(record["num_outputs"])
+        return d * float(record["spectral_position"]), d * float(
+            record.get("spectral_position_stderr") or 0.0
+        )
+    raise SpecprobeError(
+        f"expected {name!r} in the record of {record.get('model')}@{record.get('revision')}, found "
+        f"keys {', '.join(sorted(record))}",
+        "pass records as specprobe analyze writes them (results.jsonl)",
+    )
+
+
+def check_comparable(groups: dict[str, list[Record]], position: Position) -> None:
+    """Raise SpecprobeError when raw χ_pos is compared across records of different D."""
+    if position is not Position.RAW:
+        return
+    sizes = {r.get("num_outputs") for rows in groups.values() for r in rows}
+    if len(sizes) > 1:
+        raise SpecprobeError(
+            "χ_pos compares only at equal D, found records measured at D = "
+            + ", ".join(str(s) for s in sorted(sizes, key=lambda s: (s is None, s or 0))),
+            "compare D·χ_pos (position=Position.NORMALIZED), or measure every model on the same "
+            "batch size, sequence length and vocabulary",
+        )
+
+
+def label(rows: Sequence[Record], model: str) -> str:
+    """The model's label as its records give it (its name when none)."""
+    return str(rows[0].get("label") or model)
+
+
+def num_params(rows: Sequence[Record]) -> int | None:
+    """The model's size from its first record (None when unknown)."""
+    value = rows[0].get("num_params")
+    return int(value) if value else None
+
+
+def combined(a: float, b: float) -> float:
+    """Two independent standard errors combined: √(a² + b²)."""
+    return math.sqrt(a * a + b * b)

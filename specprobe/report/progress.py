@@ -1,0 +1,102 @@
+"""Progress displays with Rich: the sweep's checkpoints and batches, the demo's training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from specprobe.pipeline.sweep import Observer
+
+
+class SweepProgress(Observer):
+    """A Rich progress display for ``run_sweep``: checkpoints overall, batches of the current one."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.overall = self.progress.add_task("preparing", total=None)
+        self.batches = self.progress.add_task("", total=None, visible=False)
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def planned(self, checkpoints: Sequence[Any]) -> None:
+        self.progress.update(self.overall, description="checkpoints", total=len(checkpoints), completed=0)
+
+    def preparing(self, what: str) -> None:
+        self.progress.update(self.overall, description=what)
+
+    def loading(self, checkpoint: Any) -> None:
+        self.progress.update(self.overall, description=f"loading {checkpoint.model} @ {checkpoint.revision}")
+
+    def measuring(self, checkpoint: Any, batches: int) -> None:
+        self.progress.update(self.overall, description=f"{checkpoint.model} @ {checkpoint.revision}")
+        self.progress.reset(self.batches, total=batches, description="  batches", visible=True)
+
+    def batch_done(self, checkpoint: Any, index: int) -> None:
+        self.progress.advance(self.batches)
+
+    def finished(self, checkpoint: Any, record: dict[str, Any]) -> None:
+        self.progress.advance(self.overall)
+        self.progress.update(self.batches, visible=False)
+        if record.get("status") != "ok":
+            self.progress.console.print(
+                f"[red]failed[/] {checkpoint.model} @ {checkpoint.revision}: {record.get('error')}"
+            )
+
+    def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
+        self.progress.advance(self.overall)
+
+
+class TrainingDisplay:
+    """A Rich progress display for the demo's training: one bar per model, loss and ETA."""
+
+    def __init__(self, console: Console, models: Sequence[str], steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("training {task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.tasks = {m: self.progress.add_task(m, total=steps, loss="") for m in models}
+
+    def __enter__(self) -> TrainingDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, event: Any) -> None:
+        """The ``progress_callback`` of ``specprobe.demo.training.train_family``."""
+        self.progress.update(self.tasks[event.model], completed=event.step, loss=f"{event.loss:.3f}")
