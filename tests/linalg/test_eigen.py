@@ -13,16 +13,10 @@ import specprobe
 from specprobe.core.dense import DenseKernel
 from specprobe.core.operator import MatrixOperator, NTKOperator
 from specprobe.core.probes import rademacher_columns
-from specprobe.linalg.eigen import (
-    EigenMethod,
-    deflated_trace,
-    power_law_fit,
-    spectral_density,
-    spectral_density_of,
-    spectrum,
-    spectrum_of,
-    summarize_spectrum,
-)
+from specprobe.linalg.density import spectral_density, spectral_density_of
+from specprobe.linalg.spectrum import EigenMethod, spectrum, spectrum_of
+from specprobe.linalg.summary import power_law_fit, summarize_spectrum
+from specprobe.linalg.trace import deflated_trace
 from tests.conftest import CASES, HEAD_CASES, Case
 
 F64 = torch.float64

@@ -25,7 +25,6 @@ own dtype; the parameter-space sums w accumulate in float64 for a float64 model 
 float32 otherwise.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
