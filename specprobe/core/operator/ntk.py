@@ -117,10 +117,7 @@ class NTKOperator(VerifiedProducts):
         self.adapter = resolve_adapter(adapter, batch)
         self.mode = parse_enum(ProductMode, mode, "product mode")
         self.cache_graph = cache_graph
-        if vector_batch_size < 1:
-            raise SpecprobeError(
-                f"expected vector_batch_size >= 1, found {vector_batch_size}", "use the default, 16"
-            )
+        _check_sizes(vector_batch_size, micro_batch_size)
         self.vector_batch_size = vector_batch_size
         self.selected = select_parameters(model, params)
         self.params = [p for _, p in self.selected]
@@ -135,10 +132,6 @@ class NTKOperator(VerifiedProducts):
         if self.num_samples == 0:
             raise BatchError(
                 "expected a batch with at least one sample, found an empty batch", "pass some data"
-            )
-        if micro_batch_size is not None and micro_batch_size < 1:
-            raise SpecprobeError(
-                f"expected micro_batch_size >= 1, found {micro_batch_size}", "use None for the whole batch"
             )
         self.micro_batch_size = min(micro_batch_size or self.num_samples, self.num_samples)
         self.products = 0
@@ -364,4 +357,16 @@ class NTKOperator(VerifiedProducts):
 
         return LinearOperator(
             shape=self.shape, dtype=np.float64, matvec=apply, rmatvec=apply, matmat=apply, rmatmat=apply
+        )
+
+
+def _check_sizes(vector_batch_size: int, micro_batch_size: int | None) -> None:
+    """Raise on a block or micro-batch size below 1."""
+    if vector_batch_size < 1:
+        raise SpecprobeError(
+            f"expected vector_batch_size >= 1, found {vector_batch_size}", "use the default, 16"
+        )
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise SpecprobeError(
+            f"expected micro_batch_size >= 1, found {micro_batch_size}", "use None for the whole batch"
         )
