@@ -3,7 +3,7 @@
 On a tiny GPT-NeoX causal LM (about 0.9M parameters, vocabulary 512, as in
 bench_measure.py) and one batch, the top 20 eigenpairs of Θ = J Jᵀ at the same tolerance:
 
-* specprobe: ``specprobe.linalg.eigen.spectrum`` (block Lanczos over the matrix-free operator:
+* specprobe: ``specprobe.linalg.spectrum.spectrum`` (block Lanczos over the matrix-free operator:
   vector–Jacobian product, then J·w by double backward on one shared forward graph);
 * specprobe's operator under scipy's ``eigsh`` (ARPACK): the same products, scipy's solver;
 * curvlinops: ``JacobianLinearOperator`` composed with its adjoint, under scipy's
@@ -95,7 +95,7 @@ def main() -> None:
     from rich.table import Table
 
     from specprobe.core.operator import NTKOperator
-    from specprobe.linalg.eigen import spectrum
+    from specprobe.linalg.spectrum import spectrum
     from specprobe.models.tiny import tiny_causal_lm
 
     if args.threads:

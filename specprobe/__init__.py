@@ -54,17 +54,17 @@ _LAZY = {
     # matrix-free operator and spectra
     "NTKOperator": "specprobe.core.operator",
     "ProductMode": "specprobe.core.operator",
-    "spectrum": "specprobe.linalg.eigen",
-    "spectrum_of": "specprobe.linalg.eigen",
-    "Spectrum": "specprobe.linalg.eigen",
-    "EigenMethod": "specprobe.linalg.eigen",
-    "spectral_density": "specprobe.linalg.eigen",
-    "spectral_density_of": "specprobe.linalg.eigen",
-    "SpectralDensity": "specprobe.linalg.eigen",
-    "eigenvalue_count": "specprobe.linalg.eigen",
-    "deflated_trace": "specprobe.linalg.eigen",
-    "TraceEstimate": "specprobe.linalg.eigen",
-    "summarize_spectrum": "specprobe.linalg.eigen",
+    "spectrum": "specprobe.linalg.spectrum",
+    "spectrum_of": "specprobe.linalg.spectrum",
+    "Spectrum": "specprobe.linalg.spectrum",
+    "EigenMethod": "specprobe.linalg.spectrum",
+    "spectral_density": "specprobe.linalg.density",
+    "spectral_density_of": "specprobe.linalg.density",
+    "SpectralDensity": "specprobe.linalg.density",
+    "eigenvalue_count": "specprobe.linalg.density",
+    "deflated_trace": "specprobe.linalg.trace",
+    "TraceEstimate": "specprobe.linalg.trace",
+    "summarize_spectrum": "specprobe.linalg.summary",
 }
 
 __all__ = [
@@ -147,19 +147,15 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from specprobe.core.measure import GroupShare, Measurement, measure
     from specprobe.core.operator import NTKOperator, ProductMode
     from specprobe.core.params import select_parameters
-    from specprobe.linalg.eigen import (
-        EigenMethod,
+    from specprobe.linalg.density import (
         SpectralDensity,
-        Spectrum,
-        TraceEstimate,
-        deflated_trace,
         eigenvalue_count,
         spectral_density,
         spectral_density_of,
-        spectrum,
-        spectrum_of,
-        summarize_spectrum,
     )
+    from specprobe.linalg.spectrum import EigenMethod, Spectrum, spectrum, spectrum_of
+    from specprobe.linalg.summary import summarize_spectrum
+    from specprobe.linalg.trace import TraceEstimate, deflated_trace
     from specprobe.models.hub import find_checkpoints
     from specprobe.models.loading import load_checkpoint
     from specprobe.pipeline.probe import Probe, log_steps
