@@ -327,7 +327,7 @@ class _Run:
             )
         self.rows += rows
         self.outputs += rows * f.shape[-1]
-        self.trace.count(self.outputs)
+        self.trace.check_outputs(self.outputs)
         loss_sum, residual = loss_and_residual(adapted, self.acc)
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum

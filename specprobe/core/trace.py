@@ -15,6 +15,7 @@ into χ_net and its standard error:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ Block = tuple[int, int]
 """A range of probe indices [lo, hi): one pass over the micro-batches."""
 
 
-class TraceStrategy:
+class TraceStrategy(ABC):
     """The trace part of one measurement, per parameter tensor.
 
     ``chunk`` (cotangents per backward pass) and ``several`` (more than one micro-batch)
@@ -66,21 +67,21 @@ class TraceStrategy:
         are kept, ``sum_block`` probes at a time."""
         return [(0, self.probes)]
 
-    def count(self, outputs: int) -> None:
+    def check_outputs(self, outputs: int) -> None:  # noqa: B027 (a hook: no limit by default)
         """Refuse a batch whose counted outputs so far (``outputs``) this estimator cannot take."""
 
+    @abstractmethod
     def add(
         self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
     ) -> None:
         """Add one micro-batch (outputs ``f``, counted rows ``mask``) for the probes of ``block``."""
-        raise NotImplementedError
 
-    def end_block(self, block: Block) -> None:
+    def end_block(self, block: Block) -> None:  # noqa: B027 (a hook: nothing to do by default)
         """A pass over the micro-batches for ``block`` is done."""
 
+    @abstractmethod
     def trace(self, members: np.ndarray) -> tuple[float, float]:
         """χ_net and its standard error over the tensors in ``members`` (a boolean mask)."""
-        raise NotImplementedError
 
 
 class ExactTrace(TraceStrategy):
@@ -97,7 +98,7 @@ class ExactTrace(TraceStrategy):
         """One sample per micro-batch, :data:`EXACT_CHUNK` one-hot cotangents per pass."""
         return 1, EXACT_CHUNK
 
-    def count(self, outputs: int) -> None:
+    def check_outputs(self, outputs: int) -> None:
         if outputs > self.max_exact_outputs:
             raise TooLargeError(
                 f"the exact estimator needs one backward pass per output, and this batch has more than "
