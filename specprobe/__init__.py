@@ -26,8 +26,8 @@ from specprobe.version import __version__
 _LAZY = {
     # measurement
     "measure": "specprobe.core.measure",
-    "Measurement": "specprobe.core.measure",
-    "GroupShare": "specprobe.core.measure",
+    "Measurement": "specprobe.core.measurement",
+    "GroupShare": "specprobe.core.measurement",
     "select_parameters": "specprobe.core.params",
     # repeated measurement (checkpoints, training)
     "Probe": "specprobe.pipeline.probe",
@@ -144,7 +144,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         RegressionAdapter,
     )
     from specprobe.core.dense import DenseKernel, dense_kernel
-    from specprobe.core.measure import GroupShare, Measurement, measure
+    from specprobe.core.measure import measure
+    from specprobe.core.measurement import GroupShare, Measurement
     from specprobe.core.operator import NTKOperator, ProductMode
     from specprobe.core.params import select_parameters
     from specprobe.linalg.density import (

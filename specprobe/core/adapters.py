@@ -102,40 +102,8 @@ class AdaptedBatch:
                 "pass a batch with at least one sample",
             )
         n = outputs.shape[0]
-        if loss is Loss.CROSS_ENTROPY:
-            if outputs.ndim < 2 or targets.shape != outputs.shape[:-1]:
-                raise BatchError(
-                    "expected cross-entropy targets of shape outputs.shape[:-1] = "
-                    f"{tuple(outputs.shape[:-1])}, found {tuple(targets.shape)}",
-                    "give one class index per output row (-100 for rows that do not count)",
-                )
-            if targets.dtype.is_floating_point:
-                raise BatchError(
-                    f"expected integer class indices as cross-entropy targets, found {targets.dtype}",
-                    "use the regression adapter (MSE) for real-valued targets",
-                )
-            out = outputs.reshape(n, -1, outputs.shape[-1])
-            tgt = targets.reshape(n, -1).long()
-            valid = tgt != IGNORE_INDEX
-            if bool(((tgt < 0) & valid).any()) or bool((tgt >= out.shape[-1]).any()):
-                raise BatchError(
-                    f"expected class indices in [0, {out.shape[-1]}) or -100, found "
-                    f"values from {int(tgt.min())} to {int(tgt.max())}",
-                    "check that the targets match the number of model outputs",
-                )
-        else:
-            if targets.shape != outputs.shape:
-                raise BatchError(
-                    f"expected MSE targets of the output shape {tuple(outputs.shape)}, "
-                    f"found {tuple(targets.shape)}",
-                    "reshape the targets to the model's output shape",
-                )
-            if outputs.ndim == 1:
-                out, tgt = outputs.reshape(n, 1, 1), targets.reshape(n, 1, 1)
-            else:
-                out = outputs.reshape(n, -1, outputs.shape[-1])
-                tgt = targets.reshape(out.shape).to(out.dtype)
-            valid = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+        parts = _cross_entropy_parts if loss is Loss.CROSS_ENTROPY else _mse_parts
+        out, tgt, valid = parts(outputs, targets)
         if mask is not None:
             if mask.numel() != valid.numel() or mask.shape[0] != n:
                 raise BatchError(
@@ -147,6 +115,50 @@ class AdaptedBatch:
         if loss is Loss.CROSS_ENTROPY:
             tgt = torch.where(valid, tgt, torch.zeros_like(tgt))
         return cls(outputs=out, targets=tgt, mask=valid, loss=loss)
+
+
+def _cross_entropy_parts(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Cross-entropy outputs ``(N, ..., C)`` and class indices ``(N, ...)`` checked, as
+    ``(N, K, C)`` outputs, ``(N, K)`` targets and the rows not equal to -100."""
+    n = outputs.shape[0]
+    if outputs.ndim < 2 or targets.shape != outputs.shape[:-1]:
+        raise BatchError(
+            "expected cross-entropy targets of shape outputs.shape[:-1] = "
+            f"{tuple(outputs.shape[:-1])}, found {tuple(targets.shape)}",
+            "give one class index per output row (-100 for rows that do not count)",
+        )
+    if targets.dtype.is_floating_point:
+        raise BatchError(
+            f"expected integer class indices as cross-entropy targets, found {targets.dtype}",
+            "use the regression adapter (MSE) for real-valued targets",
+        )
+    out = outputs.reshape(n, -1, outputs.shape[-1])
+    tgt = targets.reshape(n, -1).long()
+    valid = tgt != IGNORE_INDEX
+    if bool(((tgt < 0) & valid).any()) or bool((tgt >= out.shape[-1]).any()):
+        raise BatchError(
+            f"expected class indices in [0, {out.shape[-1]}) or -100, found "
+            f"values from {int(tgt.min())} to {int(tgt.max())}",
+            "check that the targets match the number of model outputs",
+        )
+    return out, tgt, valid
+
+
+def _mse_parts(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """MSE outputs and targets of one shape checked, as ``(N, K, C)`` each and all rows counted."""
+    n = outputs.shape[0]
+    if targets.shape != outputs.shape:
+        raise BatchError(
+            f"expected MSE targets of the output shape {tuple(outputs.shape)}, found {tuple(targets.shape)}",
+            "reshape the targets to the model's output shape",
+        )
+    if outputs.ndim == 1:
+        out, tgt = outputs.reshape(n, 1, 1), targets.reshape(n, 1, 1)
+    else:
+        out = outputs.reshape(n, -1, outputs.shape[-1])
+        tgt = targets.reshape(out.shape).to(out.dtype)
+    valid = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+    return out, tgt, valid
 
 
 class Adapter(ABC):

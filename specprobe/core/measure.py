@@ -13,7 +13,9 @@ under the distribution q_k = (v_k·g)² / ‖g‖² of the residual over the eig
 * ‖∇θL‖² and χ_loss exactly, from one forward and one backward pass;
 * χ_net = Tr Θ by the chosen :class:`Estimator`: exactly (one backward pass per output) or
   by Hutchinson's estimator E_z ‖Jᵀz‖² = Tr Θ with Rademacher probes z, whose
-  vector–Jacobian products share one forward pass (batched cotangents).
+  vector–Jacobian products share one forward pass (batched cotangents). Each estimator's
+  accumulation of the trace is a strategy in ``specprobe.core.trace``; what they share
+  (the loss, the residual, the gradient, the sizes) is summed here, once.
 
 Every quantity is a sum over samples; the loss normalisation (1/n, n the number of counted
 outputs of the whole batch) is applied once at the end. So a batch can be processed in
@@ -28,8 +30,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,16 +46,15 @@ from specprobe.core.adapters import (
     resolve_adapter,
 )
 from specprobe.core.ghost import GhostNorms
-from specprobe.core.memory import MAX_PROBE_BATCH, available_bytes, human_bytes, sample_cost
-from specprobe.core.operator import batched_vjp
+from specprobe.core.gradients import add_into, backward_each, squared_norm
+from specprobe.core.measurement import GroupShare, Measurement
+from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.probes import rademacher
+from specprobe.core.trace import trace_strategy
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
 """The exact estimator's default limit on D (it costs one backward pass per output)."""
-EXACT_CHUNK = 16
-"""One-hot cotangents per backward pass for the exact estimator (tiny models only)."""
 
 
 _NON_FINITE_HINT = (
@@ -63,84 +62,6 @@ _NON_FINITE_HINT = (
     "batch, pad on the right (tokenizer.padding_side = 'right'): fully masked attention rows "
     "give NaN in some models"
 )
-
-
-@dataclass(frozen=True)
-class GroupShare:
-    """One parameter group's part of the decomposition.
-
-    Θ = Σ_g J_g J_gᵀ, so χ_net and ‖∇θL‖² are exact sums of the groups' values. The group's
-    ``spectral_position`` is the decomposition with θ restricted to the group,
-    ‖∇_g L‖² / (χ_loss · χ_net,g): for the output head, the frozen-feature counterfactual.
-    """
-
-    name: str
-    num_params: int
-    chi_net: float
-    chi_net_stderr: float
-    grad_norm_sq: float
-    spectral_position: float
-    chi_net_share: float
-    """χ_net,g / χ_net."""
-    grad_norm_sq_share: float
-    """‖∇_g L‖² / ‖∇θL‖²."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """The loss–network–position decomposition of one batch (names as in the README's "What the numbers mean").
-
-    ``*_stderr`` fields are standard errors of the estimate (0 for exact quantities).
-    ``spectral_position_stderr`` propagates the error of χ_net (the only estimated factor):
-    se(χ_pos) = χ_pos · se(χ_net) / χ_net.
-    """
-
-    loss: float
-    """L, the mean training loss over the counted outputs."""
-    grad_norm_sq: float
-    """‖∇θL‖² over the selected parameters (exact)."""
-    chi_loss: float
-    """χ_loss = ‖g‖², the size of the loss residual (exact)."""
-    chi_net: float
-    """χ_net = Tr Θ, the network's response (exact or estimated)."""
-    chi_net_stderr: float
-    spectral_position: float
-    """χ_pos = ‖∇θL‖² / (χ_loss χ_net) ∈ [λ_min/TrΘ, λ_max/TrΘ]; 1/D for an unaligned residual."""
-    spectral_position_stderr: float
-    num_outputs: int
-    """D, the number of counted raw outputs (counted rows × entries per row)."""
-    num_params: int
-    """P, the number of selected parameters."""
-    num_samples: int
-    """N, the number of samples (sequences) in the batch."""
-    num_tokens: int
-    """Counted output rows: predicted tokens for a language model, samples for a classifier."""
-    estimator: str
-    probes: int
-    """Hutchinson probes (0 for the exact estimator)."""
-    seed: int | None
-    """Seed of the probes (None for the exact estimator)."""
-    micro_batch_size: int
-    adapter: str
-    loss_kind: str
-    dtype: str
-    """The model's dtype; accumulation is in float64 for float64 models, float32 otherwise."""
-    params: tuple[str, ...] | None
-    """The parameter name patterns, or None for all trainable parameters."""
-    time_s: float
-    groups: tuple[GroupShare, ...] | None = None
-    """The split of χ_net and ‖∇θL‖² by parameter group, when ``groups`` was given."""
-
-    @property
-    def normalized_position(self) -> float:
-        """D · χ_pos: 1 for a residual with no alignment to the spectrum."""
-        return self.num_outputs * self.spectral_position
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of all fields."""
-        record = asdict(self)
-        record["params"] = list(self.params) if self.params is not None else None
-        return record
 
 
 def measure(
@@ -203,6 +124,47 @@ def measure(
         any full pass when the estimated memory does not fit even one sample at a time.
     """
     start_time = time.perf_counter()
+    est, seed = _checked_options(estimator, probes, seed, micro_batch_size, probe_batch_size)
+    resolved = resolve_adapter(adapter, batch)
+    num_samples = resolved.num_samples(batch)
+    if num_samples == 0:
+        raise BatchError("expected a batch with at least one sample, found an empty batch", "pass some data")
+    selected = select_parameters(model, params)
+    tensors = [p for _, p in selected]
+    acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
+    group_names = group_parameters([n for n, _ in selected], groups) if groups is not None else None
+    with measuring(model, selected), GhostNorms(model, tensors, acc) as ghost:
+        run = _Run(est, probes, seed, tensors, acc, max_exact_outputs, ghost, group_names)
+        micro = run.plan(
+            lambda: resolved(model, resolved.take(batch, 0, 1)),
+            num_samples,
+            micro_batch_size,
+            probe_batch_size,
+        )
+        for block in run.blocks():
+            for begin in range(0, num_samples, micro):
+                stop = min(begin + micro, num_samples)
+                ghost.reset(stop - begin)
+                run.add(resolved(model, resolved.take(batch, begin, stop)), begin, block)
+            run.trace.end_block(block)
+    return run.finish(
+        num_samples=num_samples,
+        micro_batch_size=micro,
+        adapter=resolved.name,
+        params=(params,) if isinstance(params, str) else (tuple(params) if params is not None else None),
+        start_time=start_time,
+    )
+
+
+def _checked_options(
+    estimator: Estimator | str,
+    probes: int,
+    seed: int | None,
+    micro_batch_size: int | None,
+    probe_batch_size: int | None,
+) -> tuple[Estimator, int | None]:
+    """``measure``'s estimator parsed and its options checked; for the Hutchinson
+    estimators a seed drawn from the OS when None (it is recorded in the result)."""
     est = parse_enum(Estimator, estimator, "estimator")
     if est is not Estimator.EXACT and probes < 2:
         raise SpecprobeError(
@@ -221,49 +183,12 @@ def measure(
         )
     if seed is None and est is not Estimator.EXACT:
         seed = int.from_bytes(os.urandom(4), "little")
-    resolved = resolve_adapter(adapter, batch)
-    num_samples = resolved.num_samples(batch)
-    if num_samples == 0:
-        raise BatchError("expected a batch with at least one sample, found an empty batch", "pass some data")
-    selected = select_parameters(model, params)
-    tensors = [p for _, p in selected]
-    dtype = tensors[0].dtype
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    group_names = group_parameters([n for n, _ in selected], groups) if groups is not None else None
-    run = _Run(
-        est,
-        probes if est is not Estimator.EXACT else 0,
-        seed,
-        tensors,
-        acc,
-        max_exact_outputs,
-        group_names=group_names,
-    )
-    with measuring(model, selected), GhostNorms(model, tensors, acc) as ghost:
-        run.ghost = ghost
-        micro = run.plan(
-            lambda: resolved(model, resolved.take(batch, 0, 1)),
-            num_samples,
-            micro_batch_size,
-            probe_batch_size,
-        )
-        for block in run.blocks():
-            for begin in range(0, num_samples, micro):
-                stop = min(begin + micro, num_samples)
-                ghost.reset(stop - begin)
-                run.add(resolved(model, resolved.take(batch, begin, stop)), begin, block)
-            run.end_block(block)
-    return run.finish(
-        num_samples=num_samples,
-        micro_batch_size=micro,
-        adapter=resolved.name,
-        params=(params,) if isinstance(params, str) else (tuple(params) if params is not None else None),
-        start_time=start_time,
-    )
+    return est, seed
 
 
 class _Run:
-    """Sums over micro-batches: the gradient, the scalars, and the trace estimate."""
+    """Sums over micro-batches: the loss, the residual and the gradient (shared by every
+    estimator), the sizes; the trace by the estimator's strategy (``specprobe.core.trace``)."""
 
     def __init__(
         self,
@@ -273,19 +198,21 @@ class _Run:
         params: Sequence[Tensor],
         acc: torch.dtype,
         max_exact_outputs: int,
+        ghost: GhostNorms,
         group_names: list[str] | None = None,
     ) -> None:
         self.estimator = estimator
         self.group_names = group_names
-        self.probes = probes
         self.seed = seed
         self.params = list(params)
         self.acc = acc
-        self.max_exact_outputs = max_exact_outputs
-        self.ghost: GhostNorms | None = None
-        self.chunk = EXACT_CHUNK  # cotangents per backward pass (set by plan())
+        self.ghost = ghost
+        self.trace = trace_strategy(
+            estimator, params, acc, probes=probes, seed=seed, ghost=ghost, max_exact_outputs=max_exact_outputs
+        )
+        self.chunk = 1  # cotangents per backward pass (set by plan())
         self.several = False  # more than one micro-batch (set by plan())
-        self.sum_block = probes  # HUTCHINSON over several micro-batches: probe sums kept at once
+        self.sum_block = self.trace.probes  # HUTCHINSON over several micro-batches: probe sums kept at once
         # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
         self.grad_sq = np.zeros(len(self.params))  # ‖∇_p L‖² (unnormalised), one micro-batch
         self.grad: list[Tensor | None] | None = None  # Σ over micro-batches of ∇_p L, when several
@@ -294,10 +221,6 @@ class _Run:
         self.rows = 0
         self.outputs = 0
         self.entries = 0  # n: counted rows (cross-entropy) or counted entries (MSE)
-        self.trace_sums = np.zeros(len(self.params))  # EXACT: Σ_i ‖∂f_i/∂θ_p‖²
-        # ‖J_pᵀz_j‖² for probe j and tensor p, summed over micro-batches when separable
-        self.probe_values = np.zeros((probes, len(self.params)))
-        self.probe_sums: list[list[Tensor | None]] = []  # the current block's Σ_mb J_mbᵀz_j
         self.dtype = str(params[0].dtype).removeprefix("torch.")
         self.num_params = sum(p.numel() for p in params)
         self.loss_kind: Loss | None = None
@@ -318,66 +241,71 @@ class _Run:
         micro-batch. On a CPU a need that does not fit even then is refused here, before
         the process would be killed by the OS.
         """
-        if self.estimator is Estimator.EXACT:
-            self.chunk = probe_batch_size or EXACT_CHUNK
-            micro = min(micro_batch_size or 1, num_samples)
-            self.several = micro < num_samples
-            return micro
-        micro = min(micro_batch_size or num_samples, num_samples)
-        chunk = probe_batch_size or min(MAX_PROBE_BATCH, self.probes)
-        device = self.params[0].device
-        available = available_bytes(device)
-        param_bytes = self.num_params * torch.finfo(self.acc).bits // 8
-        largest = max(p.numel() * p.element_size() for p in self.params)
+        default_micro, default_chunk = self.trace.default_sizes(num_samples)
+        micro = min(micro_batch_size or default_micro, num_samples)
+        chunk = probe_batch_size or default_chunk
+        available = available_bytes(self.params[0].device) if self.trace.sized_by_memory else None
         if available is not None:
-            assert self.ghost is not None
-            ghost = self.ghost
-            ghost.reset()
-            cost = sample_cost(one_sample, self.params, ghost.hooked_bytes)
-            ghost.reset()
-
-            def need(micro: int, chunk: int) -> int:
-                accumulator = param_bytes if micro < num_samples else 0
-                return accumulator + 2 * largest + cost.need(micro, chunk)
-
-            if probe_batch_size is None:
-                model_bytes = sum(p.numel() * p.element_size() for p in self.params)
-                chunk = min(chunk, cost.probe_cap(micro, model_bytes))
-            while need(micro, chunk) > available:
-                if probe_batch_size is None and chunk > 1:
-                    chunk = max(1, chunk // 2)
-                elif micro_batch_size is None and micro > 1:
-                    micro = -(-micro // 2)
-                else:
-                    break
-            if need(micro, chunk) > available and device.type == "cpu":
-                raise TooLargeError(
-                    f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
-                    f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
-                    f"{human_bytes(available)} is available to it",
-                    "measure fewer or shorter sequences, select part of the model (params=...), "
-                    "use bfloat16, or run on a machine with more memory",
-                )
-            if self.estimator is Estimator.HUTCHINSON and micro < num_samples:
-                # Probe sums of P floats each: as many as a training step's own addition
-                # (gradient and activations) and the free memory allow, at least one.
-                training = param_bytes + micro * cost.saved
-                spare = available - need(micro, chunk) + param_bytes
-                self.sum_block = int(min(self.probes, max(1, min(spare, training) // param_bytes)))
+            micro, chunk = self._fit(
+                one_sample, available, num_samples, (micro, chunk), (micro_batch_size, probe_batch_size)
+            )
         self.chunk = chunk
         self.several = micro < num_samples
-        if self.estimator is not Estimator.HUTCHINSON or not self.several:
-            self.sum_block = self.probes
+        if not self.trace.keeps_probe_sums(self.several):
+            self.sum_block = self.trace.probes
         return micro
+
+    def _fit(
+        self,
+        one_sample: Callable[[], AdaptedBatch],
+        available: int,
+        num_samples: int,
+        sizes: tuple[int, int],
+        given: tuple[int | None, int | None],
+    ) -> tuple[int, int]:
+        """(micro-batch, probe batch) from ``sizes`` shrunk until the need fits ``available``
+        bytes (the sizes ``given`` explicitly are kept); sets the probe sums' block."""
+        (micro, chunk), (micro_batch_size, probe_batch_size) = sizes, given
+        param_bytes = self.num_params * torch.finfo(self.acc).bits // 8
+        largest = max(p.numel() * p.element_size() for p in self.params)
+        self.ghost.reset()
+        cost = sample_cost(one_sample, self.params, self.ghost.hooked_bytes)
+        self.ghost.reset()
+
+        def need(micro: int, chunk: int) -> int:
+            accumulator = param_bytes if micro < num_samples else 0
+            return accumulator + 2 * largest + cost.need(micro, chunk)
+
+        if probe_batch_size is None:
+            model_bytes = sum(p.numel() * p.element_size() for p in self.params)
+            chunk = min(chunk, cost.probe_cap(micro, model_bytes))
+        while need(micro, chunk) > available:
+            if probe_batch_size is None and chunk > 1:
+                chunk = max(1, chunk // 2)
+            elif micro_batch_size is None and micro > 1:
+                micro = -(-micro // 2)
+            else:
+                break
+        if need(micro, chunk) > available and self.params[0].device.type == "cpu":
+            raise TooLargeError(
+                f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
+                f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
+                f"{human_bytes(available)} is available to it",
+                "measure fewer or shorter sequences, select part of the model (params=...), "
+                "use bfloat16, or run on a machine with more memory",
+            )
+        if self.trace.keeps_probe_sums(micro < num_samples):
+            # Probe sums of P floats each: as many as a training step's own addition
+            # (gradient and activations) and the free memory allow, at least one.
+            training = param_bytes + micro * cost.saved
+            spare = available - need(micro, chunk) + param_bytes
+            self.sum_block = int(min(self.trace.probes, max(1, min(spare, training) // param_bytes)))
+        return micro, chunk
 
     def blocks(self) -> list[tuple[int, int]]:
         """Probe ranges, one pass over the micro-batches each: one range, except for
         HUTCHINSON over several micro-batches when m probe sums do not fit at once."""
-        if self.estimator is Estimator.HUTCHINSON and self.several:
-            return [
-                (lo, min(lo + self.sum_block, self.probes)) for lo in range(0, self.probes, self.sum_block)
-            ]
-        return [(0, self.probes)]
+        return self.trace.blocks(self.several, self.sum_block)
 
     # -- one micro-batch ------------------------------------------------------------------
 
@@ -385,7 +313,7 @@ class _Run:
         """Add one micro-batch whose first sample has global index ``first_sample``."""
         f, mask = adapted.outputs, adapted.mask
         if block[0] > 0:  # a later block of probe sums: the rest was done in the first pass
-            self._probe_sums(f, mask, first_sample, block)
+            self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
             return
         self.loss_kind = adapted.loss
         rows = int(mask.sum())
@@ -399,101 +327,35 @@ class _Run:
             )
         self.rows += rows
         self.outputs += rows * f.shape[-1]
-        if self.estimator is Estimator.EXACT and self.outputs > self.max_exact_outputs:
-            raise TooLargeError(
-                f"the exact estimator needs one backward pass per output, and this batch has more than "
-                f"max_exact_outputs={self.max_exact_outputs} outputs (D >= {self.outputs})",
-                "use estimator='hutchinson' (or 'hutchinson_per_sample') with probes=32, "
-                "or raise max_exact_outputs",
-            )
+        self.trace.check_outputs(self.outputs)
         loss_sum, residual = loss_and_residual(adapted, self.acc)
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum
         self.residual_sq_sum += float(residual.double().square().sum())
         self._gradient(f, residual.to(f.dtype), first_sample)
-        if self.estimator is Estimator.EXACT:
-            self.trace_sums += self._exact_trace(f, mask)
-        elif self.estimator is Estimator.HUTCHINSON and self.several:
-            self._probe_sums(f, mask, first_sample, block)
-        else:
-            self._probe(f, mask, first_sample)
+        self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
 
     def _gradient(self, f: Tensor, cotangent: Tensor, first_sample: int) -> None:
         """∇L of this micro-batch (unnormalised), reduced per tensor as each is computed."""
         finite = True
 
-        def consume(index: int, grad: Tensor) -> None:
+        def norm(index: int, grad: Tensor) -> None:
             nonlocal finite
-            if self.several:
-                if self.grad is None:
-                    self.grad = [None] * len(self.params)
-                total = self.grad[index]
-                self.grad[index] = grad.to(self.acc) if total is None else total.add_(grad)
-            else:
-                value = _sq(grad)  # a non-finite entry makes it non-finite
-                finite = finite and math.isfinite(value)
-                self.grad_sq[index] += value
+            value = squared_norm(grad)  # a non-finite entry makes it non-finite
+            finite = finite and math.isfinite(value)
+            self.grad_sq[index] += value
 
-        backward_each(f, cotangent, self.params, consume)
+        if self.several:
+            if self.grad is None:
+                self.grad = [None] * len(self.params)
+            backward_each(f, cotangent, self.params, add_into(self.grad, self.acc))
+        else:
+            backward_each(f, cotangent, self.params, norm)
         if not finite:
             raise NonFiniteError(
                 f"expected a finite gradient, found NaN or inf (samples {first_sample}..)",
                 _NON_FINITE_HINT,
             )
-
-    def _exact_trace(self, f: Tensor, mask: Tensor) -> np.ndarray:
-        """Σ_i ‖∂f_i/∂θ_p‖² over the counted outputs i, per tensor p: one-hot cotangents, batched."""
-        counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
-        total = np.zeros(len(self.params))
-        for lo in range(0, counted.numel(), self.chunk):
-            idx = counted[lo : lo + self.chunk]
-            onehot = torch.zeros(idx.numel(), f.numel(), dtype=f.dtype, device=f.device)
-            onehot[torch.arange(idx.numel(), device=f.device), idx] = 1
-            vjps = _vjp(f, self.params, onehot.reshape(idx.numel(), *f.shape))
-            total += _squared_norms(vjps, self.acc).sum(0)
-        return total
-
-    def _probes(self, f: Tensor, mask: Tensor, first_sample: int, probes: range) -> Tensor:
-        """The Rademacher probes ``(len(probes), *f.shape)`` of this micro-batch, masked rows zero."""
-        assert self.seed is not None  # set in measure() for the Hutchinson estimators
-        z = rademacher(
-            self.seed,
-            range(first_sample, first_sample + f.shape[0]),
-            probes,
-            f.shape[1:],
-            device=f.device,
-            dtype=f.dtype,
-        )
-        return z.mul_(mask.unsqueeze(-1).to(f.dtype))
-
-    def _probe(self, f: Tensor, mask: Tensor, first_sample: int) -> None:
-        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe."""
-        assert self.ghost is not None
-        per_sample = self.estimator is Estimator.HUTCHINSON_PER_SAMPLE
-        for lo in range(0, self.probes, self.chunk):
-            js = range(lo, min(lo + self.chunk, self.probes))
-            values = self.ghost.norms(f, self._probes(f, mask, first_sample, js), per_sample)
-            self.probe_values[lo : lo + len(js)] += values.numpy()
-
-    def _probe_sums(self, f: Tensor, mask: Tensor, first_sample: int, block: tuple[int, int]) -> None:
-        """HUTCHINSON over several micro-batches: add this micro-batch's Jᵀz_j to the block's sums."""
-        if not self.probe_sums:
-            self.probe_sums = [[None] * len(self.params) for _ in range(*block)]
-        for j in range(*block):
-            sums = self.probe_sums[j - block[0]]
-
-            def consume(index: int, grad: Tensor, sums: list[Tensor | None] = sums) -> None:
-                total = sums[index]
-                sums[index] = grad.to(self.acc) if total is None else total.add_(grad)
-
-            z = self._probes(f, mask, first_sample, range(j, j + 1))[0]
-            backward_each(f, z, self.params, consume)
-
-    def end_block(self, block: tuple[int, int]) -> None:
-        """Turn a finished block's probe sums into probe values (squared norms per tensor)."""
-        for j, sums in zip(range(*block), self.probe_sums, strict=False):
-            self.probe_values[j] = [0.0 if t is None else _sq(t) for t in sums]
-        self.probe_sums = []
 
     def finish(
         self,
@@ -504,6 +366,7 @@ class _Run:
         params: tuple[str, ...] | None,
         start_time: float,
     ) -> Measurement:
+        """The :class:`Measurement` of the sums: normalised by n once, here."""
         if self.rows == 0:
             raise BatchError(
                 "expected at least one counted output, found every output masked "
@@ -512,13 +375,13 @@ class _Run:
             )
         n = float(self.entries)
         if self.grad is not None:
-            self.grad_sq = np.array([0.0 if g is None else _sq(g) for g in self.grad])
+            self.grad_sq = np.array([0.0 if g is None else squared_norm(g) for g in self.grad])
             if not np.isfinite(self.grad_sq).all():
                 raise NonFiniteError("expected a finite gradient, found NaN or inf", _NON_FINITE_HINT)
         grad_sq = self.grad_sq / n**2
         grad_norm_sq = float(grad_sq.sum())
         chi_loss = self.residual_sq_sum / n**2
-        chi_net, chi_net_stderr = self._trace(np.ones(len(self.params), dtype=bool))
+        chi_net, chi_net_stderr = self.trace.trace(np.ones(len(self.params), dtype=bool))
         if chi_loss == 0.0:
             raise BatchError(
                 "expected a non-zero loss residual, found g = 0 (the model fits this batch exactly)",
@@ -532,12 +395,6 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
-        shares = None
-        if self.group_names is not None:
-            shares = tuple(
-                self._group(name, chi_loss, grad_sq, chi_net, grad_norm_sq)
-                for name in dict.fromkeys(self.group_names)
-            )
         return Measurement(
             loss=self.loss_sum / n,
             grad_norm_sq=grad_norm_sq,
@@ -551,7 +408,7 @@ class _Run:
             num_samples=num_samples,
             num_tokens=self.rows,
             estimator=self.estimator.value,
-            probes=self.probes,
+            probes=self.trace.probes,
             seed=self.seed,
             micro_batch_size=micro_batch_size,
             adapter=adapter,
@@ -559,22 +416,26 @@ class _Run:
             dtype=self.dtype,
             params=params,
             time_s=time.perf_counter() - start_time,
-            groups=shares,
+            groups=self._shares(chi_loss, grad_sq, chi_net, grad_norm_sq),
         )
 
-    def _trace(self, members: np.ndarray) -> tuple[float, float]:
-        """χ_net and its standard error over the tensors in ``members`` (a boolean mask)."""
-        if self.estimator is Estimator.EXACT:
-            return float(self.trace_sums[members].sum()), 0.0
-        values = self.probe_values[:, members].sum(1)
-        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(self.probes))
+    def _shares(
+        self, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
+    ) -> tuple[GroupShare, ...] | None:
+        """The split by parameter group, in the groups' first-seen order (None without groups)."""
+        if self.group_names is None:
+            return None
+        return tuple(
+            self._group(name, chi_loss, grad_sq, chi_net, grad_norm_sq)
+            for name in dict.fromkeys(self.group_names)
+        )
 
     def _group(
         self, name: str, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
     ) -> GroupShare:
         assert self.group_names is not None
         members = np.array([g == name for g in self.group_names])
-        trace, stderr = self._trace(members)
+        trace, stderr = self.trace.trace(members)
         grad = float(grad_sq[members].sum())
         return GroupShare(
             name=name,
@@ -586,65 +447,3 @@ class _Run:
             chi_net_share=trace / chi_net,
             grad_norm_sq_share=grad / grad_norm_sq if grad_norm_sq > 0 else 0.0,
         )
-
-
-_SQ_CHUNK = 1 << 20
-"""Entries per float64 chunk in :func:`_sq` (8 MiB of temporary)."""
-
-
-def _sq(t: Tensor) -> float:
-    """‖t‖², summed in float64 chunk by chunk: no parameter-sized temporary, and the same
-    value whatever the number of threads (a float32 BLAS dot splits its sum by thread)."""
-    flat = t.reshape(-1)
-    total = torch.zeros((), dtype=torch.float64, device=t.device)
-    for chunk in flat.split(_SQ_CHUNK):
-        total += chunk.double().square().sum()
-    return float(total)
-
-
-def backward_each(
-    f: Tensor, cotangent: Tensor, params: Sequence[Tensor], consume: Callable[[int, Tensor], None]
-) -> None:
-    """One backward pass of ``cotangent`` (shaped like ``f``), handing each parameter's
-    gradient to ``consume(index, grad)`` as soon as it is computed and freeing it after.
-
-    At most one parameter-sized gradient exists at a time (the caller decides whether to
-    keep a sum or only a norm), unlike ``torch.autograd.grad``, which returns them all at
-    the end. The callers' ``.grad`` buffers are set aside and put back untouched.
-    """
-    saved = [p.grad for p in params]
-    handles = []
-
-    def hook(index: int, param: Tensor) -> None:
-        if param.grad is not None:
-            consume(index, param.grad)
-        param.grad = None
-
-    try:
-        for index, p in enumerate(params):
-            p.grad = None
-            handles.append(p.register_post_accumulate_grad_hook(partial(hook, index)))
-        torch.autograd.backward(f, cotangent, inputs=list(params), retain_graph=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for p, grad in zip(params, saved, strict=True):
-            p.grad = grad
-
-
-def _vjp(f: Tensor, params: list[Tensor], cotangents: Tensor) -> list[Tensor]:
-    """Jᵀv for a block of cotangents ``(k, *f.shape)``: ``(k, *p.shape)`` per parameter (zeros
-    for a parameter the outputs do not depend on); one batched backward pass, graph retained."""
-    k = cotangents.shape[0]
-    return [
-        torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
-        for g, p in zip(batched_vjp(f, params, cotangents), params, strict=True)
-    ]
-
-
-def _squared_norms(vjps: list[Tensor], acc: torch.dtype) -> np.ndarray:
-    """‖J_pᵀv_i‖² for each row i of a block of vector–Jacobian products and each tensor p:
-    shape (k, number of tensors), float64."""
-    return torch.stack(
-        [v.reshape(v.shape[0], -1).to(acc).square().sum(1).double().cpu() for v in vjps], dim=1
-    ).numpy()

@@ -1,0 +1,76 @@
+"""Elementwise scales: LayerNorm, RMSNorm, any ``*Norm`` whose parameters act per feature.
+
+The group's gradient Σ_t δ_t ⊙ ∂y_t/∂w is a d-vector; it is formed. ∂y/∂w comes from a
+forward-mode product, and the module is first checked to be elementwise in w (a module
+named like a norm whose weight mixes features goes to the fallback).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from specprobe.core.ghost.registry import Call, Context, LayerRule, group, register_rule
+
+
+@register_rule
+class NormRule(LayerRule):
+    """A module whose class name ends in ``Norm`` and whose own parameters are all 1-d."""
+
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        params = list(module.parameters(recurse=False))
+        return type(module).__name__.endswith("Norm") and bool(params) and all(p.dim() == 1 for p in params)
+
+    def usable(self, call: Call, samples: int, ctx: Context) -> bool:
+        """Sample-major, and a checked elementwise dependence (checked once per module)."""
+        if not super().usable(call, samples, ctx):
+            return False
+        if call.module not in ctx.checked:
+            ctx.checked[call.module] = _check_elementwise(call, ctx)
+        return ctx.checked[call.module]
+
+    def param_norm(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor:
+        scale = _scale_derivative(call.module, name, call.input.detach(), None, ctx)
+        if scale is None:  # it ran in the elementwise check; a failure now is a bug
+            raise RuntimeError(f"forward-mode product through {type(call.module).__name__} failed")
+        e = group(scale.to(ctx.acc), groups)  # (G, N, d)
+        return (d * e).sum(2).square().sum(-1)
+
+
+def _check_elementwise(call: Call, ctx: Context) -> bool:
+    """Whether each parameter of a norm module acts per feature of the last dimension."""
+    width = call.output.shape[-1]
+    names = dict(call.module.named_parameters(recurse=False))
+    if any(p.numel() != width for p in names.values()):
+        return False
+    x = call.input.detach()[:1]
+    for name in names:
+        ones = _scale_derivative(call.module, name, x, None, ctx)
+        direction = torch.randn(width, dtype=x.dtype, device=x.device)
+        along = _scale_derivative(call.module, name, x, direction, ctx)
+        if ones is None or along is None or not torch.allclose(along, ones * direction, rtol=1e-3, atol=1e-5):
+            return False
+    return True
+
+
+def _scale_derivative(
+    module: nn.Module, name: str, x: Tensor, direction: Tensor | None, ctx: Context
+) -> Tensor | None:
+    """∂y/∂w · direction (all ones by default): a forward-mode product through the module."""
+    params = dict(module.named_parameters(recurse=False))
+    w = params[name].detach()
+    tangent = torch.ones_like(w) if direction is None else direction.to(w.dtype)
+
+    def run(value: Tensor) -> Tensor:
+        out = torch.func.functional_call(
+            module, {**{k: v.detach() for k, v in params.items()}, name: value}, (x,)
+        )
+        return out
+
+    try:
+        with ctx.quiet(), torch.no_grad():
+            derivative: Tensor = torch.func.jvp(run, (w,), (tangent,))[1]
+    except (RuntimeError, NotImplementedError):
+        return None
+    return derivative

@@ -1,0 +1,138 @@
+"""The hooks and the per-group squared norms: :class:`GhostNorms`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from specprobe.core.ghost.embedding import tied_cross
+from specprobe.core.ghost.fallback import fallback_norms
+from specprobe.core.ghost.plan import Plan, plan
+from specprobe.core.ghost.registry import Call, Context, LayerRule, group, rule_for
+from specprobe.core.operator import batched_vjp
+
+
+class GhostNorms:
+    """Forward hooks on the modules that own the selected parameters; per-group squared norms.
+
+    Use as a context manager around the measurement; call :meth:`reset` before each
+    forward pass and :meth:`norms` after it (any number of times on the same graph).
+    """
+
+    def __init__(self, model: nn.Module, params: Sequence[Tensor], acc: torch.dtype) -> None:
+        self.params = list(params)
+        self.acc = acc
+        self.index = {id(p): i for i, p in enumerate(self.params)}
+        self.owners: dict[int, list[nn.Module]] = {}  # param index -> modules owning it directly
+        self.modules: dict[nn.Module, LayerRule | None] = {}
+        for module in model.modules():
+            for p in module.parameters(recurse=False):
+                if id(p) in self.index:
+                    self.owners.setdefault(self.index[id(p)], []).append(module)
+                    self.modules[module] = rule_for(module)
+        self.calls: list[Call] = []
+        self.samples = 0
+        self._handles: list[Any] = []
+        self._quiet = False
+        self._ctx = Context(acc, self._hooks_off)
+        self._planned: tuple[Tensor, Plan] | None = None  # the plan of the current outputs
+
+    def __enter__(self) -> GhostNorms:
+        for module, rule in self.modules.items():
+            if rule is not None:
+                self._handles.append(module.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.reset()
+
+    def reset(self, samples: int = 0) -> None:
+        """Forget the module calls of the previous forward pass; ``samples`` is the batch
+        size of the next one (for position embeddings shared by the whole batch)."""
+        self.calls.clear()
+        self._planned = None
+        self.samples = samples
+
+    def hooked_bytes(self) -> int:
+        """Bytes of the hooked module outputs of the last forward pass: what one probe's
+        requested gradients take."""
+        return sum(c.output.numel() * c.output.element_size() for c in self.calls if c.rule is not None)
+
+    @contextmanager
+    def _hooks_off(self) -> Iterator[None]:
+        """The hooks record nothing inside (a rule calling its module itself)."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if self._quiet:
+            return None
+        rule = self.modules[module]
+        if rule is None or not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
+            self.calls.append(Call(module, None, torch.empty(0), torch.empty(0)))
+            return None
+        x, y, replacement = rule.capture(args[0], output, self.samples)
+        self.calls.append(Call(module, rule, x, y))
+        return replacement
+
+    def _plan(self, f: Tensor) -> Plan:
+        """The plan of this forward pass's outputs ``f`` (``specprobe.core.ghost.plan``)."""
+        return plan(f, self.calls, self.params, self.owners, self._ctx)
+
+    def norms(self, f: Tensor, cotangents: Tensor, per_sample: bool) -> Tensor:
+        """Σ over groups of ‖J_gᵀ z_g‖², per probe and parameter tensor: ``(k, len(params))``.
+
+        ``cotangents`` is ``(k, *f.shape)``; groups are the samples (dim 0 of ``f``) when
+        ``per_sample``, else the whole micro-batch (plain Hutchinson). Cost: one backward
+        pass for the k cotangents, plus one per group for fallback parameters.
+        """
+        if self._planned is None or self._planned[0] is not f:
+            # once per forward pass, not per probe block: it walks the whole autograd graph
+            self._planned = (f, self._plan(f))
+        planned = self._planned[1]
+        k = cotangents.shape[0]
+        groups = f.shape[0] if per_sample else 1
+        out = torch.zeros((k, len(self.params)), dtype=torch.float64)
+        if planned.calls:
+            self._ghost(f, cotangents, planned, groups, out)
+        if planned.fallback:
+            params = [self.params[i] for i in planned.fallback]
+            out[:, planned.fallback] += fallback_norms(f, cotangents, params, groups, self.acc)
+        return out
+
+    def _ghost(self, f: Tensor, cotangents: Tensor, planned: Plan, groups: int, out: Tensor) -> None:
+        """Add the rules' norms of the planned calls to ``out``: one backward pass for the
+        k cotangents, to the calls' outputs only."""
+        self._ctx.scratch.clear()
+        deltas = batched_vjp(f, [c.output for c in planned.calls], cotangents)
+        fallback = set(planned.fallback)
+        by_call = {id(c): d for c, d in zip(planned.calls, deltas, strict=True)}
+        for call in planned.calls:
+            delta = by_call[id(call)]
+            if delta is None or call.rule is None:
+                continue
+            for name, p in call.module.named_parameters(recurse=False):
+                index = self.index.get(id(p))
+                if index is None or index in fallback:
+                    continue
+                d = group(delta.to(self.acc), groups, lead=1)  # (k, G, N, out)
+                value = call.rule.param_norm(call, name, d, groups, self._ctx)
+                out[:, index] += value.sum(1).double().cpu()
+        for index, (table, head) in planned.tied.items():
+            e_call, h_call = self.calls[table], self.calls[head]
+            e_delta, h_delta = by_call.get(id(e_call)), by_call.get(id(h_call))
+            if e_delta is None or h_delta is None:
+                continue
+            cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
+            out[:, index] += 2 * cross.sum(1).double().cpu()
+        self._ctx.scratch.clear()
