@@ -1,7 +1,7 @@
 """Gradients one tensor at a time, and their squared norms: what the measurement sums.
 
 Shared by the gradient of the loss (``specprobe.core.measure``) and the probe sums of plain
-Hutchinson across micro-batches (``specprobe.core.trace``).
+Hutchinson across micro-batches (``specprobe.core.estimators``).
 """
 
 from __future__ import annotations

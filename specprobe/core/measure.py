@@ -14,7 +14,7 @@ under the distribution q_k = (v_k·g)² / ‖g‖² of the residual over the eig
 * χ_net = Tr Θ by the chosen :class:`Estimator`: exactly (one backward pass per output) or
   by Hutchinson's estimator E_z ‖Jᵀz‖² = Tr Θ with Rademacher probes z, whose
   vector–Jacobian products share one forward pass (batched cotangents). Each estimator's
-  accumulation of the trace is a strategy in ``specprobe.core.trace``; what they share
+  accumulation of the trace is a strategy in ``specprobe.core.estimators``; what they share
   (the loss, the residual, the gradient, the sizes) is summed here, once.
 
 Every quantity is a sum over samples; the loss normalisation (1/n, n the number of counted
@@ -45,12 +45,12 @@ from specprobe.core.adapters import (
     loss_and_residual,
     resolve_adapter,
 )
+from specprobe.core.estimators import trace_strategy
 from specprobe.core.ghost import GhostNorms
 from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.trace import trace_strategy
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -188,7 +188,7 @@ def _checked_options(
 
 class _Run:
     """Sums over micro-batches: the loss, the residual and the gradient (shared by every
-    estimator), the sizes; the trace by the estimator's strategy (``specprobe.core.trace``)."""
+    estimator), the sizes; the trace by the estimator's strategy (``specprobe.core.estimators``)."""
 
     def __init__(
         self,
