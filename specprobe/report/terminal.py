@@ -14,7 +14,7 @@ from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
-from specprobe.pipeline.sweep import Observer
+from specprobe.pipeline.plan import Observer
 from specprobe.report import tables
 from specprobe.report.tables import TableData, Tone
 

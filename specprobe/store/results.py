@@ -28,7 +28,6 @@ with ``out``, a distributed sweep's rank 0) gets them:
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -71,12 +70,6 @@ marker counts as a run folder of an older specprobe only when it holds nothing e
 
 WRITE_TIMEOUT_S = 60.0
 """How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    """A short hash of the settings that change the numbers (data and probe settings)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def atomic_write(path: Path, text: str) -> None:
