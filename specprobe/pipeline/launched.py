@@ -47,7 +47,7 @@ from specprobe.pipeline.plan import (
     Observer,
     PlannedCheckpoint,
     Subsets,
-    SweepPlan,
+    SweepRequest,
     SweepResult,
     checkpoint_name,
     preflight,
@@ -67,7 +67,6 @@ from specprobe.pipeline.processes import (
     terminated,
 )
 from specprobe.pipeline.writer import RunWriter, open_run
-from specprobe.store.results import ResultStore
 
 POLL_S = 0.2
 """How often process 0 looks for records while it has nothing of its own to measure."""
@@ -86,16 +85,14 @@ class LaunchedExecutor:
         self.team, self.parallel = team, parallel or Parallel()
         self.lead = team.rank == 0
 
-    def run(
-        self,
-        plan: SweepPlan,
-        store: ResultStore,
-        *,
-        resume: bool,
-        observer: Observer,
-        invocation: dict[str, Any] | None,
-    ) -> SweepResult:
-        self.plan, self.store, self.resume, self.invocation = plan, store, resume, invocation
+    def run(self, request: SweepRequest) -> SweepResult:
+        plan, observer = request.plan, request.observer
+        self.plan, self.store, self.resume, self.invocation = (
+            plan,
+            request.store,
+            request.resume,
+            request.invocation,
+        )
         self.observer = observer
         error: tuple[str, str] | None = None
         planned: list[PlannedCheckpoint] = []

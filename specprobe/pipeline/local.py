@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from specprobe.pipeline.checkpoint import measure_checkpoint
-from specprobe.pipeline.plan import Observer, SweepPlan, SweepResult, preflight
+from specprobe.pipeline.plan import SweepRequest, SweepResult, preflight
 from specprobe.pipeline.writer import RunWriter, check_store, open_run
-from specprobe.store.results import ResultStore
 
 
 class LocalExecutor:
     """Measures every checkpoint here, one after the other, writing each record as it is done."""
 
-    def run(
-        self,
-        plan: SweepPlan,
-        store: ResultStore,
-        *,
-        resume: bool,
-        observer: Observer,
-        invocation: dict[str, Any] | None,
-    ) -> SweepResult:
+    def run(self, request: SweepRequest) -> SweepResult:
+        plan, store, resume, observer = request.plan, request.store, request.resume, request.observer
         check_store(store, resume)  # cheap, before the slow checks
         planned, subsets = preflight(plan, observer)
 
@@ -29,7 +19,7 @@ class LocalExecutor:
             observer.preparing(f"waiting for {holder} to finish writing {store.directory}")
 
         with store.open_for_writing(wait=resume, on_wait=waiting):
-            done, warnings = open_run(plan, store, resume=resume, invocation=invocation)
+            done, warnings = open_run(plan, store, resume=resume, invocation=request.invocation)
             writer = RunWriter(plan, store, planned, done, observer, warnings)
             for index in writer.todo:
                 writer.accept(index, measure_checkpoint(planned[index], plan, subsets, observer))

@@ -98,20 +98,24 @@ class SweepResult:
     """Lines of results.jsonl that were skipped (cut, from a newer version, incomplete)."""
 
 
+@dataclass(frozen=True)
+class SweepRequest:
+    """What an executor is asked to do: measure ``plan`` into ``store`` (skipping what is
+    finished with ``resume``), telling ``observer``; ``invocation`` goes into config.json."""
+
+    plan: SweepPlan
+    store: ResultStore
+    resume: bool = False
+    observer: Observer = field(default_factory=Observer)
+    invocation: dict[str, Any] | None = None
+
+
 class Executor(Protocol):
     """How a sweep runs: in this process (:mod:`.local`) or across the processes of a launch
     (:mod:`.launched`). Both write the same records (see :class:`.writer.RunWriter`)."""
 
-    def run(
-        self,
-        plan: SweepPlan,
-        store: ResultStore,
-        *,
-        resume: bool,
-        observer: Observer,
-        invocation: dict[str, Any] | None,
-    ) -> SweepResult:
-        """Measure every checkpoint of ``plan`` not yet in ``store`` (with ``resume``)."""
+    def run(self, request: SweepRequest) -> SweepResult:
+        """Measure every checkpoint of the request's plan not yet in its store."""
         ...
 
 

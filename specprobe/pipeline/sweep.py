@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from specprobe.pipeline.plan import ModelSpec, Observer, SweepPlan, SweepResult
+from specprobe.pipeline.plan import Observer, SweepPlan, SweepRequest, SweepResult
 from specprobe.pipeline.processes import Launch, Parallel, SweepStopped, Team, launched, process_rank
 from specprobe.store.results import ResultStore
 
@@ -44,17 +44,16 @@ def run_sweep(
     ``torchrun``) every process calls this and they share the sweep: see
     :mod:`specprobe.pipeline.launched` (``parallel`` chooses how; it is ignored in one process).
     """
-    observer = observer or Observer()
+    request = SweepRequest(plan, store, resume, observer or Observer(), invocation)
     if not launched():
         from specprobe.pipeline.local import LocalExecutor
 
-        return LocalExecutor().run(plan, store, resume=resume, observer=observer, invocation=invocation)
+        return LocalExecutor().run(request)
     from specprobe.pipeline.launched import LaunchedExecutor
 
     team = Team(Launch.from_environment())
     try:
-        executor = LaunchedExecutor(team, parallel)
-        return executor.run(plan, store, resume=resume, observer=observer, invocation=invocation)
+        return LaunchedExecutor(team, parallel).run(request)
     finally:
         team.close()
 
@@ -105,10 +104,6 @@ def default_out_dir() -> Path:
 
 
 __all__ = [
-    "ModelSpec",
-    "Observer",
-    "SweepPlan",
-    "SweepResult",
     "SweepRun",
     "default_out_dir",
     "run_sweep",

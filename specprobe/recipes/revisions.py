@@ -84,17 +84,27 @@ def expand_revisions(spec: Any, source: str, where: str) -> tuple[str, ...] | No
             "e.g. log: {points: 12, schedule: pythia}",
         )
     if kind == "log":
-        only_keys(args, {"points", "schedule"}, source, f"{where}.log")
-        points = whole_number(args.get("points"), source, f"{where}.log.points", "log_points")
-        schedule_name = args.get("schedule", "pythia")
-        schedule = _schedule(schedule_name, source, f"{where}.log.schedule")
-        if points > len(schedule):
-            raise RecipeError(
-                f"{source}: {where}.log.points: expected at most {len(schedule)} (the revisions of the "
-                f"{schedule_name} schedule), found {points}",
-                f"use points: {len(schedule)} or fewer, or schedule: {schedule_name} for all of them",
-            )
-        return tuple(log_spaced(schedule, points))
+        return _log(args, source, where)
+    return _every(args, source, where)
+
+
+def _log(args: Mapping[str, Any], source: str, where: str) -> tuple[str, ...]:
+    """``log: {points, schedule}``: log-spaced revisions of a named schedule."""
+    only_keys(args, {"points", "schedule"}, source, f"{where}.log")
+    points = whole_number(args.get("points"), source, f"{where}.log.points", "log_points")
+    schedule_name = args.get("schedule", "pythia")
+    schedule = _schedule(schedule_name, source, f"{where}.log.schedule")
+    if points > len(schedule):
+        raise RecipeError(
+            f"{source}: {where}.log.points: expected at most {len(schedule)} (the revisions of the "
+            f"{schedule_name} schedule), found {points}",
+            f"use points: {len(schedule)} or fewer, or schedule: {schedule_name} for all of them",
+        )
+    return tuple(log_spaced(schedule, points))
+
+
+def _every(args: Mapping[str, Any], source: str, where: str) -> tuple[str, ...]:
+    """``every: {n, start, stop, prefix}``: every ``n`` steps from ``start`` to ``stop``."""
     only_keys(args, {"n", "start", "stop", "prefix"}, source, f"{where}.every")
     n = whole_number(args.get("n"), source, f"{where}.every.n", "every_n")
     start = whole_number(args.get("start", n), source, f"{where}.every.start", "every_start")

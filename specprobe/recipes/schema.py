@@ -63,7 +63,7 @@ class Recipe:
     revisions: Any = None
     data: DataSpec = field(default_factory=DataSpec)
     probe: ProbeSpec = field(default_factory=ProbeSpec)
-    """The probe settings; its ``seed`` is ``data.seed`` (see :attr:`settings`)."""
+    """The probe settings; its ``seed`` is ``data.seed`` (a recipe's probe has none of its own)."""
     output: RecipeOutput = field(default_factory=RecipeOutput)
     variables: dict[str, str] = field(default_factory=dict)
     source: str = ""
@@ -90,12 +90,12 @@ class Recipe:
             )
             for m in self.models
         )
-        return SweepPlan(models=models, data=self.data, probe=self.settings.probe)
+        return SweepPlan(models=models, data=self.data, probe=self.probe)
 
     @property
     def settings(self) -> Settings:
-        """The settings every checkpoint is measured with (the probes seeded by ``data.seed``)."""
-        return Settings(data=self.data, probe=replace(self.probe, seed=self.data.seed))
+        """The settings every checkpoint is measured with."""
+        return Settings(data=self.data, probe=self.probe)
 
     def to_dict(self) -> dict[str, Any]:
         """The effective recipe (after includes, variables and overrides), JSON-ready."""
@@ -144,13 +144,14 @@ def validate(raw: dict[str, Any], source: str, variables: dict[str, str]) -> Rec
             raise RecipeError(
                 f"{source}: models: label {label!r} appears twice", "give each model a unique label"
             )
+    data = _section(DataSpec, raw.get("data"), source, "data")
     recipe = Recipe(
         version=RECIPE_VERSION,
         family=family,
         models=models,
         revisions=raw.get("revisions"),
-        data=_section(DataSpec, raw.get("data"), source, "data"),
-        probe=_section(ProbeSpec, raw.get("probe"), source, "probe"),
+        data=data,
+        probe=replace(_section(ProbeSpec, raw.get("probe"), source, "probe"), seed=data.seed),
         output=_section(RecipeOutput, raw.get("output"), source, "output"),
         variables=variables,
         source=source,
@@ -276,4 +277,5 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
                 break
         else:
             raise RecipeError(f"unknown override {key!r}", "this is a bug in the CLI")
+    sections["probe"] = replace(sections["probe"], seed=sections["data"].seed)  # data.seed seeds both
     return replace(recipe, models=models, **sections)
