@@ -116,18 +116,14 @@ def measure_checkpoint(
     KeyboardInterrupt and IncompleteCheckpointError propagate (the sweep stops)."""
     split = split or AllBatches()
     ckpt, probe = item.checkpoint, plan.probe
-    record: dict[str, Any] = {
-        "model": ckpt.model,
-        "label": item.spec.label or ckpt.model,
-        "revision": ckpt.revision,
-        "commit": item.commit,
-        "step": ckpt.step,
-        "tokens_seen": tokens_seen(item),
-        "fingerprint": None,
-        "duplicate_of": None,
-        "status": "failed",
-        "error": None,
-    }
+    record = record_head(
+        ckpt.model,
+        item.spec.label or ckpt.model,
+        ckpt.revision,
+        commit=item.commit,
+        step=ckpt.step,
+        tokens_seen=tokens_seen(item),
+    )
     if probe.device is not Device.cpu and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     settle: BatchSplit | None = split
@@ -301,24 +297,42 @@ def measured_record(
 ) -> dict[str, Any]:
     """A finished ``ok`` record in the format a sweep writes, for a model measured in
     memory (library probes, ONNX graphs): no commit, no duplicate check across a run."""
-    record = {
-        "model": name,
+    record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
+    record.update(
+        fingerprint=fingerprint_weights(model),
+        num_params=sum(p.numel() for p in model.parameters()),
+        dataset_fingerprint=dataset_fingerprint,
+        status="ok",
+        **aggregate(measurements),
+        timings={"measure_s": sum(m.time_s for m in measurements)},
+        **extra,
+    )
+    return stamp(record, settings)
+
+
+def record_head(
+    model: str,
+    label: str,
+    revision: str,
+    *,
+    commit: str | None = None,
+    step: int | None = None,
+    tokens_seen: int | None = None,
+) -> dict[str, Any]:
+    """The fields every record starts with, in the order records show them; ``failed``
+    with no error until the measurement fills it in."""
+    return {
+        "model": model,
         "label": label,
         "revision": revision,
-        "commit": None,
+        "commit": commit,
         "step": step,
         "tokens_seen": tokens_seen,
-        "fingerprint": fingerprint_weights(model),
+        "fingerprint": None,
         "duplicate_of": None,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "dataset_fingerprint": dataset_fingerprint,
-        "status": "ok",
+        "status": "failed",
         "error": None,
-        **aggregate(measurements),
-        "timings": {"measure_s": sum(m.time_s for m in measurements)},
-        **extra,
     }
-    return stamp(record, settings)
 
 
 def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
