@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
 from specprobe.models.tiny import tiny_causal_lm
-from specprobe.recipes.recipe import MAX_INCLUDE_DEPTH, RecipeError, load_recipe
+from specprobe.recipes.loader import MAX_INCLUDE_DEPTH
+from specprobe.recipes.recipe import RecipeError, load_recipe
 from specprobe.store.folder import LOCK_FILE, MARKER_FILE, PARTIAL_FILE, check_run_folder
 from specprobe.store.lock import RunLock, RunLockedError
 from specprobe.store.results import ResultStore
@@ -484,8 +485,9 @@ def test_out_of_range_options_are_refused(corpus: Path, tmp_path: Path, option: 
 
 
 def test_library_plans_get_the_same_range_checks(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
-    from specprobe.models.data import DataSpec
-    from specprobe.pipeline.sweep import ModelSpec, ProbeSpec, SweepPlan, run_sweep
+    from specprobe.config import DataSpec, ProbeSpec
+    from specprobe.pipeline.plan import ModelSpec, SweepPlan
+    from specprobe.pipeline.sweep import run_sweep
 
     model = ModelSpec(REPO, revisions=("step1",))
     data = DataSpec(dataset=str(corpus), num_sequences=2, seq_len=8, batch_size=2)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from specprobe.choices import Device, DType, Estimator, Split, TinyArch
+from specprobe.config import LIMITS, upper
 
 app = typer.Typer(
     name="specprobe",
@@ -30,6 +31,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _low(name: str) -> int:
+    """The option's smallest value, from the one table of limits (``specprobe.config``)."""
+    return LIMITS[name].low
+
+
+_high = upper
+"""The option's largest value, from the same table."""
 
 
 class _State:
@@ -94,7 +104,7 @@ def handle_errors(command: F) -> F:
 
 def _launched_rank() -> int:
     """This process's rank under a launcher (0 without one)."""
-    from specprobe.pipeline.distributed import process_rank
+    from specprobe.pipeline.processes import process_rank
 
     return process_rank()
 
@@ -205,17 +215,24 @@ def analyze(
     dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
     text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    num_sequences: Annotated[int, typer.Option(min=1, help="Sequences in the subset.")] = 32,
-    seq_len: Annotated[int, typer.Option(min=2, help="Tokens per sequence.")] = 128,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per measured batch.")] = 8,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the subset and the probes.")] = 0,
+    num_sequences: Annotated[
+        int, typer.Option(min=_low("num_sequences"), help="Sequences in the subset.")
+    ] = 32,
+    seq_len: Annotated[int, typer.Option(min=_low("seq_len"), help="Tokens per sequence.")] = 128,
+    batch_size: Annotated[
+        int, typer.Option(min=_low("batch_size"), help="Sequences per measured batch.")
+    ] = 8,
+    seed: Annotated[int, typer.Option(min=_low("seed"), help="Seed of the subset and the probes.")] = 0,
     estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
-    probes: Annotated[int, typer.Option(min=2, max=10_000, help="Hutchinson probes per batch.")] = 32,
+    probes: Annotated[
+        int, typer.Option(min=_low("probes"), max=_high("probes"), help="Hutchinson probes per batch.")
+    ] = 32,
     params: Annotated[
         str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
     ] = None,
     micro_batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Sequences per forward pass (default: the batch).")
+        int | None,
+        typer.Option(min=_low("micro_batch_size"), help="Sequences per forward pass (default: the batch)."),
     ] = None,
     groups: Annotated[
         str | None,
@@ -225,7 +242,12 @@ def analyze(
         ),
     ] = None,
     eigen: Annotated[
-        int, typer.Option(min=0, max=1_000, help="Top K eigenpairs of the eNTK per checkpoint (0: off).")
+        int,
+        typer.Option(
+            min=_low("eigen"),
+            max=_high("eigen"),
+            help="Top K eigenpairs of the eNTK per checkpoint (0: off).",
+        ),
     ] = 0,
     density: Annotated[
         bool,
@@ -239,7 +261,9 @@ def analyze(
     ] = False,
     tokens_per_step: Annotated[
         int | None,
-        typer.Option(min=1, help="Tokens per training step, for tokens seen (Pythia's is known)."),
+        typer.Option(
+            min=_low("tokens_per_step"), help="Tokens per training step, for tokens seen (Pythia's is known)."
+        ),
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
@@ -255,27 +279,31 @@ def analyze(
     ] = None,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
     split_: Annotated[Split, typer.Option("--split", help=SPLIT_HELP)] = Split.checkpoints,
-    gpus_per_model: Annotated[int, typer.Option(min=1, help=GPUS_HELP)] = 1,
-    processes: Annotated[int, typer.Option(min=1, help=PROCESSES_HELP)] = 1,
+    gpus_per_model: Annotated[int, typer.Option(min=_low("gpus_per_model"), help=GPUS_HELP)] = 1,
+    processes: Annotated[int, typer.Option(min=_low("processes"), help=PROCESSES_HELP)] = 1,
 ) -> None:
     """Measure spectral position across models and their training revisions (or ONNX graphs)."""
     _relaunch(processes)
+    from specprobe.config import DataSpec, ProbeSpec
+
+    probe = ProbeSpec(
+        estimator=estimator,
+        probes=probes,
+        seed=seed,
+        params=_split(params),
+        micro_batch_size=micro_batch_size,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        groups=parse_groups(groups),
+        eigen=eigen,
+        density=density,
+        exact=exact,
+    )
     if any(m.endswith(".onnx") for m in models):
-        _analyze_onnx(
-            models,
-            inputs,
-            estimator.value,
-            probes,
-            seed,
-            _split(params),
-            parse_groups(groups),
-            out,
-            json_output,
-            html,
-        )
+        _analyze_onnx(models, inputs, probe, out, json_output, html)
         return
-    from specprobe.models.data import DataSpec
-    from specprobe.pipeline.sweep import ModelSpec, ProbeSpec, SweepPlan
+    from specprobe.pipeline.plan import ModelSpec, SweepPlan
 
     plan = SweepPlan(
         models=tuple(
@@ -291,20 +319,7 @@ def analyze(
             batch_size=batch_size,
             seed=seed,
         ),
-        probe=ProbeSpec(
-            estimator=estimator,
-            probes=probes,
-            seed=seed,
-            params=_split(params),
-            micro_batch_size=micro_batch_size,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            groups=parse_groups(groups),
-            eigen=eigen,
-            density=density,
-            exact=exact,
-        ),
+        probe=probe,
     )
     if resume and out is None:
         from specprobe.errors import SpecprobeError
@@ -341,34 +356,31 @@ def execute_plan(
     with ``plots``); exit 1 if a checkpoint failed. Under a launcher only process 0
     displays and prints; the others measure silently."""
     from contextlib import nullcontext
-    from pathlib import Path
 
-    from specprobe.pipeline.sweep import Observer, default_out_dir, run_sweep
+    from specprobe.pipeline.plan import Observer
+    from specprobe.pipeline.processes import SweepStopped
+    from specprobe.pipeline.sweep import sweep_into
     from specprobe.report.progress import SweepProgress
     from specprobe.report.terminal import render_run
-    from specprobe.store.results import ResultStore
 
-    directory = Path(out) if out else default_out_dir()
-    store = ResultStore(directory)
     worker = _launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
         with display as progress:
-            result = run_sweep(
-                plan, store, resume=resume, observer=progress, invocation=invocation, parallel=parallel
+            done = sweep_into(
+                plan, out, resume=resume, observer=progress, invocation=invocation, parallel=parallel
             )
     except KeyboardInterrupt as err:
-        if worker:
+        if worker or not isinstance(err, SweepStopped):
             raise typer.Exit(code=130) from None
-        saved = len(store.records())
-        missing = getattr(err, "missing", [])
-        if missing:
-            err_console.print(f"not measured: {', '.join(missing)}", highlight=False, soft_wrap=True)
+        if err.missing:
+            err_console.print(f"not measured: {', '.join(err.missing)}", highlight=False, soft_wrap=True)
         err_console.print(
-            f"interrupted: {saved} finished record(s) are kept in {directory}; "
+            f"interrupted: {err.saved} finished record(s) are kept in {err.directory}; "
             "rerun the same command with --resume to continue"
         )
-        raise typer.Exit(code=getattr(err, "exit_code", 130)) from None
+        raise typer.Exit(code=err.exit_code) from None
+    result, store, directory = done.result, done.store, done.directory
     if worker:
         return
     _print_warnings(result.warnings)
@@ -512,16 +524,23 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).")
     ] = None,
-    num_sequences: Annotated[int | None, typer.Option(min=1, help="Override data.num_sequences.")] = None,
-    seq_len: Annotated[int | None, typer.Option(min=2, help="Override data.seq_len.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Override data.batch_size.")] = None,
+    num_sequences: Annotated[
+        int | None, typer.Option(min=_low("num_sequences"), help="Override data.num_sequences.")
+    ] = None,
+    seq_len: Annotated[int | None, typer.Option(min=_low("seq_len"), help="Override data.seq_len.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=_low("batch_size"), help="Override data.batch_size.")
+    ] = None,
     estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
-    probes: Annotated[int | None, typer.Option(min=2, max=10_000, help="Override probe.probes.")] = None,
+    probes: Annotated[
+        int | None, typer.Option(min=_low("probes"), max=_high("probes"), help="Override probe.probes.")
+    ] = None,
     groups: Annotated[
         str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
     ] = None,
     eigen: Annotated[
-        int | None, typer.Option(min=0, max=1_000, help="Override probe.eigen (top K eigenpairs).")
+        int | None,
+        typer.Option(min=_low("eigen"), max=_high("eigen"), help="Override probe.eigen (top K eigenpairs)."),
     ] = None,
     density: Annotated[
         bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
@@ -541,8 +560,8 @@ def run(
     plots: Annotated[bool, typer.Option(help=PLOTS_HELP)] = False,
     html: Annotated[str | None, typer.Option(help=HTML_HELP)] = None,
     split_: Annotated[Split, typer.Option("--split", help=SPLIT_HELP)] = Split.checkpoints,
-    gpus_per_model: Annotated[int, typer.Option(min=1, help=GPUS_HELP)] = 1,
-    processes: Annotated[int, typer.Option(min=1, help=PROCESSES_HELP)] = 1,
+    gpus_per_model: Annotated[int, typer.Option(min=_low("gpus_per_model"), help=GPUS_HELP)] = 1,
+    processes: Annotated[int, typer.Option(min=_low("processes"), help=PROCESSES_HELP)] = 1,
 ) -> None:
     """Run the sweep a recipe describes (the same pipeline and results store as analyze)."""
     _relaunch(processes)
@@ -582,7 +601,7 @@ def run(
 
 
 def _parallel(split: Split, gpus_per_model: int) -> Any:
-    from specprobe.pipeline.distributed import Parallel
+    from specprobe.pipeline.processes import Parallel
 
     return Parallel(split, gpus_per_model)
 
@@ -667,56 +686,27 @@ def list_recipes() -> None:
 def _analyze_onnx(
     models: list[str],
     inputs: str | None,
-    estimator: str,
-    probes: int,
-    seed: int,
-    params: tuple[str, ...] | None,
-    groups: Any,
+    probe: Any,
     out: str | None,
     json_output: bool,
     html: str | None = None,
 ) -> None:
-    from pathlib import Path
-
-    from specprobe.errors import SpecprobeError
-    from specprobe.pipeline.onnx import measure_onnx_file
-    from specprobe.pipeline.sweep import default_out_dir
+    from specprobe.pipeline.onnx import measure_onnx_files
     from specprobe.report.terminal import render_run
-    from specprobe.store.folder import check_run_folder
-    from specprobe.store.results import ResultStore
 
-    if not all(m.endswith(".onnx") for m in models):
-        raise SpecprobeError(
-            "expected either ONNX files or Hugging Face models, found both in one command",
-            "run specprobe analyze once for the .onnx files and once for the others",
-        )
-    if inputs is None:
-        raise SpecprobeError(
-            "an ONNX model needs --inputs: an .npz or .pt file with its inputs and 'targets'",
-            "numpy.savez('data.npz', inputs=x, targets=y), then --inputs data.npz",
-        )
-    directory = Path(out) if out else default_out_dir()
-    check_run_folder(directory)
-    records = []
-    for model in models:
-        record, check = measure_onnx_file(
-            model, inputs, estimator=estimator, probes=probes, seed=seed, params=params, groups=groups
-        )
+    def checked(model: str, check: Any) -> None:
         err_console.print(
             f"{model}: converted graph matches onnxruntime to {check.max_rel_error:.1e} (relative; "
             f"tolerance {check.tolerance:g})",
             highlight=False,
         )
-        records.append(record)
-    store = ResultStore(directory)
-    with store.open_for_writing():
-        for record in records:
-            store.append(record)
+
+    store, records = measure_onnx_files(models, inputs, probe, out, checked=checked)
     if json_output:
         _print_json_lines(records)
     else:
         render_run(records, console)
-        console.print(f"results in {directory / 'results.jsonl'}", highlight=False)
+        console.print(f"results in {store.results_path}", highlight=False)
     if html is not None:
         _write_html(store.records(), html, store)
 

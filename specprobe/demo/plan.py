@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from specprobe.demo.config import DemoConfig, DemoLayout
 
 if TYPE_CHECKING:
-    from specprobe.pipeline.sweep import SweepPlan
+    from specprobe.pipeline.plan import SweepPlan
 
 
 def demo_plan(out_dir: Path | str, config: DemoConfig | None = None) -> SweepPlan:
@@ -21,9 +21,9 @@ def demo_plan(out_dir: Path | str, config: DemoConfig | None = None) -> SweepPla
     ``config.probes`` probes per batch, the same token subset for all models: they share
     the tokenizer, so positions compare at equal D)."""
     from specprobe.choices import Device
+    from specprobe.config import DataSpec, ProbeSpec
     from specprobe.core.measure import Estimator
-    from specprobe.models.data import DataSpec
-    from specprobe.pipeline.sweep import ModelSpec, ProbeSpec, SweepPlan
+    from specprobe.pipeline.plan import ModelSpec, SweepPlan
 
     config = config or DemoConfig()
     layout = DemoLayout(Path(out_dir))

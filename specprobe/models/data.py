@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -18,56 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from specprobe.config import DataSpec
 from specprobe.errors import SpecprobeError
-
-DEFAULT_DATASET = "NeelNanda/pile-10k"
-"""10,000 documents of the Pile, Pythia's training corpus (about 33 MB to download)."""
 
 POOL_FACTOR = 4
 """Packed sequences read per sequence kept: the subset is drawn by seed from a pool this
 many times larger than asked for (or from all the text, when there is less)."""
 
 _LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the text comes from and how the token subset is cut."""
-
-    dataset: str = DEFAULT_DATASET
-    """A hub dataset name, or a local .txt/.jsonl/.parquet file or a folder of them."""
-    config: str | None = None
-    """The hub dataset's configuration name, if it has several."""
-    split: str = "train"
-    text_column: str = "text"
-    """Column holding the text (a .txt file has one, ``text``: one document per line)."""
-    num_sequences: int = 32
-    seq_len: int = 128
-    """Tokens per sequence; D per batch = batch_size × (seq_len − 1) × vocabulary."""
-    batch_size: int = 8
-    """Sequences per measured batch; the subset is measured batch by batch."""
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def validate(self) -> None:
-        for name in ("num_sequences", "seq_len", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecprobeError(f"expected {name} >= 1, found {value!r}", f"give a positive {name}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SpecprobeError(f"expected seed >= 0, found {self.seed!r}", "give a seed of 0 or more")
-        if self.seq_len < 2:
-            raise SpecprobeError(
-                f"expected seq_len >= 2, found {self.seq_len}", "a sequence needs two tokens to predict one"
-            )
-        if self.num_sequences % self.batch_size:
-            raise SpecprobeError(
-                f"expected num_sequences to be a multiple of batch_size (equal D per batch), found "
-                f"{self.num_sequences} sequences in batches of {self.batch_size}",
-                f"use --num-sequences {self.num_sequences - self.num_sequences % self.batch_size or self.batch_size}",
-            )
 
 
 @dataclass(frozen=True)

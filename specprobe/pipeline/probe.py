@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from specprobe.choices import parse_enum
+from specprobe.choices import DType, parse_enum
+from specprobe.config import BatchSpec, ProbeSpec, Settings
 from specprobe.core.adapters import Adapter, AdapterKind, resolve_adapter
-from specprobe.core.measure import Estimator, Measurement, measure
+from specprobe.core.measure import Estimator, Measurement
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import fingerprint_ids
+from specprobe.pipeline.checkpoint import measure_with
 from specprobe.store.results import ResultStore
 
 
@@ -79,12 +82,15 @@ class Probe:
     ) -> None:
         self.batch = batch
         self.adapter = resolve_adapter(adapter, batch)
-        self.params = params
-        self.groups = groups
-        self.estimator = parse_enum(Estimator, estimator, "estimator")
-        self.probes = probes
-        self.seed = seed
-        self.micro_batch_size = micro_batch_size
+        self.spec = ProbeSpec(
+            estimator=parse_enum(Estimator, estimator, "estimator"),
+            probes=probes,
+            seed=seed,
+            params=(params,) if isinstance(params, str) else tuple(params) if params else None,
+            micro_batch_size=micro_batch_size,
+            groups=_plain_groups(groups),
+        )
+        """The probe settings (the measurement keywords), as a sweep's."""
         if schedule is None:
             schedule = log_steps(100_000, 40)
         self._due: Callable[[int], bool] = (
@@ -96,19 +102,37 @@ class Probe:
         self.measurements: list[tuple[int | None, Measurement]] = []
         """Every measurement taken, with its step, in order."""
 
-    def settings(self) -> dict[str, Any]:
-        """What changes the numbers: estimator, probes, seed, parameters, groups, adapter."""
-        return {
-            "probe": {
-                "estimator": self.estimator.value,
-                "probes": self.probes,
-                "seed": self.seed,
-                "params": [self.params] if isinstance(self.params, str) else list(self.params or []) or None,
-                "groups": self.groups,
-                "adapter": self.adapter.name,
-            },
-            "data": {"fingerprint": self.data_fingerprint()},
-        }
+    @property
+    def estimator(self) -> Estimator:
+        return self.spec.estimator
+
+    @property
+    def probes(self) -> int:
+        return self.spec.probes
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def params(self) -> tuple[str, ...] | None:
+        return self.spec.params
+
+    @property
+    def groups(self) -> str | dict[str, list[str]] | None:
+        return self.spec.groups
+
+    @property
+    def micro_batch_size(self) -> int | None:
+        return self.spec.micro_batch_size
+
+    def settings(self, model: nn.Module | None = None) -> Settings:
+        """What changes the numbers: the probe settings and the batch (its fingerprint and
+        adapter), in the shape every entry point hashes; ``dtype`` is ``model``'s."""
+        return Settings(
+            data=BatchSpec(fingerprint=self.data_fingerprint(), adapter=self.adapter.name),
+            probe=replace(self.spec, dtype=_dtype(model)) if model is not None else self.spec,
+        )
 
     def data_fingerprint(self) -> str | None:
         """Hash of the batch's token ids (or first tensor), for the records."""
@@ -134,17 +158,7 @@ class Probe:
         """Measure ``model`` now; append a record when the probe has an ``out`` directory."""
         devices = [d.index for d in {p.device for p in model.parameters()} if d.type == "cuda"]
         with torch.random.fork_rng(devices=[d for d in devices if d is not None]):
-            result = measure(
-                model,
-                self.batch,
-                estimator=self.estimator,
-                probes=self.probes,
-                seed=self.seed,
-                adapter=self.adapter,
-                params=self.params,
-                micro_batch_size=self.micro_batch_size,
-                groups=self.groups,
-            )
+            result = measure_with(model, self.batch, self.spec, adapter=self.adapter)
         self.measurements.append((step, result))
         if self.store is not None:
             self.store.append(
@@ -162,11 +176,11 @@ class Probe:
         tokens_seen: int | None = None,
     ) -> dict[str, Any]:
         """The results record of one measurement, in the format ``specprobe analyze`` writes."""
-        from specprobe.pipeline.sweep import measured_record
+        from specprobe.pipeline.checkpoint import measured_record
 
         if tokens_seen is None and step is not None and self.tokens_per_step:
             tokens_seen = step * self.tokens_per_step
-        settings = self.settings()
+        settings = self.settings(model)
         return measured_record(
             model,
             [measurement],
@@ -176,7 +190,7 @@ class Probe:
             revision=revision or (f"step{step}" if step is not None else "now"),
             step=step,
             tokens_seen=tokens_seen,
-            dataset_fingerprint=settings["data"]["fingerprint"],
+            dataset_fingerprint=self.data_fingerprint(),
         )
 
     def log_dict(self, measurement: Measurement, prefix: str = "specprobe/") -> dict[str, float]:
@@ -194,6 +208,22 @@ class Probe:
         for group in measurement.groups or ():
             values[f"chi_net_share/{group.name}"] = group.chi_net_share
         return {prefix + k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def _plain_groups(groups: str | Mapping[str, Sequence[str]] | None) -> str | dict[str, list[str]] | None:
+    """Groups as the settings hold them: "auto", {name: [globs]}, or None."""
+    if groups is None or isinstance(groups, str):
+        return groups
+    return {str(name): [str(g) for g in globs] for name, globs in groups.items()}
+
+
+def _dtype(model: nn.Module) -> DType:
+    """The precision of ``model``'s first floating-point parameter (float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            name = str(p.dtype).removeprefix("torch.")
+            return DType(name) if name in DType.__members__ else DType.float32
+    return DType.float32
 
 
 def _tensors(batch: Any) -> list[torch.Tensor]:

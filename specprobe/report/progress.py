@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from specprobe.pipeline.sweep import Observer
+from specprobe.pipeline.plan import Observer
 
 
 class SweepProgress(Observer):

@@ -22,7 +22,6 @@ with ``out``, a distributed sweep's rank 0) gets them:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -45,12 +44,6 @@ from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS
 
 WRITE_TIMEOUT_S = 60.0
 """How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    """A short hash of the settings that change the numbers (data and probe settings)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 # ---- reading: good records, and the lines that are not -------------------------------------

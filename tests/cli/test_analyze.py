@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import specprobe
 from specprobe.cli.app import app
-from specprobe.models.data import DataSpec, build_subset
+from specprobe.config import DataSpec
+from specprobe.models.data import build_subset
 from specprobe.models.fingerprint import fingerprint_tokenizer
 from specprobe.models.tiny import tiny_causal_lm
 from specprobe.report.tables import value_error
@@ -127,7 +128,7 @@ def test_resume_skips_finished_records(hub: dict[str, str], corpus: Path, tmp_pa
 def test_interrupt_keeps_finished_records(
     hub: dict[str, str], corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import specprobe.pipeline.sweep as sweep
+    import specprobe.pipeline.checkpoint as sweep
 
     real = sweep.load_checkpoint
     calls = []
@@ -169,7 +170,7 @@ def test_failed_checkpoint_is_recorded_and_others_continue(
 def test_out_of_memory_retries_with_smaller_micro_batches(
     hub: dict[str, str], corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import specprobe.pipeline.sweep as sweep
+    import specprobe.pipeline.checkpoint as sweep
 
     real = sweep.measure
     seen = []

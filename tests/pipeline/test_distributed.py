@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 from specprobe.cli.app import app
 from specprobe.errors import SpecprobeError
 from specprobe.models.tiny import tiny_causal_lm
-from specprobe.pipeline.distributed import (
+from specprobe.pipeline.processes import (
     Launch,
     SharedError,
-    _refuse_differences,
     gpu_assignment,
     largest_first,
+    refuse_differences,
 )
 from specprobe.store.results import ResultStore
 from tests.hubcache import add_revision, corpus_lines, make_tokenizer
@@ -212,11 +212,11 @@ def test_launch_environment() -> None:
 def test_different_settings_are_refused_naming_the_field() -> None:
     summary = {"settings": {"probe": {"probes": 4}}, "resume": False}
     other = {"settings": {"probe": {"probes": 8}}, "resume": False}
-    _refuse_differences([(None, summary), (None, dict(summary))])
+    refuse_differences([(None, summary), (None, dict(summary))])
     with pytest.raises(SharedError, match=r"settings is .*4.* in process 0 and .*8.* in process 1"):
-        _refuse_differences([(None, summary), (None, other)])
+        refuse_differences([(None, summary), (None, other)])
     with pytest.raises(SpecprobeError, match="process 1: no data"):
-        _refuse_differences([(None, summary), (("no data", "hint"), summary)])
+        refuse_differences([(None, summary), (("no data", "hint"), summary)])
 
 
 def test_gpu_options_are_checked_before_anything_runs(tmp_path: Path) -> None:
@@ -224,17 +224,14 @@ def test_gpu_options_are_checked_before_anything_runs(tmp_path: Path) -> None:
     process during the common checks, so all refuse together)."""
     from types import SimpleNamespace
 
-    from specprobe.choices import Split
-    from specprobe.pipeline.distributed import Parallel, _Sweep
-    from specprobe.pipeline.sweep import ModelSpec, SweepPlan
+    from specprobe.choices import Device, Split
+    from specprobe.pipeline.launched import LaunchedExecutor
+    from specprobe.pipeline.processes import Parallel
 
-    plan = SweepPlan(models=(ModelSpec("org/x"),))
     team: Any = SimpleNamespace(rank=0, world_size=2, launch=Launch(2, 0, 0, 2))
-    store = ResultStore(tmp_path)
-    sweep = _Sweep(team, plan, store, False, None, None, Parallel(gpus_per_model=2))
     with pytest.raises(SpecprobeError, match="needs GPUs"):
-        sweep._devices()
-    assert _Sweep(team, plan, store, False, None, None, Parallel(Split.batches))._devices() is None
+        LaunchedExecutor(team, Parallel(gpus_per_model=2)).devices(Device.cpu)
+    assert LaunchedExecutor(team, Parallel(Split.batches)).devices(Device.cpu) is None
 
 
 # ---- real launches ---------------------------------------------------------------------------

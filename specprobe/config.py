@@ -1,0 +1,260 @@
+"""The settings of a measurement: one frozen, typed object, one table of limits, one hash.
+
+Every entry point builds the same :class:`Settings`: the command line (``analyze``, ``run``),
+a recipe (its ``data`` and ``probe`` sections are :class:`DataSpec` and :class:`ProbeSpec`),
+a library :class:`~specprobe.Probe` and an ONNX measurement. It is validated once, against
+:data:`LIMITS` (the command line's option bounds are read from it too), and hashed one way
+(:meth:`Settings.hash`): equal settings give equal resume and compare keys, whichever entry
+point wrote the record.
+
+This is a base-layer module: it imports nothing heavy (no torch), so the command line can
+read the limits while it builds its options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from specprobe.choices import Device, DType, Estimator
+from specprobe.errors import SpecprobeError
+
+DEFAULT_DATASET = "NeelNanda/pile-10k"
+"""10,000 documents of the Pile, Pythia's training corpus (about 33 MB to download)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of one integer setting: ``low`` to ``high`` (None: no upper bound)."""
+
+    low: int
+    high: int | None = None
+
+
+LIMITS: dict[str, Limit] = {
+    # the data
+    "num_sequences": Limit(1),
+    "seq_len": Limit(2),  # a sequence needs two tokens to predict one
+    "batch_size": Limit(1),
+    "seed": Limit(0),
+    # the probe; the upper bounds are where a larger value would run for hours rather than fail
+    "probes": Limit(2, 10_000),
+    "micro_batch_size": Limit(1),
+    "eigen": Limit(0, 1_000),
+    # the models
+    "tokens_per_step": Limit(1),
+    "params": Limit(1),
+    # the processes of a launched sweep
+    "gpus_per_model": Limit(1),
+    "processes": Limit(1),
+    # recipe files: revision generators, includes, size
+    "revisions": Limit(1, 10_000),  # revisions one generator may produce
+    "log_points": Limit(2),
+    "every_n": Limit(1),
+    "every_start": Limit(0),
+    "include_depth": Limit(1, 32),  # files an include chain may hold (the recipe given included)
+    "recipe_bytes": Limit(1, 1_000_000),  # a recipe file larger than this is refused unread
+}
+"""The one table of limits: the command line's option bounds, the checks of recipes and of
+library plans, and the recipe reader's bounds all come from here."""
+
+
+def upper(name: str) -> int:
+    """``LIMITS[name].high``, for a limit that has one."""
+    high = LIMITS[name].high
+    if high is None:
+        raise KeyError(f"{name} has no upper limit")
+    return high
+
+
+def check_range(name: str, value: Any, where: str | None = None) -> None:
+    """Raise SpecprobeError unless ``value`` is None or an integer within ``LIMITS[name]``;
+    ``where`` names it (default: its flag)."""
+    if value is None:
+        return
+    low, high = LIMITS[name].low, LIMITS[name].high
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        flag = "--" + name.replace("_", "-")
+        bounds = f">= {low}" if high is None else f"from {low} to {high:,}"
+        raise SpecprobeError(
+            f"{where or flag}: expected an integer {bounds}, found {value!r}",
+            f"give {where or flag} a value {bounds.replace('>=', 'of')}"
+            + (" or more" if high is None else ""),
+        )
+
+
+def check_groups(groups: Any, where: str = "--groups") -> None:
+    """Raise SpecprobeError unless ``groups`` is None, "auto" or {name: [glob, ...]}."""
+    if groups is None or groups == "auto":
+        return
+    ok = (
+        isinstance(groups, dict)
+        and bool(groups)
+        and all(
+            isinstance(k, str)
+            and isinstance(v, list | tuple)
+            and v
+            and all(isinstance(g, str) and g for g in v)
+            for k, v in groups.items()
+        )
+    )
+    if not ok:
+        raise SpecprobeError(
+            f"{where}: expected 'auto' or a mapping of group names to lists of parameter globs, found {groups!r}",
+            "e.g. groups: auto, or groups: {attention: ['*.attention.*'], mlp: ['*.mlp.*']}",
+        )
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that change the numbers (data and probe settings)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the text comes from and how the token subset is cut."""
+
+    dataset: str = DEFAULT_DATASET
+    """A hub dataset name, or a local .txt/.jsonl/.parquet file or a folder of them."""
+    config: str | None = None
+    """The hub dataset's configuration name, if it has several."""
+    split: str = "train"
+    text_column: str = "text"
+    """Column holding the text (a .txt file has one, ``text``: one document per line)."""
+    num_sequences: int = 32
+    seq_len: int = 128
+    """Tokens per sequence; D per batch = batch_size × (seq_len − 1) × vocabulary."""
+    batch_size: int = 8
+    """Sequences per measured batch; the subset is measured batch by batch."""
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, prefix: str | None = None) -> None:
+        """Raise SpecprobeError naming the first value out of :data:`LIMITS`, or a subset
+        that does not cut into equal batches. ``prefix`` (e.g. "data") names the values by
+        key path instead of by flag."""
+        for name in ("num_sequences", "seq_len", "batch_size", "seed"):
+            check_range(name, getattr(self, name), f"{prefix}.{name}" if prefix else None)
+        if self.num_sequences % self.batch_size:
+            raise SpecprobeError(
+                f"expected num_sequences to be a multiple of batch_size (equal D per batch), found "
+                f"{self.num_sequences} sequences in batches of {self.batch_size}",
+                f"use --num-sequences {self.num_sequences - self.num_sequences % self.batch_size or self.batch_size}",
+            )
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The data of an in-memory measurement: a library Probe's batch, an ONNX file's inputs."""
+
+    fingerprint: str | None
+    """Hash of the batch's token ids (or first tensor, or targets)."""
+    adapter: str
+    """How the batch is read (the adapter's name: causal_lm, classification, ...)."""
+    source: str | None = None
+    """The file the batch was read from, if any."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, prefix: str | None = None) -> None:
+        """Nothing to check: the batch was checked when it was read."""
+
+
+RUN_ONLY = ("device", "trust_remote_code", "micro_batch_size")
+"""Probe settings that change where and how a checkpoint runs, not its numbers: left out of
+the settings hash (a run resumed on another device finds its records)."""
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How each checkpoint is measured (the ``probe`` section of a recipe)."""
+
+    estimator: Estimator = Estimator.HUTCHINSON_PER_SAMPLE
+    probes: int = 32
+    seed: int = 0
+    """Seed of the probes (a recipe has none of its own: its ``data.seed`` seeds both)."""
+    params: tuple[str, ...] | None = None
+    """Parameter-name globs; None for all trainable parameters."""
+    micro_batch_size: int | None = None
+    device: Device = Device.cpu
+    dtype: DType = DType.float32
+    trust_remote_code: bool = False
+    groups: str | dict[str, list[str]] | None = None
+    """Split χ_net and ‖∇L‖² by parameter group: "auto" or {name: [globs]} (see measure)."""
+    eigen: int = 0
+    """Top eigenpairs of Θ on the first batch (0: none); adds the spectral summaries."""
+    density: bool = False
+    """With ``eigen``: also a stochastic-Lanczos-quadrature density (effective rank, the
+    position index beyond the top K)."""
+    exact: bool = False
+    """With ``eigen``: the dense eigensolver (Θ built from D products; tiny D only)."""
+
+    def validate(self, prefix: str | None = None) -> None:
+        """Raise SpecprobeError naming the first value out of :data:`LIMITS` (by flag, or by
+        key path under ``prefix``)."""
+        for name in ("probes", "seed", "micro_batch_size", "eigen"):
+            check_range(name, getattr(self, name), f"{prefix}.{name}" if prefix else None)
+        check_groups(self.groups, f"{prefix}.groups" if prefix else "--groups")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (enums as their values, params as a list)."""
+        out = asdict(self)
+        for key in ("estimator", "device", "dtype"):
+            out[key] = out[key].value
+        out["params"] = list(self.params) if self.params else None
+        return out
+
+    def measured(self) -> dict[str, Any]:
+        """The fields that change the numbers (all but :data:`RUN_ONLY`)."""
+        out = self.to_dict()
+        for key in RUN_ONLY:
+            out.pop(key)
+        return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a measurement is: its data and its probe settings. Frozen; checked by
+    :meth:`validate`; :meth:`to_dict` and :meth:`hash` are the records' ``settings`` and
+    ``settings_hash`` (the resume and compare key), the same for every entry point."""
+
+    data: DataSpec | BatchSpec = field(default_factory=DataSpec)
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+
+    def validate(self) -> None:
+        """Raise SpecprobeError naming the first value out of :data:`LIMITS`."""
+        self.data.validate()
+        self.probe.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """What changes the numbers: the data and the probe settings (not the device)."""
+        return {"data": self.data.to_dict(), "probe": self.probe.measured()}
+
+    def hash(self) -> str:
+        """:func:`settings_hash` of :meth:`to_dict`."""
+        return settings_hash(self.to_dict())
+
+
+__all__ = [
+    "LIMITS",
+    "BatchSpec",
+    "DataSpec",
+    "Limit",
+    "ProbeSpec",
+    "Settings",
+    "check_groups",
+    "check_range",
+    "upper",
+    "settings_hash",
+]

@@ -1,0 +1,396 @@
+"""One checkpoint → one record: load, fingerprint, measure every batch, aggregate.
+
+``measure_checkpoint`` is the same for every executor. Which of the batches this process
+measures, and how the measurements of several processes are put together, is a
+:class:`BatchSplit` (here :class:`AllBatches`; a launch's share in
+:mod:`specprobe.pipeline.processes`); where the model is loaded is the ``load`` callable.
+A checkpoint that fails (NaN outputs, out of memory at micro-batch 1) gets a failed record.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from specprobe.choices import Device
+from specprobe.config import ProbeSpec, Settings
+from specprobe.core.measure import Measurement, measure
+from specprobe.errors import SpecprobeError
+from specprobe.models.data import build_subset
+from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
+from specprobe.models.hub import Checkpoint
+from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
+from specprobe.pipeline.plan import Observer, PlannedCheckpoint, Subsets, SweepPlan, tokens_seen
+from specprobe.pipeline.writer import stamp
+
+AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
+
+Loader = Callable[[Checkpoint], LoadedCheckpoint]
+"""Loads a checkpoint's model and tokenizer (where: the executor's choice)."""
+
+
+class BatchSplit(Protocol):
+    """Which of a checkpoint's batches this process measures, and how the measurements of
+    all processes that share the checkpoint are put together."""
+
+    lead: bool
+    """Whether this process computes what is computed once (the eigenpairs)."""
+
+    def indices(self, batches: int) -> range:
+        """The batch indices this process measures."""
+        ...
+
+    def combine(self, own: dict[int, Measurement], error: BaseException | None) -> list[Measurement]:
+        """Every batch's measurement in batch order; raises if a process failed."""
+        ...
+
+    def settle(self, error: str | None) -> None:
+        """End the checkpoint: join the exchange with ``error`` if it was never reached."""
+        ...
+
+
+class AllBatches:
+    """One process measures every batch."""
+
+    lead = True
+
+    def indices(self, batches: int) -> range:
+        return range(batches)
+
+    def combine(self, own: dict[int, Measurement], error: BaseException | None) -> list[Measurement]:
+        if error is not None:
+            raise error
+        return [own[index] for index in sorted(own)]
+
+    def settle(self, error: str | None) -> None:
+        """Nothing to exchange."""
+
+
+def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None) -> Loader:
+    """Load with the probe's device, dtype and trust setting (onto ``gpus`` when given)."""
+
+    def load(checkpoint: Checkpoint) -> LoadedCheckpoint:
+        return load_checkpoint(
+            checkpoint,
+            device=probe.device,
+            dtype=probe.dtype,
+            trust_remote_code=probe.trust_remote_code,
+            gpus=gpus,
+        )
+
+    return load
+
+
+def describe(err: BaseException) -> str:
+    """The text of a failed checkpoint's ``error``: a SpecprobeError's message and hint, or
+    the exception's type and message."""
+    if isinstance(err, SpecprobeError):
+        return f"{err.message} (hint: {err.hint})" if err.hint else err.message
+    return f"{type(err).__name__}: {err}"
+
+
+def measure_checkpoint(
+    item: PlannedCheckpoint,
+    plan: SweepPlan,
+    subsets: Subsets,
+    observer: Observer,
+    *,
+    split: BatchSplit | None = None,
+    load: Loader | None = None,
+) -> dict[str, Any]:
+    """The stamped record of one checkpoint (ok, or failed with the error); its
+    ``duplicate_of`` is the writer's to settle. ``split`` (default: every batch here)
+    decides which batches this process measures; ``load`` (default: :func:`loader`) loads it.
+    KeyboardInterrupt and IncompleteCheckpointError propagate (the sweep stops)."""
+    split = split or AllBatches()
+    ckpt, probe = item.checkpoint, plan.probe
+    record = record_head(
+        ckpt.model,
+        item.spec.label or ckpt.model,
+        ckpt.revision,
+        commit=item.commit,
+        step=ckpt.step,
+        tokens_seen=tokens_seen(item),
+    )
+    if probe.device is not Device.cpu and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    settle: BatchSplit | None = split
+    try:
+        observer.loading(ckpt)
+        _measure_loaded((load or loader(probe))(ckpt), record, plan, subsets, observer, split)
+        record["status"] = "ok"
+    except (KeyboardInterrupt, IncompleteCheckpointError):
+        # An interruption, or bad input (an incomplete checkpoint is not a failed
+        # measurement: the sweep stops, exit 2); no exchange with other processes on the way out.
+        settle = None
+        raise
+    except Exception as err:  # a failure in one checkpoint must not lose the others
+        record["error"] = describe(err)
+    finally:
+        if settle is not None:
+            settle.settle(record["error"])  # a process that failed before the exchange joins it
+        record["peak_memory_bytes"] = _peak_memory(probe.device)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return stamp(record, plan.settings)
+
+
+def _measure_loaded(
+    loaded: LoadedCheckpoint,
+    record: dict[str, Any],
+    plan: SweepPlan,
+    subsets: Subsets,
+    observer: Observer,
+    split: BatchSplit,
+) -> None:
+    """Fill ``record`` from the loaded checkpoint: fingerprints, the measurement of its
+    batches, the eigenpairs (``probe.eigen``), the timings."""
+    ckpt = loaded.checkpoint
+    start = time.perf_counter()
+    fingerprint = fingerprint_weights(loaded.model)
+    fingerprint_s = time.perf_counter() - start
+    record.update(fingerprint=fingerprint, num_params=loaded.num_params)
+    tok_fp = fingerprint_tokenizer(loaded.tokenizer)
+    if tok_fp not in subsets:  # a revision whose tokenizer differs from its model's first
+        subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
+    subset = subsets[tok_fp]
+    record.update(dataset_fingerprint=subset.fingerprint, tokenizer_fingerprint=tok_fp)
+    batches = subset.batches(plan.data.batch_size)
+    start = time.perf_counter()
+    measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
+    record.update(aggregate(measurements))
+    if plan.probe.eigen and split.lead:
+        observer.preparing(f"eigenpairs of {ckpt.model} @ {ckpt.revision}")
+        record["spectrum"] = _spectrum(loaded, batches[0], measurements[0], plan.probe)
+        record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
+    record["timings"] = {
+        "load_s": loaded.load_time_s,
+        "fingerprint_s": fingerprint_s,
+        "measure_s": time.perf_counter() - start,
+    }
+
+
+def _measure_batches(
+    loaded: LoadedCheckpoint,
+    batches: Sequence[torch.Tensor],
+    probe: ProbeSpec,
+    observer: Observer,
+    split: BatchSplit,
+) -> list[Measurement]:
+    """Every batch's measurement, in batch order: this process's share, then ``split``
+    puts the shares together (or raises the first process's error)."""
+    ckpt = loaded.checkpoint
+    indices = split.indices(len(batches))
+    observer.measuring(ckpt, len(indices))
+    own: dict[int, Measurement] = {}
+    try:
+        for index in indices:
+            batch = {"input_ids": batches[index].to(loaded.input_device)}
+            own[index] = measure_with_retry(loaded.model, batch, probe, index)
+            observer.batch_done(ckpt, index)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        return split.combine(own, err)
+    return split.combine(own, None)
+
+
+def measure_with(
+    model: torch.nn.Module,
+    batch: Any,
+    probe: ProbeSpec,
+    *,
+    seed: int | None = None,
+    micro_batch_size: int | None = None,
+    adapter: Any = None,
+) -> Measurement:
+    """``specprobe.measure`` with the probe settings (``seed`` and ``micro_batch_size``
+    override the probe's). Cost: one forward and (1 + probes) backward passes per micro-batch."""
+    return measure(
+        model,
+        batch,
+        estimator=probe.estimator,
+        probes=probe.probes,
+        seed=probe.seed if seed is None else seed,
+        adapter=adapter,
+        params=probe.params,
+        micro_batch_size=micro_batch_size if micro_batch_size is not None else probe.micro_batch_size,
+        groups=probe.groups,
+    )
+
+
+def measure_with_retry(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], probe: ProbeSpec, index: int
+) -> Measurement:
+    """:func:`measure_with` on batch ``index`` (probes seeded by the probe's seed and the
+    index, so a batch's numbers do not depend on which process measures it), halving the
+    micro-batch on out-of-memory until one sequence per pass."""
+    micro = probe.micro_batch_size
+    seed = int(np.random.SeedSequence([probe.seed, index]).generate_state(1)[0])
+    while True:
+        try:
+            return measure_with(model, batch, probe, seed=seed, micro_batch_size=micro)
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not _is_oom(err):
+                raise
+            size = micro or batch["input_ids"].shape[0]
+            if size <= 1:
+                raise SpecprobeError(
+                    "out of memory even with one sequence per forward pass",
+                    "use --dtype bfloat16, a shorter --seq-len, --params to measure part of the model, "
+                    "or --device auto to spread the model over GPUs",
+                ) from None
+            micro = size // 2
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _spectrum(
+    loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
+) -> dict[str, Any]:
+    """The spectral summaries of the first batch (``spectrum_batch`` 0 in the record)."""
+    from specprobe.linalg.eigen import EigenMethod, spectral_record
+
+    summary = spectral_record(
+        loaded.model,
+        {"input_ids": ids.to(loaded.input_device)},
+        k=probe.eigen,
+        chi_net=first.chi_net,
+        chi_pos=first.spectral_position,
+        density=probe.density,
+        method=EigenMethod.DENSE if probe.exact else EigenMethod.LANCZOS,
+        params=probe.params,
+        micro_batch_size=probe.micro_batch_size,
+        trace_probes=max(probe.probes, 2),
+        seed=probe.seed,
+    )
+    summary["spectrum_batch"] = 0
+    return summary
+
+
+def measured_record(
+    model: torch.nn.Module,
+    measurements: Sequence[Measurement],
+    settings: Settings,
+    *,
+    name: str,
+    label: str,
+    revision: str,
+    step: int | None = None,
+    tokens_seen: int | None = None,
+    dataset_fingerprint: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A finished ``ok`` record in the format a sweep writes, for a model measured in
+    memory (library probes, ONNX graphs): no commit, no duplicate check across a run."""
+    record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
+    record.update(
+        fingerprint=fingerprint_weights(model),
+        num_params=sum(p.numel() for p in model.parameters()),
+        dataset_fingerprint=dataset_fingerprint,
+        status="ok",
+        **aggregate(measurements),
+        timings={"measure_s": sum(m.time_s for m in measurements)},
+        **extra,
+    )
+    return stamp(record, settings)
+
+
+def record_head(
+    model: str,
+    label: str,
+    revision: str,
+    *,
+    commit: str | None = None,
+    step: int | None = None,
+    tokens_seen: int | None = None,
+) -> dict[str, Any]:
+    """The fields every record starts with, in the order records show them; ``failed``
+    with no error until the measurement fills it in."""
+    return {
+        "model": model,
+        "label": label,
+        "revision": revision,
+        "commit": commit,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "fingerprint": None,
+        "duplicate_of": None,
+        "status": "failed",
+        "error": None,
+    }
+
+
+def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Mean over batches with a standard error (positions compare only at equal D per batch).
+
+    With several batches the standard error is the spread of the batch values over
+    √batches (it includes the probes' noise); with one batch it is the measurement's own.
+    """
+    first = measurements[0]
+    out: dict[str, Any] = {}
+    for name in AGGREGATED:
+        values = np.array([getattr(m, name) for m in measurements])
+        out[name] = float(values.mean())
+        if len(values) > 1:
+            out[f"{name}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+        elif name in ("chi_net", "spectral_position"):
+            out[f"{name}_stderr"] = getattr(first, f"{name}_stderr")
+        elif name == "normalized_position":
+            out[f"{name}_stderr"] = first.num_outputs * first.spectral_position_stderr
+        else:
+            out[f"{name}_stderr"] = 0.0
+    out.update(
+        num_batches=len(measurements),
+        num_outputs=first.num_outputs,
+        num_params_selected=first.num_params,
+        num_tokens=sum(m.num_tokens for m in measurements),
+        estimator=first.estimator,
+        probes=first.probes,
+        micro_batch_size=max(m.micro_batch_size for m in measurements),
+        dtype=first.dtype,
+        batches=[m.to_dict() for m in measurements],
+    )
+    if first.groups is not None:
+        out["groups"] = _aggregate_groups(measurements)
+    return out
+
+
+def _aggregate_groups(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Per group, the mean over batches of each value (χ_net with a standard error)."""
+    rows = []
+    for i, share in enumerate(measurements[0].groups or ()):
+        per_batch = [m.groups[i] for m in measurements if m.groups is not None]
+        row: dict[str, Any] = {"name": share.name, "num_params": share.num_params}
+        for name in ("chi_net", "grad_norm_sq", "spectral_position", "chi_net_share", "grad_norm_sq_share"):
+            row[name] = float(np.mean([getattr(g, name) for g in per_batch]))
+        chi = np.array([g.chi_net for g in per_batch])
+        row["chi_net_stderr"] = (
+            float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+        )
+        rows.append(row)
+    return rows
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err).lower()
+    return (
+        isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _peak_memory(device: Device) -> int:
+    """Peak GPU memory of this checkpoint, or the process's peak resident memory on CPU."""
+    if device is not Device.cpu and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)

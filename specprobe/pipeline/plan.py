@@ -1,0 +1,238 @@
+"""The plan of a sweep: its models and settings, the checks before anything is written, and
+the checkpoints it measures, in plan order.
+
+``preflight`` checks everything that can be checked cheaply first (settings within
+:data:`specprobe.config.LIMITS`, checkpoints exist, revisions resolve, the models are causal
+LMs, the data is there and long enough) and prepares one token subset per tokenizer. Every
+executor (one process or a launch, see :mod:`specprobe.pipeline.sweep`) starts with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
+from specprobe.core.measure import Estimator
+from specprobe.errors import SpecprobeError
+from specprobe.models.data import TokenSubset, build_subset
+from specprobe.models.fingerprint import fingerprint_tokenizer
+from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
+from specprobe.models.loading import inspect_checkpoint
+from specprobe.store.results import ResultStore
+
+KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
+"""Tokens per optimizer step of known families: Pythia's batch is 1024 sequences × 2048 tokens."""
+
+METADATA_FILE = "specprobe.json"
+"""Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a sweep: a hub id or local path, its revisions, and what is known of it."""
+
+    id: str
+    revisions: tuple[str, ...] | None = None
+    label: str | None = None
+    tokens_per_step: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The models of a sweep and the settings every checkpoint is measured with."""
+
+    models: tuple[ModelSpec, ...]
+    data: DataSpec = field(default_factory=DataSpec)
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings object (its ``to_dict`` and ``hash`` go into every record)."""
+        return Settings(data=self.data, probe=self.probe)
+
+
+class Observer:
+    """Progress callbacks of a sweep; each does nothing here. The CLI's Rich display
+    (``report.SweepProgress``) overrides them."""
+
+    def planned(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """All checkpoints to measure are known (after the checks, before any loading)."""
+
+    def preparing(self, what: str) -> None:
+        """A step of the checks before measuring (resolving, tokenising)."""
+
+    def loading(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's weights are being loaded."""
+
+    def measuring(self, checkpoint: Checkpoint, batches: int) -> None:
+        """Measurement of ``batches`` batches starts."""
+
+    def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
+        """Batch ``index`` is measured."""
+
+    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+        """The checkpoint's record (ok or failed) is written."""
+
+    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+        """The checkpoint was measured before with the same settings (--resume)."""
+
+
+@dataclass
+class SweepResult:
+    records: list[dict[str, Any]]
+    """The records of this sweep's checkpoints (resumed ones included), in plan order."""
+    measured: int
+    skipped: int
+    failed: int
+    warnings: list[str] = field(default_factory=list)
+    """Lines of results.jsonl that were skipped (cut, from a newer version, incomplete)."""
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What an executor is asked to do: measure ``plan`` into ``store`` (skipping what is
+    finished with ``resume``), telling ``observer``; ``invocation`` goes into config.json."""
+
+    plan: SweepPlan
+    store: ResultStore
+    resume: bool = False
+    observer: Observer = field(default_factory=Observer)
+    invocation: dict[str, Any] | None = None
+
+
+class Executor(Protocol):
+    """How a sweep runs: in this process (:mod:`.local`) or across the processes of a launch
+    (:mod:`.launched`). Both write the same records (see :class:`.writer.RunWriter`)."""
+
+    def run(self, request: SweepRequest) -> SweepResult:
+        """Measure every checkpoint of the request's plan not yet in its store."""
+        ...
+
+
+@dataclass
+class PlannedCheckpoint:
+    spec: ModelSpec
+    checkpoint: Checkpoint
+    commit: str | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(model, revision): how records are matched (resume, duplicates, plan order)."""
+        return self.checkpoint.model, self.checkpoint.revision
+
+
+Subsets = dict[str, TokenSubset]
+"""Token subsets by tokenizer fingerprint."""
+
+
+def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoint], Subsets]:
+    """The checks before anything is written: settings, checkpoints, data. Returns the
+    checkpoints in plan order and the token subsets by tokenizer fingerprint."""
+    plan.settings.validate()
+    for spec in plan.models:
+        check_range("tokens_per_step", spec.tokens_per_step)
+    planned = _plan_checkpoints(plan, observer)
+    return planned, _prepare_data(plan, planned, observer)
+
+
+def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckpoint]:
+    if not plan.models:
+        raise SpecprobeError("expected at least one model, found none", "name a hub id or a local directory")
+    planned = []
+    for spec in plan.models:
+        for ckpt in find_checkpoints(spec.id, spec.revisions):
+            observer.preparing(f"resolving {ckpt.model} @ {ckpt.revision}")
+            commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
+            planned.append(PlannedCheckpoint(spec, ckpt, commit))
+    return planned
+
+
+def _prepare_data(plan: SweepPlan, planned: list[PlannedCheckpoint], observer: Observer) -> Subsets:
+    """One subset per distinct tokenizer, from the first checkpoint of each model."""
+    subsets: Subsets = {}
+    firsts: dict[str, PlannedCheckpoint] = {}
+    for item in planned:
+        firsts.setdefault(item.spec.id, item)
+    for item in firsts.values():
+        observer.preparing(f"checking {item.checkpoint.model}")
+        info = inspect_checkpoint(item.checkpoint, item.commit, plan.probe.trust_remote_code)
+        if info.max_positions is not None and plan.data.seq_len > info.max_positions:
+            raise SpecprobeError(
+                f"--seq-len {plan.data.seq_len} exceeds the context of {item.checkpoint.model} "
+                f"({info.max_positions} positions)",
+                f"use --seq-len {info.max_positions} or less",
+            )
+        if info.skeleton is not None:
+            _check_against_skeleton(plan, item.checkpoint, info.skeleton)
+        tok_fp = fingerprint_tokenizer(info.tokenizer)
+        if tok_fp not in subsets:
+            observer.preparing(f"tokenising {plan.data.dataset}")
+            subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
+    return subsets
+
+
+def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.nn.Module) -> None:
+    """What would fail every checkpoint late, found before loading any weights: parameter
+    patterns that match nothing, an exact estimator on more outputs than it affords."""
+    from specprobe.core.measure import DEFAULT_MAX_EXACT_OUTPUTS
+    from specprobe.core.params import select_parameters
+
+    if plan.probe.params:
+        select_parameters(skeleton, plan.probe.params)
+    get_head = getattr(skeleton, "get_output_embeddings", None)
+    weight = getattr(get_head(), "weight", None) if callable(get_head) else None
+    if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
+        outputs = plan.data.batch_size * (plan.data.seq_len - 1) * weight.shape[0]
+        if outputs > DEFAULT_MAX_EXACT_OUTPUTS:
+            raise SpecprobeError(
+                f"--estimator exact needs one backward pass per output, and a batch of {ckpt.model} has "
+                f"D = {plan.data.batch_size} × {plan.data.seq_len - 1} × {weight.shape[0]} = {outputs:,} outputs "
+                f"(at most {DEFAULT_MAX_EXACT_OUTPUTS:,})",
+                "use --estimator hutchinson, or a smaller --batch-size or --seq-len",
+            )
+
+
+def tokens_seen(item: PlannedCheckpoint) -> int | None:
+    """Tokens the checkpoint was trained on: step × tokens per step (from the plan, a known
+    family, or the training folder's ``specprobe.json``), or None when not known."""
+    step = item.checkpoint.step
+    if step is None:
+        return None
+    per_step = item.spec.tokens_per_step
+    if per_step is None:
+        for prefix, value in KNOWN_TOKENS_PER_STEP.items():
+            if item.checkpoint.model.startswith(prefix):
+                per_step = value
+    if per_step is None and item.checkpoint.path is not None:
+        for folder in (item.checkpoint.path, item.checkpoint.path.parent):
+            meta = folder / METADATA_FILE
+            if meta.is_file():
+                per_step = json.loads(meta.read_text()).get("tokens_per_step")
+                break
+    return step * per_step if per_step else None
+
+
+def weights_bytes(item: PlannedCheckpoint) -> int:
+    """Bytes of the checkpoint's weight files on disk (0 when not known before loading)."""
+    folder: Path | None = item.checkpoint.path
+    if folder is None and item.commit is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(item.checkpoint.model, "config.json", revision=item.commit)
+        folder = Path(found).parent if isinstance(found, str) else None
+    if folder is None or not folder.is_dir():
+        return 0
+    return sum(
+        f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth")
+    )
+
+
+def checkpoint_name(checkpoint: Checkpoint) -> str:
+    """``model @ revision``, as progress lines and messages name a checkpoint."""
+    return f"{checkpoint.model} @ {checkpoint.revision}"
