@@ -258,7 +258,8 @@ def _spectrum(
     loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
 ) -> dict[str, Any]:
     """The spectral summaries of the first batch (``spectrum_batch`` 0 in the record)."""
-    from specprobe.linalg.eigen import EigenMethod, spectral_record
+    from specprobe.linalg.spectrum import EigenMethod
+    from specprobe.linalg.summary import spectral_record
 
     summary = spectral_record(
         loaded.model,
