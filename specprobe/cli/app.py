@@ -2,10 +2,7 @@
 registration (one module per command; what they share is in :mod:`specprobe.cli.common`
 and :mod:`specprobe.cli.options`).
 
-Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
-``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
-folder that is not specprobe's or that another process is writing, a recipe that sets
-``trust_remote_code``, and a checkpoint missing weights of its model.
+The exit codes are listed in :mod:`specprobe.cli.common`.
 """
 
 from __future__ import annotations

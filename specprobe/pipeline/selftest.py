@@ -62,9 +62,9 @@ def run_selftest(arch: TinyArch, device: Device, probes: int = 64, seed: int = 0
     Builds J and Θ = J Jᵀ explicitly in float64 for a tiny causal LM (vocabulary 32, width
     16) with a padded batch of 4 × 12 tokens, and checks that the matrix-free measurement
     agrees: exact quantities to 1e-6 relative, the Hutchinson estimate of χ_net (``probes``
-    probes) to within 4 of its standard errors. Cost: seconds on a CPU; the dense
-    reference holds J (D × P, a few MB). Raises SpecprobeError for ``Device.cuda`` without
-    a CUDA device.
+    probes) to within 4 of its standard errors. Memory: the dense reference holds J (D × P)
+    and Θ (D × D) in float64, small at this size. Raises SpecprobeError for ``Device.cuda``
+    without a CUDA device.
     """
     import torch
 
