@@ -7,7 +7,6 @@ file does, fitting its tables to the terminal; the progress displays are in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -17,42 +16,25 @@ from rich.table import Table
 from rich.text import Text
 
 from specprobe.analysis.position import Records
+from specprobe.pipeline.selftest import Selftest
 from specprobe.report.document import Document, Note, build_document
 from specprobe.report.tables import TableData, Tone
 from specprobe.text import significant
 
 
-@dataclass(frozen=True)
-class CheckRow:
-    """One compared quantity of the self-check: the fast path against the dense reference."""
-
-    name: str
-    measured: float
-    reference: float
-    tolerance: float
-    stderr: float | None = None
-
-    @property
-    def error(self) -> float:
-        """Relative error for exact quantities; distance in standard errors for estimates."""
-        if self.stderr:
-            return abs(self.measured - self.reference) / self.stderr
-        return abs(self.measured - self.reference) / max(abs(self.reference), 1e-300)
-
-    @property
-    def ok(self) -> bool:
-        return self.error <= self.tolerance
-
-
-def selftest_table(rows: Sequence[CheckRow], title: str) -> Table:
+def selftest_table(check: Selftest) -> Table:
     """The self-check as a table: value, reference, error and verdict per quantity."""
+    title = (
+        f"selftest: tiny {check.arch.value} on {check.device}, D={check.num_outputs} outputs, "
+        f"P={check.num_params} parameters"
+    )
     table = Table(title=title, title_justify="left")
     table.add_column("quantity")
     table.add_column("specprobe", justify="right")
     table.add_column("dense reference", justify="right")
     table.add_column("error", justify="right")
     table.add_column("", justify="center")
-    for row in rows:
+    for row in check.rows:
         unit = " se" if row.stderr else " rel"
         table.add_row(
             row.name,

@@ -1,0 +1,163 @@
+"""What the commands share: the consoles, library errors mapped to exit codes, the parsers
+of text options, and the printing of records, warnings, HTML reports and figures.
+
+Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
+``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
+folder that is not specprobe's or that another process is writing, a recipe that sets
+``trust_remote_code``, and a checkpoint missing weights of its model. Everything heavy is
+imported inside the functions: ``specprobe --help`` stays torch-free.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from specprobe.analysis.position import Records
+    from specprobe.store.results import ResultStore
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Set by the main callback (``specprobe --debug``) before a command runs."""
+
+    debug = False
+
+
+def handle_errors(command: F) -> F:
+    """Turn a SpecprobeError into ``error: ...`` / ``hint: ...`` on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from specprobe.errors import SpecprobeError
+
+        try:
+            return command(*args, **kwargs)
+        except SpecprobeError as err:
+            if State.debug:
+                raise
+            rank = launched_rank()
+            if rank and getattr(err, "shared", False):  # every process has it; process 0 says it
+                raise typer.Exit(code=2) from None
+            where = f"process {rank}: " if rank else ""
+            err_console.print(f"[bold red]error:[/] {where}{err.message}", highlight=False, soft_wrap=True)
+            if err.hint:
+                err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except OSError as err:  # the file system refused a path given to us: bad input, one line
+            if State.debug:
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
+            )
+            err_console.print(
+                "[bold]hint:[/] check the paths given, their permissions and the free space",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def launched_rank() -> int:
+    """This process's rank under a launcher (0 without one)."""
+    from specprobe.pipeline.processes import process_rank
+
+    return process_rank()
+
+
+# ---- parsing text options ------------------------------------------------------------------------
+
+
+def parse_groups(value: str | None) -> str | dict[str, list[str]] | None:
+    """``auto``, or ``NAME=GLOB,GLOB;NAME=GLOB`` as a mapping of group name to globs."""
+    from specprobe.errors import SpecprobeError
+
+    if value is None or value == "auto":
+        return value
+    groups: dict[str, list[str]] = {}
+    for part in value.split(";"):
+        name, sep, globs = part.partition("=")
+        if not sep or not name.strip() or not globs.strip():
+            raise SpecprobeError(
+                f"expected --groups auto or NAME=GLOB,GLOB;NAME=GLOB, found {part!r}",
+                "e.g. --groups 'attention=*.attention.*;mlp=*.mlp.*'",
+            )
+        groups[name.strip()] = [g.strip() for g in globs.split(",") if g.strip()]
+    return groups
+
+
+def split_list(value: str | None) -> tuple[str, ...] | None:
+    """A comma list as its items (None when it names none)."""
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    return items or None
+
+
+def parse_sets(values: list[str] | None) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as the recipe's variables."""
+    from specprobe.errors import SpecprobeError
+
+    out = {}
+    for item in values or []:
+        if "=" not in item:
+            raise SpecprobeError(f"expected --set NAME=VALUE, found {item!r}", "e.g. --set root=/data/runs")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+# ---- printing and writing ------------------------------------------------------------------------
+
+
+def print_json_lines(records: Records) -> None:
+    """One JSON object a line, as in results.jsonl: for jq and other tools."""
+    for record in records:
+        typer.echo(json.dumps(record, default=str))
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def write_html(records: Records, path: str, store: ResultStore) -> None:
+    """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
+    from specprobe.report.html import write_html as write
+
+    written = write(records, path, config=store.config(), title=f"specprobe report: {store.directory.name}")
+    console.print(f"HTML report in {written}", highlight=False)
+
+
+def write_figures(records: Records, directory: Path) -> None:
+    """The family figures (PNG and SVG) of ``records`` into ``directory``."""
+    from specprobe.report.plots import write_figures as write
+
+    written = write(records, directory)
+    names = sorted({p.stem for p in written})
+    console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
+
+
+def open_run(directory: str, hint: str) -> ResultStore:
+    """The results store of a run directory; SpecprobeError (with ``hint``) if it has none."""
+    from specprobe.errors import SpecprobeError
+    from specprobe.store.results import ResultStore
+
+    store = ResultStore(Path(directory))
+    if not store.exists():
+        raise SpecprobeError(f"expected a run directory with results.jsonl, found none in {directory}", hint)
+    return store

@@ -1,0 +1,80 @@
+"""The options several commands share, each said once, and the one way options become
+settings (:func:`setting_values`).
+
+An option that is the same everywhere is an ``Annotated`` alias here. An option that sets a
+field of the settings (``specprobe.config``) has its help per command (analyze says what it
+is, run what it overrides) but its bounds from the one table of limits, through
+:func:`limited`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from typing import Annotated, Any
+
+import typer
+
+from specprobe.choices import Split
+from specprobe.cli.common import parse_groups, split_list
+from specprobe.config import LIMITS
+
+SPLIT_HELP = (
+    "Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
+    "'batches' (every process measures a share of every checkpoint's batches)."
+)
+GPUS_HELP = "Under a launcher: GPUs each model is spread over."
+PROCESSES_HELP = "Start this many local processes (torchrun) and share the sweep."
+HTML_HELP = "Also write the whole report as one self-contained HTML file (tables, figures, verdict) to share."
+WIDE_HELP = (
+    "Show every table column, however wide (by default the least important are left out to fit the terminal)."
+)
+PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
+
+
+def limited(name: str, help: str, *declarations: str) -> Any:
+    """A ``typer.Option`` for the setting ``name``, bounded by ``LIMITS[name]`` (its low, and
+    its high where it has one)."""
+    limit = LIMITS[name]
+    return typer.Option(*declarations, min=limit.low, max=limit.high, help=help)
+
+
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")]
+Plots = Annotated[bool, typer.Option(help=PLOTS_HELP)]
+Html = Annotated[str | None, typer.Option(help=HTML_HELP)]
+ParallelSplit = Annotated[Split, typer.Option("--split", help=SPLIT_HELP)]
+GpusPerModel = Annotated[int, limited("gpus_per_model", GPUS_HELP)]
+Processes = Annotated[int, limited("processes", PROCESSES_HELP)]
+RecipeArgument = Annotated[str, typer.Argument(help="A recipe file, or the name of a bundled recipe.")]
+RecipeVariables = Annotated[
+    list[str] | None, typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).")
+]
+RunDirectory = Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")]
+
+RENAMED = {"dataset_config": "config", "out": "directory"}
+"""Options whose setting has another name (``--dataset-config`` sets ``data.config``)."""
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "only": split_list,
+    "revisions": split_list,
+    "params": split_list,
+    "groups": parse_groups,
+}
+"""Settings given as text on the command line, and how they are read."""
+
+
+def setting_values(options: Mapping[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """The values of the ``options`` (a command's parameters by name) that set the settings
+    ``names``, keyed by setting name and parsed from their text (comma lists as tuples,
+    ``--groups`` as its mapping). Options that set nothing in ``names`` are left out."""
+    values = {}
+    for option, value in options.items():
+        name = RENAMED.get(option, option)
+        if name in names:
+            parse = PARSERS.get(name)
+            values[name] = value if parse is None else parse(value)
+    return values
+
+
+def field_names(*specs: type) -> set[str]:
+    """The field names of the settings dataclasses ``specs``."""
+    return {f.name for spec in specs for f in dataclasses.fields(spec)}

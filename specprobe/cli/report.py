@@ -1,0 +1,73 @@
+"""``specprobe report`` and ``plot``: a run's results, shown, exported and drawn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from specprobe.cli.common import (
+    console,
+    err_console,
+    handle_errors,
+    open_run,
+    print_json_lines,
+    print_warnings,
+    write_figures,
+    write_html,
+)
+from specprobe.cli.options import WIDE_HELP, Html, JsonOutput, RunDirectory
+
+REPORT_EPILOG = "Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv --html pythia.html"
+PLOT_EPILOG = (
+    "Examples:\n\n  specprobe plot specprobe-demo/run\n\n  specprobe plot runs/pythia --out paper/figures"
+)
+
+
+@handle_errors
+def report(
+    directory: RunDirectory,
+    json_output: JsonOutput = False,
+    wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
+    csv: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write the records' scalar columns to this CSV file (one row per checkpoint)."
+        ),
+    ] = None,
+    html: Html = None,
+) -> None:
+    """Show the report of a finished or partial run."""
+    from specprobe.report.terminal import render_run
+
+    store = open_run(directory, "give the --out directory of specprobe analyze")
+    contents = store.read()
+    print_warnings([line.warning(store.results_path) for line in contents.skipped])
+    records = contents.records
+    if json_output:
+        print_json_lines(records)
+    else:
+        render_run(records, console, wide=wide)
+    if csv is not None:
+        from specprobe.store.frames import write_csv
+
+        rows, columns = write_csv(records, csv)
+        err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
+    if html is not None:
+        write_html(records, html, store)
+
+
+@handle_errors
+def plot(
+    directory: RunDirectory,
+    out: Annotated[
+        str | None, typer.Option(help="Where to write the figures (default: DIR/figures).")
+    ] = None,
+) -> None:
+    """Write the family figures of a run: loss and reach against size, position against
+    compute, gradient amplification, and eNTK spectra when eigenpairs were computed."""
+    from pathlib import Path
+
+    store = open_run(directory, "give the --out directory of specprobe analyze or run")
+    print_warnings(store.warnings())
+    write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
