@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
 from specprobe.pipeline.plan import Observer, PlannedCheckpoint, Subsets, SweepPlan, tokens_seen
 from specprobe.pipeline.writer import stamp
+from specprobe.store.records import GroupRow, Record
 
 AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
 
@@ -104,7 +105,7 @@ def measure_checkpoint(
     *,
     split: BatchSplit | None = None,
     load: Loader | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """The stamped record of one checkpoint (ok, or failed with the error); its
     ``duplicate_of`` is the writer's to settle. ``split`` (default: every batch here)
     decides which batches this process measures; ``load`` (default: :func:`loader`) loads it.
@@ -145,7 +146,7 @@ def measure_checkpoint(
 
 def _measure_loaded(
     loaded: LoadedCheckpoint,
-    record: dict[str, Any],
+    record: Record,
     plan: SweepPlan,
     subsets: Subsets,
     observer: Observer,
@@ -157,12 +158,12 @@ def _measure_loaded(
     start = time.perf_counter()
     fingerprint = fingerprint_weights(loaded.model)
     fingerprint_s = time.perf_counter() - start
-    record.update(fingerprint=fingerprint, num_params=loaded.num_params)
+    record.update({"fingerprint": fingerprint, "num_params": loaded.num_params})
     tok_fp = fingerprint_tokenizer(loaded.tokenizer)
     if tok_fp not in subsets:  # a revision whose tokenizer differs from its model's first
         subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
     subset = subsets[tok_fp]
-    record.update(dataset_fingerprint=subset.fingerprint, tokenizer_fingerprint=tok_fp)
+    record.update({"dataset_fingerprint": subset.fingerprint, "tokenizer_fingerprint": tok_fp})
     batches = subset.batches(plan.data.batch_size)
     start = time.perf_counter()
     measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
@@ -288,20 +289,23 @@ def measured_record(
     step: int | None = None,
     tokens_seen: int | None = None,
     dataset_fingerprint: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+    extra: Record | None = None,
+) -> Record:
     """A finished ``ok`` record in the format a sweep writes, for a model measured in
-    memory (library probes, ONNX graphs): no commit, no duplicate check across a run."""
+    memory (library probes, ONNX graphs): no commit, no duplicate check across a run.
+    ``extra`` are fields added after the measurement's (an ONNX graph's ``onnx_check``)."""
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
     record.update(
-        fingerprint=fingerprint_weights(model),
-        num_params=sum(p.numel() for p in model.parameters()),
-        dataset_fingerprint=dataset_fingerprint,
-        status="ok",
-        **aggregate(measurements),
-        timings={"measure_s": sum(m.time_s for m in measurements)},
-        **extra,
+        {
+            "fingerprint": fingerprint_weights(model),
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "dataset_fingerprint": dataset_fingerprint,
+            "status": "ok",
+        }
     )
+    record.update(aggregate(measurements))
+    record["timings"] = {"measure_s": sum(m.time_s for m in measurements)}
+    record.update(extra or {})
     return stamp(record, settings)
 
 
@@ -313,7 +317,7 @@ def record_head(
     commit: str | None = None,
     step: int | None = None,
     tokens_seen: int | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """The fields every record starts with, in the order records show them; ``failed``
     with no error until the measurement fills it in."""
     return {
@@ -330,7 +334,7 @@ def record_head(
     }
 
 
-def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
+def aggregate(measurements: Sequence[Measurement]) -> Record:
     """Mean over batches with a standard error (positions compare only at equal D per batch).
 
     With several batches the standard error is the spread of the batch values over
@@ -362,22 +366,33 @@ def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
     )
     if first.groups is not None:
         out["groups"] = _aggregate_groups(measurements)
-    return out
+    return cast(Record, out)  # the keys: AGGREGATED, each with _stderr, and the fields above
 
 
-def _aggregate_groups(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
     """Per group, the mean over batches of each value (χ_net with a standard error)."""
     rows = []
     for i, share in enumerate(measurements[0].groups or ()):
         per_batch = [m.groups[i] for m in measurements if m.groups is not None]
-        row: dict[str, Any] = {"name": share.name, "num_params": share.num_params}
-        for name in ("chi_net", "grad_norm_sq", "spectral_position", "chi_net_share", "grad_norm_sq_share"):
-            row[name] = float(np.mean([getattr(g, name) for g in per_batch]))
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(g, name) for g in per_batch]))  # noqa: B023 (used at once)
+
         chi = np.array([g.chi_net for g in per_batch])
-        row["chi_net_stderr"] = (
-            float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+        rows.append(
+            GroupRow(
+                name=share.name,
+                num_params=share.num_params,
+                chi_net=mean("chi_net"),
+                grad_norm_sq=mean("grad_norm_sq"),
+                spectral_position=mean("spectral_position"),
+                chi_net_share=mean("chi_net_share"),
+                grad_norm_sq_share=mean("grad_norm_sq_share"),
+                chi_net_stderr=(
+                    float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+                ),
+            )
         )
-        rows.append(row)
     return rows
 
 

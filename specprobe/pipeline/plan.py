@@ -24,6 +24,7 @@ from specprobe.models.data import TokenSubset, build_subset
 from specprobe.models.fingerprint import fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
 from specprobe.models.loading import inspect_checkpoint
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
@@ -76,16 +77,16 @@ class Observer:
     def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
         """Batch ``index`` is measured."""
 
-    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    def finished(self, checkpoint: Checkpoint, record: Record) -> None:
         """The checkpoint's record (ok or failed) is written."""
 
-    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    def skipped(self, checkpoint: Checkpoint, record: Record) -> None:
         """The checkpoint was measured before with the same settings (--resume)."""
 
 
 @dataclass
 class SweepResult:
-    records: list[dict[str, Any]]
+    records: list[Record]
     """The records of this sweep's checkpoints (resumed ones included), in plan order."""
     measured: int
     skipped: int

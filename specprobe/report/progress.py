@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from specprobe.pipeline.plan import Observer
+from specprobe.store.records import Record
 
 
 class SweepProgress(Observer):
@@ -61,7 +62,7 @@ class SweepProgress(Observer):
     def batch_done(self, checkpoint: Any, index: int) -> None:
         self.progress.advance(self.batches)
 
-    def finished(self, checkpoint: Any, record: dict[str, Any]) -> None:
+    def finished(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
         self.progress.update(self.batches, visible=False)
         if record.get("status") != "ok":
@@ -69,7 +70,7 @@ class SweepProgress(Observer):
                 f"[red]failed[/] {checkpoint.model} @ {checkpoint.revision}: {record.get('error')}"
             )
 
-    def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
+    def skipped(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
 
 
