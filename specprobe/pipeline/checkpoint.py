@@ -259,7 +259,8 @@ def _spectrum(
     loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
 ) -> dict[str, Any]:
     """The spectral summaries of the first batch (``spectrum_batch`` 0 in the record)."""
-    from specprobe.linalg.eigen import EigenMethod, spectral_record
+    from specprobe.linalg.spectrum import EigenMethod
+    from specprobe.linalg.summary import spectral_record
 
     summary = spectral_record(
         loaded.model,
@@ -374,26 +375,29 @@ def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
     rows = []
     for i, share in enumerate(measurements[0].groups or ()):
         per_batch = [m.groups[i] for m in measurements if m.groups is not None]
-
-        def mean(name: str) -> float:
-            return float(np.mean([getattr(g, name) for g in per_batch]))  # noqa: B023 (used at once)
-
         chi = np.array([g.chi_net for g in per_batch])
         rows.append(
             GroupRow(
                 name=share.name,
                 num_params=share.num_params,
-                chi_net=mean("chi_net"),
-                grad_norm_sq=mean("grad_norm_sq"),
-                spectral_position=mean("spectral_position"),
-                chi_net_share=mean("chi_net_share"),
-                grad_norm_sq_share=mean("grad_norm_sq_share"),
+                chi_net=_mean(per_batch, "chi_net"),
+                grad_norm_sq=_mean(per_batch, "grad_norm_sq"),
+                spectral_position=_mean(per_batch, "spectral_position"),
+                chi_net_share=_mean(per_batch, "chi_net_share"),
+                grad_norm_sq_share=_mean(per_batch, "grad_norm_sq_share"),
                 chi_net_stderr=(
-                    float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+                    float(chi.std(ddof=1) / np.sqrt(len(chi)))
+                    if len(chi) > 1
+                    else per_batch[0].chi_net_stderr
                 ),
             )
         )
     return rows
+
+
+def _mean(values: Sequence[Any], name: str) -> float:
+    """The mean of attribute ``name`` over ``values``."""
+    return float(np.mean([getattr(v, name) for v in values]))
 
 
 def _is_oom(err: BaseException) -> bool:
