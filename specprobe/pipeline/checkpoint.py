@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,8 +30,6 @@ from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint
 from specprobe.pipeline.plan import Observer, PlannedCheckpoint, Subsets, SweepPlan, tokens_seen
 from specprobe.pipeline.writer import stamp
 from specprobe.store.records import GroupRow, Record
-
-AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
 
 Loader = Callable[[Checkpoint], LoadedCheckpoint]
 """Loads a checkpoint's model and tokenizer (where: the executor's choice)."""
@@ -342,32 +340,54 @@ def aggregate(measurements: Sequence[Measurement]) -> Record:
     √batches (it includes the probes' noise); with one batch it is the measurement's own.
     """
     first = measurements[0]
-    out: dict[str, Any] = {}
-    for name in AGGREGATED:
-        values = np.array([getattr(m, name) for m in measurements])
-        out[name] = float(values.mean())
-        if len(values) > 1:
-            out[f"{name}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values)))
-        elif name in ("chi_net", "spectral_position"):
-            out[f"{name}_stderr"] = getattr(first, f"{name}_stderr")
-        elif name == "normalized_position":
-            out[f"{name}_stderr"] = first.num_outputs * first.spectral_position_stderr
-        else:
-            out[f"{name}_stderr"] = 0.0
-    out.update(
-        num_batches=len(measurements),
-        num_outputs=first.num_outputs,
-        num_params_selected=first.num_params,
-        num_tokens=sum(m.num_tokens for m in measurements),
-        estimator=first.estimator,
-        probes=first.probes,
-        micro_batch_size=max(m.micro_batch_size for m in measurements),
-        dtype=first.dtype,
-        batches=[m.to_dict() for m in measurements],
-    )
+    loss, loss_se = _mean_stderr(measurements, "loss")
+    grad, grad_se = _mean_stderr(measurements, "grad_norm_sq")
+    chi_loss, chi_loss_se = _mean_stderr(measurements, "chi_loss")
+    chi_net, chi_net_se = _mean_stderr(measurements, "chi_net")
+    position, position_se = _mean_stderr(measurements, "spectral_position")
+    normalized, normalized_se = _mean_stderr(measurements, "normalized_position")
+    out: Record = {
+        "loss": loss,
+        "loss_stderr": loss_se,
+        "grad_norm_sq": grad,
+        "grad_norm_sq_stderr": grad_se,
+        "chi_loss": chi_loss,
+        "chi_loss_stderr": chi_loss_se,
+        "chi_net": chi_net,
+        "chi_net_stderr": chi_net_se,
+        "spectral_position": position,
+        "spectral_position_stderr": position_se,
+        "normalized_position": normalized,
+        "normalized_position_stderr": normalized_se,
+        "num_batches": len(measurements),
+        "num_outputs": first.num_outputs,
+        "num_params_selected": first.num_params,
+        "num_tokens": sum(m.num_tokens for m in measurements),
+        "estimator": first.estimator,
+        "probes": first.probes,
+        "micro_batch_size": max(m.micro_batch_size for m in measurements),
+        "dtype": first.dtype,
+        "batches": [m.to_dict() for m in measurements],
+    }
     if first.groups is not None:
         out["groups"] = _aggregate_groups(measurements)
-    return cast(Record, out)  # the keys: AGGREGATED, each with _stderr, and the fields above
+    return out
+
+
+def _mean_stderr(measurements: Sequence[Measurement], name: str) -> tuple[float, float]:
+    """The mean over the batches of value ``name`` and its standard error (see :func:`aggregate`;
+    with one batch, 0 for the values a measurement gives no error for)."""
+    first = measurements[0]
+    values = np.array([getattr(m, name) for m in measurements])
+    if len(values) > 1:
+        stderr = float(values.std(ddof=1) / np.sqrt(len(values)))
+    elif name in ("chi_net", "spectral_position"):
+        stderr = getattr(first, f"{name}_stderr")
+    elif name == "normalized_position":
+        stderr = first.num_outputs * first.spectral_position_stderr
+    else:
+        stderr = 0.0
+    return float(values.mean()), stderr
 
 
 def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
