@@ -11,15 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 from specprobe.errors import SpecprobeError
 from specprobe.store.records import Record
-
-Records = Sequence[Record] | Sequence[dict[str, Any]]
-"""What the entry points of the analysis and the reports accept: records typed as
-:class:`~specprobe.store.records.Record`, or the plain dicts a store loads (the same
-objects at run time: a Record is a plain dict)."""
 
 SIGNIFICANCE = 2.0
 """A difference counts when it exceeds this many combined standard errors, √(se₁² + se₂²)."""
@@ -38,11 +33,6 @@ class Position(str, Enum):
     def symbol(self) -> str:
         """How a reader writes the scale: ``D·χ_pos`` or ``χ_pos``."""
         return "D·χ_pos" if self is Position.NORMALIZED else "χ_pos"
-
-
-def as_records(records: Records) -> Sequence[Record]:
-    """``records`` typed as Records (no copy, no check: the store checks what it reads)."""
-    return cast(Sequence[Record], records)
 
 
 def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:

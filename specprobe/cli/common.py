@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from specprobe.analysis.position import Records
+    from specprobe.store.records import Record
     from specprobe.store.results import ResultStore
 
 console = Console()
@@ -124,7 +124,7 @@ def parse_sets(values: list[str] | None) -> dict[str, str]:
 # ---- printing and writing ------------------------------------------------------------------------
 
 
-def print_json_lines(records: Records) -> None:
+def print_json_lines(records: Sequence[Record]) -> None:
     """One JSON object a line, as in results.jsonl: for jq and other tools."""
     for record in records:
         typer.echo(json.dumps(record, default=str))
@@ -135,7 +135,7 @@ def print_warnings(warnings: list[str]) -> None:
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
-def write_html(records: Records, path: str, store: ResultStore) -> None:
+def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None:
     """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
     from specprobe.report.html import write_html as write
 
@@ -143,7 +143,7 @@ def write_html(records: Records, path: str, store: ResultStore) -> None:
     console.print(f"HTML report in {written}", highlight=False)
 
 
-def write_figures(records: Records, directory: Path) -> None:
+def write_figures(records: Sequence[Record], directory: Path) -> None:
     """The family figures (PNG and SVG) of ``records`` into ``directory``."""
     from specprobe.report.plots import write_figures as write
 

@@ -41,6 +41,11 @@ class Checkpoint:
     def step(self) -> int | None:
         return parse_step(self.revision)
 
+    @property
+    def name(self) -> str:
+        """``model @ revision``, as progress lines and messages name a checkpoint."""
+        return f"{self.model} @ {self.revision}"
+
 
 LOCAL_REVISION = "local"
 """The revision name of a local directory that is itself one checkpoint."""

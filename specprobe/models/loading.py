@@ -48,7 +48,7 @@ def remote_code_error(checkpoint: Checkpoint, commit: str | None) -> SpecprobeEr
                     module = item.split("--")[-1].rsplit(".", 1)[0].replace(".", "/") + ".py"
                     if module not in files:
                         files.append(module)
-    where = f"{source}/" if checkpoint.path is not None else f"{checkpoint.model} @ {checkpoint.revision}: "
+    where = f"{source}/" if checkpoint.path is not None else f"{checkpoint.name}: "
     named = ", ".join(f"{where}{f}" for f in files) if files else f"Python files in {source}"
     return SpecprobeError(
         f"{checkpoint.model} needs its own Python code to load ({named}), and specprobe runs "

@@ -29,8 +29,7 @@ from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
 from specprobe.pipeline.plan import Observer, PlannedCheckpoint, Subsets, SweepPlan, tokens_seen
 from specprobe.pipeline.writer import stamp
-
-AGGREGATED = ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position")
+from specprobe.store.records import GroupRow, Record
 
 Loader = Callable[[Checkpoint], LoadedCheckpoint]
 """Loads a checkpoint's model and tokenizer (where: the executor's choice)."""
@@ -104,7 +103,7 @@ def measure_checkpoint(
     *,
     split: BatchSplit | None = None,
     load: Loader | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """The stamped record of one checkpoint (ok, or failed with the error); its
     ``duplicate_of`` is the writer's to settle. ``split`` (default: every batch here)
     decides which batches this process measures; ``load`` (default: :func:`loader`) loads it.
@@ -145,7 +144,7 @@ def measure_checkpoint(
 
 def _measure_loaded(
     loaded: LoadedCheckpoint,
-    record: dict[str, Any],
+    record: Record,
     plan: SweepPlan,
     subsets: Subsets,
     observer: Observer,
@@ -157,18 +156,18 @@ def _measure_loaded(
     start = time.perf_counter()
     fingerprint = fingerprint_weights(loaded.model)
     fingerprint_s = time.perf_counter() - start
-    record.update(fingerprint=fingerprint, num_params=loaded.num_params)
+    record.update({"fingerprint": fingerprint, "num_params": loaded.num_params})
     tok_fp = fingerprint_tokenizer(loaded.tokenizer)
     if tok_fp not in subsets:  # a revision whose tokenizer differs from its model's first
         subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
     subset = subsets[tok_fp]
-    record.update(dataset_fingerprint=subset.fingerprint, tokenizer_fingerprint=tok_fp)
+    record.update({"dataset_fingerprint": subset.fingerprint, "tokenizer_fingerprint": tok_fp})
     batches = subset.batches(plan.data.batch_size)
     start = time.perf_counter()
     measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
     record.update(aggregate(measurements))
     if plan.probe.eigen and split.lead:
-        observer.preparing(f"eigenpairs of {ckpt.model} @ {ckpt.revision}")
+        observer.preparing(f"eigenpairs of {ckpt.name}")
         record["spectrum"] = _spectrum(loaded, batches[0], measurements[0], plan.probe)
         record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
     record["timings"] = {
@@ -289,20 +288,23 @@ def measured_record(
     step: int | None = None,
     tokens_seen: int | None = None,
     dataset_fingerprint: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
+    extra: Record | None = None,
+) -> Record:
     """A finished ``ok`` record in the format a sweep writes, for a model measured in
-    memory (library probes, ONNX graphs): no commit, no duplicate check across a run."""
+    memory (library probes, ONNX graphs): no commit, no duplicate check across a run.
+    ``extra`` are fields added after the measurement's (an ONNX graph's ``onnx_check``)."""
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
     record.update(
-        fingerprint=fingerprint_weights(model),
-        num_params=sum(p.numel() for p in model.parameters()),
-        dataset_fingerprint=dataset_fingerprint,
-        status="ok",
-        **aggregate(measurements),
-        timings={"measure_s": sum(m.time_s for m in measurements)},
-        **extra,
+        {
+            "fingerprint": fingerprint_weights(model),
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "dataset_fingerprint": dataset_fingerprint,
+            "status": "ok",
+        }
     )
+    record.update(aggregate(measurements))
+    record["timings"] = {"measure_s": sum(m.time_s for m in measurements)}
+    record.update(extra or {})
     return stamp(record, settings)
 
 
@@ -314,7 +316,7 @@ def record_head(
     commit: str | None = None,
     step: int | None = None,
     tokens_seen: int | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """The fields every record starts with, in the order records show them; ``failed``
     with no error until the measurement fills it in."""
     return {
@@ -331,55 +333,91 @@ def record_head(
     }
 
 
-def aggregate(measurements: Sequence[Measurement]) -> dict[str, Any]:
+def aggregate(measurements: Sequence[Measurement]) -> Record:
     """Mean over batches with a standard error (positions compare only at equal D per batch).
 
     With several batches the standard error is the spread of the batch values over
     √batches (it includes the probes' noise); with one batch it is the measurement's own.
     """
     first = measurements[0]
-    out: dict[str, Any] = {}
-    for name in AGGREGATED:
-        values = np.array([getattr(m, name) for m in measurements])
-        out[name] = float(values.mean())
-        if len(values) > 1:
-            out[f"{name}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values)))
-        elif name in ("chi_net", "spectral_position"):
-            out[f"{name}_stderr"] = getattr(first, f"{name}_stderr")
-        elif name == "normalized_position":
-            out[f"{name}_stderr"] = first.num_outputs * first.spectral_position_stderr
-        else:
-            out[f"{name}_stderr"] = 0.0
-    out.update(
-        num_batches=len(measurements),
-        num_outputs=first.num_outputs,
-        num_params_selected=first.num_params,
-        num_tokens=sum(m.num_tokens for m in measurements),
-        estimator=first.estimator,
-        probes=first.probes,
-        micro_batch_size=max(m.micro_batch_size for m in measurements),
-        dtype=first.dtype,
-        batches=[m.to_dict() for m in measurements],
-    )
+    loss, loss_se = _mean_stderr(measurements, "loss")
+    grad, grad_se = _mean_stderr(measurements, "grad_norm_sq")
+    chi_loss, chi_loss_se = _mean_stderr(measurements, "chi_loss")
+    chi_net, chi_net_se = _mean_stderr(measurements, "chi_net")
+    position, position_se = _mean_stderr(measurements, "spectral_position")
+    normalized, normalized_se = _mean_stderr(measurements, "normalized_position")
+    out: Record = {
+        "loss": loss,
+        "loss_stderr": loss_se,
+        "grad_norm_sq": grad,
+        "grad_norm_sq_stderr": grad_se,
+        "chi_loss": chi_loss,
+        "chi_loss_stderr": chi_loss_se,
+        "chi_net": chi_net,
+        "chi_net_stderr": chi_net_se,
+        "spectral_position": position,
+        "spectral_position_stderr": position_se,
+        "normalized_position": normalized,
+        "normalized_position_stderr": normalized_se,
+        "num_batches": len(measurements),
+        "num_outputs": first.num_outputs,
+        "num_params_selected": first.num_params,
+        "num_tokens": sum(m.num_tokens for m in measurements),
+        "estimator": first.estimator,
+        "probes": first.probes,
+        "micro_batch_size": max(m.micro_batch_size for m in measurements),
+        "dtype": first.dtype,
+        "batches": [m.to_dict() for m in measurements],
+    }
     if first.groups is not None:
         out["groups"] = _aggregate_groups(measurements)
     return out
 
 
-def _aggregate_groups(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+def _mean_stderr(measurements: Sequence[Measurement], name: str) -> tuple[float, float]:
+    """The mean over the batches of value ``name`` and its standard error (see :func:`aggregate`;
+    with one batch, 0 for the values a measurement gives no error for)."""
+    first = measurements[0]
+    values = np.array([getattr(m, name) for m in measurements])
+    if len(values) > 1:
+        stderr = float(values.std(ddof=1) / np.sqrt(len(values)))
+    elif name in ("chi_net", "spectral_position"):
+        stderr = getattr(first, f"{name}_stderr")
+    elif name == "normalized_position":
+        stderr = first.num_outputs * first.spectral_position_stderr
+    else:
+        stderr = 0.0
+    return float(values.mean()), stderr
+
+
+def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
     """Per group, the mean over batches of each value (χ_net with a standard error)."""
     rows = []
     for i, share in enumerate(measurements[0].groups or ()):
         per_batch = [m.groups[i] for m in measurements if m.groups is not None]
-        row: dict[str, Any] = {"name": share.name, "num_params": share.num_params}
-        for name in ("chi_net", "grad_norm_sq", "spectral_position", "chi_net_share", "grad_norm_sq_share"):
-            row[name] = float(np.mean([getattr(g, name) for g in per_batch]))
         chi = np.array([g.chi_net for g in per_batch])
-        row["chi_net_stderr"] = (
-            float(chi.std(ddof=1) / np.sqrt(len(chi))) if len(chi) > 1 else per_batch[0].chi_net_stderr
+        rows.append(
+            GroupRow(
+                name=share.name,
+                num_params=share.num_params,
+                chi_net=_mean(per_batch, "chi_net"),
+                grad_norm_sq=_mean(per_batch, "grad_norm_sq"),
+                spectral_position=_mean(per_batch, "spectral_position"),
+                chi_net_share=_mean(per_batch, "chi_net_share"),
+                grad_norm_sq_share=_mean(per_batch, "grad_norm_sq_share"),
+                chi_net_stderr=(
+                    float(chi.std(ddof=1) / np.sqrt(len(chi)))
+                    if len(chi) > 1
+                    else per_batch[0].chi_net_stderr
+                ),
+            )
         )
-        rows.append(row)
     return rows
+
+
+def _mean(values: Sequence[Any], name: str) -> float:
+    """The mean of attribute ``name`` over ``values``."""
+    return float(np.mean([getattr(v, name) for v in values]))
 
 
 def _is_oom(err: BaseException) -> bool:

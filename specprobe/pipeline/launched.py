@@ -49,7 +49,6 @@ from specprobe.pipeline.plan import (
     Subsets,
     SweepRequest,
     SweepResult,
-    checkpoint_name,
     preflight,
     weights_bytes,
 )
@@ -67,6 +66,7 @@ from specprobe.pipeline.processes import (
     terminated,
 )
 from specprobe.pipeline.writer import RunWriter, open_run
+from specprobe.store.records import Record
 
 POLL_S = 0.2
 """How often process 0 looks for records while it has nothing of its own to measure."""
@@ -182,7 +182,7 @@ class LaunchedExecutor:
             "gpus_per_model": self.parallel.gpus_per_model,
         }
 
-    def _measure(self, index: int, observer: Observer, split: BatchSplit | None = None) -> dict[str, Any]:
+    def _measure(self, index: int, observer: Observer, split: BatchSplit | None = None) -> Record:
         """The record of plan index ``index``, loaded onto this process's GPUs."""
         probe, gpus = self.plan.probe, self.gpus
         if gpus is not None and len(gpus) > 1 and probe.device is Device.cuda:
@@ -197,7 +197,7 @@ class LaunchedExecutor:
         store, keys = self.team.store, self.keys
         lead = _LeadWriter(self) if self.lead else None
         observer: Observer = lead.observer if lead is not None else _Reporter(store, keys, self.team.rank)
-        mine: list[dict[str, Any]] = []
+        mine: list[Record] = []
         with stopped_by_sigterm(self.lead):
             try:
                 if self.gpus != ():  # a process of a GPU group that only waits claims nothing
@@ -229,7 +229,7 @@ class LaunchedExecutor:
         share = BatchShare(self.team)
         lead = _LeadWriter(self) if self.lead else None
         observer = lead.observer if lead is not None else Observer()
-        mine = []
+        mine: list[Record] = []
         with stopped_by_sigterm(self.lead):
             try:
                 for claim, index in enumerate(self.todo):
@@ -244,7 +244,7 @@ class LaunchedExecutor:
         return lead.writer.result() if lead is not None else _measured_here(mine)
 
 
-def _measured_here(records: list[dict[str, Any]]) -> SweepResult:
+def _measured_here(records: list[Record]) -> SweepResult:
     """A worker's result: the records it measured (process 0 wrote them)."""
     return SweepResult(
         records=records,
@@ -286,16 +286,16 @@ class _Reporter(Observer):
         or_stopped(self.store.set, self.keys.status(self.rank), text)
 
     def loading(self, checkpoint: Checkpoint) -> None:
-        self._say(f"loading {checkpoint_name(checkpoint)}")
+        self._say(f"loading {checkpoint.name}")
 
     def measuring(self, checkpoint: Checkpoint, batches: int) -> None:
         self.total = batches
         self.done = 0
-        self._say(f"{checkpoint_name(checkpoint)} 0/{batches}")
+        self._say(f"{checkpoint.name} 0/{batches}")
 
     def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
         self.done += 1
-        self._say(f"{checkpoint_name(checkpoint)} {self.done}/{self.total}")
+        self._say(f"{checkpoint.name} {self.done}/{self.total}")
 
 
 class _LeadWriter:
@@ -312,7 +312,7 @@ class _LeadWriter:
         self.last_status = 0.0
         self.observer = _LeadObserver(self)
 
-    def accept(self, claim: int, record: dict[str, Any]) -> None:
+    def accept(self, claim: int, record: Record) -> None:
         self.claims.add(claim)
         self.writer.accept(self.todo[claim], record)
 
@@ -378,19 +378,19 @@ class _LeadObserver(Observer):
         self.done = 0
 
     def loading(self, checkpoint: Checkpoint) -> None:
-        self.own = f"loading {checkpoint_name(checkpoint)}"
+        self.own = f"loading {checkpoint.name}"
         self.inner.loading(checkpoint)
         self.lead.poll()
 
     def measuring(self, checkpoint: Checkpoint, batches: int) -> None:
         self.total, self.done = batches, 0
-        self.own = f"{checkpoint_name(checkpoint)} 0/{batches}"
+        self.own = f"{checkpoint.name} 0/{batches}"
         self.inner.measuring(checkpoint, batches)
         self.lead.poll()
 
     def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
         self.done += 1
-        self.own = f"{checkpoint_name(checkpoint)} {self.done}/{self.total}"
+        self.own = f"{checkpoint.name} {self.done}/{self.total}"
         self.inner.batch_done(checkpoint, index)
         self.lead.poll()
 

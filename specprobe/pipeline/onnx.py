@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from specprobe.errors import SpecprobeError
 from specprobe.models.onnx.batch import is_causal_lm, load_arrays, measured_module, onnx_batch
 from specprobe.models.onnx.graph import OnnxCheck, load_onnx
 from specprobe.store.folder import check_run_folder
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 DEFAULT_PROBE = ProbeSpec(estimator=Estimator.HUTCHINSON)
@@ -32,7 +32,7 @@ def measure_onnx_file(
     probe: ProbeSpec = DEFAULT_PROBE,
     *,
     tolerance: float = 1e-4,
-) -> tuple[dict[str, Any], OnnxCheck]:
+) -> tuple[Record, OnnxCheck]:
     """Convert, check and measure an ONNX model; returns a results record and the check.
 
     The record has the format ``specprobe analyze`` writes (revision ``onnx``), with the
@@ -63,10 +63,12 @@ def measure_onnx_file(
         label=Path(path).stem,
         revision="onnx",
         dataset_fingerprint=fingerprint,
-        onnx_check={
-            "max_abs_error": check.max_abs_error,
-            "max_rel_error": check.max_rel_error,
-            "tolerance": check.tolerance,
+        extra={
+            "onnx_check": {
+                "max_abs_error": check.max_abs_error,
+                "max_rel_error": check.max_rel_error,
+                "tolerance": check.tolerance,
+            }
         },
     )
     return record, check
@@ -79,7 +81,7 @@ def measure_onnx_files(
     out: str | Path | None,
     *,
     checked: Callable[[str, OnnxCheck], None] | None = None,
-) -> tuple[ResultStore, list[dict[str, Any]]]:
+) -> tuple[ResultStore, list[Record]]:
     """Measure every ONNX file of ``models`` on ``inputs`` and write the records into the
     run folder ``out`` (default: a new one under ./specprobe-runs/); ``checked`` hears of
     each conversion check as it passes. Raises SpecprobeError before measuring when the
@@ -100,7 +102,7 @@ def measure_onnx_files(
     directory = Path(out) if out else default_out_dir()
     check_run_folder(directory)
     probe.validate()
-    records = []
+    records: list[Record] = []
     for model in models:
         record, check = measure_onnx_file(model, inputs, probe)
         if checked is not None:

@@ -24,6 +24,7 @@ from specprobe.models.data import TokenSubset, build_subset
 from specprobe.models.fingerprint import fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
 from specprobe.models.loading import inspect_checkpoint
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
@@ -76,16 +77,16 @@ class Observer:
     def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
         """Batch ``index`` is measured."""
 
-    def finished(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    def finished(self, checkpoint: Checkpoint, record: Record) -> None:
         """The checkpoint's record (ok or failed) is written."""
 
-    def skipped(self, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    def skipped(self, checkpoint: Checkpoint, record: Record) -> None:
         """The checkpoint was measured before with the same settings (--resume)."""
 
 
 @dataclass
 class SweepResult:
-    records: list[dict[str, Any]]
+    records: list[Record]
     """The records of this sweep's checkpoints (resumed ones included), in plan order."""
     measured: int
     skipped: int
@@ -147,7 +148,7 @@ def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckp
     planned = []
     for spec in plan.models:
         for ckpt in find_checkpoints(spec.id, spec.revisions):
-            observer.preparing(f"resolving {ckpt.model} @ {ckpt.revision}")
+            observer.preparing(f"resolving {ckpt.name}")
             commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
             planned.append(PlannedCheckpoint(spec, ckpt, commit))
     return planned
@@ -231,8 +232,3 @@ def weights_bytes(item: PlannedCheckpoint) -> int:
     return sum(
         f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth")
     )
-
-
-def checkpoint_name(checkpoint: Checkpoint) -> str:
-    """``model @ revision``, as progress lines and messages name a checkpoint."""
-    return f"{checkpoint.model} @ {checkpoint.revision}"

@@ -30,6 +30,7 @@ from specprobe.core.measure import Estimator, Measurement
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import fingerprint_ids
 from specprobe.pipeline.checkpoint import measure_with
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 
@@ -174,7 +175,7 @@ class Probe:
         step: int | None,
         revision: str | None = None,
         tokens_seen: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Record:
         """The results record of one measurement, in the format ``specprobe analyze`` writes."""
         from specprobe.pipeline.checkpoint import measured_record
 

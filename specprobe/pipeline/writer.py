@@ -13,23 +13,26 @@ from typing import Any
 
 from specprobe.config import Settings
 from specprobe.errors import SpecprobeError
-from specprobe.pipeline.plan import Observer, PlannedCheckpoint, SweepPlan, SweepResult, checkpoint_name
+from specprobe.pipeline.plan import Observer, PlannedCheckpoint, SweepPlan, SweepResult
 from specprobe.store.folder import check_run_folder
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 Key = tuple[str, str]
 """(model, revision)."""
 
 
-def stamp(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def stamp(record: Record, settings: Settings) -> Record:
     """Add what every record ends with: its settings, their hash, the version, the time."""
     from specprobe.version import __version__
 
     record.update(
-        settings=settings.to_dict(),
-        settings_hash=settings.hash(),
-        specprobe_version=__version__,
-        finished_at=now(),
+        {
+            "settings": settings.to_dict(),
+            "settings_hash": settings.hash(),
+            "specprobe_version": __version__,
+            "finished_at": now(),
+        }
     )
     return record
 
@@ -58,7 +61,7 @@ def open_run(
     resume: bool,
     invocation: dict[str, Any] | None,
     extra: dict[str, Any] | None = None,
-) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+) -> tuple[dict[Key, Record], list[str]]:
     """With the run folder's lock held: check the folder again (another writer may have
     finished while we waited), set a cut last line aside when resuming, add this
     invocation to config.json (with ``extra``, e.g. the world size), and return the
@@ -115,7 +118,7 @@ class RunWriter:
         plan: SweepPlan,
         store: ResultStore,
         planned: list[PlannedCheckpoint],
-        done: dict[Key, dict[str, Any]],
+        done: dict[Key, Record],
         observer: Observer,
         warnings: list[str] | None = None,
     ) -> None:
@@ -124,7 +127,7 @@ class RunWriter:
         self.done = {key: record for key, record in done.items() if key in keys}
         self.warnings = warnings or []
         self.todo = [i for i, item in enumerate(planned) if item.key not in self.done]
-        self.received: dict[int, dict[str, Any]] = {}
+        self.received: dict[int, Record] = {}
         self._first: dict[str, int] = {}  # fingerprint -> the first plan index known with it
         observer.planned([item.checkpoint for item in planned])
         for index, item in enumerate(planned):
@@ -132,18 +135,18 @@ class RunWriter:
                 self._register(index, self.done[item.key])
                 observer.skipped(item.checkpoint, self.done[item.key])
 
-    def _register(self, index: int, record: dict[str, Any]) -> None:
+    def _register(self, index: int, record: Record) -> None:
         fingerprint = record.get("fingerprint")
         if fingerprint:
             self._first[fingerprint] = min(self._first.get(fingerprint, index), index)
 
-    def _duplicate_of(self, index: int, record: dict[str, Any]) -> str | None:
+    def _duplicate_of(self, index: int, record: Record) -> str | None:
         fingerprint = record.get("fingerprint")
         if not fingerprint:
             return None
         return duplicate_name(self.planned[self._first[fingerprint]].key, self.planned[index].key)
 
-    def accept(self, index: int, record: dict[str, Any]) -> None:
+    def accept(self, index: int, record: Record) -> None:
         """Write the measured record of plan index ``index`` and tell the observer."""
         self._register(index, record)
         record["duplicate_of"] = self._duplicate_of(index, record)
@@ -154,14 +157,12 @@ class RunWriter:
     def missing(self, order: list[int] | None = None) -> list[str]:
         """The checkpoints left to measure that were not handed over (``model @ revision``),
         in ``order`` (plan indices; default: plan order)."""
-        return [
-            checkpoint_name(self.planned[i].checkpoint) for i in order or self.todo if i not in self.received
-        ]
+        return [self.planned[i].checkpoint.name for i in order or self.todo if i not in self.received]
 
     def result(self) -> SweepResult:
         """Every record of the plan in plan order, ``duplicate_of`` settled in plan order
         (a record whose value changed is written again: the last line of a key wins)."""
-        records = []
+        records: list[Record] = []
         for index, item in enumerate(self.planned):
             record = self.done.get(item.key) or self.received[index]
             if index in self.received:

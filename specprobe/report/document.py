@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from specprobe.analysis.family import PowerLawFit, analysed, summarize
-from specprobe.analysis.position import Records, as_records, group_by_model
+from specprobe.analysis.position import group_by_model
 from specprobe.report import tables
 from specprobe.report.plots import position_chart
 from specprobe.report.tables import TableData, Tone
@@ -105,10 +105,9 @@ class Document:
         return position_chart(self.records)
 
 
-def build_document(loaded: Records, config: dict[str, Any] | None = None) -> Document:
+def build_document(records: Sequence[Record], config: dict[str, Any] | None = None) -> Document:
     """The report of the records; ``config`` is the run's ``config.json`` (for the command
     that made it). Cost: one pass over the records and the family view's fits."""
-    records = as_records(loaded)
     groups = group_by_model(records)
     return Document(
         records=tuple(records),

@@ -23,11 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from specprobe.analysis.position import Records
 from specprobe.errors import SpecprobeError
 from specprobe.report.document import Document, FamilyView, Note, Settings, build_document
 from specprobe.report.tables import TableData, Tone
 from specprobe.store.folder import atomic_write
+from specprobe.store.records import Record
 
 _CSS = """
 :root { --fg: #1d2433; --muted: #5b6475; --line: #d9dde5; --head: #f3f5f8; --accent: #2f5d9f;
@@ -256,7 +256,7 @@ def _notes_html(notes: Sequence[Note]) -> str:
 
 
 def render_html(
-    records: Records,
+    records: Sequence[Record],
     *,
     config: dict[str, Any] | None = None,
     title: str = "specprobe report",
@@ -290,7 +290,7 @@ def render_html(
 
 
 def write_html(
-    records: Records,
+    records: Sequence[Record],
     path: Path | str,
     *,
     config: dict[str, Any] | None = None,

@@ -31,8 +31,8 @@ from specprobe.analysis.family import (
     position_vs_compute,
     spectral_reach,
 )
-from specprobe.analysis.position import Records, as_records
 from specprobe.errors import SpecprobeError
+from specprobe.report.tables import checkpoint_name
 from specprobe.store.records import Record
 from specprobe.text import count
 
@@ -285,7 +285,7 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
         trace = float(r.get("chi_net") or sum(eig))
         norm = [v / trace for v in eig if v > 0]
         ks = list(range(1, len(norm) + 1))
-        label = f"{r.get('label') or r.get('model')} @ {r.get('revision')}"
+        label = checkpoint_name(r)
         ax.plot(ks, norm, "-", color=colour, linewidth=1.4, label=label)
         pos = float(r["spectral_position"])
         ax.axhline(pos, color=colour, linestyle=":", linewidth=1)
@@ -304,7 +304,7 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
 
 
 def write_figures(
-    records: Records,
+    records: Sequence[Record],
     out_dir: Path | str,
     *,
     position: Position | str = Position.NORMALIZED,
@@ -319,8 +319,7 @@ def write_figures(
             analysed successfully.
     """
     _matplotlib()
-    rows = as_records(records)
-    if not analysed(rows):
+    if not analysed(records):
         raise SpecprobeError(
             "expected at least one successfully analysed record to plot, found none",
             "run specprobe analyze first; failed and duplicate revisions are not plotted",
@@ -328,11 +327,11 @@ def write_figures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
-        "loss_vs_size": loss_vs_size_figure(rows, position),
-        "position_vs_compute": position_vs_compute_figure(rows, position),
-        "amplification": amplification_figure(rows),
+        "loss_vs_size": loss_vs_size_figure(records, position),
+        "position_vs_compute": position_vs_compute_figure(records, position),
+        "amplification": amplification_figure(records),
     }
-    spectra = spectra_figure(rows)
+    spectra = spectra_figure(records)
     if spectra is not None:
         figures["spectra"] = spectra
     written = []

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from specprobe.pipeline.plan import Observer
+from specprobe.store.records import Record
 
 
 class SweepProgress(Observer):
@@ -52,24 +53,22 @@ class SweepProgress(Observer):
         self.progress.update(self.overall, description=what)
 
     def loading(self, checkpoint: Any) -> None:
-        self.progress.update(self.overall, description=f"loading {checkpoint.model} @ {checkpoint.revision}")
+        self.progress.update(self.overall, description=f"loading {checkpoint.name}")
 
     def measuring(self, checkpoint: Any, batches: int) -> None:
-        self.progress.update(self.overall, description=f"{checkpoint.model} @ {checkpoint.revision}")
+        self.progress.update(self.overall, description=f"{checkpoint.name}")
         self.progress.reset(self.batches, total=batches, description="  batches", visible=True)
 
     def batch_done(self, checkpoint: Any, index: int) -> None:
         self.progress.advance(self.batches)
 
-    def finished(self, checkpoint: Any, record: dict[str, Any]) -> None:
+    def finished(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
         self.progress.update(self.batches, visible=False)
         if record.get("status") != "ok":
-            self.progress.console.print(
-                f"[red]failed[/] {checkpoint.model} @ {checkpoint.revision}: {record.get('error')}"
-            )
+            self.progress.console.print(f"[red]failed[/] {checkpoint.name}: {record.get('error')}")
 
-    def skipped(self, checkpoint: Any, record: dict[str, Any]) -> None:
+    def skipped(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
 
 

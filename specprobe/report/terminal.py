@@ -15,10 +15,10 @@ from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
-from specprobe.analysis.position import Records
 from specprobe.pipeline.selftest import Selftest
 from specprobe.report.document import Document, Note, build_document
 from specprobe.report.tables import TableData, Tone
+from specprobe.store.records import Record
 from specprobe.text import significant
 
 
@@ -147,7 +147,7 @@ def _markup(note: Note) -> str:
     return f"[{_TONES[note.tone]}]{text}[/]" if note.tone in _TONES else text
 
 
-def render_run(records: Records, console: Console, *, wide: bool = False) -> None:
+def render_run(records: Sequence[Record], console: Console, *, wide: bool = False) -> None:
     """The full report of a run (:func:`specprobe.report.document.build_document`): a table
     per model, the comparison, the family view and the notes. Tables fit the console's
     width by dropping their least important columns (a closing note names them); ``wide``

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specprobe.errors import SpecprobeError
 from specprobe.store.folder import atomic_write
+from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ IDENTITY = ("model", "label", "revision", "step", "tokens_seen", "status")
 """Columns that name a row, first in every frame."""
 
 
-def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
         name = f"{prefix}{key}"
@@ -43,8 +44,9 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def flat_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records with nested dictionaries flattened to dotted keys; lists kept as they are."""
+def flat_records(records: Iterable[Record]) -> list[dict[str, Any]]:
+    """Records with nested dictionaries flattened to dotted keys; lists kept as they are
+    (a row, not a Record: its keys are the dotted names)."""
     return [_flatten(r) for r in records]
 
 
@@ -67,7 +69,7 @@ def _pandas() -> Any:
     return pandas
 
 
-def _records(directory: Path | str) -> list[dict[str, Any]]:
+def _records(directory: Path | str) -> list[Record]:
     store = ResultStore(directory)
     if not store.exists():
         raise SpecprobeError(
@@ -77,7 +79,7 @@ def _records(directory: Path | str) -> list[dict[str, Any]]:
     return store.records()
 
 
-def results_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def results_frame(records: Sequence[Record]) -> pd.DataFrame:
     """The records as a DataFrame: one row per record, in the order given."""
     pandas = _pandas()
     rows = flat_records(records)
@@ -114,7 +116,7 @@ def load_batches(directory: Path | str) -> pd.DataFrame:
     return pandas.DataFrame(rows, columns=_columns(rows) if rows else ["model", "revision", "batch"])
 
 
-def csv_text(records: Sequence[dict[str, Any]]) -> str:
+def csv_text(records: Sequence[Record]) -> str:
     """The records' scalar columns as CSV text (lists left out; numbers as Python writes
     them, so floats read back exactly)."""
     rows = flat_records(records)
@@ -127,7 +129,7 @@ def csv_text(records: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(records: Sequence[dict[str, Any]], path: Path | str) -> tuple[int, int]:
+def write_csv(records: Sequence[Record], path: Path | str) -> tuple[int, int]:
     """Write :func:`csv_text` to ``path`` atomically; return (rows, columns) written."""
     text = csv_text(records)
     atomic_write(Path(path), text)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from specprobe.errors import SpecprobeError
 from specprobe.store.folder import (
@@ -40,7 +40,7 @@ from specprobe.store.folder import (
     write_marker,
 )
 from specprobe.store.lock import RunLock
-from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS
+from specprobe.store.records import OK_RECORD_FIELDS, RECORD_FIELDS, Record
 
 WRITE_TIMEOUT_S = 60.0
 """How long a single write outside ``open_for_writing`` (a Probe's record) waits for the lock."""
@@ -69,14 +69,15 @@ class SkippedLine:
 
 @dataclass(frozen=True)
 class StoreContents:
-    records: list[dict[str, Any]]
+    records: list[Record]
     """The usable records, in the order written."""
     skipped: list[SkippedLine]
     """The lines that are not, with the reason."""
 
 
 def check_record(record: Any) -> str | None:
-    """Why ``record`` (a parsed line) is not a usable record, or None when it is."""
+    """Why ``record`` (a parsed line) is not a usable record, or None when it is (then it
+    is a :class:`~specprobe.store.records.Record`)."""
     from specprobe.version import __version__
 
     if not isinstance(record, dict):
@@ -144,7 +145,8 @@ class ResultStore:
         """The usable records and the skipped lines (with their reasons)."""
         text = self._text()
         lines = text.split("\n")
-        records, skipped = [], []
+        records: list[Record] = []
+        skipped: list[SkippedLine] = []
         for index, line in enumerate(lines):
             if not line.strip():
                 continue
@@ -158,11 +160,11 @@ class ResultStore:
             problem = check_record(record)
             if problem is not None:
                 skipped.append(SkippedLine(number, problem))
-            else:
-                records.append(record)
+            else:  # checked: from here on the line is a Record
+                records.append(cast(Record, record))
         return StoreContents(records, skipped)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Record]:
         """All usable records, in the order written (see :meth:`read` for the others)."""
         return self.read().records
 
@@ -170,7 +172,7 @@ class ResultStore:
         """One line per skipped line of results.jsonl."""
         return [s.warning(self.results_path) for s in self.read().skipped]
 
-    def finished(self, settings: str) -> dict[tuple[str, str], dict[str, Any]]:
+    def finished(self, settings: str) -> dict[tuple[str, str], Record]:
         """The ``ok`` records measured with settings hash ``settings``, by (model, revision)."""
         return {
             (r["model"], r["revision"]): r
@@ -248,7 +250,7 @@ class ResultStore:
             atomic_write(self.results_path, head + "\n" if head else "")
             return self.partial_path
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Record) -> None:
         """Add a record, replacing an earlier one of the same model, revision and settings.
 
         Lines that are not usable records are kept as they are, except a cut last line,
@@ -264,7 +266,7 @@ class ResultStore:
                     old = json.loads(line)
                 except ValueError:
                     old = None
-                if isinstance(old, dict) and check_record(old) is None and _key(old) == key:
+                if check_record(old) is None and _key(cast(Record, old)) == key:
                     continue
                 kept.append(line)
             atomic_write(self.results_path, "\n".join([*kept, json.dumps(record, default=str)]) + "\n")
@@ -284,5 +286,5 @@ class ResultStore:
             atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
 
 
-def _key(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _key(record: Record) -> tuple[str | None, str | None, str | None]:
     return record.get("model"), record.get("revision"), record.get("settings_hash")
