@@ -21,8 +21,8 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 import specprobe
+from specprobe import SpecprobeCallback
 from specprobe.models.tiny import tiny_causal_lm
-from specprobe.pipeline.trainer import SpecprobeCallback
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Measuring during a Hugging Face ``Trainer`` run: a ``TrainerCallback`` around a Probe.
 
-    from specprobe.pipeline.trainer import SpecprobeCallback
+    from specprobe import SpecprobeCallback
     trainer = Trainer(model=model, args=args, train_dataset=data)
     SpecprobeCallback.attach(trainer, specprobe.Probe(probe_batch, out="runs/train"))
     trainer.train()
