@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def test_hooks_pin_the_dev_extras_tools() -> None:
 
 
 def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("lint-imports")
+    # The script beside this interpreter (a venv used without activating it), else on PATH.
+    beside = Path(sys.executable).parent / "lint-imports"
+    exe = str(beside) if beside.is_file() else shutil.which("lint-imports")
     if exe is None:
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     return subprocess.run([exe, "--no-cache"], cwd=tree, capture_output=True, text=True, timeout=120)
