@@ -150,14 +150,3 @@ def write_figures(records: Sequence[Record], directory: Path) -> None:
     written = write(records, directory)
     names = sorted({p.stem for p in written})
     console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
-
-
-def open_run(directory: str, hint: str) -> ResultStore:
-    """The results store of a run directory; SpecprobeError (with ``hint``) if it has none."""
-    from specprobe.errors import SpecprobeError
-    from specprobe.store.results import ResultStore
-
-    store = ResultStore(Path(directory))
-    if not store.exists():
-        raise SpecprobeError(f"expected a run directory with results.jsonl, found none in {directory}", hint)
-    return store

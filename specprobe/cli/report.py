@@ -10,7 +10,6 @@ from specprobe.cli.common import (
     console,
     err_console,
     handle_errors,
-    open_run,
     print_json_lines,
     print_warnings,
     write_figures,
@@ -39,8 +38,9 @@ def report(
 ) -> None:
     """Show the report of a finished or partial run."""
     from specprobe.report.terminal import render_run
+    from specprobe.store.results import ResultStore
 
-    store = open_run(directory, "give the --out directory of specprobe analyze")
+    store = ResultStore.existing(directory, "give the --out directory of specprobe analyze")
     contents = store.read()
     print_warnings([line.warning(store.results_path) for line in contents.skipped])
     records = contents.records
@@ -68,6 +68,8 @@ def plot(
     compute, gradient amplification, and eNTK spectra when eigenpairs were computed."""
     from pathlib import Path
 
-    store = open_run(directory, "give the --out directory of specprobe analyze or run")
+    from specprobe.store.results import ResultStore
+
+    store = ResultStore.existing(directory, "give the --out directory of specprobe analyze or run")
     print_warnings(store.warnings())
     write_figures(store.records(), Path(out) if out else Path(directory) / "figures")

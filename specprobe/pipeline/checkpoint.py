@@ -374,9 +374,10 @@ def aggregate(measurements: Sequence[Measurement]) -> Record:
     return out
 
 
-def _mean_stderr(measurements: Sequence[Measurement], name: str) -> tuple[float, float]:
+def _mean_stderr(measurements: Sequence[Any], name: str) -> tuple[float, float]:
     """The mean over the batches of value ``name`` and its standard error (see :func:`aggregate`;
-    with one batch, 0 for the values a measurement gives no error for)."""
+    with one batch, 0 for the values a measurement gives no error for). ``measurements`` are
+    Measurements, or one group's GroupShares across the batches."""
     first = measurements[0]
     values = np.array([getattr(m, name) for m in measurements])
     if len(values) > 1:
@@ -395,21 +396,17 @@ def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
     rows = []
     for i, share in enumerate(measurements[0].groups or ()):
         per_batch = [m.groups[i] for m in measurements if m.groups is not None]
-        chi = np.array([g.chi_net for g in per_batch])
+        chi_net, chi_net_stderr = _mean_stderr(per_batch, "chi_net")
         rows.append(
             GroupRow(
                 name=share.name,
                 num_params=share.num_params,
-                chi_net=_mean(per_batch, "chi_net"),
+                chi_net=chi_net,
                 grad_norm_sq=_mean(per_batch, "grad_norm_sq"),
                 spectral_position=_mean(per_batch, "spectral_position"),
                 chi_net_share=_mean(per_batch, "chi_net_share"),
                 grad_norm_sq_share=_mean(per_batch, "grad_norm_sq_share"),
-                chi_net_stderr=(
-                    float(chi.std(ddof=1) / np.sqrt(len(chi)))
-                    if len(chi) > 1
-                    else per_batch[0].chi_net_stderr
-                ),
+                chi_net_stderr=chi_net_stderr,
             )
         )
     return rows

@@ -74,7 +74,7 @@ class FamilyView:
 
 
 @dataclass(frozen=True)
-class Settings:
+class SettingsSection:
     """What produced the numbers: the command (its argv), and named blocks of settings
     (data and probe settings per distinct settings, and what was measured)."""
 
@@ -93,7 +93,7 @@ class Document:
     family: FamilyView | None
     """None with fewer than two analysed models."""
     notes: tuple[Note, ...]
-    settings: Settings
+    settings: SettingsSection
 
     @property
     def analysed(self) -> bool:
@@ -162,7 +162,7 @@ def density_line(record: Record) -> str | None:
     )
 
 
-def settings(records: Sequence[Record], config: dict[str, Any] | None) -> Settings:
+def settings(records: Sequence[Record], config: dict[str, Any] | None) -> SettingsSection:
     """The settings that produced the numbers: the command, the data and probe settings
     (per distinct settings when a run mixes them), and what was measured."""
     blocks: list[tuple[str, tuple[tuple[str, str], ...]]] = []
@@ -188,7 +188,7 @@ def settings(records: Sequence[Record], config: dict[str, Any] | None) -> Settin
         run.append(("specprobe", ", ".join(versions)))
     blocks.append(("measured", tuple(run)))
     command = f"specprobe {' '.join(str(a) for a in argv)}" if argv else None
-    return Settings(command, tuple(blocks))
+    return SettingsSection(command, tuple(blocks))
 
 
 def _plain(value: Any) -> str:

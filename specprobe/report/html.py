@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from specprobe.errors import SpecprobeError
-from specprobe.report.document import Document, FamilyView, Note, Settings, build_document
+from specprobe.report.document import Document, FamilyView, Note, SettingsSection, build_document
 from specprobe.report.tables import TableData, Tone
 from specprobe.store.folder import atomic_write
 from specprobe.store.records import Record
@@ -141,7 +141,7 @@ def _sort_key(value: float | str) -> str:
     return repr(float(value)) if isinstance(value, int | float) else str(value)
 
 
-def _settings_html(settings: Settings) -> str:
+def _settings_html(settings: SettingsSection) -> str:
     """The settings section's body: the command, and a list of settings per block."""
     command = f"<p><code>{_e(settings.command)}</code></p>" if settings.command else ""
     html_blocks = "".join(

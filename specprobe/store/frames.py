@@ -70,13 +70,9 @@ def _pandas() -> Any:
 
 
 def _records(directory: Path | str) -> list[Record]:
-    store = ResultStore(directory)
-    if not store.exists():
-        raise SpecprobeError(
-            f"expected a run directory with results.jsonl, found none in {directory}",
-            "give the --out directory of specprobe analyze, run or demo",
-        )
-    return store.records()
+    return ResultStore.existing(
+        directory, "give the --out directory of specprobe analyze, run or demo"
+    ).records()
 
 
 def results_frame(records: Sequence[Record]) -> pd.DataFrame:

@@ -129,6 +129,17 @@ class ResultStore:
     def exists(self) -> bool:
         return self.results_path.is_file()
 
+    @classmethod
+    def existing(cls, directory: Path | str, hint: str) -> ResultStore:
+        """The store of a run directory that holds results; SpecprobeError (with ``hint``:
+        where such a directory comes from) when it holds none."""
+        store = cls(directory)
+        if not store.exists():
+            raise SpecprobeError(
+                f"expected a run directory with results.jsonl, found none in {directory}", hint
+            )
+        return store
+
     # -- reading
 
     def _text(self) -> str:
