@@ -51,7 +51,7 @@ from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.population import Estimate, Reduction, SequenceSums, estimate, measurement_fields
+from specprobe.core.population import Estimate, Lead, Reduction, SequenceSums, estimate, measurement_fields
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -264,7 +264,10 @@ class _Run:
         (it needs a per-sample trace: not plain HUTCHINSON)."""
         self.num_samples = num_samples
         self.reduction = reduce
-        wanted = population and self.estimator is not Estimator.HUTCHINSON
+        # n < 2 in one process has no population estimate: skip its work (with reduce, the
+        # whole set's n is known only later, so every process does it)
+        enough = reduce is not None or num_samples >= 2
+        wanted = population and enough and self.estimator is not Estimator.HUTCHINSON
         self.trace.start(num_samples, 0 if reduce is None else reduce.offset, per_sample=wanted)
         self.sums = SequenceSums(num_samples, len(self.params)) if wanted else None
 
@@ -389,9 +392,13 @@ class _Run:
         self.loss_sum += loss_sum
         self.residual_sq_sum += float(residual.double().square().sum())
         self._gradient(f, residual.to(f.dtype), first_sample)
+        lead = None
         if self.sums is not None and not self.second_pass:  # one micro-batch: V is known now
-            self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors())
-        self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
+            if self.trace.takes_lead:
+                lead = Lead(residual, self._gradient_tensors(), self.sums, 0)
+            else:
+                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors())
+        self.trace.add(f, mask, first_sample, block, self.chunk, self.several, lead)
 
     def add_population(self, adapted: AdaptedBatch, local: int) -> None:
         """The second pass: the per-sequence terms of one micro-batch (this process's

@@ -100,12 +100,17 @@ class SequenceSums:
         """Add the micro-batch with outputs ``f`` (graph alive) and unnormalised residual
         ``residual`` (shaped as ``f``, zero where masked), whose first sample is this
         process's sample ``local``; ``gradient`` is V, one tensor per parameter."""
-        rows = slice(local, local + f.shape[0])
         terms = ghost.group_norms(f, residual.unsqueeze(0).to(f.dtype), True, gradient)
         assert terms.inner is not None  # directions were given
-        self.a[rows] += terms.values[0].numpy()
-        self.c[rows] += terms.inner[0].numpy()
-        self.rho[rows] += residual.double().square().reshape(f.shape[0], -1).sum(1).cpu().numpy()
+        self.take(terms.values[0], terms.inner[0], residual, local)
+
+    def take(self, values: Tensor, inner: Tensor, residual: Tensor, local: int) -> None:
+        """Add a micro-batch's a_s (``values``) and c_s (``inner``), both ``(samples, tensors)``,
+        and ρ_s from its ``residual``, its first sample being this process's sample ``local``."""
+        rows = slice(local, local + residual.shape[0])
+        self.a[rows] += values.numpy()
+        self.c[rows] += inner.numpy()
+        self.rho[rows] += residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
 
     def gathered(self, reduce: Reduction | None) -> SequenceSums:
         """The terms of every process's sequences, in sequence order."""
@@ -114,6 +119,22 @@ class SequenceSums:
         out = SequenceSums(0, self.a.shape[1])
         out.a, out.c, out.rho = reduce.gather(self.a), reduce.gather(self.c), reduce.gather(self.rho)
         return out
+
+
+@dataclass(frozen=True)
+class Lead:
+    """The residual riding as one more row in the first probe block of a per-sample trace
+    (one batched backward pass for both, so a_s costs about 1/probes of the probes' work):
+    the micro-batch's residual, V, and where its terms go."""
+
+    residual: Tensor
+    gradient: Sequence[Tensor]
+    sums: SequenceSums
+    local: int
+
+    def take(self, values: Tensor, inner: Tensor) -> None:
+        """Hand over row 0's per-group values and inner products ``(samples, tensors)``."""
+        self.sums.take(values, inner, self.residual, self.local)
 
 
 @dataclass(frozen=True)

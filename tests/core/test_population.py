@@ -68,7 +68,7 @@ def per_sample_gradients(model: nn.Module, batch: Any, params: list[Tensor]) -> 
         v.append(
             [
                 np.zeros(p.numel()) if g is None else g.double().reshape(-1).numpy()
-                for g, p in zip(grads, params)
+                for g, p in zip(grads, params, strict=True)
             ]
         )
         rho.append(float(residual[s].square().sum()))
@@ -107,11 +107,11 @@ def test_sequence_terms_equal_explicit_per_sample_gradients(case: Case) -> None:
             adapted = adapter(model, batch)
             _, residual = loss_and_residual(adapted, F64)
             sums = SequenceSums(adapted.outputs.shape[0], len(params))
-            directions = [torch.from_numpy(x).reshape(p.shape) for x, p in zip(V, params)]
+            directions = [torch.from_numpy(x).reshape(p.shape) for x, p in zip(V, params, strict=True)]
             sums.add(ghost, adapted.outputs, residual, 0, directions)
             fallback = ghost._plan(adapted.outputs).fallback
     want_a = np.array([[float(x @ x) for x in vs] for vs in ref.v])
-    want_c = np.array([[float(x @ y) for x, y in zip(vs, V)] for vs in ref.v])
+    want_c = np.array([[float(x @ y) for x, y in zip(vs, V, strict=True)] for vs in ref.v])
     np.testing.assert_allclose(sums.a, want_a, rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(sums.c, want_c, rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(sums.rho, ref.rho, rtol=1e-12)
@@ -228,7 +228,7 @@ def _fields(m: specprobe.Measurement) -> dict[str, Any]:
 def _same(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-9) -> None:
     assert a.keys() == b.keys()
     for key, x in a.items():
-        for u, w in zip(x, b[key]) if isinstance(x, tuple) else [(x, b[key])]:
+        for u, w in zip(x, b[key], strict=True) if isinstance(x, tuple) else [(x, b[key])]:
             if isinstance(u, float):
                 assert w == pytest.approx(u, rel=rel), key
             else:

@@ -24,7 +24,8 @@ class GroupNorms:
     values: Tensor
     """‖J_gᵀ z_g‖² per probe, group and parameter tensor: ``(k, G, len(params))``."""
     inner: Tensor | None
-    """⟨J_gᵀ z_g, direction⟩ likewise, when directions were given."""
+    """⟨J_gᵀ z_g, direction⟩ for the first ``inner_rows`` cotangents, ``(inner_rows, G, len(params))``,
+    when directions were given."""
 
 
 class GhostNorms:
@@ -110,11 +111,17 @@ class GhostNorms:
         return self.group_norms(f, cotangents, per_sample).values.sum(1)
 
     def group_norms(
-        self, f: Tensor, cotangents: Tensor, per_sample: bool, directions: Sequence[Tensor] | None = None
+        self,
+        f: Tensor,
+        cotangents: Tensor,
+        per_sample: bool,
+        directions: Sequence[Tensor] | None = None,
+        inner_rows: int | None = None,
     ) -> GroupNorms:
         """:meth:`norms` kept per group: ``values`` ``(k, G, len(params))``; with
         ``directions`` (one tensor per parameter, e.g. the gradient), also ``inner``, the
-        inner products ⟨J_gᵀ z_g, direction_p⟩ ``(k, G, len(params))``.
+        inner products ⟨J_gᵀ z_g, direction_p⟩ of the first ``inner_rows`` cotangents (all by
+        default), ``(inner_rows, G, len(params))``: e.g. the residual as row 0 of a probe block.
 
         The inner products cost one forward-mode product through each hooked call of a
         module owning a selected parameter (about one more forward pass of those layers)
@@ -125,17 +132,20 @@ class GhostNorms:
             self._planned = (f, self._plan(f))
         planned = self._planned[1]
         k = cotangents.shape[0]
+        rows = k if inner_rows is None else inner_rows
         groups = f.shape[0] if per_sample else 1
         out = GroupNorms(
             torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
-            None if directions is None else torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
+            None
+            if directions is None
+            else torch.zeros((rows, groups, len(self.params)), dtype=torch.float64),
         )
         if planned.calls:
-            self._ghost(f, cotangents, planned, groups, out, directions)
+            self._ghost(f, cotangents, planned, groups, out, directions, rows)
         if planned.fallback:
             params = [self.params[i] for i in planned.fallback]
             chosen = None if directions is None else [directions[i] for i in planned.fallback]
-            values, inner = fallback_norms(f, cotangents, params, groups, self.acc, chosen)
+            values, inner = fallback_norms(f, cotangents, params, groups, self.acc, chosen, rows)
             out.values[:, :, planned.fallback] += values
             if out.inner is not None and inner is not None:
                 out.inner[:, :, planned.fallback] += inner
@@ -149,6 +159,7 @@ class GhostNorms:
         groups: int,
         out: GroupNorms,
         directions: Sequence[Tensor] | None,
+        rows: int,
     ) -> None:
         """Add the rules' norms (and inner products) of the planned calls to ``out``: one
         backward pass for the k cotangents, to the calls' outputs only."""
@@ -169,7 +180,7 @@ class GhostNorms:
                 out.values[:, :, index] += value.double().cpu()
                 if out.inner is not None and directions is not None:
                     # a tied weight's two uses each add their part: the inner product is linear
-                    inner = call.rule.param_inner(call, name, directions[index], d, groups, self._ctx)
+                    inner = call.rule.param_inner(call, name, directions[index], d[:rows], groups, self._ctx)
                     out.inner[:, :, index] += inner.double().cpu()
         for index, (table, head) in planned.tied.items():
             e_call, h_call = self.calls[table], self.calls[head]
