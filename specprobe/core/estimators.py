@@ -27,8 +27,9 @@ from specprobe.core.ghost import GhostNorms
 from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.memory import MAX_PROBE_BATCH
 from specprobe.core.operator import batched_vjp
+from specprobe.core.population import Lead, Reduction
 from specprobe.core.probes import rademacher
-from specprobe.errors import TooLargeError
+from specprobe.errors import SpecprobeError, TooLargeError
 
 EXACT_CHUNK = 16
 """One-hot cotangents per backward pass for the exact estimator (tiny models only)."""
@@ -48,10 +49,33 @@ class TraceStrategy(ABC):
     """Hutchinson probes m (0 for the exact estimator)."""
     sized_by_memory = True
     """Whether the sizes are fitted to the available memory (``specprobe.core.memory``)."""
+    takes_lead = False
+    """Whether :meth:`add` takes the residual as a :class:`~specprobe.core.population.Lead`
+    row of its first probe block (per-sample probes only)."""
 
     def __init__(self, params: Sequence[Tensor], acc: torch.dtype) -> None:
         self.params = list(params)
         self.acc = acc
+        self.offset = 0  # global index of this process's first sample (set by start())
+        self.sample_sums: np.ndarray | None = None  # per-sample trace sums, where kept
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        """Before the first micro-batch: this process holds ``num_samples`` samples, the
+        first with global index ``offset``. With ``per_sample``, strategies with per-sample
+        traces allocate their per-sample sums here ((num_samples, tensors) floats)."""
+        self.offset = offset
+
+    def sample_traces(self) -> np.ndarray | None:
+        """τ_s = Tr Θ_ss per local sample and tensor, ``(num_samples, tensors)`` (an unbiased
+        estimate for the probe estimators); None where the estimator has no per-sample trace."""
+        return None
+
+    def reduce(self, reduction: Reduction) -> None:
+        """Sum this strategy's totals across processes (``measure(reduce=...)``)."""
+        raise SpecprobeError(
+            f"expected an estimator whose trace adds over processes, found {type(self).__name__}",
+            "use estimator='hutchinson_per_sample' (or 'exact') to split one measurement across processes",
+        )
 
     def default_sizes(self, num_samples: int) -> tuple[int, int]:
         """(micro-batch, cotangents per backward pass) when not given: the whole batch and
@@ -72,9 +96,17 @@ class TraceStrategy(ABC):
 
     @abstractmethod
     def add(
-        self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
+        self,
+        f: Tensor,
+        mask: Tensor,
+        first_sample: int,
+        block: Block,
+        chunk: int,
+        several: bool,
+        lead: Lead | None = None,
     ) -> None:
-        """Add one micro-batch (outputs ``f``, counted rows ``mask``) for the probes of ``block``."""
+        """Add one micro-batch (outputs ``f``, counted rows ``mask``) for the probes of ``block``;
+        a ``lead`` only where :attr:`takes_lead`."""
 
     def end_block(self, block: Block) -> None:  # noqa: B027 (a hook: nothing to do by default)
         """A pass over the micro-batches for ``block`` is done."""
@@ -108,18 +140,40 @@ class ExactTrace(TraceStrategy):
             )
 
     def add(
-        self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
+        self,
+        f: Tensor,
+        mask: Tensor,
+        first_sample: int,
+        block: Block,
+        chunk: int,
+        several: bool,
+        lead: Lead | None = None,
     ) -> None:
         """One-hot cotangents of the counted outputs, ``chunk`` per batched backward pass."""
         counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
         total = np.zeros(len(self.params))
+        per_sample = f.numel() // f.shape[0]
+        local = first_sample - self.offset
         for lo in range(0, counted.numel(), chunk):
             idx = counted[lo : lo + chunk]
             onehot = torch.zeros(idx.numel(), f.numel(), dtype=f.dtype, device=f.device)
             onehot[torch.arange(idx.numel(), device=f.device), idx] = 1
             vjps = _vjp(f, self.params, onehot.reshape(idx.numel(), *f.shape))
-            total += _squared_norms(vjps, self.acc).sum(0)
+            values = _squared_norms(vjps, self.acc)
+            total += values.sum(0)
+            if self.sample_sums is not None:  # each one-hot output belongs to one sample
+                np.add.at(self.sample_sums, local + (idx // per_sample).cpu().numpy(), values)
         self.trace_sums += total
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        super().start(num_samples, offset, per_sample)
+        self.sample_sums = np.zeros((num_samples, len(self.params))) if per_sample else None
+
+    def sample_traces(self) -> np.ndarray | None:
+        return self.sample_sums
+
+    def reduce(self, reduction: Reduction) -> None:
+        self.trace_sums = reduction.sum_scalars(self.trace_sums)
 
     def trace(self, members: np.ndarray) -> tuple[float, float]:
         return float(self.trace_sums[members].sum()), 0.0
@@ -143,13 +197,32 @@ class _ProbeTrace(TraceStrategy):
         self.probe_values = np.zeros((probes, len(self.params)))
 
     def add(
-        self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
+        self,
+        f: Tensor,
+        mask: Tensor,
+        first_sample: int,
+        block: Block,
+        chunk: int,
+        several: bool,
+        lead: Lead | None = None,
     ) -> None:
-        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe."""
+        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe;
+        ``lead`` (per-sample only) rides in the first block."""
+        local = first_sample - self.offset
         for lo in range(0, self.probes, chunk):
             js = range(lo, min(lo + chunk, self.probes))
-            values = self.ghost.norms(f, self._probes(f, mask, first_sample, js), self.per_sample)
-            self.probe_values[lo : lo + len(js)] += values.numpy()
+            z = self._probes(f, mask, first_sample, js)
+            if lead is not None and lo == 0:  # the residual as row 0 of the first block
+                z = torch.cat([lead.residual.to(f.dtype).unsqueeze(0), z])
+                both = self.ghost.group_norms(f, z, True, lead.gradient, inner_rows=1)
+                assert both.inner is not None  # directions were given
+                lead.take(both.values[0], both.inner[0])
+                values = both.values[1:]
+            else:
+                values = self.ghost.group_norms(f, z, self.per_sample).values
+            self.probe_values[lo : lo + len(js)] += values.sum(1).numpy()
+            if self.sample_sums is not None:  # the groups are the samples
+                self.sample_sums[local : local + f.shape[0]] += values.sum(0).numpy()
 
     def _probes(self, f: Tensor, mask: Tensor, first_sample: int, probes: range) -> Tensor:
         """The Rademacher probes ``(len(probes), *f.shape)`` of this micro-batch, masked rows zero."""
@@ -170,7 +243,21 @@ class _ProbeTrace(TraceStrategy):
 
 class PerSampleTrace(_ProbeTrace):
     """Σ_b ‖J_bᵀ z_b‖² per probe: the per-sample ghost norms, which add over samples,
-    micro-batches and processes (no probe sums, whatever the micro-batch)."""
+    micro-batches and processes (no probe sums, whatever the micro-batch). Also kept per
+    sample (summed over the probes): τ_s^ = (1/m) Σ_j ‖J_sᵀ z_{s,j}‖², independent across
+    samples, for the population position (``specprobe.core.population``)."""
+
+    takes_lead = True
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        super().start(num_samples, offset, per_sample)
+        self.sample_sums = np.zeros((num_samples, len(self.params))) if per_sample else None
+
+    def sample_traces(self) -> np.ndarray | None:
+        return None if self.sample_sums is None else self.sample_sums / self.probes
+
+    def reduce(self, reduction: Reduction) -> None:
+        self.probe_values = reduction.sum_scalars(self.probe_values)
 
 
 class HutchinsonTrace(_ProbeTrace):
@@ -198,7 +285,14 @@ class HutchinsonTrace(_ProbeTrace):
         return [(0, self.probes)]
 
     def add(
-        self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
+        self,
+        f: Tensor,
+        mask: Tensor,
+        first_sample: int,
+        block: Block,
+        chunk: int,
+        several: bool,
+        lead: Lead | None = None,
     ) -> None:
         """One micro-batch: the ghost norms. Several: add this micro-batch's Jᵀz_j to the block's sums."""
         if not several:

@@ -43,6 +43,18 @@ class EmbeddingRule(LayerRule):
         sums, _, _ = embedding_sums(call, d, groups, ctx)
         return sums
 
+    def param_inner(
+        self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
+    ) -> Tensor:
+        """⟨G_E, D⟩ = Σ_t δ_t · D[id_t] over the tokens whose row receives a gradient."""
+        module = call.module
+        assert isinstance(module, nn.Embedding)
+        ids = call.input.reshape(groups, -1)  # (G, N)
+        rows = direction.to(ctx.acc)[ids]  # (G, N, dim)
+        if module.padding_idx is not None:
+            rows = rows * (ids != module.padding_idx).unsqueeze(-1).to(rows.dtype)
+        return (d * rows).sum((-1, -2))
+
 
 def embedding_sums(call: Call, d: Tensor, groups: int, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
     """Per group: ‖Σ_u s_u‖², with s_u = Σ_{t: id_t = u} δ_t per distinct id u.

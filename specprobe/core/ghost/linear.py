@@ -33,6 +33,22 @@ class LinearRule(LayerRule):
         a = group(call.input.detach().to(ctx.acc), groups)  # (G, N, in)
         return _linear_weight_norm(a, d)
 
+    def param_inner(
+        self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
+    ) -> Tensor:
+        """⟨Σ_t δ_t a_tᵀ, D⟩ = Σ_t (δ_t D)·a_t: one (tokens × out × in) product, like the
+        layer's forward; bias: (Σ_t δ_t)·D."""
+        direction = direction.to(ctx.acc)
+        if name == "bias":
+            return d.sum(2) @ direction
+        a = group(call.input.detach().to(ctx.acc), groups)  # (G, N, in)
+        return ((d @ self._out_by_in(direction)) * a).sum((-1, -2))
+
+    @staticmethod
+    def _out_by_in(weight: Tensor) -> Tensor:
+        """The weight (or a direction shaped like it) as (out × in)."""
+        return weight
+
 
 @register_rule
 class Conv1DRule(LinearRule):
@@ -44,6 +60,10 @@ class Conv1DRule(LinearRule):
     @classmethod
     def matches(cls, module: nn.Module) -> bool:
         return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers.")
+
+    @staticmethod
+    def _out_by_in(weight: Tensor) -> Tensor:
+        return weight.T  # Conv1D keeps (in × out)
 
 
 def _linear_weight_norm(a: Tensor, d: Tensor) -> Tensor:
