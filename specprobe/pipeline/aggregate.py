@@ -54,7 +54,7 @@ def aggregate(
     out: Record = {}
     for name in ("loss", "grad_norm_sq", "chi_loss", "chi_net", "spectral_position", "normalized_position"):
         value, stderr = _mean_stderr(measurements, name)
-        out[name] = value  # type: ignore[literal-required]
+        out[name] = value
         out[f"{name}_stderr"] = stderr  # type: ignore[literal-required]
     out["measurement"] = measuring.value
     out.update(_population(measurements, measuring))
@@ -128,9 +128,7 @@ def _train_batch(measurements: Sequence[Measurement], sequences: int | None) -> 
         first = measurements[0]
         se_inf, se_one = first.population_position_stderr, first.single_position_stderr
         weight = 1.0 / sequences
-        stderr = (
-            None if se_inf is None or se_one is None else (1.0 - weight) * se_inf + weight * se_one
-        )
+        stderr = None if se_inf is None or se_one is None else (1.0 - weight) * se_inf + weight * se_one
     out.update({"train_batch_position": float(numbers.mean()), "train_batch_position_stderr": stderr})
     return out
 

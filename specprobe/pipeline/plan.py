@@ -27,6 +27,7 @@ from specprobe.models.loading import inspect_checkpoint
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
+
 @dataclass(frozen=True)
 class TrainingBatch:
     """The batch a model family was trained with: ``sequences`` of ``seq_len`` tokens per
