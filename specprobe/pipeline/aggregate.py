@@ -21,12 +21,8 @@ import numpy as np
 
 from specprobe.config import Measuring
 from specprobe.core.measure import Measurement
-from specprobe.core.population import PopulationStatus
+from specprobe.core.population import NOISY_ABOVE, PopulationStatus
 from specprobe.store.records import GroupRow, Record
-
-NOISY_RELATIVE_ERROR = 0.5
-"""A population position whose relative standard error exceeds this is ``noisy``
-(:class:`PopulationStatus`), as ``measure`` rules for one measurement."""
 
 POPULATION_MEANS = (
     "population_position",
@@ -107,7 +103,7 @@ def _batches_status(measurements: Sequence[Measurement], means: dict[str, Any]) 
     position, stderr = means["population_position"], means["population_position_stderr"]
     if position <= 0:
         return PopulationStatus.NONPOSITIVE.value
-    noisy = stderr is not None and stderr > NOISY_RELATIVE_ERROR * position
+    noisy = stderr is None or stderr > NOISY_ABOVE * position  # measure's rule
     return (PopulationStatus.NOISY if noisy else PopulationStatus.OK).value
 
 
