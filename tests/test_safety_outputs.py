@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from specprobe.cli.app import app
@@ -22,7 +21,7 @@ from specprobe.models.tiny import tiny_causal_lm
 from specprobe.store.results import ResultStore
 from tests.cli import test_analyze
 from tests.cli.test_analyze import REPO, SMALL, analyze
-from tests.hubcache import add_revision
+from tests.models.test_hub_unreachable import sweep_command
 from tests.test_safety import one_line_error, snapshot
 
 runner = CliRunner()
@@ -164,20 +163,6 @@ def test_home_is_expanded_in_every_path(
 # ---- 9. the smaller ones ----------------------------------------------------------------------
 
 
-def test_a_failed_checkpoint_is_not_counted_as_measured(tokenizer: Any, corpus: Path, tmp_path: Path) -> None:
-    repo = "org/tiny-nan-count"
-    good = tiny_causal_lm("gpt_neox", vocab_size=len(tokenizer), seed=0, max_positions=64)
-    bad = tiny_causal_lm("gpt_neox", vocab_size=len(tokenizer), seed=0, max_positions=64)
-    with torch.no_grad():
-        bad.lm_head.weight[3, 0] = float("nan")
-    add_revision(repo, "step1", bad, tokenizer)
-    add_revision(repo, "step2", good, tokenizer)
-    out = tmp_path / "run"
-    result = analyze(repo, "--revisions", "step1,step2", "--dataset", str(corpus), *SMALL, "--out", str(out))
-    assert result.exit_code == 1
-    assert "1 measured, 0 resumed, 1 failed" in result.output
-
-
 SIGTERM_SCRIPT = """
 import os, signal, sys
 import specprobe.pipeline.checkpoint as checkpoint
@@ -196,17 +181,7 @@ app()
 def test_sigterm_says_what_was_kept(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = [
-        "analyze",
-        REPO,
-        "--revisions",
-        "step1,step2",
-        "--dataset",
-        str(corpus),
-        *SMALL,
-        "--out",
-        str(out),
-    ]
+    args = sweep_command(corpus, out)
     done = subprocess.run(
         [sys.executable, "-c", SIGTERM_SCRIPT, *args], env=env, capture_output=True, text=True, timeout=300
     )

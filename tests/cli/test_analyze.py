@@ -166,6 +166,7 @@ def test_failed_checkpoint_is_recorded_and_others_continue(
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "NaN or inf" in records[0]["error"]
     assert "1 checkpoint(s) failed" in result.output and "failed" in result.output
+    assert "1 measured, 0 resumed, 1 failed" in result.output  # a failure is not "measured" (issue 20)
 
 
 def test_out_of_memory_retries_with_smaller_micro_batches(

@@ -16,7 +16,7 @@ import pytest
 
 from specprobe.errors import SpecprobeError
 from specprobe.models.hub import resolve_commit
-from tests.cli.test_analyze import REPO, hub, tokenizer  # noqa: F401  (session fixtures)
+from tests.cli.test_analyze import REPO, SMALL, corpus, hub, tokenizer  # noqa: F401  (session fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +77,11 @@ class Unavailable:
         self.sock.close()
 
 
+def sweep_command(corpus: Path, out: Path, revisions: str = "step1,step2") -> list[str]:  # noqa: F811
+    """``specprobe analyze`` of the cached revisions on a small subset of ``corpus``."""
+    return ["analyze", REPO, "--revisions", revisions, "--dataset", str(corpus), *SMALL, "--out", str(out)]
+
+
 @pytest.fixture
 def online(monkeypatch: pytest.MonkeyPatch) -> Iterator[Unavailable]:
     """This process as if online, with the hub at a server that answers 503."""
@@ -102,8 +107,8 @@ def test_unreachable_hub_and_empty_cache_fail_at_once(tmp_path: Path) -> None:
         PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",
     )
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("a b c\n" * 20)
+    data = tmp_path / "corpus.txt"
+    data.write_text("a b c\n" * 20)
     code = "from specprobe.cli.app import app; app()"
     args = [
         "analyze",
@@ -111,7 +116,7 @@ def test_unreachable_hub_and_empty_cache_fail_at_once(tmp_path: Path) -> None:
         "--revisions",
         "step1",
         "--dataset",
-        str(corpus),
+        str(data),
         "--out",
         str(tmp_path / "r"),
     ]
@@ -167,26 +172,15 @@ def test_after_one_failure_every_hub_call_reads_the_cache(online: Unavailable, h
 def test_a_sweep_with_the_hub_unreachable_makes_one_attempt(
     online: Unavailable,
     hub: dict[str, str],  # noqa: F811
+    corpus: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     from typer.testing import CliRunner
 
     from specprobe.cli.app import app
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick fox runs over the old stone and the blue river\n" * 60)
-    args = [
-        "analyze",
-        REPO,
-        "--revisions",
-        "step1,step2",
-        "--dataset",
-        str(corpus),
-        "--out",
-        str(tmp_path / "r"),
-    ]
-    small = ["--num-sequences", "4", "--seq-len", "16", "--batch-size", "2", "--probes", "4"]
-    result = CliRunner().invoke(app, [*args, *small])
+    args = sweep_command(corpus, tmp_path / "r")
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert online.requests == 1, online.lines
     assert "Retrying" not in result.output
@@ -219,6 +213,7 @@ def test_the_default_dataset_with_the_hub_unreachable_is_one_attempt(online: Una
 
 def test_the_unreachable_endpoint_with_a_cached_revision_is_quick(
     hub: dict[str, str],  # noqa: F811
+    corpus: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """As the issue met it: HF_ENDPOINT at a closed port, HF_HUB_OFFLINE unset, the revisions
@@ -231,22 +226,10 @@ def test_the_unreachable_endpoint_with_a_cached_revision_is_quick(
         PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",
     )
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick fox runs over the old stone and the blue river\n" * 60)
-    args = [
-        "analyze",
-        REPO,
-        "--revisions",
-        "step1,step2",
-        "--dataset",
-        str(corpus),
-        "--out",
-        str(tmp_path / "r"),
-    ]
-    small = ["--num-sequences", "4", "--seq-len", "16", "--batch-size", "2", "--probes", "4"]
+    args = sweep_command(corpus, tmp_path / "r")
     code = "from specprobe.cli.app import app; app()"
     done = subprocess.run(
-        [sys.executable, "-c", code, *args, *small], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Retrying" not in done.stderr + done.stdout
