@@ -58,9 +58,17 @@ HOSTILE: list[Any] = [
     [1, [2, [3]]],
     {},
     {"a": {"b": "c"}},
+    "[bold]x[/",
+    "[red]r[/red]",
+    "$\\frac{a}{$",
+    "a\u2028b",
+    "x\ry\x85z",
+    "=1+2",
+    [""],
 ]
-"""Values put in place of one field: wrong types, out of range, paths outside the run, and
-sizes that would run for hours if they were not refused."""
+"""Values put in place of one field: wrong types, out of range, paths outside the run,
+names that are Rich markup, TeX or hold line breaks, empty lists, and sizes that would run
+for hours if they were not refused."""
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +188,12 @@ HOSTILE_ARGS = [
     "../victim",
     "step1@x",
     ",,",
+    ",,,",
     "=",
     "*",
+    "[bold]",
+    "$x^$",
+    "a\u2028b",
 ]
 
 
@@ -203,12 +215,45 @@ def _corrupt_command(rng: random.Random, root: Path, out: Path) -> tuple[list[st
     else:
         args[target] = value
         what = f"{target} {value!r}"
+    if rng.random() < 0.2:  # an output that points into the run folder, or at an input
+        html = rng.choice(
+            [out / "results.jsonl", out / "config.json", root / "corpus.txt", out / "report.html"]
+        )
+        args["--html"] = str(html)
+        what += f"; --html {html}"
     command = ["analyze", args.pop("MODEL")]
     for name, item in args.items():
         command += [name, item]
     if target == "--resume":
         command.append("--resume")
     return command, what
+
+
+def _overwrites(command: list[str], out: Path, root: Path) -> bool:
+    """Whether the command's --html would replace the run's own files or the corpus."""
+    if "--html" not in command:
+        return False
+    html = Path(command[command.index("--html") + 1])
+    return html in (out / "results.jsonl", out / "config.json", root / "corpus.txt")
+
+
+def _resume_with_other_settings(world: Path, command: list[str], out: Path, where: str) -> None:
+    """After a run that wrote records: ``--resume`` with one setting that changes the
+    numbers changed is refused, and the run folder is left as it was."""
+    changed = []
+    for i, arg in enumerate(command):  # the same command without --resume and --html
+        if arg != "--resume" and arg != "--html" and (i == 0 or command[i - 1] != "--html"):
+            changed.append(arg)
+    if "--probes" in changed:
+        i = changed.index("--probes") + 1
+        changed[i] = "7" if changed[i] != "7" else "5"
+    else:
+        changed += ["--probes", "7"]
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".lock" not in p.name}
+    result = runner.invoke(app, [*changed, "--resume"])
+    assert result.exit_code == 2 and "other settings" in result.output, f"{where} (resumed)\n{result.output}"
+    after = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".lock" not in p.name}
+    assert after == before, f"{where}: the resume with other settings changed the run folder"
 
 
 def _is_new(path: Path) -> bool:
@@ -265,6 +310,13 @@ def test_fuzzed_recipes_and_command_lines(world: Path, monkeypatch: pytest.Monke
         if result.exit_code == 2:
             assert "error" in result.output.lower(), f"{where}\n{result.output}"
         assert _snapshot(world, out) == before, f"{where}: a file outside the run folder changed"
+        if command[0] == "analyze" and _overwrites(command, out, world):
+            assert result.exit_code == 2 and "would overwrite" in result.output, f"{where}\n{result.output}"
+        wrote = command[0] == "analyze" and result.exit_code == 0 and (out / "results.jsonl").is_file()
+        if wrote and rng.random() < 0.5:
+            _resume_with_other_settings(world, command, out, where)
+            seen[-1] = seen.get(-1, 0) + 1  # -1: resumes with changed settings, tried
         seen[result.exit_code] = seen.get(result.exit_code, 0) + 1
     assert seen.get(2, 0) > 0, seen  # the corruptions are caught ...
     assert seen.get(0, 0) > 0, seen  # ... and harmless ones run
+    assert seen.get(-1, 0) > 0, seen  # ... and resumed with other settings, refused

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from specprobe.choices import Device, DType, Estimator, Split
-from specprobe.cli.common import console, err_console, handle_errors, print_json_lines, split_list, write_html
+from specprobe.cli.common import (
+    check_outputs,
+    console,
+    err_console,
+    handle_errors,
+    print_json_lines,
+    split_list,
+    write_html,
+)
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
     GpusPerModel,
@@ -49,7 +57,10 @@ def analyze(
         typer.Option(help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names)."),
     ] = None,
     dataset: Annotated[
-        str, typer.Option(help="Hub dataset name, or a local .txt/.jsonl/.parquet file or folder.")
+        str,
+        typer.Option(
+            help="Hub dataset name (the default is on the hub), or a local .txt/.jsonl/.parquet file or folder."
+        ),
     ] = "NeelNanda/pile-10k",
     dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
@@ -181,13 +192,15 @@ def _analyze_onnx(
             f"{model}: converted graph matches onnxruntime to {check.max_rel_error:.1e} (relative; "
             f"tolerance {check.tolerance:g})",
             highlight=False,
+            markup=False,
         )
 
+    check_outputs(out, html=html, inputs=[*models, *([inputs] if inputs else [])])
     store, records = measure_onnx_files(models, inputs, probe, out, checked=checked)
     if json_output:
         print_json_lines(records)
     else:
         render_run(records, console)
-        console.print(f"results in {store.results_path}", highlight=False)
+        console.print(f"results in {store.results_path}", highlight=False, markup=False)
     if html is not None:
         write_html(store.records(), html, store)

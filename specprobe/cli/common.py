@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from specprobe.store.records import Record
@@ -51,16 +52,20 @@ def handle_errors(command: F) -> F:
             if rank and getattr(err, "shared", False):  # every process has it; process 0 says it
                 raise typer.Exit(code=2) from None
             where = f"process {rank}: " if rank else ""
-            err_console.print(f"[bold red]error:[/] {where}{err.message}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {where}{escape(err.message)}", highlight=False, soft_wrap=True
+            )
             if err.hint:
-                err_console.print(f"[bold]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except OSError as err:  # the file system refused a path given to us: bad input, one line
             if State.debug:
                 raise
             where = f": {err.filename}" if err.filename else ""
             err_console.print(
-                f"[bold red]error:[/] {err.strerror or err}{where}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(f'{err.strerror or err}{where}')}",
+                highlight=False,
+                soft_wrap=True,
             )
             err_console.print(
                 "[bold]hint:[/] check the paths given, their permissions and the free space",
@@ -101,11 +106,19 @@ def parse_groups(value: str | None) -> str | dict[str, list[str]] | None:
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
-    """A comma list as its items (None when it names none)."""
+    """A comma list as its items (None when the option was not given); SpecprobeError when
+    it was given but names nothing (``--revisions ""`` or ``",,,"`` must not mean "all")."""
+    from specprobe.errors import SpecprobeError
+
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
-    return items or None
+    if not items:
+        raise SpecprobeError(
+            f"expected a comma list of at least one name, found {value!r}",
+            "name at least one (e.g. --revisions step1000,step143000), or leave the option out for its default",
+        )
+    return items
 
 
 def parse_sets(values: list[str] | None) -> dict[str, str]:
@@ -131,22 +144,57 @@ def print_json_lines(records: Sequence[Record]) -> None:
 
 
 def print_warnings(warnings: list[str]) -> None:
+    """One ``warning: ...`` line each on stderr (the text is text: brackets shown as typed)."""
     for warning in warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def check_outputs(
+    run: str | Path | None,
+    *,
+    html: str | None = None,
+    csv: str | None = None,
+    figures: str | Path | None = None,
+    inputs: Sequence[str | Path] = (),
+) -> None:
+    """Refuse, before any work, an output (``--html``, ``--csv``, the figures folder) that
+    would replace a file of the run folder ``run`` that only the store writes, or one of
+    ``inputs`` (:func:`specprobe.store.folder.check_output`, the one check every output
+    path goes through; the writers below call it again)."""
+    from specprobe.store.folder import check_output
+
+    runs = [run] if run is not None else []
+    local = [i for i in inputs if Path(i).expanduser().exists()]
+    for option, path, folder in (("--html", html, False), ("--csv", csv, False), ("--out", figures, True)):
+        if path is not None:
+            check_output(path, option, folder=folder, runs=runs, inputs=local)
 
 
 def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None:
     """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
     from specprobe.report.html import write_html as write
+    from specprobe.store.folder import check_output
 
-    written = write(records, path, config=store.config(), title=f"specprobe report: {store.directory.name}")
-    console.print(f"HTML report in {written}", highlight=False)
+    out = check_output(path, "--html", runs=[store.directory])
+    written = write(records, out, config=store.config(), title=f"specprobe report: {store.directory.name}")
+    console.print(f"HTML report in {escape(str(written))}", highlight=False)
+
+
+def write_csv(records: Sequence[Record], path: str) -> None:
+    """The records' scalar columns as one CSV file at ``path``."""
+    from specprobe.store.frames import write_csv as write
+
+    rows, columns = write(records, path)
+    err_console.print(f"CSV ({rows} rows, {columns} columns) in {escape(path)}", highlight=False)
 
 
 def write_figures(records: Sequence[Record], directory: Path) -> None:
     """The family figures (PNG and SVG) of ``records`` into ``directory``."""
     from specprobe.report.plots import write_figures as write
+    from specprobe.store.folder import check_output
 
-    written = write(records, directory)
+    written = write(records, check_output(directory, "--out", folder=True))
     names = sorted({p.stem for p in written})
-    console.print(f"figures ({', '.join(names)}; PNG and SVG) in {directory}", highlight=False)
+    console.print(
+        f"figures ({escape(', '.join(names))}; PNG and SVG) in {escape(str(directory))}", highlight=False
+    )

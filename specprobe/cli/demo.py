@@ -77,7 +77,7 @@ def demo(
     prepared = prepare(out, config, console=err_console)
     layout = prepared.layout
     if prepared.reused:
-        console.print(f"reusing the family trained in {layout.family}", highlight=False)
+        console.print(f"reusing the family trained in {layout.family}", highlight=False, markup=False)
     invocation: dict[str, Any] = {"command": "demo", "argv": sys.argv[1:], "preset": chosen.name}
     plan = _demo_plan(layout.root, config, invocation)
     invocation["demo"] = config.to_dict()
@@ -94,7 +94,7 @@ def demo(
     except SpecprobeError as err:
         if not plots or "matplotlib" not in err.message:
             raise
-        err_console.print(f"no figures: {err.message} ({err.hint})", highlight=False)
+        err_console.print(f"no figures: {err.message} ({err.hint})", highlight=False, markup=False)
 
 
 def _demo_plan(root: Path, config: DemoConfig, invocation: dict[str, Any]) -> SweepPlan:

@@ -9,6 +9,7 @@ import typer
 
 from specprobe.choices import Split
 from specprobe.cli.common import (
+    check_outputs,
     console,
     err_console,
     launched_rank,
@@ -37,10 +38,12 @@ def execute_plan(
 
     from specprobe.pipeline.plan import Observer
     from specprobe.pipeline.processes import SweepStopped
-    from specprobe.pipeline.sweep import sweep_into
+    from specprobe.pipeline.sweep import default_out_dir, plan_inputs, sweep_into
     from specprobe.report.progress import SweepProgress
     from specprobe.report.terminal import render_run
 
+    out = out if out is not None else str(default_out_dir())
+    check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
     worker = launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
@@ -52,10 +55,13 @@ def execute_plan(
         if worker or not isinstance(err, SweepStopped):
             raise typer.Exit(code=130) from None
         if err.missing:
-            err_console.print(f"not measured: {', '.join(err.missing)}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"not measured: {', '.join(err.missing)}", highlight=False, soft_wrap=True, markup=False
+            )
         err_console.print(
             f"interrupted: {err.saved} finished record(s) are kept in {err.directory}; "
-            "rerun the same command with --resume to continue"
+            "rerun the same command with --resume to continue",
+            markup=False,
         )
         raise typer.Exit(code=err.exit_code) from None
     result, store, directory = done.result, done.store, done.directory
@@ -70,6 +76,7 @@ def execute_plan(
             f"{result.measured} measured, {result.skipped} resumed, {result.failed} failed; "
             f"results in {directory / 'results.jsonl'}",
             highlight=False,
+            markup=False,  # the folder's name is text, brackets included
         )
     if html is not None:
         write_html(result.records, html, store)

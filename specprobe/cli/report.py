@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 
 from specprobe.cli.common import (
+    check_outputs,
     console,
-    err_console,
     handle_errors,
     print_json_lines,
     print_warnings,
+    write_csv,
     write_figures,
     write_html,
 )
@@ -41,6 +42,7 @@ def report(
     from specprobe.store.results import ResultStore
 
     store = ResultStore.existing(directory, "give the --out directory of specprobe analyze")
+    check_outputs(store.directory, html=html, csv=csv)
     contents = store.read()
     print_warnings([line.warning(store.results_path) for line in contents.skipped])
     records = contents.records
@@ -49,10 +51,7 @@ def report(
     else:
         render_run(records, console, wide=wide)
     if csv is not None:
-        from specprobe.store.frames import write_csv
-
-        rows, columns = write_csv(records, csv)
-        err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
+        write_csv(records, csv)
     if html is not None:
         write_html(records, html, store)
 
@@ -71,5 +70,7 @@ def plot(
     from specprobe.store.results import ResultStore
 
     store = ResultStore.existing(directory, "give the --out directory of specprobe analyze or run")
+    figures = Path(out).expanduser() if out else store.directory / "figures"
+    check_outputs(store.directory, figures=figures)
     print_warnings(store.warnings())
-    write_figures(store.records(), Path(out) if out else Path(directory) / "figures")
+    write_figures(store.records(), figures)

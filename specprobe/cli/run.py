@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from specprobe.choices import Device, DType, Estimator, Split
 from specprobe.cli.common import console, err_console, handle_errors, parse_sets
@@ -125,8 +126,11 @@ def validate(recipe: RecipeArgument, set_: RecipeVariables = None) -> None:
         else "a new folder under ./specprobe-runs/"
     )
     console.print(
-        f"[green]ok[/]: {loaded.source}: family {loaded.family.name}, {len(loaded.models)} models, "
-        f"{checkpoints} checkpoints (local training folders count as one here); output folder: {where}",
+        "[green]ok[/]: "
+        + escape(
+            f"{loaded.source}: family {loaded.family.name}, {len(loaded.models)} models, "
+            f"{checkpoints} checkpoints (local training folders count as one here); output folder: {where}"
+        ),
         highlight=False,
         soft_wrap=True,
     )

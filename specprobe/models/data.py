@@ -39,6 +39,9 @@ class TokenSubset:
     tokenizer_fingerprint: str
     num_documents: int
     """Documents read to fill the pool the subset was drawn from."""
+    note: str | None = None
+    """Something the user should be told about how the subset was made (a warning line),
+    e.g. documents joined without a separator; None when there is nothing to say."""
 
     def batches(self, batch_size: int) -> list[Tensor]:
         """The subset in consecutive batches of ``batch_size`` sequences."""
@@ -51,6 +54,8 @@ def iter_texts(spec: DataSpec) -> Iterator[str]:
 
     datasets.disable_progress_bars()
     path = Path(spec.dataset).expanduser()
+    if not path.exists():
+        check_hub_dataset(spec)
     try:
         if path.exists():
             builder, files = _local_files(path)
@@ -70,6 +75,12 @@ def iter_texts(spec: DataSpec) -> Iterator[str]:
                 _check_column(row, spec)
                 first = False
             text = row[spec.text_column]
+            if text is not None and not isinstance(text, str):
+                raise SpecprobeError(
+                    f"expected text in column {spec.text_column!r} of dataset {spec.dataset}, found "
+                    f"{type(text).__name__} ({str(text)[:40]!r})",
+                    "pass --text-column with the column that holds the text",
+                )
             if isinstance(text, str) and text.strip():
                 yield text
     except SpecprobeError:
@@ -90,10 +101,32 @@ def iter_texts(spec: DataSpec) -> Iterator[str]:
         raise
 
 
+def check_hub_dataset(spec: DataSpec) -> None:
+    """Fail at once, with one line, when ``spec.dataset`` names a hub dataset and the hub
+    cannot be used: HF_HUB_OFFLINE is set, or one attempt (no retries) finds the hub
+    unreachable. Without this the datasets library retries for half a minute."""
+    if Path(spec.dataset).expanduser().exists():
+        return
+    if spec.dataset.startswith((".", "/", "~")) or Path(spec.dataset).suffix in _LOCAL_BUILDERS:
+        return  # a local path that does not exist: iter_texts says so
+    from specprobe.models.hub import cache_only, hub_unreachable, hub_unreachable_reason
+
+    reason = "HF_HUB_OFFLINE is set" if cache_only() and hub_unreachable_reason() is None else None
+    if reason is None:
+        reason = hub_unreachable(spec.dataset, "main", "README.md", repo_type="dataset")
+    if reason is not None:
+        raise SpecprobeError(
+            f"dataset {spec.dataset!r} is on the Hugging Face hub, which cannot be reached ({reason})",
+            "give a local .txt/.jsonl/.parquet file or folder with --dataset (offline runs need one), "
+            "or run with network access",
+        )
+
+
 def build_subset(spec: DataSpec, tokenizer: Any, tokenizer_fingerprint: str) -> TokenSubset:
     """Tokenise documents, pack them into ``seq_len`` chunks and draw ``num_sequences``.
 
-    Documents are joined with the tokenizer's EOS token in between, cut into chunks of
+    Documents are joined with the tokenizer's EOS token in between (without a separator,
+    and saying so in :attr:`TokenSubset.note`, when it has none), cut into chunks of
     ``seq_len`` tokens (the last, partial chunk is dropped), and read until a pool of
     ``POOL_FACTOR × num_sequences`` chunks is full or the text ends. ``num_sequences``
     chunks are then drawn from the pool without replacement by ``seed``.
@@ -129,6 +162,9 @@ def build_subset(spec: DataSpec, tokenizer: Any, tokenizer_fingerprint: str) -> 
         fingerprint=fingerprint_ids(ids),
         tokenizer_fingerprint=tokenizer_fingerprint,
         num_documents=documents,
+        note=None
+        if eos is not None
+        else f"the tokenizer has no EOS token: the documents of {spec.dataset} are joined without a separator",
     )
 
 

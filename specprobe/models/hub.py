@@ -136,9 +136,18 @@ _RETRIED_STATUS = (408, 429, 500, 502, 503, 504)
 """HTTP answers huggingface_hub retries (with back-off) as if the hub were unreachable."""
 
 
-def hub_unreachable(repo_id: str, revision: str) -> str | None:
+_UNREACHABLE: dict[str, str] = {}
+"""Why the hub at an endpoint (``HF_ENDPOINT``) could not be reached, once found in this
+process: every later hub call goes to the cache alone, so a sweep makes one attempt in all."""
+
+
+def hub_unreachable(
+    repo_id: str, revision: str, filename: str = "config.json", repo_type: str | None = None
+) -> str | None:
     """Why the hub cannot be reached, from one request without retries (a HEAD of the
-    revision's config.json), or None when it answered, whatever it answered.
+    revision's ``filename``), or None when it answered, whatever it answered. Once it
+    could not be reached, the reason is remembered (:func:`hub_unreachable_reason`) and no
+    request is made again in this process.
 
     huggingface_hub retries a failed download five times with back-off (about 25 s of
     "Retrying in 8s" messages) before it looks in the cache; this single attempt lets
@@ -147,15 +156,34 @@ def hub_unreachable(repo_id: str, revision: str) -> str | None:
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
-    url = hf_hub_url(repo_id, "config.json", revision=revision)
+    if (known := hub_unreachable_reason()) is not None:
+        return known
+    url = hf_hub_url(repo_id, filename, revision=revision, repo_type=repo_type)
+    reason = None
     try:
         get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, retry_on_errors=False)
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
-        return f"HTTP {status} from {constants.ENDPOINT}" if status in _RETRIED_STATUS else None
+        reason = f"HTTP {status} from {constants.ENDPOINT}" if status in _RETRIED_STATUS else None
     except Exception as err:  # refused, DNS, timeout, TLS: whatever the transport raises
-        return f"{constants.ENDPOINT}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-    return None
+        reason = f"{constants.ENDPOINT}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    if reason is not None:
+        _UNREACHABLE[constants.ENDPOINT] = reason
+    return reason
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why this process found the hub (at the current endpoint) unreachable, or None when
+    it has not (yet)."""
+    from huggingface_hub import constants
+
+    return _UNREACHABLE.get(constants.ENDPOINT)
+
+
+def cache_only() -> bool:
+    """Whether hub files are to be read from the local cache alone: HF_HUB_OFFLINE is set,
+    or this process found the hub unreachable (one attempt in all, then the cache)."""
+    return _offline() or hub_unreachable_reason() is not None
 
 
 def resolve_commit(repo_id: str, revision: str) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from specprobe.choices import Device, DType
 from specprobe.errors import SpecprobeError
-from specprobe.models.hub import Checkpoint, resolve_revision
+from specprobe.models.hub import Checkpoint, cache_only, resolve_revision
 
 
 class IncompleteCheckpointError(SpecprobeError):
@@ -65,7 +65,14 @@ def _read_json(checkpoint: Checkpoint, commit: str | None, name: str) -> dict[st
         else:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(checkpoint.model, name, revision=commit or checkpoint.revision))
+            path = Path(
+                hf_hub_download(
+                    checkpoint.model,
+                    name,
+                    revision=commit or checkpoint.revision,
+                    local_files_only=cache_only(),
+                )
+            )
         loaded = json.loads(path.read_text(encoding="utf-8"))
     except Exception:  # absent, unreachable or not JSON: nothing to name
         return {}
@@ -112,11 +119,12 @@ def load_checkpoint(
     start = time.perf_counter()
     device, dtype = _usable_device(Device(device)), DType(dtype)
     commit = None  # the revision loaded: the hub commit, None for a local folder
-    cache_only = False  # the hub was unreachable: read the cache without retrying the hub
+    local = False  # the hub is unreachable (now or earlier): read the cache without retrying it
     if checkpoint.path is None:
-        commit, cache_only = resolve_revision(checkpoint.model, checkpoint.revision)
-    model = _load_model(checkpoint, commit, device, dtype, trust_remote_code, gpus, cache_only)
-    tokenizer = load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=cache_only)
+        commit, unreachable = resolve_revision(checkpoint.model, checkpoint.revision)
+        local = unreachable or cache_only()
+    model = _load_model(checkpoint, commit, device, dtype, trust_remote_code, gpus, local)
+    tokenizer = load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local)
     embeddings = model.get_input_embeddings()
     return LoadedCheckpoint(
         checkpoint=checkpoint,
@@ -320,14 +328,19 @@ def model_skeleton(config: Any, trust_remote_code: bool = False) -> nn.Module | 
 def inspect_checkpoint(
     checkpoint: Checkpoint, commit: str | None, trust_remote_code: bool = False
 ) -> CheckpointInfo:
-    """Config and tokenizer only: checks that the model is a causal LM, before any weights load."""
+    """Config and tokenizer only: checks that the model is a causal LM, before any weights load.
+
+    Once the hub was found unreachable (:func:`~specprobe.models.hub.cache_only`), both are
+    read from the cache alone: no request, no retries."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
     source = checkpoint.path or checkpoint.model
-    from huggingface_hub.errors import StrictDataclassError
-
+    local = checkpoint.path is None and cache_only()
     try:
-        config = AutoConfig.from_pretrained(source, revision=commit, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            source, revision=commit, trust_remote_code=trust_remote_code, local_files_only=local
+        )
     except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as err:
         if _needs_remote_code(err) and not trust_remote_code:
             raise remote_code_error(checkpoint, commit) from None
@@ -347,7 +360,7 @@ def inspect_checkpoint(
             "for other models",
         )
     return CheckpointInfo(
-        load_tokenizer(checkpoint, commit, trust_remote_code),
+        load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local),
         context_length(config),
         model_skeleton(config, trust_remote_code),
     )

@@ -50,6 +50,7 @@ from specprobe.pipeline.plan import (
     SweepRequest,
     SweepResult,
     preflight,
+    subset_notes,
     weights_bytes,
 )
 from specprobe.pipeline.processes import (
@@ -122,7 +123,10 @@ class LaunchedExecutor:
                 done, warnings = open_run(
                     self.plan, self.store, resume=self.resume, invocation=self.invocation, extra=self._extra()
                 )
-                self.writer = RunWriter(self.plan, self.store, self.planned, done, self.observer, warnings)
+                notes = subset_notes(self.subsets)
+                self.writer = RunWriter(
+                    self.plan, self.store, self.planned, done, self.observer, [*warnings, *notes]
+                )
                 todo = self.writer.todo
                 if self.parallel.split is Split.checkpoints:
                     todo = [todo[i] for i in largest_first([weights_bytes(self.planned[i]) for i in todo])]

@@ -20,7 +20,7 @@ import torch
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.core.measure import Estimator
 from specprobe.errors import SpecprobeError
-from specprobe.models.data import TokenSubset, build_subset
+from specprobe.models.data import TokenSubset, build_subset, check_hub_dataset
 from specprobe.models.fingerprint import fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
 from specprobe.models.loading import inspect_checkpoint
@@ -109,6 +109,7 @@ class SweepResult:
     records: list[Record]
     """The records of this sweep's checkpoints (resumed ones included), in plan order."""
     measured: int
+    """Checkpoints measured ``ok`` by this sweep (a failed one is counted in ``failed`` only)."""
     skipped: int
     failed: int
     warnings: list[str] = field(default_factory=list)
@@ -159,6 +160,7 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     for spec in plan.models:
         check_range("tokens_per_step", spec.tokens_per_step)
         check_range("train_batch_sequences", spec.train_batch_sequences)
+    check_hub_dataset(plan.data)  # offline, a hub dataset fails here, at once
     planned = _plan_checkpoints(plan, observer)
     return planned, _prepare_data(plan, planned, observer)
 
@@ -196,7 +198,35 @@ def _prepare_data(plan: SweepPlan, planned: list[PlannedCheckpoint], observer: O
         if tok_fp not in subsets:
             observer.preparing(f"tokenising {plan.data.dataset}")
             subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
+        if info.skeleton is not None:
+            _check_vocabulary(item.checkpoint, info.skeleton, subsets[tok_fp])
     return subsets
+
+
+def subset_notes(subsets: Subsets) -> list[str]:
+    """What the token subsets say the user should know (warning lines), once each."""
+    return list(dict.fromkeys(s.note for s in subsets.values() if s.note))
+
+
+def _check_vocabulary(ckpt: Checkpoint, skeleton: torch.nn.Module, subset: TokenSubset) -> None:
+    """Refuse token ids the model has no embedding for (a tokenizer larger than the model's
+    vocabulary), which would fail every batch with an IndexError."""
+    get_embeddings = getattr(skeleton, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    size = getattr(embeddings, "num_embeddings", None)
+    if not isinstance(size, int):
+        return
+    over = subset.input_ids[subset.input_ids >= size].unique()
+    if over.numel():
+        shown = ", ".join(str(int(i)) for i in over[:5]) + (
+            f" and {over.numel() - 5} more" if over.numel() > 5 else ""
+        )
+        raise SpecprobeError(
+            f"the tokenizer of {ckpt.model} gives token ids {shown}, beyond the model's vocabulary of "
+            f"{size} embeddings (ids 0 to {size - 1})",
+            "use the tokenizer the model was trained with, or resize the model's embeddings "
+            "(model.resize_token_embeddings(len(tokenizer))) and save it again",
+        )
 
 
 def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.nn.Module) -> None:

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from specprobe.pipeline.plan import Observer, SweepPlan, SweepRequest, SweepResult
-from specprobe.pipeline.processes import Launch, Parallel, SweepStopped, Team, launched, process_rank
+from specprobe.pipeline.processes import (
+    Launch,
+    Parallel,
+    SweepStopped,
+    Team,
+    launched,
+    process_rank,
+    stopped_by_sigterm,
+)
 from specprobe.store.results import ResultStore
 
 
@@ -83,12 +91,14 @@ def sweep_into(
 
     An interruption (Ctrl-C, a launch stopped) is raised as :class:`SweepStopped` with the
     number of finished records kept in the folder (on process 0; the other processes of a
-    launch re-raise it as it came)."""
-    store = ResultStore(Path(out) if out else default_out_dir())
+    launch re-raise it as it came). In one process SIGTERM stops the sweep the same way
+    (exit code 143), so that what was kept is said; a launch handles its own."""
+    store = ResultStore(out if out else default_out_dir())
     try:
-        result = run_sweep(
-            plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
-        )
+        with stopped_by_sigterm(not launched()):
+            result = run_sweep(
+                plan, store, resume=resume, observer=observer, invocation=invocation, parallel=parallel
+            )
     except KeyboardInterrupt as err:
         if process_rank() != 0:
             raise
@@ -96,6 +106,13 @@ def sweep_into(
         code = err.exit_code if isinstance(err, SweepStopped) else 130
         raise SweepStopped(missing, code, saved=len(store.records()), directory=store.directory) from None
     return SweepRun(store, result)
+
+
+def plan_inputs(plan: SweepPlan) -> list[Path]:
+    """The local files and folders a sweep reads (its dataset, its local models): no output
+    may be written over them (``cli.common.check_outputs``)."""
+    named = [plan.data.dataset, *(spec.id for spec in plan.models)]
+    return [path for path in (Path(name).expanduser() for name in named) if path.exists()]
 
 
 def default_out_dir() -> Path:
@@ -106,6 +123,7 @@ def default_out_dir() -> Path:
 __all__ = [
     "SweepRun",
     "default_out_dir",
+    "plan_inputs",
     "run_sweep",
     "sweep_into",
 ]

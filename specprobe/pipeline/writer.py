@@ -7,6 +7,7 @@ appended the moment it is handed over, so an interruption keeps every finished c
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
@@ -42,8 +43,10 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_store(store: ResultStore, resume: bool) -> None:
-    """What must hold before anything is written into the run folder (read-only)."""
+def check_store(store: ResultStore, resume: bool, settings: Settings | None = None) -> None:
+    """What must hold before anything is written into the run folder (read-only): it is
+    specprobe's, it holds no results unless ``resume``, its config.json is sound, and, with
+    ``settings``, what it holds was measured with those settings (:func:`check_same_settings`)."""
     check_run_folder(store.directory)
     contents = store.read()
     if not resume and (contents.records or contents.skipped):
@@ -51,7 +54,48 @@ def check_store(store: ResultStore, resume: bool) -> None:
             f"{store.directory} already holds results",
             "pass --resume to continue that run, or choose another --out directory",
         )
-    store.config()  # a corrupt config.json is refused here, not after writing
+    config = store.config()  # a corrupt config.json is refused here, not after writing
+    if resume and settings is not None:
+        earlier = [r.get("settings") for r in contents.records]
+        earlier += [i.get("settings") for i in (config or {}).get("invocations", []) if isinstance(i, dict)]
+        check_same_settings(store, settings, [e for e in earlier if isinstance(e, dict)])
+
+
+def check_same_settings(store: ResultStore, settings: Settings, earlier: list[dict[str, Any]]) -> None:
+    """Refuse a resume whose settings differ from those the run folder was written with
+    (its records and config.json invocations), in anything that changes the numbers: the
+    rows of the two could not be told apart in a report. Settings that do not
+    (:data:`specprobe.config.RUN_ONLY`: the device, ...) are not in ``Settings.to_dict``,
+    so they may differ."""
+    now_flat = _flat(settings.to_dict())
+    for before in earlier:
+        old_flat = _flat(before)
+        differing = sorted(k for k in old_flat.keys() | now_flat.keys() if old_flat.get(k) != now_flat.get(k))
+        if differing:
+            shown = "; ".join(
+                f"{k} {_shown(old_flat.get(k))} there, {_shown(now_flat.get(k))} now" for k in differing[:4]
+            ) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
+            raise SpecprobeError(
+                f"--resume on {store.directory} with other settings than its records were measured with "
+                f"({shown}); the two would be mixed in one run",
+                "rerun with the run's settings to continue it, or give a new --out to start a new run "
+                "with these",
+            )
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"probe": {"probes": 4}}`` as ``{"probe.probes": 4}`` (lists and values as they are)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value, default=str)
 
 
 def open_run(
@@ -68,7 +112,7 @@ def open_run(
     finished records and the warnings about skipped lines."""
     from specprobe.version import __version__
 
-    check_store(store, resume)
+    check_store(store, resume, plan.settings)
     settings = plan.settings
     warnings = store.warnings()
     aside = store.set_aside_cut_line() if resume else None
@@ -172,10 +216,11 @@ class RunWriter:
                     self.store.append(record)
             records.append(record)
         measured = list(self.received.values())
+        failed = sum(r.get("status") != "ok" for r in measured)
         return SweepResult(
             records=records,
-            measured=len(measured),
+            measured=len(measured) - failed,  # "1 measured, 0 resumed, 1 failed" counts a checkpoint once
             skipped=len(self.done),
-            failed=sum(r.get("status") != "ok" for r in measured),
+            failed=failed,
             warnings=self.warnings,
         )

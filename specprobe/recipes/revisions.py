@@ -56,7 +56,7 @@ def expand_revisions(spec: Any, source: str, where: str) -> tuple[str, ...] | No
     if isinstance(spec, str):
         spec = [spec]
     if isinstance(spec, list):
-        if not all(isinstance(r, str | int) for r in spec) or not spec:
+        if not spec or not all(isinstance(r, int) or (isinstance(r, str) and r.strip()) for r in spec):
             raise RecipeError(
                 f"{source}: {where}: expected a non-empty list of revision names, found {spec!r}",
                 "write revisions: [step1000, step143000]",

@@ -9,6 +9,7 @@ has no ``seed`` of its own (``data.seed`` seeds both) and may not set ``trust_re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum
@@ -53,7 +54,12 @@ class RecipeModel:
 @dataclass(frozen=True)
 class RecipeOutput:
     directory: str | None = None
+    """The run folder, ``~`` expanded (as every path specprobe reads)."""
     resume: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.directory, str) and self.directory.startswith("~"):
+            object.__setattr__(self, "directory", os.path.expanduser(self.directory))
 
 
 @dataclass(frozen=True)

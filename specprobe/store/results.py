@@ -15,14 +15,21 @@ with ``out``, a distributed sweep's rank 0) gets them:
 * **One writer at a time** (:class:`~specprobe.store.lock.RunLock`). ``config.json``
   updates are read-modify-write under that lock.
 * **Nothing lost.** A line that is not a usable record (cut by a full disk, from a newer
-  specprobe, missing fields) is skipped by readers with a warning naming the line, and
-  kept verbatim by writers; a cut last line is moved to ``results.partial.jsonl`` before
-  the next record is written, so its checkpoint is measured again.
+  specprobe, missing fields, hand-edited numbers that are not finite) is skipped by
+  readers with a warning naming the line, and kept verbatim (byte for byte) by writers; a
+  cut last line is moved to ``results.partial.jsonl`` before the next record is written,
+  so its checkpoint is measured again. Temporary files a killed writer left are removed
+  when the folder is next opened for writing.
+* **A line ends at ``\n`` and nowhere else.** Readers and writers split the file on the
+  byte ``\n`` only (never ``str.splitlines``, which also breaks at U+2028, U+2029, ``\x85``,
+  ``\r``, ... that other JSON tools write raw inside strings); records are written with
+  ``ensure_ascii``, so specprobe's own lines hold no such character.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +44,8 @@ from specprobe.store.folder import (
     RESULTS_FILE,
     atomic_write,
     check_run_folder,
+    output_path,
+    remove_temporary_files,
     write_marker,
 )
 from specprobe.store.lock import RunLock
@@ -94,7 +103,21 @@ def check_record(record: Any) -> str | None:
         ]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
+    if record.get("status") == "ok":
+        # json reads NaN and Infinity; a measured record never holds them (a NaN output is
+        # a failed record), so a hand-edited one is not passed on as ok
+        odd = [name for name in OK_RECORD_FIELDS if not math.isfinite(record[name])]
+        if odd:
+            return f"field(s) {', '.join(odd)} not finite ({', '.join(str(record[n]) for n in odd)})"
+        if record["chi_net"] <= 0:
+            return f"chi_net is {record['chi_net']} (the trace of the eNTK is positive in a measured record)"
     return None
+
+
+def dumps(record: Record) -> str:
+    """One record as its line (without the newline): ASCII only, so no character in it
+    can be read as a line break by any tool."""
+    return json.dumps(record, default=str, ensure_ascii=True)
 
 
 def _newer(version: str, current: str) -> bool:
@@ -120,7 +143,7 @@ class ResultStore:
     """
 
     def __init__(self, directory: Path | str) -> None:
-        self.directory = Path(directory)
+        self.directory = output_path(directory)
         self.results_path = self.directory / RESULTS_FILE
         self.config_path = self.directory / CONFIG_FILE
         self.partial_path = self.directory / PARTIAL_FILE
@@ -142,11 +165,12 @@ class ResultStore:
 
     # -- reading
 
-    def _text(self) -> str:
+    def _bytes(self) -> bytes:
+        """results.jsonl as it is on disk (empty when there is none)."""
         if not self.results_path.is_file():
-            return ""
+            return b""
         try:
-            return self.results_path.read_text(encoding="utf-8", errors="replace")
+            return self.results_path.read_bytes()
         except OSError as err:
             raise SpecprobeError(
                 f"cannot read {self.results_path}: {err.strerror}", "check the file's permissions"
@@ -154,11 +178,11 @@ class ResultStore:
 
     def read(self) -> StoreContents:
         """The usable records and the skipped lines (with their reasons)."""
-        text = self._text()
-        lines = text.split("\n")
+        lines = self._bytes().split(b"\n")  # the one definition of a line: see the module
         records: list[Record] = []
         skipped: list[SkippedLine] = []
-        for index, line in enumerate(lines):
+        for index, raw in enumerate(lines):
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             number, last = index + 1, index == len(lines) - 1  # last: no newline after it
@@ -231,6 +255,7 @@ class ResultStore:
         lock.acquire(wait=wait, timeout=timeout, on_wait=on_wait)
         try:
             check_run_folder(self.directory)  # again, now that no one else writes
+            remove_temporary_files(self.directory)  # a killed writer's; no one else has one open
             write_marker(self.directory)
             self._lock = lock
             yield self
@@ -247,18 +272,18 @@ class ResultStore:
         """Move a cut last line of results.jsonl into results.partial.jsonl (under the lock);
         returns that file when a line was moved."""
         with self._writing():
-            text = self._text()
-            if not text or text.endswith("\n"):
+            data = self._bytes()
+            if not data or data.endswith(b"\n"):
                 return None
-            head, _, tail = text.rpartition("\n")
+            head, _, tail = data.rpartition(b"\n")
             try:
                 json.loads(tail)
                 return None  # a whole record without its newline
             except ValueError:
                 pass
-            previous = self.partial_path.read_text(encoding="utf-8") if self.partial_path.is_file() else ""
-            atomic_write(self.partial_path, previous + tail + "\n")
-            atomic_write(self.results_path, head + "\n" if head else "")
+            previous = self.partial_path.read_bytes() if self.partial_path.is_file() else b""
+            atomic_write(self.partial_path, previous + tail + b"\n")
+            atomic_write(self.results_path, head + b"\n" if head else b"")
             return self.partial_path
 
     def append(self, record: Record) -> None:
@@ -269,8 +294,8 @@ class ResultStore:
         key = _key(record)
         with self._writing():
             self.set_aside_cut_line()
-            kept = []
-            for line in self._text().splitlines():
+            kept: list[bytes] = []
+            for line in self._bytes().split(b"\n"):  # b"\n" only, as :meth:`read` splits
                 if not line.strip():
                     continue
                 try:
@@ -279,8 +304,8 @@ class ResultStore:
                     old = None
                 if check_record(old) is None and _key(cast(Record, old)) == key:
                     continue
-                kept.append(line)
-            atomic_write(self.results_path, "\n".join([*kept, json.dumps(record, default=str)]) + "\n")
+                kept.append(line)  # verbatim: a line this version cannot read is not rewritten
+            atomic_write(self.results_path, b"\n".join([*kept, dumps(record).encode("ascii")]) + b"\n")
 
     def update_config(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read config.json (or start ``{"invocations": []}``), apply ``change`` in place and
@@ -288,13 +313,17 @@ class ResultStore:
         with self._writing():
             config = self.config() or {"invocations": []}
             change(config)
-            atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
+            atomic_write(
+                self.config_path, json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n"
+            )
             return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace config.json (under the lock)."""
         with self._writing():
-            atomic_write(self.config_path, json.dumps(config, indent=2, default=str) + "\n")
+            atomic_write(
+                self.config_path, json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n"
+            )
 
 
 def _key(record: Record) -> tuple[str | None, str | None, str | None]:

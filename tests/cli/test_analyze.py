@@ -118,11 +118,12 @@ def test_resume_skips_finished_records(hub: dict[str, str], corpus: Path, tmp_pa
     records = ResultStore(out).records()
     assert [r["revision"] for r in records] == ["step1", "step2", "step4"]
     assert records[2]["duplicate_of"] == "step1"  # known from the resumed record's fingerprint
-    # Other settings do not count as finished.
+    # Other settings are not mixed into the run: refused (issue 20), nothing written.
     other = analyze(
         REPO, "--revisions", "step1", "--dataset", str(corpus), *SMALL[:-1], "8", "--out", out, "--resume"
     )
-    assert "1 measured, 0 resumed" in other.output
+    assert other.exit_code == 2 and "other settings" in other.output
+    assert len(ResultStore(out).records()) == 3
 
 
 def test_interrupt_keeps_finished_records(
@@ -165,6 +166,7 @@ def test_failed_checkpoint_is_recorded_and_others_continue(
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "NaN or inf" in records[0]["error"]
     assert "1 checkpoint(s) failed" in result.output and "failed" in result.output
+    assert "1 measured, 0 resumed, 1 failed" in result.output  # a failure is not "measured" (issue 20)
 
 
 def test_out_of_memory_retries_with_smaller_micro_batches(
