@@ -145,7 +145,7 @@ def check_output(
     would replace what it must not: a file of a run folder that only the store writes
     (:data:`PROTECTED_FILES`, in a folder that is a run folder or is one of ``runs``, the
     run folders of this command, which may not exist yet), an input (a file of ``inputs``,
-    or anything inside an input folder), or, for a file, a folder. Writes nothing: every
+    or anything inside an input folder). Writes nothing: every
     command calls it for each of its outputs before any work."""
     out = output_path(path)
     target = out.resolve()
@@ -157,10 +157,6 @@ def check_output(
         raise SpecprobeError(
             f"{option} {path} would overwrite {target.name} of the run folder {out.parent}",
             f"write it under another name, e.g. {option} {example}",
-        )
-    if not folder and target.is_dir():
-        raise SpecprobeError(
-            f"{option} expects a file, found the folder {path}", f"e.g. {option} {out / 'report.html'}"
         )
     for given in inputs:
         source = output_path(given).resolve()
