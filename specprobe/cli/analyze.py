@@ -12,13 +12,20 @@ from specprobe.choices import Device, DType, Estimator, Split
 from specprobe.cli.common import console, err_console, handle_errors, print_json_lines, split_list, write_html
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
+    DATA,
+    EIGEN,
+    MODELS,
+    OUTPUT,
+    PROBE,
     GpusPerModel,
     Html,
     JsonOutput,
-    ParallelSplit,
     Plots,
     Processes,
+    ProcessSplit,
+    choices,
     field_names,
+    flag,
     limited,
     setting_values,
 )
@@ -43,65 +50,120 @@ Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as fa
 # one sweep → render.
 @handle_errors
 def analyze(
-    models: Annotated[list[str], typer.Argument(help="Hub ids (org/name) or local directories.")],
+    models: Annotated[
+        list[str], typer.Argument(help="Hub ids (org/name) or local directories.", metavar="MODEL...")
+    ],
     revisions: Annotated[
         str | None,
-        typer.Option(help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names)."),
+        typer.Option(
+            help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names).",
+            metavar="LIST",
+            rich_help_panel=MODELS,
+        ),
+    ] = None,
+    tokens_per_step: Annotated[
+        int | None,
+        limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known).", MODELS),
+    ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        flag(
+            "--trust-remote-code",
+            "Allow the models' own code (from the hub or their folders); off by default.",
+            MODELS,
+        ),
+    ] = False,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'.",
+            metavar="FILE",
+            rich_help_panel=MODELS,
+        ),
     ] = None,
     dataset: Annotated[
-        str, typer.Option(help="Hub dataset name, or a local .txt/.jsonl/.parquet file or folder.")
+        str,
+        typer.Option(
+            help="Hub dataset name, or a local .txt, .jsonl or .parquet file or folder.",
+            metavar="SOURCE",
+            rich_help_panel=DATA,
+        ),
     ] = "NeelNanda/pile-10k",
-    dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
-    split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    num_sequences: Annotated[int, limited("num_sequences", "Sequences in the subset.")] = 32,
-    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.")] = 128,
-    batch_size: Annotated[int, limited("batch_size", "Sequences per measured batch.")] = 8,
-    seed: Annotated[int, limited("seed", "Seed of the subset and the probes.")] = 0,
-    estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
-    probes: Annotated[int, limited("probes", "Hutchinson probes per batch.")] = 32,
+    dataset_config: Annotated[
+        str | None,
+        typer.Option(help="The hub dataset's configuration.", metavar="NAME", rich_help_panel=DATA),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Dataset split.", metavar="NAME", rich_help_panel=DATA)
+    ] = "train",
+    text_column: Annotated[
+        str, typer.Option(help="Column holding the text.", metavar="NAME", rich_help_panel=DATA)
+    ] = "text",
+    num_sequences: Annotated[int, limited("num_sequences", "Sequences in the subset.", DATA)] = 32,
+    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.", DATA)] = 128,
+    batch_size: Annotated[int, limited("batch_size", "Sequences per measured batch.", DATA)] = 8,
+    seed: Annotated[int, limited("seed", "Seed of the subset and the probes.", DATA)] = 0,
+    estimator: Annotated[
+        Estimator,
+        typer.Option(help=f"χ_net estimator: {choices(Estimator)}.", metavar="NAME", rich_help_panel=PROBE),
+    ] = Estimator.HUTCHINSON_PER_SAMPLE,
+    probes: Annotated[int, limited("probes", "Hutchinson probes per batch.", PROBE)] = 32,
     params: Annotated[
-        str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
+        str | None,
+        typer.Option(
+            help="Comma list of parameter-name globs (default: all trainable).",
+            metavar="GLOBS",
+            rich_help_panel=PROBE,
+        ),
     ] = None,
     micro_batch_size: Annotated[
-        int | None, limited("micro_batch_size", "Sequences per forward pass (default: the batch).")
+        int | None, limited("micro_batch_size", "Sequences per forward pass (default: the batch).", PROBE)
     ] = None,
     groups: Annotated[
         str | None,
         typer.Option(
             help="Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
-            "or 'NAME=GLOB,GLOB;NAME=GLOB'. Adds the head-only (frozen-feature) position."
+            "or NAME=GLOB,GLOB;NAME=GLOB. Adds the head-only (frozen-feature) position.",
+            metavar="GROUPS",
+            rich_help_panel=PROBE,
         ),
     ] = None,
-    eigen: Annotated[int, limited("eigen", "Top K eigenpairs of the eNTK per checkpoint (0: off).")] = 0,
+    device: Annotated[
+        Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).", rich_help_panel=PROBE)
+    ] = Device.cpu,
+    dtype: Annotated[
+        DType,
+        typer.Option(
+            help=f"Precision the model runs in: {choices(DType)}.", metavar="DTYPE", rich_help_panel=PROBE
+        ),
+    ] = DType.float32,
+    eigen: Annotated[
+        int, limited("eigen", "Top K eigenpairs of the eNTK per checkpoint (0: off).", EIGEN, "K")
+    ] = 0,
     density: Annotated[
         bool,
-        typer.Option(help="With --eigen: a spectral density (SLQ), effective rank, deep position index."),
+        flag(
+            "--density", "With --eigen: a spectral density (SLQ), effective rank, deep position index.", EIGEN
+        ),
     ] = False,
-    exact: Annotated[bool, typer.Option(help="With --eigen: dense eigensolver (tiny models only).")] = False,
-    device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")] = Device.cpu,
-    dtype: Annotated[DType, typer.Option(help="Precision the model runs in.")] = DType.float32,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow model code from the hub (off by default).")
+    exact: Annotated[
+        bool, flag("--exact", "With --eigen: dense eigensolver (tiny models only).", EIGEN)
     ] = False,
-    tokens_per_step: Annotated[
-        int | None,
-        limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known)."),
-    ] = None,
     out: Annotated[
-        str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
+        str | None,
+        typer.Option(
+            help="Run directory (default: a new folder under ./specprobe-runs/ named by the time).",
+            metavar="DIR",
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Skip checkpoints already measured with the same settings.")
+        bool, flag("--resume", "Skip checkpoints already measured with the same settings.", OUTPUT)
     ] = False,
     json_output: JsonOutput = False,
     plots: Plots = False,
-    inputs: Annotated[
-        str | None,
-        typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
-    ] = None,
     html: Html = None,
-    split_: ParallelSplit = Split.checkpoints,
+    process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
 ) -> None:
@@ -138,7 +200,7 @@ def analyze(
         json_output=json_output,
         invocation=invocation,
         plots=plots,
-        parallel=parallel(split_, gpus_per_model),
+        parallel=parallel(process_split, gpus_per_model),
         html=html,
     )
 

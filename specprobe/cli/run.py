@@ -11,15 +11,22 @@ from specprobe.choices import Device, DType, Estimator, Split
 from specprobe.cli.common import console, err_console, handle_errors, parse_sets
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
+    DATA,
+    EIGEN,
+    MODELS,
+    OUTPUT,
+    PROBE,
     GpusPerModel,
     Html,
     JsonOutput,
-    ParallelSplit,
     Plots,
     Processes,
+    ProcessSplit,
     RecipeArgument,
     RecipeVariables,
+    choices,
     field_names,
+    flag,
     limited,
     setting_values,
 )
@@ -47,36 +54,73 @@ VALIDATE_EPILOG = "Examples:\n\n  specprobe validate my-recipe.yaml\n\n  specpro
 @handle_errors
 def run(
     recipe: RecipeArgument,
-    only: Annotated[str | None, typer.Option(help="Comma list of model labels (or ids) to run.")] = None,
-    revisions: Annotated[str | None, typer.Option(help="Comma list of revisions, for every model.")] = None,
-    set_: RecipeVariables = None,
-    num_sequences: Annotated[int | None, limited("num_sequences", "Override data.num_sequences.")] = None,
-    seq_len: Annotated[int | None, limited("seq_len", "Override data.seq_len.")] = None,
-    batch_size: Annotated[int | None, limited("batch_size", "Override data.batch_size.")] = None,
-    estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
-    probes: Annotated[int | None, limited("probes", "Override probe.probes.")] = None,
-    groups: Annotated[
-        str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of model labels (or ids) to run.", metavar="LIST", rich_help_panel=MODELS
+        ),
     ] = None,
-    eigen: Annotated[int | None, limited("eigen", "Override probe.eigen (top K eigenpairs).")] = None,
-    density: Annotated[
-        bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
-    ] = None,
-    exact: Annotated[bool | None, typer.Option("--exact/--no-exact", help="Override probe.exact.")] = None,
-    device: Annotated[Device | None, typer.Option(help="Override probe.device.")] = None,
-    dtype: Annotated[DType | None, typer.Option(help="Override probe.dtype.")] = None,
-    out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
-    resume: Annotated[
-        bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of revisions, for every model.", metavar="LIST", rich_help_panel=MODELS
+        ),
     ] = None,
     trust_remote_code: Annotated[
         bool,
-        typer.Option(help="Allow the models' own code from the hub or their folders (recipes cannot)."),
+        flag(
+            "--trust-remote-code",
+            "Allow the models' own code, from the hub or their folders (recipes cannot).",
+            MODELS,
+        ),
     ] = False,
+    set_: RecipeVariables = None,
+    num_sequences: Annotated[
+        int | None, limited("num_sequences", "Override data.num_sequences.", DATA)
+    ] = None,
+    seq_len: Annotated[int | None, limited("seq_len", "Override data.seq_len.", DATA)] = None,
+    batch_size: Annotated[int | None, limited("batch_size", "Override data.batch_size.", DATA)] = None,
+    estimator: Annotated[
+        Estimator | None,
+        typer.Option(
+            help=f"Override probe.estimator: {choices(Estimator)}.", metavar="NAME", rich_help_panel=PROBE
+        ),
+    ] = None,
+    probes: Annotated[int | None, limited("probes", "Override probe.probes.", PROBE)] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            help="Override probe.groups ('auto' or NAME=GLOB;...).", metavar="GROUPS", rich_help_panel=PROBE
+        ),
+    ] = None,
+    device: Annotated[
+        Device | None, typer.Option(help="Override probe.device.", rich_help_panel=PROBE)
+    ] = None,
+    dtype: Annotated[
+        DType | None,
+        typer.Option(help=f"Override probe.dtype: {choices(DType)}.", metavar="DTYPE", rich_help_panel=PROBE),
+    ] = None,
+    eigen: Annotated[
+        int | None, limited("eigen", "Override probe.eigen (top K eigenpairs).", EIGEN, "K")
+    ] = None,
+    density: Annotated[
+        bool | None,
+        typer.Option("--density/--no-density", help="Override probe.density.", rich_help_panel=EIGEN),
+    ] = None,
+    exact: Annotated[
+        bool | None, typer.Option("--exact/--no-exact", help="Override probe.exact.", rich_help_panel=EIGEN)
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Override output.directory.", metavar="DIR", rich_help_panel=OUTPUT)
+    ] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option("--resume/--no-resume", help="Override output.resume.", rich_help_panel=OUTPUT),
+    ] = None,
     json_output: JsonOutput = False,
     plots: Plots = False,
     html: Html = None,
-    split_: ParallelSplit = Split.checkpoints,
+    process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
 ) -> None:
@@ -100,7 +144,7 @@ def run(
         invocation=invocation,
         plots=plots,
         html=html,
-        parallel=parallel(split_, gpus_per_model),
+        parallel=parallel(process_split, gpus_per_model),
     )
 
 
