@@ -27,6 +27,7 @@ from specprobe.cli.options import (
     field_names,
     flag,
     limited,
+    option,
     setting_values,
 )
 from specprobe.cli.relaunch import relaunch
@@ -55,10 +56,8 @@ def analyze(
     ],
     revisions: Annotated[
         str | None,
-        typer.Option(
-            help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names).",
-            metavar="LIST",
-            rich_help_panel=MODELS,
+        option(
+            "Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names).", MODELS, "LIST"
         ),
     ] = None,
     tokens_per_step: Annotated[
@@ -75,67 +74,47 @@ def analyze(
     ] = False,
     inputs: Annotated[
         str | None,
-        typer.Option(
-            help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'.",
-            metavar="FILE",
-            rich_help_panel=MODELS,
-        ),
+        option("For .onnx models: an .npz/.pt file with the graph inputs and 'targets'.", MODELS, "FILE"),
     ] = None,
     dataset: Annotated[
         str,
-        typer.Option(
-            help="Hub dataset name, or a local .txt, .jsonl or .parquet file or folder.",
-            metavar="SOURCE",
-            rich_help_panel=DATA,
-        ),
+        option("Hub dataset name, or a local .txt, .jsonl or .parquet file or folder.", DATA, "SOURCE"),
     ] = "NeelNanda/pile-10k",
     dataset_config: Annotated[
         str | None,
-        typer.Option(help="The hub dataset's configuration.", metavar="NAME", rich_help_panel=DATA),
+        option("The hub dataset's configuration.", DATA, "NAME"),
     ] = None,
-    split: Annotated[
-        str, typer.Option(help="Dataset split.", metavar="NAME", rich_help_panel=DATA)
-    ] = "train",
-    text_column: Annotated[
-        str, typer.Option(help="Column holding the text.", metavar="NAME", rich_help_panel=DATA)
-    ] = "text",
+    split: Annotated[str, option("Dataset split.", DATA, "NAME")] = "train",
+    text_column: Annotated[str, option("Column holding the text.", DATA, "NAME")] = "text",
     num_sequences: Annotated[int, limited("num_sequences", "Sequences in the subset.", DATA)] = 32,
     seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.", DATA)] = 128,
     batch_size: Annotated[int, limited("batch_size", "Sequences per measured batch.", DATA)] = 8,
     seed: Annotated[int, limited("seed", "Seed of the subset and the probes.", DATA)] = 0,
     estimator: Annotated[
         Estimator,
-        typer.Option(help=f"χ_net estimator: {choices(Estimator)}.", metavar="NAME", rich_help_panel=PROBE),
+        option(f"χ_net estimator: {choices(Estimator)}.", PROBE, "NAME"),
     ] = Estimator.HUTCHINSON_PER_SAMPLE,
     probes: Annotated[int, limited("probes", "Hutchinson probes per batch.", PROBE)] = 32,
     params: Annotated[
         str | None,
-        typer.Option(
-            help="Comma list of parameter-name globs (default: all trainable).",
-            metavar="GLOBS",
-            rich_help_panel=PROBE,
-        ),
+        option("Comma list of parameter-name globs (default: all trainable).", PROBE, "GLOBS"),
     ] = None,
     micro_batch_size: Annotated[
         int | None, limited("micro_batch_size", "Sequences per forward pass (default: the batch).", PROBE)
     ] = None,
     groups: Annotated[
         str | None,
-        typer.Option(
-            help="Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
+        option(
+            "Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
             "or NAME=GLOB,GLOB;NAME=GLOB. Adds the head-only (frozen-feature) position.",
-            metavar="GROUPS",
-            rich_help_panel=PROBE,
+            PROBE,
+            "GROUPS",
         ),
     ] = None,
-    device: Annotated[
-        Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).", rich_help_panel=PROBE)
-    ] = Device.cpu,
+    device: Annotated[Device, option("cpu, cuda, or auto (spread over GPUs).", PROBE)] = Device.cpu,
     dtype: Annotated[
         DType,
-        typer.Option(
-            help=f"Precision the model runs in: {choices(DType)}.", metavar="DTYPE", rich_help_panel=PROBE
-        ),
+        option(f"Precision the model runs in: {choices(DType)}.", PROBE, "DTYPE"),
     ] = DType.float32,
     eigen: Annotated[
         int, limited("eigen", "Top K eigenpairs of the eNTK per checkpoint (0: off).", EIGEN, "K")
@@ -151,10 +130,8 @@ def analyze(
     ] = False,
     out: Annotated[
         str | None,
-        typer.Option(
-            help="Run directory (default: a new folder under ./specprobe-runs/ named by the time).",
-            metavar="DIR",
-            rich_help_panel=OUTPUT,
+        option(
+            "Run directory (default: a new folder under ./specprobe-runs/ named by the time).", OUTPUT, "DIR"
         ),
     ] = None,
     resume: Annotated[

@@ -49,11 +49,18 @@ def limited(name: str, help: str, panel: str | None = None, metavar: str = "N") 
     return typer.Option(min=limit.low, max=limit.high, help=help, metavar=metavar, rich_help_panel=panel)
 
 
-def flag(declaration: str, help: str, panel: str | None = None) -> Any:
+def option(help: str, panel: str | None = None, metavar: str | None = None, name: str | None = None) -> Any:
+    """A ``typer.Option`` with its ``help``, in the help panel ``panel``, its value shown as
+    ``metavar`` (short names keep the help's columns within 80), declared as ``name`` where
+    the parameter's name is not the option's (``--density/--no-density``)."""
+    return typer.Option(*([name] if name else []), help=help, metavar=metavar, rich_help_panel=panel)
+
+
+def flag(name: str, help: str, panel: str | None = None) -> Any:
     """A ``typer.Option`` that is a flag off unless given (``--name``, with no ``--no-name``
     twin: turning off what is off says nothing, and the twin's column would not fit the help
     at 80 columns)."""
-    return typer.Option(declaration, help=help, rich_help_panel=panel)
+    return option(help, panel, name=name)
 
 
 def choices(enum: type[Enum]) -> str:
@@ -65,10 +72,8 @@ def choices(enum: type[Enum]) -> str:
 
 JsonOutput = Annotated[bool, flag("--json", "Print the records as JSON lines.", OUTPUT)]
 Plots = Annotated[bool, flag("--plots", PLOTS_HELP, OUTPUT)]
-Html = Annotated[str | None, typer.Option(help=HTML_HELP, metavar="FILE", rich_help_panel=OUTPUT)]
-ProcessSplit = Annotated[
-    Split, typer.Option("--process-split", help=PROCESS_SPLIT_HELP, metavar="UNIT", rich_help_panel=LAUNCH)
-]
+Html = Annotated[str | None, option(HTML_HELP, OUTPUT, "FILE")]
+ProcessSplit = Annotated[Split, option(PROCESS_SPLIT_HELP, LAUNCH, "UNIT", "--process-split")]
 GpusPerModel = Annotated[int, limited("gpus_per_model", GPUS_HELP, LAUNCH, "K")]
 Processes = Annotated[int, limited("processes", PROCESSES_HELP, LAUNCH)]
 RecipeArgument = Annotated[
@@ -76,7 +81,7 @@ RecipeArgument = Annotated[
 ]
 RecipeVariables = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).", metavar="NAME=VALUE"),
+    option("Recipe variable NAME=VALUE (repeatable).", metavar="NAME=VALUE", name="--set"),
 ]
 RunDirectory = Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).", metavar="DIR")]
 

@@ -28,6 +28,7 @@ from specprobe.cli.options import (
     field_names,
     flag,
     limited,
+    option,
     setting_values,
 )
 from specprobe.cli.relaunch import relaunch
@@ -56,15 +57,11 @@ def run(
     recipe: RecipeArgument,
     only: Annotated[
         str | None,
-        typer.Option(
-            help="Comma list of model labels (or ids) to run.", metavar="LIST", rich_help_panel=MODELS
-        ),
+        option("Comma list of model labels (or ids) to run.", MODELS, "LIST"),
     ] = None,
     revisions: Annotated[
         str | None,
-        typer.Option(
-            help="Comma list of revisions, for every model.", metavar="LIST", rich_help_panel=MODELS
-        ),
+        option("Comma list of revisions, for every model.", MODELS, "LIST"),
     ] = None,
     trust_remote_code: Annotated[
         bool,
@@ -82,40 +79,30 @@ def run(
     batch_size: Annotated[int | None, limited("batch_size", "Override data.batch_size.", DATA)] = None,
     estimator: Annotated[
         Estimator | None,
-        typer.Option(
-            help=f"Override probe.estimator: {choices(Estimator)}.", metavar="NAME", rich_help_panel=PROBE
-        ),
+        option(f"Override probe.estimator: {choices(Estimator)}.", PROBE, "NAME"),
     ] = None,
     probes: Annotated[int | None, limited("probes", "Override probe.probes.", PROBE)] = None,
     groups: Annotated[
         str | None,
-        typer.Option(
-            help="Override probe.groups ('auto' or NAME=GLOB;...).", metavar="GROUPS", rich_help_panel=PROBE
-        ),
+        option("Override probe.groups ('auto' or NAME=GLOB;...).", PROBE, "GROUPS"),
     ] = None,
-    device: Annotated[
-        Device | None, typer.Option(help="Override probe.device.", rich_help_panel=PROBE)
-    ] = None,
+    device: Annotated[Device | None, option("Override probe.device.", PROBE)] = None,
     dtype: Annotated[
         DType | None,
-        typer.Option(help=f"Override probe.dtype: {choices(DType)}.", metavar="DTYPE", rich_help_panel=PROBE),
+        option(f"Override probe.dtype: {choices(DType)}.", PROBE, "DTYPE"),
     ] = None,
     eigen: Annotated[
         int | None, limited("eigen", "Override probe.eigen (top K eigenpairs).", EIGEN, "K")
     ] = None,
     density: Annotated[
         bool | None,
-        typer.Option("--density/--no-density", help="Override probe.density.", rich_help_panel=EIGEN),
+        option("Override probe.density.", EIGEN, name="--density/--no-density"),
     ] = None,
-    exact: Annotated[
-        bool | None, typer.Option("--exact/--no-exact", help="Override probe.exact.", rich_help_panel=EIGEN)
-    ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Override output.directory.", metavar="DIR", rich_help_panel=OUTPUT)
-    ] = None,
+    exact: Annotated[bool | None, option("Override probe.exact.", EIGEN, name="--exact/--no-exact")] = None,
+    out: Annotated[str | None, option("Override output.directory.", OUTPUT, "DIR")] = None,
     resume: Annotated[
         bool | None,
-        typer.Option("--resume/--no-resume", help="Override output.resume.", rich_help_panel=OUTPUT),
+        option("Override output.resume.", OUTPUT, name="--resume/--no-resume"),
     ] = None,
     json_output: JsonOutput = False,
     plots: Plots = False,
