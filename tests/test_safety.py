@@ -159,6 +159,7 @@ def test_a_second_writer_is_refused_with_the_holder(
         assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_resume_waits_for_the_writer_then_continues(
     hub: dict[str, str], corpus: Path, tmp_path: Path
 ) -> None:
@@ -228,6 +229,7 @@ def test_concurrent_writers_lose_no_record_and_no_config_update(tmp_path: Path) 
 # ---- a cut last line, unreadable lines -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cut_last_line_report_and_resume(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     data = ["--dataset", str(corpus), *SMALL, "--out", str(out)]

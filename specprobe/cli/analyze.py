@@ -20,14 +20,22 @@ from specprobe.cli.common import (
 )
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
+    DATA,
+    EIGEN,
+    MODELS,
+    OUTPUT,
+    PROBE,
     GpusPerModel,
     Html,
     JsonOutput,
-    ParallelSplit,
     Plots,
     Processes,
+    ProcessSplit,
+    choices,
     field_names,
+    flag,
     limited,
+    option,
     setting_values,
 )
 from specprobe.cli.relaunch import relaunch
@@ -51,84 +59,119 @@ Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as fa
 # one sweep → render.
 @handle_errors
 def analyze(
-    models: Annotated[list[str], typer.Argument(help="Hub ids (org/name) or local directories.")],
+    models: Annotated[
+        list[str], typer.Argument(help="Hub ids (org/name) or local directories.", metavar="MODEL...")
+    ],
     revisions: Annotated[
         str | None,
-        typer.Option(help="Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names)."),
-    ] = None,
-    dataset: Annotated[
-        str,
-        typer.Option(
-            help="Hub dataset name (the default is on the hub), or a local .txt/.jsonl/.parquet file or folder."
-        ),
-    ] = "NeelNanda/pile-10k",
-    dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
-    split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    num_sequences: Annotated[
-        int, limited("num_sequences", "Sequences in the subset, measured as one set.")
-    ] = 256,
-    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.")] = 64,
-    batch_size: Annotated[
-        int | None,
-        limited(
-            "batch_size",
-            "Measure in batches of N sequences and average them (the way before issue 18, "
-            "for comparison with earlier runs). Default: the subset as one set.",
+        option(
+            "Comma list of revisions (hub branches/tags, or checkpoint-<step> folder names).", MODELS, "LIST"
         ),
     ] = None,
-    seed: Annotated[int, limited("seed", "Seed of the subset and the probes.")] = 0,
-    estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
-    probes: Annotated[int, limited("probes", "Hutchinson probes per batch.")] = 32,
-    params: Annotated[
-        str | None, typer.Option(help="Comma list of parameter-name globs (default: all trainable).")
-    ] = None,
-    micro_batch_size: Annotated[
-        int | None, limited("micro_batch_size", "Sequences per forward pass (default: the batch).")
-    ] = None,
-    groups: Annotated[
-        str | None,
-        typer.Option(
-            help="Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
-            "or 'NAME=GLOB,GLOB;NAME=GLOB'. Adds the head-only (frozen-feature) position."
-        ),
-    ] = None,
-    eigen: Annotated[int, limited("eigen", "Top K eigenpairs of the eNTK per checkpoint (0: off).")] = 0,
-    density: Annotated[
-        bool,
-        typer.Option(help="With --eigen: a spectral density (SLQ), effective rank, deep position index."),
-    ] = False,
-    exact: Annotated[bool, typer.Option(help="With --eigen: dense eigensolver (tiny models only).")] = False,
-    device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (spread over GPUs).")] = Device.cpu,
-    dtype: Annotated[DType, typer.Option(help="Precision the model runs in.")] = DType.float32,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow model code from the hub (off by default).")
-    ] = False,
     tokens_per_step: Annotated[
         int | None,
-        limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known)."),
+        limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known).", MODELS),
     ] = None,
     train_batch_sequences: Annotated[
         int | None,
         limited(
             "train_batch_sequences",
             "Sequences per training step, for χ_pos at the training batch (Pythia's is known).",
+            MODELS,
         ),
     ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        flag(
+            "--trust-remote-code",
+            "Allow the models' own code (from the hub or their folders); off by default.",
+            MODELS,
+        ),
+    ] = False,
+    inputs: Annotated[
+        str | None,
+        option("For .onnx models: an .npz/.pt file with the graph inputs and 'targets'.", MODELS, "FILE"),
+    ] = None,
+    dataset: Annotated[
+        str,
+        option(
+            "Hub dataset name (the default is on the hub: it needs the network), or a local .txt, "
+            ".jsonl or .parquet file or folder.",
+            DATA,
+            "SOURCE",
+        ),
+    ] = "NeelNanda/pile-10k",
+    dataset_config: Annotated[
+        str | None,
+        option("The hub dataset's configuration.", DATA, "NAME"),
+    ] = None,
+    split: Annotated[str, option("Dataset split.", DATA, "NAME")] = "train",
+    text_column: Annotated[str, option("Column holding the text.", DATA, "NAME")] = "text",
+    num_sequences: Annotated[
+        int, limited("num_sequences", "Sequences in the subset, measured as one set.", DATA)
+    ] = 256,
+    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.", DATA)] = 64,
+    batch_size: Annotated[
+        int | None,
+        limited(
+            "batch_size",
+            "Measure in batches of N sequences and average them (as before, to compare with "
+            "earlier runs). Default: the subset as one set.",
+            DATA,
+        ),
+    ] = None,
+    seed: Annotated[int, limited("seed", "Seed of the subset and the probes.", DATA)] = 0,
+    estimator: Annotated[
+        Estimator,
+        option(f"χ_net estimator: {choices(Estimator)}.", PROBE, "NAME"),
+    ] = Estimator.HUTCHINSON_PER_SAMPLE,
+    probes: Annotated[int, limited("probes", "Hutchinson probes per sequence set or batch.", PROBE)] = 32,
+    params: Annotated[
+        str | None,
+        option("Comma list of parameter-name globs (default: all trainable).", PROBE, "GLOBS"),
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None, limited("micro_batch_size", "Sequences per forward pass (default: the batch).", PROBE)
+    ] = None,
+    groups: Annotated[
+        str | None,
+        option(
+            "Split χ_net and ‖∇L‖² by layer: 'auto' (embeddings, blocks, final norm, head) "
+            "or NAME=GLOB,GLOB;NAME=GLOB. Adds the head-only (frozen-feature) position.",
+            PROBE,
+            "GROUPS",
+        ),
+    ] = None,
+    device: Annotated[Device, option("cpu, cuda, or auto (spread over GPUs).", PROBE)] = Device.cpu,
+    dtype: Annotated[
+        DType,
+        option(f"Precision the model runs in: {choices(DType)}.", PROBE, "DTYPE"),
+    ] = DType.float32,
+    eigen: Annotated[
+        int, limited("eigen", "Top K eigenpairs of the eNTK per checkpoint (0: off).", EIGEN, "K")
+    ] = 0,
+    density: Annotated[
+        bool,
+        flag(
+            "--density", "With --eigen: a spectral density (SLQ), effective rank, deep position index.", EIGEN
+        ),
+    ] = False,
+    exact: Annotated[
+        bool, flag("--exact", "With --eigen: dense eigensolver (tiny models only).", EIGEN)
+    ] = False,
     out: Annotated[
-        str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
+        str | None,
+        option(
+            "Run directory (default: a new folder under ./specprobe-runs/ named by the time).", OUTPUT, "DIR"
+        ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Skip checkpoints already measured with the same settings.")
+        bool, flag("--resume", "Skip checkpoints already measured with the same settings.", OUTPUT)
     ] = False,
     json_output: JsonOutput = False,
     plots: Plots = False,
-    inputs: Annotated[
-        str | None,
-        typer.Option(help="For .onnx models: an .npz/.pt file with the graph inputs and 'targets'."),
-    ] = None,
     html: Html = None,
-    split_: ParallelSplit = Split.checkpoints,
+    process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
 ) -> None:
@@ -171,7 +214,7 @@ def analyze(
         json_output=json_output,
         invocation=invocation,
         plots=plots,
-        parallel=parallel(split_, gpus_per_model),
+        parallel=parallel(process_split, gpus_per_model),
         html=html,
     )
 

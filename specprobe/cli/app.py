@@ -7,15 +7,52 @@ The exit codes are listed in :mod:`specprobe.cli.common`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from specprobe.cli import analyze, demo, report, run, selftest
 from specprobe.cli.common import State, console
 
+
+def _flags_take_no_value(params: list[Any]) -> list[Any]:
+    """``params`` with every flag (``--json``, ``--help``, ``--resume/--no-resume``) shown in
+    the help as taking no value: typer would show ``<bool>``, as if ``--json true`` were
+    the way to write it."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Group(TyperGroup):
+    """The ``specprobe`` group: its help shows flags as flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class Command(TyperCommand):
+    """A command whose help names its arguments by their metavar (``MODEL...``, not typer's
+    ``{models}...``) and shows flags as taking no value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.metavar is not None:
+                pieces.append(param.metavar)
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
 app = typer.Typer(
     name="specprobe",
+    cls=Group,
     help="Spectral position of the empirical NTK (eNTK) across models and checkpoints.",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -43,11 +80,11 @@ def main(
 
 
 # In the order `specprobe --help` lists them.
-app.command(epilog=selftest.EPILOG)(selftest.selftest)
-app.command(epilog=analyze.EPILOG)(analyze.analyze)
-app.command(epilog=report.REPORT_EPILOG)(report.report)
-app.command(epilog=run.RUN_EPILOG)(run.run)
-app.command(epilog=run.VALIDATE_EPILOG)(run.validate)
-app.command(name="recipes")(run.list_recipes)
-app.command(epilog=report.PLOT_EPILOG)(report.plot)
-app.command(epilog=demo.EPILOG)(demo.demo)
+app.command(cls=Command, epilog=selftest.EPILOG)(selftest.selftest)
+app.command(cls=Command, epilog=analyze.EPILOG)(analyze.analyze)
+app.command(cls=Command, epilog=report.REPORT_EPILOG)(report.report)
+app.command(cls=Command, epilog=run.RUN_EPILOG)(run.run)
+app.command(cls=Command, epilog=run.VALIDATE_EPILOG)(run.validate)
+app.command(cls=Command, name="recipes")(run.list_recipes)
+app.command(cls=Command, epilog=report.PLOT_EPILOG)(report.plot)
+app.command(cls=Command, epilog=demo.EPILOG)(demo.demo)

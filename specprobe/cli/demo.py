@@ -10,7 +10,7 @@ import typer
 
 from specprobe.cli.common import console, err_console, handle_errors
 from specprobe.cli.execute import execute_plan
-from specprobe.cli.options import Html
+from specprobe.cli.options import OUTPUT, Html, flag
 
 if TYPE_CHECKING:
     from specprobe.demo.config import DemoConfig
@@ -36,9 +36,9 @@ def _demo_help() -> tuple[str, str, str]:
 
   specprobe demo --preset llama-gpu --device cuda --out llama-gpu
 
-Trains a family of tiny models on a synthetic language (no downloads), then measures every
-checkpoint: the default preset runs the bundled tiny-local recipe on it, the same analysis
-as `specprobe run`; the other presets run the same sweep on their own family. Presets:
+Trains a family of tiny models on a synthetic language (no downloads), then measures every \
+checkpoint: the default preset runs the bundled tiny-local recipe on it, the same analysis \
+as `specprobe run`; the other presets run the same sweep on their own family. Presets: \
 {listed(default | {FAST_PRESET: "--fast"})}.
 """
     fast = f"A smaller family and measurement ({PRESETS[FAST_PRESET].budget}): --preset {FAST_PRESET}."
@@ -50,13 +50,18 @@ EPILOG, _FAST_HELP, _PRESET_HELP = _demo_help()
 
 @handle_errors
 def demo(
-    fast: Annotated[bool, typer.Option(help=_FAST_HELP)] = False,
-    preset: Annotated[str, typer.Option(help=_PRESET_HELP)] = "tiny-neox",
+    fast: Annotated[bool, flag("--fast", _FAST_HELP)] = False,
+    preset: Annotated[str, typer.Option(help=_PRESET_HELP, metavar="NAME")] = "tiny-neox",
     device: Annotated[
-        str | None, typer.Option(help="Train and measure on cpu or cuda (default: the preset's).")
+        str | None,
+        typer.Option(help="Train and measure on cpu or cuda (default: the preset's).", metavar="DEVICE"),
     ] = None,
-    out: Annotated[str, typer.Option(help="Output directory.")] = "specprobe-demo",
-    plots: Annotated[bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).")] = True,
+    out: Annotated[str, typer.Option(help="Output directory.", metavar="DIR", rich_help_panel=OUTPUT)] = (
+        "specprobe-demo"
+    ),
+    plots: Annotated[
+        bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).", rich_help_panel=OUTPUT)
+    ] = True,
     html: Html = None,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +20,16 @@ from specprobe.choices import Split
 from specprobe.cli.common import parse_groups, split_list
 from specprobe.config import LIMITS
 
-SPLIT_HELP = (
+# The panels of a command's help, in the order they are listed (typer lists them in the
+# order their first option appears in the signature).
+MODELS = "Models"
+DATA = "Data"
+PROBE = "Probe"
+EIGEN = "Eigen"
+OUTPUT = "Output"
+LAUNCH = "Launch"
+
+PROCESS_SPLIT_HELP = (
     "Under a launcher: 'checkpoints' (each process takes whole checkpoints) or "
     "'batches' (every process measures a share of every checkpoint's batches)."
 )
@@ -32,24 +42,48 @@ WIDE_HELP = (
 PLOTS_HELP = "Also write the family figures (PNG and SVG) into DIR/figures (needs specprobe\\[plots])."
 
 
-def limited(name: str, help: str, *declarations: str) -> Any:
+def limited(name: str, help: str, panel: str | None = None, metavar: str = "N") -> Any:
     """A ``typer.Option`` for the setting ``name``, bounded by ``LIMITS[name]`` (its low, and
-    its high where it has one)."""
+    its high where it has one), in the help panel ``panel``."""
     limit = LIMITS[name]
-    return typer.Option(*declarations, min=limit.low, max=limit.high, help=help)
+    return typer.Option(min=limit.low, max=limit.high, help=help, metavar=metavar, rich_help_panel=panel)
 
 
-JsonOutput = Annotated[bool, typer.Option("--json", help="Print the records as JSON lines.")]
-Plots = Annotated[bool, typer.Option(help=PLOTS_HELP)]
-Html = Annotated[str | None, typer.Option(help=HTML_HELP)]
-ParallelSplit = Annotated[Split, typer.Option("--split", help=SPLIT_HELP)]
-GpusPerModel = Annotated[int, limited("gpus_per_model", GPUS_HELP)]
-Processes = Annotated[int, limited("processes", PROCESSES_HELP)]
-RecipeArgument = Annotated[str, typer.Argument(help="A recipe file, or the name of a bundled recipe.")]
-RecipeVariables = Annotated[
-    list[str] | None, typer.Option("--set", help="Recipe variable NAME=VALUE (repeatable).")
+def option(help: str, panel: str | None = None, metavar: str | None = None, name: str | None = None) -> Any:
+    """A ``typer.Option`` with its ``help``, in the help panel ``panel``, its value shown as
+    ``metavar`` (short names keep the help's columns within 80), declared as ``name`` where
+    the parameter's name is not the option's (``--density/--no-density``)."""
+    return typer.Option(*([name] if name else []), help=help, metavar=metavar, rich_help_panel=panel)
+
+
+def flag(name: str, help: str, panel: str | None = None) -> Any:
+    """A ``typer.Option`` that is a flag off unless given (``--name``, with no ``--no-name``
+    twin: turning off what is off says nothing, and the twin's column would not fit the help
+    at 80 columns)."""
+    return option(help, panel, name=name)
+
+
+def choices(enum: type[Enum]) -> str:
+    """The values of ``enum`` as the help lists them (``a, b or c``), so the value column
+    of the help stays narrow at 80 columns."""
+    values = [str(member.value) for member in enum]
+    return ", ".join(values[:-1]) + " or " + values[-1] if len(values) > 1 else values[0]
+
+
+JsonOutput = Annotated[bool, flag("--json", "Print the records as JSON lines.", OUTPUT)]
+Plots = Annotated[bool, flag("--plots", PLOTS_HELP, OUTPUT)]
+Html = Annotated[str | None, option(HTML_HELP, OUTPUT, "FILE")]
+ProcessSplit = Annotated[Split, option(PROCESS_SPLIT_HELP, LAUNCH, "UNIT", "--process-split")]
+GpusPerModel = Annotated[int, limited("gpus_per_model", GPUS_HELP, LAUNCH, "K")]
+Processes = Annotated[int, limited("processes", PROCESSES_HELP, LAUNCH)]
+RecipeArgument = Annotated[
+    str, typer.Argument(help="A recipe file, or the name of a bundled recipe.", metavar="RECIPE")
 ]
-RunDirectory = Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).")]
+RecipeVariables = Annotated[
+    list[str] | None,
+    option("Recipe variable NAME=VALUE (repeatable).", metavar="NAME=VALUE", name="--set"),
+]
+RunDirectory = Annotated[str, typer.Argument(help="A run directory (holding results.jsonl).", metavar="DIR")]
 
 RENAMED = {"dataset_config": "config", "out": "directory"}
 """Options whose setting has another name (``--dataset-config`` sets ``data.config``)."""

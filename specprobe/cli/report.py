@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
 from specprobe.cli.common import (
     check_outputs,
     console,
@@ -16,7 +14,7 @@ from specprobe.cli.common import (
     write_figures,
     write_html,
 )
-from specprobe.cli.options import WIDE_HELP, Html, JsonOutput, RunDirectory
+from specprobe.cli.options import OUTPUT, WIDE_HELP, Html, JsonOutput, RunDirectory, flag, option
 
 REPORT_EPILOG = "Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv --html pythia.html"
 PLOT_EPILOG = (
@@ -28,11 +26,13 @@ PLOT_EPILOG = (
 def report(
     directory: RunDirectory,
     json_output: JsonOutput = False,
-    wide: Annotated[bool, typer.Option("--wide", help=WIDE_HELP)] = False,
+    wide: Annotated[bool, flag("--wide", WIDE_HELP, OUTPUT)] = False,
     csv: Annotated[
         str | None,
-        typer.Option(
-            help="Also write the records' scalar columns to this CSV file (one row per checkpoint)."
+        option(
+            "Also write the records' scalar columns to this CSV file (one row per checkpoint).",
+            OUTPUT,
+            "FILE",
         ),
     ] = None,
     html: Html = None,
@@ -60,7 +60,7 @@ def report(
 def plot(
     directory: RunDirectory,
     out: Annotated[
-        str | None, typer.Option(help="Where to write the figures (default: DIR/figures).")
+        str | None, option("Where to write the figures (default: DIR/figures).", metavar="OUT")
     ] = None,
 ) -> None:
     """Write the family figures of a run: loss and reach against size, position against

@@ -12,16 +12,24 @@ from specprobe.choices import Device, DType, Estimator, Split
 from specprobe.cli.common import console, err_console, handle_errors, parse_sets
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
+    DATA,
+    EIGEN,
+    MODELS,
+    OUTPUT,
+    PROBE,
     GpusPerModel,
     Html,
     JsonOutput,
-    ParallelSplit,
     Plots,
     Processes,
+    ProcessSplit,
     RecipeArgument,
     RecipeVariables,
+    choices,
     field_names,
+    flag,
     limited,
+    option,
     setting_values,
 )
 from specprobe.cli.relaunch import relaunch
@@ -48,36 +56,59 @@ VALIDATE_EPILOG = "Examples:\n\n  specprobe validate my-recipe.yaml\n\n  specpro
 @handle_errors
 def run(
     recipe: RecipeArgument,
-    only: Annotated[str | None, typer.Option(help="Comma list of model labels (or ids) to run.")] = None,
-    revisions: Annotated[str | None, typer.Option(help="Comma list of revisions, for every model.")] = None,
-    set_: RecipeVariables = None,
-    num_sequences: Annotated[int | None, limited("num_sequences", "Override data.num_sequences.")] = None,
-    seq_len: Annotated[int | None, limited("seq_len", "Override data.seq_len.")] = None,
-    batch_size: Annotated[int | None, limited("batch_size", "Override data.batch_size.")] = None,
-    estimator: Annotated[Estimator | None, typer.Option(help="Override probe.estimator.")] = None,
-    probes: Annotated[int | None, limited("probes", "Override probe.probes.")] = None,
-    groups: Annotated[
-        str | None, typer.Option(help="Override probe.groups ('auto' or NAME=GLOB;...).")
+    only: Annotated[
+        str | None,
+        option("Comma list of model labels (or ids) to run.", MODELS, "LIST"),
     ] = None,
-    eigen: Annotated[int | None, limited("eigen", "Override probe.eigen (top K eigenpairs).")] = None,
-    density: Annotated[
-        bool | None, typer.Option("--density/--no-density", help="Override probe.density.")
-    ] = None,
-    exact: Annotated[bool | None, typer.Option("--exact/--no-exact", help="Override probe.exact.")] = None,
-    device: Annotated[Device | None, typer.Option(help="Override probe.device.")] = None,
-    dtype: Annotated[DType | None, typer.Option(help="Override probe.dtype.")] = None,
-    out: Annotated[str | None, typer.Option(help="Override output.directory.")] = None,
-    resume: Annotated[
-        bool | None, typer.Option("--resume/--no-resume", help="Override output.resume.")
+    revisions: Annotated[
+        str | None,
+        option("Comma list of revisions, for every model.", MODELS, "LIST"),
     ] = None,
     trust_remote_code: Annotated[
         bool,
-        typer.Option(help="Allow the models' own code from the hub or their folders (recipes cannot)."),
+        flag(
+            "--trust-remote-code",
+            "Allow the models' own code, from the hub or their folders (recipes cannot).",
+            MODELS,
+        ),
     ] = False,
+    set_: RecipeVariables = None,
+    num_sequences: Annotated[
+        int | None, limited("num_sequences", "Override data.num_sequences.", DATA)
+    ] = None,
+    seq_len: Annotated[int | None, limited("seq_len", "Override data.seq_len.", DATA)] = None,
+    batch_size: Annotated[int | None, limited("batch_size", "Override data.batch_size.", DATA)] = None,
+    estimator: Annotated[
+        Estimator | None,
+        option(f"Override probe.estimator: {choices(Estimator)}.", PROBE, "NAME"),
+    ] = None,
+    probes: Annotated[int | None, limited("probes", "Override probe.probes.", PROBE)] = None,
+    groups: Annotated[
+        str | None,
+        option("Override probe.groups ('auto' or NAME=GLOB;...).", PROBE, "GROUPS"),
+    ] = None,
+    device: Annotated[Device | None, option("Override probe.device.", PROBE)] = None,
+    dtype: Annotated[
+        DType | None,
+        option(f"Override probe.dtype: {choices(DType)}.", PROBE, "DTYPE"),
+    ] = None,
+    eigen: Annotated[
+        int | None, limited("eigen", "Override probe.eigen (top K eigenpairs).", EIGEN, "K")
+    ] = None,
+    density: Annotated[
+        bool | None,
+        option("Override probe.density.", EIGEN, name="--density/--no-density"),
+    ] = None,
+    exact: Annotated[bool | None, option("Override probe.exact.", EIGEN, name="--exact/--no-exact")] = None,
+    out: Annotated[str | None, option("Override output.directory.", OUTPUT, "DIR")] = None,
+    resume: Annotated[
+        bool | None,
+        option("Override output.resume.", OUTPUT, name="--resume/--no-resume"),
+    ] = None,
     json_output: JsonOutput = False,
     plots: Plots = False,
     html: Html = None,
-    split_: ParallelSplit = Split.checkpoints,
+    process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
 ) -> None:
@@ -101,7 +132,7 @@ def run(
         invocation=invocation,
         plots=plots,
         html=html,
-        parallel=parallel(split_, gpus_per_model),
+        parallel=parallel(process_split, gpus_per_model),
     )
 
 

@@ -154,9 +154,9 @@ class LaunchedExecutor:
             return None
         if k > 1 and self.parallel.split is Split.batches:
             raise SpecprobeError(
-                "--split batches loads every checkpoint in every process; it does not combine "
+                "--process-split batches loads every checkpoint in every process; it does not combine "
                 f"with --gpus-per-model {k}",
-                "use --split checkpoints with --gpus-per-model, or --gpus-per-model 1",
+                "use --process-split checkpoints with --gpus-per-model, or --gpus-per-model 1",
             )
         launch = self.team.launch
         gpus = gpu_assignment(launch.local_rank, launch.local_world_size, k, torch.cuda.device_count())

@@ -157,7 +157,7 @@ class BatchShare:
         world, rank = self.team.world_size, self.team.rank
         if count < world:
             raise SpecprobeError(
-                f"--split batches shares the {count} sequences of the measurement among {world} "
+                f"--process-split batches shares the {count} sequences of the measurement among {world} "
                 f"processes, found fewer sequences than processes",
                 f"use --num-sequences {world} or more, or fewer processes",
             )

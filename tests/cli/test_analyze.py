@@ -53,6 +53,7 @@ def analyze(*args: str) -> Any:
     return runner.invoke(app, ["analyze", *args])
 
 
+@pytest.mark.slow
 def test_analyze_hub_revisions_end_to_end(
     hub: dict[str, str], corpus: Path, tmp_path: Path, tokenizer: Any
 ) -> None:
@@ -397,6 +398,7 @@ def test_layer_decomposition_in_records_and_report(hub: dict[str, str], corpus: 
     assert bad.exit_code == 2 and "NAME=GLOB" in bad.output
 
 
+@pytest.mark.slow
 def test_eigenpairs_in_records_and_report(
     hub: dict[str, str], corpus: Path, tmp_path: Path, tokenizer: Any
 ) -> None:

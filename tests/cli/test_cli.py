@@ -69,6 +69,7 @@ def test_public_api_resolves_and_help_stays_light() -> None:
     assert out.stdout.strip() == "False"  # the CLI imports torch only inside commands
 
 
+@pytest.mark.slow
 def test_demo_fast_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from specprobe.store.results import ResultStore
 

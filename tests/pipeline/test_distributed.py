@@ -220,7 +220,7 @@ def test_different_settings_are_refused_naming_the_field() -> None:
 
 
 def test_gpu_options_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    """--gpus-per-model needs GPUs; with --split batches it is refused (checked on every
+    """--gpus-per-model needs GPUs; with --process-split batches it is refused (checked on every
     process during the common checks, so all refuse together)."""
     from types import SimpleNamespace
 
@@ -284,14 +284,17 @@ def test_two_machines_on_localhost(recipe: Path, reference: list[dict[str, Any]]
 def test_split_batches_ctrl_c_and_resume_equal_unsplit(
     recipe: Path, reference: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    """--processes 2 (torchrun under the hood) with --split batches; Ctrl-C after the first
+    """--processes 2 (torchrun under the hood) with --process-split batches; Ctrl-C after the first
     record exits 130 keeping the records; --resume finishes; every record equals the
-    one-process record."""
+    one-process record. Started with SIGINT ignored, as a background job of a script is
+    (``cmd &``): torchrun's agent handles SIGINT regardless, so the relaunching process
+    must too (it used to pass on the agent's exit 1 then)."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "specprobe", *sweep_args(recipe, out, "--split", "batches")]
+    command = [sys.executable, "-m", "specprobe", *sweep_args(recipe, out, "--process-split", "batches")]
     command += ["--processes", "2"]
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
     launcher = subprocess.Popen(
-        command,
+        [sys.executable, "-c", ignoring, *command],
         env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
