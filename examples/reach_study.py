@@ -33,18 +33,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import reach_population as population  # beside this script: the second round
 import torch
+from reach_population import Crossover, cell
 
 from specprobe.analysis.reach import STATISTICS, judge, position_at_step, reach_values
 from specprobe.demo.config import DemoConfig
 from specprobe.demo.plan import demo_plan
+from specprobe.demo.presets import PRESETS
 from specprobe.demo.training import train_family
 from specprobe.pipeline.sweep import run_sweep
 from specprobe.store.results import ResultStore
@@ -75,7 +79,7 @@ BASE = DemoConfig(
 long-tail language, μP-style learning rates, 1,024 steps of 16 × 64 tokens (about 0.6
 passes over 12,000 documents), measured on 32 held-out sequences."""
 
-CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
+FIRST_ROUND: dict[str, tuple[str, DemoConfig, bool]] = {
     "base": ("the base (seed 0)", BASE, True),
     "seed-1": ("the base, seed 1", replace(BASE, seed=1), False),
     "seed-2": ("the base, seed 2", replace(BASE, seed=2), False),
@@ -134,12 +138,80 @@ CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
         False,
     ),
 }
-"""name → (what differs from the base, the configuration, whether to compute the position index)."""
+"""The first round, run at commit 32108fe: name → (what differs from the base, the
+configuration, whether to compute the position index)."""
+
+SECOND = replace(BASE, lr_rule="mup-full", eval_documents=1200, eval_sequences=256)
+"""The second round's base: the first round's with μP done fully (``lr_rule="mup-full"``:
+initialisation and output multiplier as well as learning rates), measured as one set of
+256 held-out sequences at every checkpoint (1,200 held-out documents, so that the
+crossover's 512 sequences are drawn from a pool four times larger)."""
+
+SMOKE = replace(
+    PRESETS["llama-cpu"].reduced,
+    widths=(8, 16, 24),
+    steps=8,
+    checkpoints=3,
+    lr_rule="mup-full",
+    eval_sequences=16,
+    eval_batch_size=4,
+)
+"""Seconds: the second round's pipeline end to end (train, whole-set sweep, crossover, report)."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """One configuration of the study."""
+
+    description: str
+    """What differs from its round's base."""
+    config: DemoConfig
+    eigen: bool = False
+    """Also compute the position index at the last checkpoint (``--eigen 20 --density``)."""
+    crossover: Crossover | None = None
+    """Second round: measure the checkpoints as one set, and χ_pos(n) against n (None: the
+    first round's measurement, batches of ``eval_batch_size`` averaged)."""
+
+    @property
+    def second_round(self) -> bool:
+        return self.crossover is not None
+
+
+CONFIGS: dict[str, Study] = {
+    **{name: Study(d, c, eigen) for name, (d, c, eigen) in FIRST_ROUND.items()},
+    "mup-full": Study("the base, μP done fully (seed 0): the headline", SECOND, crossover=Crossover()),
+    "mup-full-seed-1": Study("the headline, seed 1", replace(SECOND, seed=1), crossover=Crossover()),
+    "mup-full-seed-2": Study("the headline, seed 2", replace(SECOND, seed=2), crossover=Crossover()),
+    "mup-lr": Study(
+        "the headline with the first round's μP (learning rates only, Hugging Face's initialisation)",
+        replace(SECOND, lr_rule="mup"),
+        crossover=Crossover(),
+    ),
+    "width-depth": Study(
+        "width and depth grown together: widths 16/32/64/128 with 1/2/3/4 layers, μP done fully",
+        replace(SECOND, widths=(16, 32, 64, 128), depths=(1, 2, 3, 4)),
+        crossover=Crossover(),
+    ),
+    "smoke": Study(
+        "a reduced family that proves the second round's pipeline (not a result)",
+        SMOKE,
+        crossover=Crossover(sequences=32, sizes=(4, 8, 16), checkpoints=("first", "last")),
+    ),
+}
+"""Every configuration by name: the first round's, then the second round's."""
+
+SEED_GROUPS = {
+    "base": ("base", "seed-1", "seed-2"),
+    "longest": ("longest", "longest-seed-1", "longest-seed-2"),
+    "mup-full": ("mup-full", "mup-full-seed-1", "mup-full-seed-2"),
+}
+"""Seeds of one configuration, judged together (the family view of several seeds)."""
 
 
 def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
     """Train, measure and summarise one configuration into ``out/name``; return the summary."""
-    description, config, eigen = CONFIGS[name]
+    study = CONFIGS[name]
+    config = study.config
     folder = out / name
     summary_path = folder / "summary.json"
     if summary_path.is_file():
@@ -150,28 +222,64 @@ def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
         train_family(folder, config)
     trained = time.perf_counter()
     plan = demo_plan(folder, config)
+    if study.second_round:
+        plan = population.whole(plan)
     records = run_sweep(plan, ResultStore(folder / "run"), resume=True).records
-    if eigen:
-        last = f"checkpoint-{config.checkpoint_steps()[-1]}"
-        eigen_plan = replace(
-            plan,
-            models=tuple(replace(m, revisions=(last,)) for m in plan.models),
-            probe=replace(plan.probe, eigen=20, density=True),
-        )
-        spectra = run_sweep(eigen_plan, ResultStore(folder / "run-eigen"), resume=True).records
-        by_model = {r["model"]: r for r in spectra if r.get("status") == "ok"}
-        # The index is taken from the spectrum of the last checkpoint; attach it there.
-        records = [
-            dict(r, spectrum=by_model[r["model"]].get("spectrum"))
-            if r.get("revision") == last and r["model"] in by_model
-            else r
-            for r in records
-        ]
+    if study.eigen:
+        records = _with_spectra(plan, folder, config, records)
+    measured = time.perf_counter()
+    crossover = []
+    if study.crossover is not None:
+        steps = study.crossover.steps(config.checkpoint_steps())
+        crossover = population.measure_crossover(plan, folder, study.crossover, steps)
     done = time.perf_counter()
-    summary = summarise(name, description, config, records, folder)
-    summary["seconds"] = {"train": trained - start, "measure": done - trained}
+    summary = summarise(name, study.description, config, records, folder)
+    if study.second_round:
+        summary["population"] = population.judgements(summary["records"])
+        summary["crossover"] = [_slim(r) for r in crossover]
+    summary["seconds"] = {
+        "train": trained - start,
+        "measure": measured - trained,
+        "crossover": done - measured,
+    }
+    summary["commit"] = _commit()
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _with_spectra(
+    plan: Any, folder: Path, config: DemoConfig, records: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``records`` with the spectrum (``--eigen 20 --density``) of each model's last checkpoint."""
+    last = f"checkpoint-{config.checkpoint_steps()[-1]}"
+    eigen_plan = replace(
+        plan,
+        models=tuple(replace(m, revisions=(last,)) for m in plan.models),
+        probe=replace(plan.probe, eigen=20, density=True),
+    )
+    spectra = run_sweep(eigen_plan, ResultStore(folder / "run-eigen"), resume=True).records
+    by_model = {r["model"]: r for r in spectra if r.get("status") == "ok"}
+    return [
+        dict(r, spectrum=by_model[r["model"]].get("spectrum"))
+        if r.get("revision") == last and r["model"] in by_model
+        else dict(r)
+        for r in records
+    ]
+
+
+def _commit() -> str | None:
+    """The commit the study runs at (with ``+dirty`` for uncommitted changes), None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def summarise(
@@ -193,13 +301,14 @@ def summarise(
                 "train_loss_drop_second_half": 1 - curve[-1] / curve[half] if curve else None,
             }
         )
+    slim = [_slim(r) for r in records]
     return {
         "name": name,
         "description": description,
         "config": config.to_dict(),
         "models": models,
-        "judgements": judgements(records),
-        "records": [_slim(r) for r in records],
+        "judgements": judgements(slim),
+        "records": slim,
     }
 
 
@@ -232,6 +341,8 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
         "duplicate_of",
     )
     out = {k: record.get(k) for k in keep}
+    # the second round's fields only where the record has them (first-round records do not)
+    out.update({k: record[k] for k in (*population.POPULATION_FIELDS, "crossover_n") if k in record})
     spectrum = record.get("spectrum")
     if spectrum:
         out["spectrum"] = {
@@ -249,19 +360,39 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 # ---- the report ------------------------------------------------------------------------------
 
 
-def _fmt(v: float, se: float) -> str:
-    return f"{v:.3g} ± {se:.1g}"
-
-
-def report(out: Path, docs: Path) -> str:
-    """The markdown table of every summarised configuration, and the figures in ``docs``."""
+def report(out: Path, docs: Path, only: Sequence[str] | None = None) -> str:
+    """The markdown tables of every summarised configuration (``only``: of those named), and the
+    figures, in ``docs``: the first round's in ``reach-study-table.md``, the second round's
+    in ``reach-study-population.md``. Returns both, the first round's first."""
     summaries = [
         json.loads((out / name / "summary.json").read_text())
         for name in CONFIGS
-        if (out / name / "summary.json").is_file()
+        if (out / name / "summary.json").is_file() and (only is None or name in only)
     ]
     for s in summaries:  # judged again from the records, with the statistics of this version
         s["judgements"] = judgements(s["records"])
+        if CONFIGS[s["name"]].second_round:
+            s["population"] = population.judgements(s["records"])
+    first = [s for s in summaries if not CONFIGS[s["name"]].second_round]
+    second = [s for s in summaries if CONFIGS[s["name"]].second_round]
+    docs.mkdir(parents=True, exist_ok=True)
+    parts = []
+    if first:
+        table = (
+            first_round_table(first) + "\n\n" + step_table(first) + "\n\n" + "\n".join(verdict_lines(first))
+        )
+        (docs / "reach-study-table.md").write_text(table + "\n")
+        _figures(first, docs)
+        parts.append(table)
+    if second:
+        text = second_round_text(second)
+        (docs / "reach-study-population.md").write_text(text + "\n")
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def first_round_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One row per configuration: the exponent of every D·χ_pos statistic against N."""
     lines = [
         "| configuration | N range | loss smallest → largest | lowest D·χ_pos (exp. ± se) | "
         "at equal loss | at equal compute | final D·χ_pos | 1/index | eff. rank/index | "
@@ -270,14 +401,7 @@ def report(out: Path, docs: Path) -> str:
     ]
     for s in summaries:
         j = s["judgements"]
-        models = s["models"]
-        n = [m["num_params"] for m in models]
-        first, last = models[0], models[-1]
-        row = [
-            f"`{s['name']}`: {s['description']}",
-            f"{min(n) / 1e3:.3g}k–{max(n) / 1e3:.3g}k ({max(n) / min(n):.0f}×)",
-            f"{first['train_loss_final']:.3g} → {last['train_loss_final']:.3g}",
-        ]
+        row = _size_cells(s)
         for statistic in (
             "lowest",
             "equal_loss",
@@ -286,14 +410,56 @@ def report(out: Path, docs: Path) -> str:
             "inverse_index",
             "rank_per_index",
         ):
-            row.append(_cell(j.get(statistic)))
-        row.append(f"{100 * first['train_loss_drop_second_half']:.1f}%")
+            row.append(cell(j.get(statistic)))
+        row.append(f"{100 * s['models'][0]['train_loss_drop_second_half']:.1f}%")
         lines.append("| " + " | ".join(row) + " |")
-    table = "\n".join(lines) + "\n\n" + step_table(summaries) + "\n\n" + "\n".join(verdict_lines(summaries))
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "reach-study-table.md").write_text(table + "\n")
-    _figures(summaries, docs)
-    return table
+    return "\n".join(lines)
+
+
+def _size_cells(s: dict[str, Any]) -> list[str]:
+    """Configuration, N range, training loss of the smallest and the largest model."""
+    models = s["models"]
+    n = [m["num_params"] for m in models]
+    return [
+        f"`{s['name']}`: {s['description']}",
+        f"{min(n) / 1e3:.3g}k–{max(n) / 1e3:.3g}k ({max(n) / min(n):.0f}×)",
+        f"{models[0]['train_loss_final']:.3g} → {models[-1]['train_loss_final']:.3g}",
+    ]
+
+
+def second_round_text(summaries: Sequence[dict[str, Any]]) -> str:
+    """The second round: the population statistics per configuration, the population position
+    through training, the crossover, and the family view of the seeds."""
+    runs = [
+        "| configuration | N range | loss smallest → largest | measured at | seeds | wall time (train / measure / crossover) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        t = s["seconds"]
+        runs.append(
+            "| "
+            + " | ".join(
+                [
+                    *_size_cells(s),
+                    f"`{s.get('commit')}`",
+                    str(s["config"]["seed"]),
+                    f"{t['train']:.0f} s / {t['measure']:.0f} s / {t.get('crossover', 0):.0f} s",
+                ]
+            )
+            + " |"
+        )
+    blocks = [
+        "\n".join(runs),
+        population.population_table(summaries),
+        "(S−1)·V·χ_pos^∞ ± se [B_noise in sequences] through training:",
+        *(population.training_table(s) for s in summaries),
+        "D_n·χ_pos(n) measured ± se / predicted from the whole set (χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n):",
+        *(t for t in (population.crossover_table(s) for s in summaries) if t),
+    ]
+    seeds = population.seed_lines(summaries, SEED_GROUPS)
+    if seeds:
+        blocks.append("\n".join(seeds))
+    return "\n\n".join(blocks)
 
 
 def step_exponents(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -321,7 +487,7 @@ def step_table(summaries: Sequence[dict[str, Any]]) -> str:
         "|---|" + "---|" * len(steps),
     ]
     for name, p in per.items():
-        cells = [_cell(p.get(step)) for step in steps]
+        cells = [cell(p.get(step)) for step in steps]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -349,11 +515,7 @@ def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
             f"2 se: {'; '.join(parts)}. Fitted exponent below 0 by more than 2 se in "
             f"{len(significant)}{' (' + ', '.join(significant) + ')' if significant else ''}."
         )
-    groups = {
-        "base": ("base", "seed-1", "seed-2"),
-        "longest": ("longest", "longest-seed-1", "longest-seed-2"),
-    }
-    for group, names in groups.items():
+    for group, names in SEED_GROUPS.items():
         seeds = [s for s in summaries if s["name"] in names]
         if len(seeds) < 2:
             continue
@@ -373,22 +535,6 @@ def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
                 f"{b.std(ddof=1):.2f} against a mean within-run fit error of {within:.2f})."
             )
     return lines
-
-
-def _cell(judgement: dict[str, Any] | None) -> str:
-    """``N^b ± se (outcome)``: the outcome is the family view's step-by-step criterion (**yes**:
-    every larger model below the next smaller one by 2 se; reverse; no: neither); ▼/▲ mark a
-    fitted exponent below/above 0 by more than 2 se."""
-    if not judgement:
-        return "–"
-    fit = judgement.get("fit")
-    outcome = judgement["claim"]["outcome"]
-    mark = {"supported": "**yes**", "contradicted": "reverse", "unclear": "no"}.get(outcome, outcome)
-    if fit is None:
-        return mark
-    b, se = fit["exponent"], fit["exponent_stderr"]
-    arrow = " ▼" if b < -2 * se else " ▲" if b > 2 * se else ""
-    return f"N^{b:.2f} ± {se:.2f}{arrow} ({mark})"
 
 
 def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:
@@ -469,18 +615,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     rep = sub.add_parser("report", help="the table and the figures of the summarised configurations")
     rep.add_argument("--out", type=Path, default=Path("reach-study"))
     rep.add_argument("--docs", type=Path, default=Path("reach-study/report"))
+    rep.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="report these configurations only")
     sub.add_parser("list", help="the configurations")
     args = parser.parse_args(argv)
     if args.command == "list":
-        for name, (description, _, eigen) in CONFIGS.items():
-            print(f"{name:22s} {description}{' (+ position index)' if eigen else ''}")
+        for name, study in CONFIGS.items():
+            extra = " (+ position index)" if study.eigen else " (second round)" if study.second_round else ""
+            print(f"{name:22s} {study.description}{extra}")
     elif args.command == "run":
         for name in args.names:
             s = run_one(name, args.out, threads=args.threads)
             verdicts = {k: v["claim"]["outcome"] for k, v in s["judgements"].items()}
             print(name, json.dumps(s["seconds"]), verdicts, flush=True)
     else:
-        print(report(args.out, args.docs))
+        print(report(args.out, args.docs, args.only))
 
 
 if __name__ == "__main__":
