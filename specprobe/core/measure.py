@@ -51,6 +51,7 @@ from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
+from specprobe.core.population import Reduction
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -77,6 +78,8 @@ def measure(
     probe_batch_size: int | None = None,
     max_exact_outputs: int = DEFAULT_MAX_EXACT_OUTPUTS,
     groups: str | Mapping[str, Sequence[str]] | None = None,
+    population: bool = True,
+    reduce: Reduction | None = None,
 ) -> Measurement:
     """Measure the loss–network–position decomposition of ``model`` on ``batch``.
 
@@ -102,6 +105,14 @@ def measure(
         groups: split χ_net and ‖∇θL‖² by parameter group (``Measurement.groups``):
             ``"auto"`` (embeddings, each block, final norm, head) or a mapping from group
             name to name globs. Costs nothing extra: the sums are kept per tensor anyway.
+        population: also estimate the population position χ_pos^∞, the gradient noise
+            scale and χ_pos(1) with jackknife errors (``specprobe.core.population``; the
+            ``Measurement`` fields from ``population_position`` on). Needs per-sequence
+            traces: ignored (fields None) for plain HUTCHINSON. False skips the
+            per-sequence work (for comparison of cost).
+        reduce: the batch is this process's share of one set of sequences split across
+            processes (:class:`~specprobe.core.population.Reduction`); the result is that of
+            the whole set, identical on every process. None: one process.
 
     Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
     estimators (plus one forward of one sample for the memory estimate), 1 forward +
@@ -124,6 +135,8 @@ def measure(
         any full pass when the estimated memory does not fit even one sample at a time.
     """
     start_time = time.perf_counter()
+    if reduce is not None:  # API first (issue 18); the split measurement lands in the next commits
+        raise SpecprobeError("measure(reduce=...) is not implemented yet", "measure in one process")
     est, seed = _checked_options(estimator, probes, seed, micro_batch_size, probe_batch_size)
     resolved = resolve_adapter(adapter, batch)
     num_samples = resolved.num_samples(batch)

@@ -25,6 +25,12 @@ class GroupShare:
     """χ_net,g / χ_net."""
     grad_norm_sq_share: float
     """‖∇_g L‖² / ‖∇θL‖²."""
+    population_position: float | None = None
+    """The group's population position χ_pos,g^∞ = ‖M_g‖²^ / (R^ τ_g^), θ restricted to the
+    group (for the head: the frozen-feature counterfactual of the population); None where
+    :attr:`Measurement.population_position` is None."""
+    population_position_stderr: float | None = None
+    """Its delete-one-sequence jackknife standard error."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,43 @@ class Measurement:
     time_s: float
     groups: tuple[GroupShare, ...] | None = None
     """The split of χ_net and ‖∇θL‖² by parameter group, when ``groups`` was given."""
+    # The population position (``specprobe.core.population``). With the per-sequence summed
+    # loss ℓ_s, its residual r_s, v_s = J_sᵀ r_s, V = Σ_s v_s and τ_s = Tr Θ_ss over the n
+    # sequences: ‖M‖²^ = (‖V‖² − Σ_s ‖v_s‖²) / (n(n−1)), A^ = Σ‖v_s‖²/n, R^ = Σ‖r_s‖²/n,
+    # τ^ = Στ_s/n. Each estimate is None when the estimator gives no per-sequence trace
+    # (plain ``hutchinson``), when ``population=False``, or when n < 2; each ``*_stderr`` is
+    # the delete-one-sequence jackknife (it carries the per-sample probes' noise too).
+    population_position: float | None = None
+    """χ_pos^∞ = ‖M‖²^ / (R^ τ^): the position of the data's own gradient, free of n."""
+    population_position_stderr: float | None = None
+    normalized_population_position: float | None = None
+    """(D/n)·χ_pos^∞, D the counted outputs: for a causal LM with full sequences (S−1)·V·χ_pos^∞;
+    comparable across models with the same tokenizer and sequence length."""
+    normalized_population_position_stderr: float | None = None
+    noise_scale: float | None = None
+    """B_noise = (A^ − ‖M‖²^) / ‖M‖²^, the gradient noise scale in sequences."""
+    noise_scale_stderr: float | None = None
+    noise_scale_tokens: float | None = None
+    """B_noise × the counted tokens per sequence (num_tokens / num_samples)."""
+    single_position: float | None = None
+    """χ_pos(1) = A^ / (R^ τ^), the position of one sequence's batch."""
+    single_position_stderr: float | None = None
+    mean_grad_sq: float | None = None
+    """‖M‖²^, unbiased for ‖E v_s‖² (per-sequence summed loss units; may be ≤ 0 by noise)."""
+    mean_grad_sq_stderr: float | None = None
+    population_status: str | None = None
+    """A :class:`specprobe.core.population.PopulationStatus` value: ``ok``, ``noisy``
+    (relative stderr of χ_pos^∞ above 0.5) or ``nonpositive`` (‖M‖²^ ≤ 0: more sequences
+    needed; the position fields are then None, never a negative position)."""
+    sequences_needed: int | None = None
+    """Sequences for a 10 % relative standard error of χ_pos^∞ (``specprobe.core.population``)."""
+
+    def position_at(self, n: float) -> float | None:
+        """χ_pos predicted for a batch of ``n`` sequences: χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n
+        (None without the population estimates)."""
+        if self.population_position is None or self.single_position is None:
+            return None
+        return self.population_position + (self.single_position - self.population_position) / n
 
     @property
     def normalized_position(self) -> float:
