@@ -26,11 +26,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 
 from specprobe.analysis.reach import ReachValue, judge, position_at_step, reach_values
+from specprobe.core.measurement import Measurement
 from specprobe.pipeline.plan import SweepPlan
 from specprobe.pipeline.sweep import run_sweep
 from specprobe.store.results import ResultStore
@@ -56,7 +58,6 @@ POPULATION_FIELDS = (
     "mean_grad_sq_stderr",
     "population_status",
     "sequences_needed",
-    "num_sequences",
     "train_batch_sequences",
     "train_batch_position",
     "train_batch_position_stderr",
@@ -151,12 +152,13 @@ def judgements(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def predicted_position(record: Mapping[str, Any], n: float) -> float | None:
-    """χ_pos(n) predicted from a whole-set record: χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n, the rule
-    of ``Measurement.position_at`` (None without both estimates)."""
-    population, single = record.get("population_position"), record.get("single_position")
-    if population is None or single is None:
-        return None
-    return float(population) + (float(single) - float(population)) / n
+    """χ_pos(n) predicted from a whole-set record by ``Measurement.position_at`` (χ_pos^∞ +
+    (χ_pos(1) − χ_pos^∞)/n; None without both estimates). A record is not a Measurement:
+    the method reads only these two fields, so it is handed just them."""
+    estimates = SimpleNamespace(
+        population_position=record.get("population_position"), single_position=record.get("single_position")
+    )
+    return Measurement.position_at(cast(Measurement, estimates), n)
 
 
 def crossover_values(records: Sequence[Mapping[str, Any]], step: int, n: int) -> list[ReachValue]:

@@ -17,6 +17,12 @@ family view's criterion (two combined standard errors; power-law fit against N):
 * ``rank_per_index``: the effective rank of that spectrum over the index (depth in units of
   the spectrum's own extent).
 
+The second round (:data:`CONFIGS` entries with a ``crossover``; ``examples/reach_population.py``)
+trains with μP done fully (``lr_rule="mup-full"``), measures every checkpoint as one set of
+sequences and judges the same statistics on the population position (S−1)·V·χ_pos^∞, with
+the gradient noise scale B_noise beside it, χ_pos(n) against n at chosen checkpoints (the
+crossover), and the family view of several seeds (mean and seed spread per model).
+
 Everything is seeded (the configuration's ``seed``: corpus, tokenizer data, initialisation,
 data order, measurement subset and probes); rerunning a configuration reproduces its
 numbers up to thread-count-dependent rounding. Commands (one thread each, as the study ran)::
@@ -24,6 +30,7 @@ numbers up to thread-count-dependent rounding. Commands (one thread each, as the
     OMP_NUM_THREADS=1 python examples/reach_study.py run base lr-constant --out study
     python examples/reach_study.py report --out study --docs docs   # table, figures, verdicts
     python examples/reach_study.py list                               # the configurations
+    python examples/reach_study.py train mup-full --out study         # train now, measure later
 
 ``run`` skips configurations whose ``summary.json`` exists (delete the folder to redo one).
 """
@@ -217,9 +224,7 @@ def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
     if summary_path.is_file():
         return dict(json.loads(summary_path.read_text()))
     torch.set_num_threads(threads)
-    start = time.perf_counter()
-    if not (folder / "family").is_dir():
-        train_family(folder, config)
+    train_seconds = train(folder, config)
     trained = time.perf_counter()
     plan = demo_plan(folder, config)
     if study.second_round:
@@ -238,13 +243,24 @@ def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
         summary["population"] = population.judgements(summary["records"])
         summary["crossover"] = [_slim(r) for r in crossover]
     summary["seconds"] = {
-        "train": trained - start,
+        "train": train_seconds,
         "measure": measured - trained,
         "crossover": done - measured,
     }
     summary["commit"] = _commit()
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def train(folder: Path, config: DemoConfig) -> float:
+    """Train the family into ``folder/family`` unless it is there; the training's wall time
+    (kept in ``folder/train.json``, so that a family trained ahead reports its own)."""
+    timing = folder / "train.json"
+    if not (folder / "family").is_dir():
+        start = time.perf_counter()
+        train_family(folder, config)
+        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
+    return float(json.loads(timing.read_text())["seconds"]) if timing.is_file() else float("nan")
 
 
 def _with_spectra(
@@ -343,6 +359,9 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: record.get(k) for k in keep}
     # the second round's fields only where the record has them (first-round records do not)
     out.update({k: record[k] for k in (*population.POPULATION_FIELDS, "crossover_n") if k in record})
+    data = (record.get("settings") or {}).get("data") or {}
+    if "num_sequences" in data:  # how many sequences, and how many together (None: one set)
+        out["num_sequences"], out["batch_size"] = data["num_sequences"], data.get("batch_size")
     spectrum = record.get("spectrum")
     if spectrum:
         out["spectrum"] = {
@@ -608,6 +627,9 @@ def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    ahead = sub.add_parser("train", help="only train configurations (run measures them later)")
+    ahead.add_argument("names", nargs="+", choices=sorted(CONFIGS))
+    ahead.add_argument("--out", type=Path, default=Path("reach-study"))
     run = sub.add_parser("run", help="train, measure and summarise configurations")
     run.add_argument("names", nargs="+", choices=sorted(CONFIGS))
     run.add_argument("--out", type=Path, default=Path("reach-study"))
@@ -622,6 +644,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name, study in CONFIGS.items():
             extra = " (+ position index)" if study.eigen else " (second round)" if study.second_round else ""
             print(f"{name:22s} {study.description}{extra}")
+    elif args.command == "train":
+        torch.set_num_threads(1)
+        for name in args.names:
+            print(name, "trained in", f"{train(args.out / name, CONFIGS[name].config):.0f} s", flush=True)
     elif args.command == "run":
         for name in args.names:
             s = run_one(name, args.out, threads=args.threads)
