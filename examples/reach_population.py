@@ -368,3 +368,105 @@ def seed_lines(summaries: Sequence[Mapping[str, Any]], groups: Mapping[str, Sequ
                 else f"- seeds ({family['seeds']} of `{group}`), `{statistic}`: {means}; {cell(j)}."
             )
     return lines
+
+
+def figures(summaries: Sequence[Mapping[str, Any]], docs: Path) -> list[Path]:
+    """``reach-study-population.png``: per configuration, (S−1)·V·χ_pos^∞ against the step
+    (± 1 se) and B_noise against the step; ``reach-study-crossover.png``: D_n·χ_pos(n)
+    measured (± 1 se) and predicted against n at the last crossover step. Returns the
+    files written (none without matplotlib or data)."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+    written = []
+    with_population = [s for s in summaries if population_view(s["records"])]
+    if with_population:
+        fig = Figure(figsize=(10, 3.0 * len(with_population)), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(with_population), 2))
+        for row, s in zip(axes, with_population, strict=True):
+            view = population_view(s["records"])
+            labels = sorted({(r.get("num_params") or 0, r["label"]) for r in view})
+            for i, (_, label) in enumerate(labels):
+                rows = sorted((r for r in view if r["label"] == label), key=lambda r: r["step"])
+                colour = colormaps["viridis"](0.85 * i / max(1, len(labels) - 1))
+                steps = [r["step"] for r in rows]
+                row[0].errorbar(
+                    steps,
+                    [r[POPULATION] for r in rows],
+                    yerr=[r.get(f"{POPULATION}_stderr") or 0 for r in rows],
+                    marker="o",
+                    markersize=3,
+                    color=colour,
+                    label=label,
+                )
+                row[1].plot(
+                    steps,
+                    [r.get("noise_scale") or np.nan for r in rows],
+                    marker="o",
+                    markersize=3,
+                    color=colour,
+                )
+            for ax, ylabel in zip(row, ("(S−1)·V·χ_pos^∞", "B_noise (sequences)"), strict=True):
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xlabel("training step", fontsize=9)
+                ax.set_ylabel(ylabel, fontsize=9)
+                ax.set_title(s["name"], fontsize=9, loc="left")
+                ax.grid(True, alpha=0.3, linewidth=0.6)
+            row[0].legend(fontsize=7, frameon=False)
+        fig.savefig(docs / "reach-study-population.png", dpi=150)
+        written.append(docs / "reach-study-population.png")
+    with_crossover = [s for s in summaries if s.get("crossover")]
+    if with_crossover:
+        fig = Figure(figsize=(5.5, 3.2 * len(with_crossover)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(len(with_crossover), 1))
+        for ax, s in zip(axes, with_crossover, strict=True):
+            records = s["crossover"]
+            sizes = sorted({r["crossover_n"] for r in records})
+            step = max(r["step"] for r in records if r.get("status") == "ok")
+            labels = [v.label for v in crossover_values(records, step, sizes[-1])]
+            grid = np.geomspace(sizes[0], sizes[-1], 32)
+            for i, label in enumerate(labels):
+                colour = colormaps["viridis"](0.85 * i / max(1, len(labels) - 1))
+                points = [
+                    (n, v) for n in sizes for v in crossover_values(records, step, n) if v.label == label
+                ]
+                ax.errorbar(
+                    [n for n, _ in points],
+                    [v.value for _, v in points],
+                    yerr=[v.stderr for _, v in points],
+                    fmt="o",
+                    markersize=3,
+                    color=colour,
+                    label=label,
+                )
+                whole_row = next(
+                    (
+                        r
+                        for r in records
+                        if r["crossover_n"] == sizes[-1] and r["step"] == step and r["label"] == label
+                    ),
+                    None,
+                )
+                if whole_row is not None and predicted_position(whole_row, 1.0) is not None:
+                    scale = float(whole_row["num_outputs"]) / sizes[-1]
+                    ax.plot(
+                        grid,
+                        [predicted_position(whole_row, n) * scale * n for n in grid],
+                        color=colour,
+                        linewidth=0.8,
+                    )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("sequences measured together, n", fontsize=9)
+            ax.set_ylabel("D_n·χ_pos(n)", fontsize=9)
+            ax.set_title(
+                f"{s['name']}, step {step} (lines: predicted from n = {sizes[-1]})", fontsize=9, loc="left"
+            )
+            ax.grid(True, alpha=0.3, linewidth=0.6)
+            ax.legend(fontsize=7, frameon=False)
+        fig.savefig(docs / "reach-study-crossover.png", dpi=150)
+        written.append(docs / "reach-study-crossover.png")
+    return written
