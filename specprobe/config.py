@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 from specprobe.choices import Device, DType, Estimator
@@ -39,6 +40,7 @@ LIMITS: dict[str, Limit] = {
     "seq_len": Limit(2),  # a sequence needs two tokens to predict one
     "batch_size": Limit(1),
     "seed": Limit(0),
+    "train_batch_sequences": Limit(1),
     # the probe; the upper bounds are where a larger value would run for hours rather than fail
     "probes": Limit(2, 10_000),
     "micro_batch_size": Limit(1),
@@ -118,6 +120,24 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+class Measuring(str, Enum):
+    """How a sweep measures its subset of ``num_sequences`` sequences (the record's
+    ``measurement``). The two give different numbers: χ_pos of n sequences is
+    χ_pos^∞·(1 + B_noise/n), so a batch's position depends on its size (DESIGN section 6)."""
+
+    WHOLE = "whole"
+    """The subset measured as one set of ``num_sequences`` (micro-batched for memory by
+    ``measure``, identical numbers whatever the micro-batch or the number of processes):
+    one gradient of the whole set, so the population position χ_pos^∞, the noise scale
+    B_noise and their errors come from every sequence. The default (``batch_size`` unset)."""
+
+    BATCHES = "batches"
+    """The subset cut into consecutive batches of ``batch_size`` sequences, each measured
+    on its own, the record the mean over batches (the only way before issue 18; for
+    comparison with earlier runs: their settings hash is unchanged). With batches well
+    below B_noise, χ_pos measures mostly the gradient noise."""
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Where the text comes from and how the token subset is cut."""
@@ -129,12 +149,26 @@ class DataSpec:
     split: str = "train"
     text_column: str = "text"
     """Column holding the text (a .txt file has one, ``text``: one document per line)."""
-    num_sequences: int = 32
-    seq_len: int = 128
-    """Tokens per sequence; D per batch = batch_size × (seq_len − 1) × vocabulary."""
-    batch_size: int = 8
-    """Sequences per measured batch; the subset is measured batch by batch."""
+    num_sequences: int = 256
+    """Sequences in the subset. The default is sized by the error of χ_pos^∞ it gives and
+    the time it costs (README, "How many sequences")."""
+    seq_len: int = 64
+    """Tokens per sequence; D = sequences measured together × (seq_len − 1) × vocabulary."""
+    batch_size: int | None = None
+    """None (default): the subset measured as one set (:attr:`Measuring.WHOLE`). A number:
+    the subset measured in batches of that many sequences and averaged
+    (:attr:`Measuring.BATCHES`, the way before issue 18)."""
     seed: int = 0
+
+    @property
+    def measuring(self) -> Measuring:
+        """:attr:`Measuring.BATCHES` when ``batch_size`` is set, else :attr:`Measuring.WHOLE`."""
+        return Measuring.WHOLE if self.batch_size is None else Measuring.BATCHES
+
+    @property
+    def measured_together(self) -> int:
+        """Sequences in one measurement: ``batch_size``, or the whole subset."""
+        return self.num_sequences if self.batch_size is None else self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +179,7 @@ class DataSpec:
         key path instead of by flag."""
         for name in ("num_sequences", "seq_len", "batch_size", "seed"):
             check_range(name, getattr(self, name), f"{prefix}.{name}" if prefix else None)
-        if self.num_sequences % self.batch_size:
+        if self.batch_size is not None and self.num_sequences % self.batch_size:
             raise SpecprobeError(
                 f"expected num_sequences to be a multiple of batch_size (equal D per batch), found "
                 f"{self.num_sequences} sequences in batches of {self.batch_size}",
@@ -251,6 +285,7 @@ __all__ = [
     "BatchSpec",
     "DataSpec",
     "Limit",
+    "Measuring",
     "ProbeSpec",
     "Settings",
     "check_groups",

@@ -14,20 +14,36 @@ from typer.testing import CliRunner
 
 from specprobe.choices import Estimator
 from specprobe.cli.app import app
-from specprobe.config import LIMITS, BatchSpec, DataSpec, ProbeSpec, Settings, check_range
+from specprobe.config import LIMITS, BatchSpec, DataSpec, Measuring, ProbeSpec, Settings, check_range
 from specprobe.errors import SpecprobeError
 from specprobe.pipeline.plan import ModelSpec, SweepPlan
 from specprobe.recipes.recipe import load_recipe
 
-DEFAULT_CLI_HASH = "b601e52b22973e34"
-"""``specprobe analyze MODEL`` with every default (specprobe before issue 17)."""
+DEFAULT_CLI_HASH = "31c23a8a07384f28"
+"""``specprobe analyze MODEL`` with every default. Changed by issue 18 on purpose: the
+default measures 256 sequences of 64 tokens as one set (``batch_size`` None), where it
+averaged batches of 8 of 32 sequences of 128 tokens; the numbers differ, so must the key."""
+OLD_DEFAULT_CLI_HASH = "b601e52b22973e34"
+"""``specprobe analyze MODEL`` before issue 18 (and since issue 17); the same settings given
+explicitly (``--num-sequences 32 --seq-len 128 --batch-size 8``) keep it, so old runs resume."""
 TINY_LOCAL_HASH = "802b0ecb53febf2f"
-"""``specprobe run tiny-local --set root=/tmp/x`` (before issue 17)."""
+"""``specprobe run tiny-local --set root=/tmp/x`` (before issue 17; the recipe, the demo's
+analysis, still averages batches of 8 until the demo measures whole subsets)."""
 
 
 def test_default_plan_hash_is_pinned() -> None:
     assert SweepPlan(models=(ModelSpec("x"),)).settings.hash() == DEFAULT_CLI_HASH
     assert Settings().hash() == DEFAULT_CLI_HASH
+    assert Settings().data.measuring is Measuring.WHOLE
+
+
+def test_batches_keep_the_hash_of_earlier_versions() -> None:
+    old = DataSpec(num_sequences=32, seq_len=128, batch_size=8)
+    assert old.measuring is Measuring.BATCHES
+    assert Settings(data=old).hash() == OLD_DEFAULT_CLI_HASH
+    with pytest.raises(SpecprobeError, match="multiple of batch_size"):
+        DataSpec(num_sequences=30, batch_size=8).validate()
+    DataSpec(num_sequences=30).validate()  # a whole subset need not cut into batches
 
 
 def test_recipe_plan_hash_is_pinned() -> None:
@@ -62,15 +78,19 @@ def test_equal_settings_give_equal_keys_across_entry_points(
         "org/x",
         "--dataset",
         "/tmp/x/data/eval.txt",
+        "--num-sequences",
+        "32",
         "--seq-len",
         "64",
+        "--batch-size",
+        "8",
         "--probes",
         "16",
     )
     recipe = _planned_by(monkeypatch, "run", "tiny-local", "--set", "root=/tmp/x")
     python = SweepPlan(
         models=(ModelSpec("org/x"),),
-        data=DataSpec(dataset="/tmp/x/data/eval.txt", seq_len=64),
+        data=DataSpec(dataset="/tmp/x/data/eval.txt", num_sequences=32, seq_len=64, batch_size=8),
         probe=ProbeSpec(probes=16),
     )
     assert cli.settings == recipe.settings == python.settings
@@ -78,6 +98,8 @@ def test_equal_settings_give_equal_keys_across_entry_points(
     # Where it runs is not part of the key.
     moved = _planned_by(monkeypatch, "analyze", "org/x", "--device", "auto", "--micro-batch-size", "2")
     assert moved.settings.hash() == DEFAULT_CLI_HASH
+    old = ("--num-sequences", "32", "--seq-len", "128", "--batch-size", "8")
+    assert _planned_by(monkeypatch, "analyze", "org/x", *old).settings.hash() == OLD_DEFAULT_CLI_HASH
 
 
 def test_probe_records_use_the_same_shape_and_hash(tmp_path: Path) -> None:

@@ -54,9 +54,18 @@ def analyze(
     dataset_config: Annotated[str | None, typer.Option(help="The hub dataset's configuration.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
     text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    num_sequences: Annotated[int, limited("num_sequences", "Sequences in the subset.")] = 32,
-    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.")] = 128,
-    batch_size: Annotated[int, limited("batch_size", "Sequences per measured batch.")] = 8,
+    num_sequences: Annotated[
+        int, limited("num_sequences", "Sequences in the subset, measured as one set.")
+    ] = 256,
+    seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.")] = 64,
+    batch_size: Annotated[
+        int | None,
+        limited(
+            "batch_size",
+            "Measure in batches of N sequences and average them (the way before issue 18, "
+            "for comparison with earlier runs). Default: the subset as one set.",
+        ),
+    ] = None,
     seed: Annotated[int, limited("seed", "Seed of the subset and the probes.")] = 0,
     estimator: Annotated[Estimator, typer.Option(help="χ_net estimator.")] = Estimator.HUTCHINSON_PER_SAMPLE,
     probes: Annotated[int, limited("probes", "Hutchinson probes per batch.")] = 32,
@@ -88,6 +97,13 @@ def analyze(
         int | None,
         limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known)."),
     ] = None,
+    train_batch_sequences: Annotated[
+        int | None,
+        limited(
+            "train_batch_sequences",
+            "Sequences per training step, for χ_pos at the training batch (Pythia's is known).",
+        ),
+    ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory (default: ./specprobe-runs/<timestamp>).")
     ] = None,
@@ -118,7 +134,13 @@ def analyze(
 
     plan = SweepPlan(
         models=tuple(
-            ModelSpec(id=m, revisions=split_list(revisions), tokens_per_step=tokens_per_step) for m in models
+            ModelSpec(
+                id=m,
+                revisions=split_list(revisions),
+                tokens_per_step=tokens_per_step,
+                train_batch_sequences=train_batch_sequences,
+            )
+            for m in models
         ),
         data=DataSpec(**setting_values(options, field_names(DataSpec))),
         probe=probe,

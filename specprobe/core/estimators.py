@@ -27,8 +27,9 @@ from specprobe.core.ghost import GhostNorms
 from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.memory import MAX_PROBE_BATCH
 from specprobe.core.operator import batched_vjp
+from specprobe.core.population import Reduction
 from specprobe.core.probes import rademacher
-from specprobe.errors import TooLargeError
+from specprobe.errors import SpecprobeError, TooLargeError
 
 EXACT_CHUNK = 16
 """One-hot cotangents per backward pass for the exact estimator (tiny models only)."""
@@ -52,6 +53,26 @@ class TraceStrategy(ABC):
     def __init__(self, params: Sequence[Tensor], acc: torch.dtype) -> None:
         self.params = list(params)
         self.acc = acc
+        self.offset = 0  # global index of this process's first sample (set by start())
+        self.sample_sums: np.ndarray | None = None  # per-sample trace sums, where kept
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        """Before the first micro-batch: this process holds ``num_samples`` samples, the
+        first with global index ``offset``. With ``per_sample``, strategies with per-sample
+        traces allocate their per-sample sums here ((num_samples, tensors) floats)."""
+        self.offset = offset
+
+    def sample_traces(self) -> np.ndarray | None:
+        """τ_s = Tr Θ_ss per local sample and tensor, ``(num_samples, tensors)`` (an unbiased
+        estimate for the probe estimators); None where the estimator has no per-sample trace."""
+        return None
+
+    def reduce(self, reduction: Reduction) -> None:
+        """Sum this strategy's totals across processes (``measure(reduce=...)``)."""
+        raise SpecprobeError(
+            f"expected an estimator whose trace adds over processes, found {type(self).__name__}",
+            "use estimator='hutchinson_per_sample' (or 'exact') to split one measurement across processes",
+        )
 
     def default_sizes(self, num_samples: int) -> tuple[int, int]:
         """(micro-batch, cotangents per backward pass) when not given: the whole batch and
@@ -113,13 +134,28 @@ class ExactTrace(TraceStrategy):
         """One-hot cotangents of the counted outputs, ``chunk`` per batched backward pass."""
         counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
         total = np.zeros(len(self.params))
+        per_sample = f.numel() // f.shape[0]
+        local = first_sample - self.offset
         for lo in range(0, counted.numel(), chunk):
             idx = counted[lo : lo + chunk]
             onehot = torch.zeros(idx.numel(), f.numel(), dtype=f.dtype, device=f.device)
             onehot[torch.arange(idx.numel(), device=f.device), idx] = 1
             vjps = _vjp(f, self.params, onehot.reshape(idx.numel(), *f.shape))
-            total += _squared_norms(vjps, self.acc).sum(0)
+            values = _squared_norms(vjps, self.acc)
+            total += values.sum(0)
+            if self.sample_sums is not None:  # each one-hot output belongs to one sample
+                np.add.at(self.sample_sums, local + (idx // per_sample).cpu().numpy(), values)
         self.trace_sums += total
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        super().start(num_samples, offset, per_sample)
+        self.sample_sums = np.zeros((num_samples, len(self.params))) if per_sample else None
+
+    def sample_traces(self) -> np.ndarray | None:
+        return self.sample_sums
+
+    def reduce(self, reduction: Reduction) -> None:
+        self.trace_sums = reduction.sum_scalars(self.trace_sums)
 
     def trace(self, members: np.ndarray) -> tuple[float, float]:
         return float(self.trace_sums[members].sum()), 0.0
@@ -146,10 +182,15 @@ class _ProbeTrace(TraceStrategy):
         self, f: Tensor, mask: Tensor, first_sample: int, block: Block, chunk: int, several: bool
     ) -> None:
         """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe."""
+        local = first_sample - self.offset
         for lo in range(0, self.probes, chunk):
             js = range(lo, min(lo + chunk, self.probes))
-            values = self.ghost.norms(f, self._probes(f, mask, first_sample, js), self.per_sample)
-            self.probe_values[lo : lo + len(js)] += values.numpy()
+            values = self.ghost.group_norms(
+                f, self._probes(f, mask, first_sample, js), self.per_sample
+            ).values
+            self.probe_values[lo : lo + len(js)] += values.sum(1).numpy()
+            if self.sample_sums is not None:  # the groups are the samples
+                self.sample_sums[local : local + f.shape[0]] += values.sum(0).numpy()
 
     def _probes(self, f: Tensor, mask: Tensor, first_sample: int, probes: range) -> Tensor:
         """The Rademacher probes ``(len(probes), *f.shape)`` of this micro-batch, masked rows zero."""
@@ -170,7 +211,19 @@ class _ProbeTrace(TraceStrategy):
 
 class PerSampleTrace(_ProbeTrace):
     """Σ_b ‖J_bᵀ z_b‖² per probe: the per-sample ghost norms, which add over samples,
-    micro-batches and processes (no probe sums, whatever the micro-batch)."""
+    micro-batches and processes (no probe sums, whatever the micro-batch). Also kept per
+    sample (summed over the probes): τ_s^ = (1/m) Σ_j ‖J_sᵀ z_{s,j}‖², independent across
+    samples, for the population position (``specprobe.core.population``)."""
+
+    def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
+        super().start(num_samples, offset, per_sample)
+        self.sample_sums = np.zeros((num_samples, len(self.params))) if per_sample else None
+
+    def sample_traces(self) -> np.ndarray | None:
+        return None if self.sample_sums is None else self.sample_sums / self.probes
+
+    def reduce(self, reduction: Reduction) -> None:
+        self.probe_values = reduction.sum_scalars(self.probe_values)
 
 
 class HutchinsonTrace(_ProbeTrace):

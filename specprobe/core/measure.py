@@ -51,7 +51,7 @@ from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.population import Reduction
+from specprobe.core.population import Estimate, Reduction, SequenceSums, estimate, measurement_fields
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -135,9 +135,7 @@ def measure(
         any full pass when the estimated memory does not fit even one sample at a time.
     """
     start_time = time.perf_counter()
-    if reduce is not None:  # API first (issue 18); the split measurement lands in the next commits
-        raise SpecprobeError("measure(reduce=...) is not implemented yet", "measure in one process")
-    est, seed = _checked_options(estimator, probes, seed, micro_batch_size, probe_batch_size)
+    est, seed = _checked_options(estimator, probes, seed, micro_batch_size, probe_batch_size, reduce)
     resolved = resolve_adapter(adapter, batch)
     num_samples = resolved.num_samples(batch)
     if num_samples == 0:
@@ -148,6 +146,8 @@ def measure(
     group_names = group_parameters([n for n, _ in selected], groups) if groups is not None else None
     with measuring(model, selected), GhostNorms(model, tensors, acc) as ghost:
         run = _Run(est, probes, seed, tensors, acc, max_exact_outputs, ghost, group_names)
+        run.start(num_samples, population, reduce)
+        offset = 0 if reduce is None else reduce.offset
         micro = run.plan(
             lambda: resolved(model, resolved.take(batch, 0, 1)),
             num_samples,
@@ -158,8 +158,14 @@ def measure(
             for begin in range(0, num_samples, micro):
                 stop = min(begin + micro, num_samples)
                 ghost.reset(stop - begin)
-                run.add(resolved(model, resolved.take(batch, begin, stop)), begin, block)
+                run.add(resolved(model, resolved.take(batch, begin, stop)), offset + begin, block)
             run.trace.end_block(block)
+        run.reduce()
+        if run.second_pass:  # c_s = ⟨v_s, V⟩ needs V, known only now: forward again
+            for begin in range(0, num_samples, micro):
+                stop = min(begin + micro, num_samples)
+                ghost.reset(stop - begin)
+                run.add_population(resolved(model, resolved.take(batch, begin, stop)), begin)
     return run.finish(
         num_samples=num_samples,
         micro_batch_size=micro,
@@ -175,10 +181,22 @@ def _checked_options(
     seed: int | None,
     micro_batch_size: int | None,
     probe_batch_size: int | None,
+    reduce: Reduction | None,
 ) -> tuple[Estimator, int | None]:
     """``measure``'s estimator parsed and its options checked; for the Hutchinson
     estimators a seed drawn from the OS when None (it is recorded in the result)."""
     est = parse_enum(Estimator, estimator, "estimator")
+    if reduce is not None and est is Estimator.HUTCHINSON:
+        raise SpecprobeError(
+            "expected an estimator whose trace adds over processes with reduce=..., found 'hutchinson' "
+            "(its probe values are norms of sums over the whole batch)",
+            "use estimator='hutchinson_per_sample' (or 'exact') to split one measurement across processes",
+        )
+    if reduce is not None and seed is None and est is not Estimator.EXACT:
+        raise SpecprobeError(
+            "expected a seed with reduce=..., found seed=None (each process would draw its own probes)",
+            "pass the same seed=... to every process",
+        )
     if est is not Estimator.EXACT and probes < 2:
         raise SpecprobeError(
             f"expected at least 2 Hutchinson probes (for a standard error), found probes={probes}",
@@ -237,6 +255,30 @@ class _Run:
         self.dtype = str(params[0].dtype).removeprefix("torch.")
         self.num_params = sum(p.numel() for p in params)
         self.loss_kind: Loss | None = None
+        self.num_samples = 0  # of the whole set (all processes), set by start() and reduce()
+        self.reduction: Reduction | None = None
+        self.sums: SequenceSums | None = None  # per-sequence terms, when the population is estimated
+
+    def start(self, num_samples: int, population: bool, reduce: Reduction | None) -> None:
+        """This process holds ``num_samples`` samples; whether the population is estimated
+        (it needs a per-sample trace: not plain HUTCHINSON)."""
+        self.num_samples = num_samples
+        self.reduction = reduce
+        wanted = population and self.estimator is not Estimator.HUTCHINSON
+        self.trace.start(num_samples, 0 if reduce is None else reduce.offset, per_sample=wanted)
+        self.sums = SequenceSums(num_samples, len(self.params)) if wanted else None
+
+    @property
+    def keeps_gradient(self) -> bool:
+        """Whether ∇L is kept as one P-float sum: over several micro-batches or processes,
+        and for the population's c_s = ⟨v_s, V⟩ (like a training step's ``.grad``)."""
+        return self.several or self.sums is not None or self.reduction is not None
+
+    @property
+    def second_pass(self) -> bool:
+        """Whether c_s needs a second pass over the micro-batches (V known only after the
+        first): with several micro-batches or processes; one micro-batch reuses its graph."""
+        return self.sums is not None and (self.several or self.reduction is not None)
 
     # -- sizes ----------------------------------------------------------------------------
 
@@ -286,7 +328,8 @@ class _Run:
         self.ghost.reset()
 
         def need(micro: int, chunk: int) -> int:
-            accumulator = param_bytes if micro < num_samples else 0
+            keep = micro < num_samples or self.sums is not None or self.reduction is not None
+            accumulator = param_bytes if keep else 0
             return accumulator + 2 * largest + cost.need(micro, chunk)
 
         if probe_batch_size is None:
@@ -346,7 +389,51 @@ class _Run:
         self.loss_sum += loss_sum
         self.residual_sq_sum += float(residual.double().square().sum())
         self._gradient(f, residual.to(f.dtype), first_sample)
+        if self.sums is not None and not self.second_pass:  # one micro-batch: V is known now
+            self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors())
         self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
+
+    def add_population(self, adapted: AdaptedBatch, local: int) -> None:
+        """The second pass: the per-sequence terms of one micro-batch (this process's
+        samples from ``local``), V being known."""
+        assert self.sums is not None
+        if int(adapted.mask.sum()) == 0:
+            return
+        _, residual = loss_and_residual(adapted, self.acc)
+        self.sums.add(self.ghost, adapted.outputs, residual, local, self._gradient_tensors())
+
+    def _gradient_tensors(self) -> list[Tensor]:
+        """V per tensor (zeros for a tensor the outputs do not reach), in place in ``grad``."""
+        assert self.grad is not None
+        for i, (g, p) in enumerate(zip(self.grad, self.params, strict=True)):
+            if g is None:
+                self.grad[i] = torch.zeros(p.shape, dtype=self.acc, device=p.device)
+        return [g for g in self.grad if g is not None]
+
+    def reduce(self) -> None:
+        """After the pass over this process's micro-batches: sum the gradient, the trace and
+        the scalars across processes (``measure(reduce=...)``); nothing in one process."""
+        if self.reduction is None:
+            return
+        if self.grad is None:
+            self.grad = [None] * len(self.params)
+        self.reduction.sum_(self._gradient_tensors())
+        self.trace.reduce(self.reduction)
+        totals = self.reduction.sum_scalars(
+            np.array(
+                [
+                    self.loss_sum,
+                    self.residual_sq_sum,
+                    self.rows,
+                    self.outputs,
+                    self.entries,
+                    self.num_samples,
+                ],
+                dtype=np.float64,
+            )
+        )
+        self.loss_sum, self.residual_sq_sum = float(totals[0]), float(totals[1])
+        self.rows, self.outputs, self.entries, self.num_samples = (round(float(v)) for v in totals[2:])
 
     def _gradient(self, f: Tensor, cotangent: Tensor, first_sample: int) -> None:
         """∇L of this micro-batch (unnormalised), reduced per tensor as each is computed."""
@@ -358,7 +445,7 @@ class _Run:
             finite = finite and math.isfinite(value)
             self.grad_sq[index] += value
 
-        if self.several:
+        if self.keeps_gradient:
             if self.grad is None:
                 self.grad = [None] * len(self.params)
             backward_each(f, cotangent, self.params, add_into(self.grad, self.acc))
@@ -408,6 +495,9 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
+        self._gather()
+        whole = self._population(np.ones(len(self.params), dtype=bool))
+        fields = {} if whole is None else measurement_fields(whole, self.outputs, self.rows, self.num_samples)
         return Measurement(
             loss=self.loss_sum / n,
             grad_norm_sq=grad_norm_sq,
@@ -418,7 +508,7 @@ class _Run:
             spectral_position_stderr=position * chi_net_stderr / chi_net,
             num_outputs=self.outputs,
             num_params=self.num_params,
-            num_samples=num_samples,
+            num_samples=self.num_samples,
             num_tokens=self.rows,
             estimator=self.estimator.value,
             probes=self.trace.probes,
@@ -430,7 +520,25 @@ class _Run:
             params=params,
             time_s=time.perf_counter() - start_time,
             groups=self._shares(chi_loss, grad_sq, chi_net, grad_norm_sq),
+            **fields,
         )
+
+    def _gather(self) -> None:
+        """The per-sequence terms and traces of every process (``self.gathered``), when the
+        population is estimated over at least 2 sequences; else None."""
+        self.gathered: tuple[SequenceSums, np.ndarray] | None = None
+        tau = self.trace.sample_traces()
+        if self.sums is None or tau is None or self.num_samples < 2:
+            return
+        if self.reduction is not None:
+            tau = self.reduction.gather(tau)
+        self.gathered = (self.sums.gathered(self.reduction), tau)
+
+    def _population(self, members: np.ndarray) -> Estimate | None:
+        """The population estimates over the tensors in ``members`` (None without them)."""
+        if self.gathered is None:
+            return None
+        return estimate(self.grad_sq, self.gathered[0], self.gathered[1], members)
 
     def _shares(
         self, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
@@ -450,6 +558,7 @@ class _Run:
         members = np.array([g == name for g in self.group_names])
         trace, stderr = self.trace.trace(members)
         grad = float(grad_sq[members].sum())
+        population = self._population(members)
         return GroupShare(
             name=name,
             num_params=sum(p.numel() for p, m in zip(self.params, members, strict=True) if m),
@@ -459,4 +568,6 @@ class _Run:
             spectral_position=grad / (chi_loss * trace) if trace > 0 else float("nan"),
             chi_net_share=trace / chi_net,
             grad_norm_sq_share=grad / grad_norm_sq if grad_norm_sq > 0 else 0.0,
+            population_position=None if population is None else population.population_position,
+            population_position_stderr=None if population is None else population.population_position_stderr,
         )

@@ -1,6 +1,8 @@
-"""One checkpoint → one record: load, fingerprint, measure every batch, aggregate.
+"""One checkpoint → one record: load, fingerprint, measure the subset, aggregate.
 
-``measure_checkpoint`` is the same for every executor. Which of the batches this process
+``measure_checkpoint`` is the same for every executor. The subset is measured as one set
+(``measurement`` "whole", the default) or batch by batch (``data.batch_size`` set:
+"batches"), :class:`specprobe.config.Measuring`. Which sequences or batches this process
 measures, and how the measurements of several processes are put together, is a
 :class:`BatchSplit` (here :class:`AllBatches`; a launch's share in
 :mod:`specprobe.pipeline.processes`); where the model is loaded is the ``load`` callable.
@@ -20,24 +22,42 @@ import numpy as np
 import torch
 
 from specprobe.choices import Device
-from specprobe.config import ProbeSpec, Settings
+from specprobe.config import Measuring, ProbeSpec, Settings
 from specprobe.core.measure import Measurement, measure
+from specprobe.core.population import Reduction
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import build_subset
 from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
 from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
-from specprobe.pipeline.plan import Observer, PlannedCheckpoint, Subsets, SweepPlan, tokens_seen
+from specprobe.pipeline.aggregate import aggregate
+from specprobe.pipeline.plan import (
+    Observer,
+    PlannedCheckpoint,
+    Subsets,
+    SweepPlan,
+    tokens_seen,
+    train_batch_sequences,
+)
 from specprobe.pipeline.writer import stamp
-from specprobe.store.records import GroupRow, Record
+from specprobe.store.records import Record
 
 Loader = Callable[[Checkpoint], LoadedCheckpoint]
 """Loads a checkpoint's model and tokenizer (where: the executor's choice)."""
 
 
+class SharedReduction(Reduction, Protocol):
+    """A :class:`~specprobe.core.population.Reduction` across processes that says whether it
+    has entered a collective (after which a retry would put this process out of step)."""
+
+    @property
+    def started(self) -> bool: ...
+
+
 class BatchSplit(Protocol):
-    """Which of a checkpoint's batches this process measures, and how the measurements of
-    all processes that share the checkpoint are put together."""
+    """Which of a checkpoint's batches (``batches``) or sequences (``whole``) this process
+    measures, and how the measurements of all processes that share the checkpoint are put
+    together."""
 
     lead: bool
     """Whether this process computes what is computed once (the eigenpairs)."""
@@ -50,13 +70,22 @@ class BatchSplit(Protocol):
         """Every batch's measurement in batch order; raises if a process failed."""
         ...
 
+    def sequences(self, count: int) -> tuple[range, SharedReduction | None]:
+        """The sequences of the whole-subset measurement this process measures, and the
+        reduction that makes its measurement the whole set's (None: this process has all)."""
+        ...
+
+    def finish(self, own: Measurement | None, error: BaseException | None) -> Measurement:
+        """The whole-subset measurement; raises if a process failed."""
+        ...
+
     def settle(self, error: str | None) -> None:
         """End the checkpoint: join the exchange with ``error`` if it was never reached."""
         ...
 
 
 class AllBatches:
-    """One process measures every batch."""
+    """One process measures every batch, or every sequence."""
 
     lead = True
 
@@ -67,6 +96,16 @@ class AllBatches:
         if error is not None:
             raise error
         return [own[index] for index in sorted(own)]
+
+    def sequences(self, count: int) -> tuple[range, SharedReduction | None]:
+        return range(count), None
+
+    def finish(self, own: Measurement | None, error: BaseException | None) -> Measurement:
+        if error is not None:
+            raise error
+        if own is None:
+            raise SpecprobeError("expected a measurement or an error, found neither (a bug)")
+        return own
 
     def settle(self, error: str | None) -> None:
         """Nothing to exchange."""
@@ -118,6 +157,7 @@ def measure_checkpoint(
         step=ckpt.step,
         tokens_seen=tokens_seen(item),
     )
+    record["train_batch_sequences"] = train_batch_sequences(item)
     if probe.device is not Device.cpu and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     settle: BatchSplit | None = split
@@ -162,19 +202,50 @@ def _measure_loaded(
         subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
     subset = subsets[tok_fp]
     record.update({"dataset_fingerprint": subset.fingerprint, "tokenizer_fingerprint": tok_fp})
-    batches = subset.batches(plan.data.batch_size)
+    measuring = plan.data.measuring
     start = time.perf_counter()
-    measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
-    record.update(aggregate(measurements))
+    if measuring is Measuring.WHOLE:
+        first_ids = subset.input_ids  # the eigenpairs are those of the measured set
+        measurements = [_measure_whole(loaded, first_ids, plan.probe, observer, split)]
+    else:
+        batches = subset.batches(plan.data.measured_together)
+        first_ids = batches[0]
+        measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
+    record.update(aggregate(measurements, measuring, record.get("train_batch_sequences")))
     if plan.probe.eigen and split.lead:
         observer.preparing(f"eigenpairs of {ckpt.name}")
-        record["spectrum"] = _spectrum(loaded, batches[0], measurements[0], plan.probe)
+        record["spectrum"] = _spectrum(loaded, first_ids, measurements[0], plan.probe)
         record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
     record["timings"] = {
         "load_s": loaded.load_time_s,
         "fingerprint_s": fingerprint_s,
         "measure_s": time.perf_counter() - start,
     }
+
+
+def _measure_whole(
+    loaded: LoadedCheckpoint,
+    ids: torch.Tensor,
+    probe: ProbeSpec,
+    observer: Observer,
+    split: BatchSplit,
+) -> Measurement:
+    """The one measurement of the whole subset ``ids``: this process's share of the
+    sequences through the split's reduction (every sequence, in one process), so the
+    numbers are those of the whole set whatever the processes or the micro-batch."""
+    ckpt = loaded.checkpoint
+    observer.measuring(ckpt, 1)
+    try:
+        share, reduction = split.sequences(ids.shape[0])
+        batch = {"input_ids": ids[share.start : share.stop].to(loaded.input_device)}
+        own = measure_with_retry(loaded.model, batch, probe, 0, reduce=reduction)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        return split.finish(None, err)
+    result = split.finish(own, None)
+    observer.batch_done(ckpt, 0)
+    return result
 
 
 def _measure_batches(
@@ -210,9 +281,11 @@ def measure_with(
     seed: int | None = None,
     micro_batch_size: int | None = None,
     adapter: Any = None,
+    reduce: Reduction | None = None,
 ) -> Measurement:
     """``specprobe.measure`` with the probe settings (``seed`` and ``micro_batch_size``
-    override the probe's). Cost: one forward and (1 + probes) backward passes per micro-batch."""
+    override the probe's; ``reduce`` shares one set of sequences across processes). Cost:
+    one forward and (1 + probes) backward passes per micro-batch."""
     return measure(
         model,
         batch,
@@ -223,22 +296,30 @@ def measure_with(
         params=probe.params,
         micro_batch_size=micro_batch_size if micro_batch_size is not None else probe.micro_batch_size,
         groups=probe.groups,
+        reduce=reduce,
     )
 
 
 def measure_with_retry(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], probe: ProbeSpec, index: int
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    probe: ProbeSpec,
+    index: int,
+    *,
+    reduce: SharedReduction | None = None,
 ) -> Measurement:
     """:func:`measure_with` on batch ``index`` (probes seeded by the probe's seed and the
-    index, so a batch's numbers do not depend on which process measures it), halving the
-    micro-batch on out-of-memory until one sequence per pass."""
+    index, so a batch's numbers do not depend on which process measures it; the whole
+    subset is index 0), halving the micro-batch on out-of-memory until one sequence per
+    pass — not once a shared measurement (``reduce``) has entered a collective, where a
+    retry would put this process out of step with the others."""
     micro = probe.micro_batch_size
     seed = int(np.random.SeedSequence([probe.seed, index]).generate_state(1)[0])
     while True:
         try:
-            return measure_with(model, batch, probe, seed=seed, micro_batch_size=micro)
+            return measure_with(model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce)
         except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not _is_oom(err):
+            if not _is_oom(err) or (reduce is not None and reduce.started):
                 raise
             size = micro or batch["input_ids"].shape[0]
             if size <= 1:
@@ -256,7 +337,9 @@ def measure_with_retry(
 def _spectrum(
     loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
 ) -> dict[str, Any]:
-    """The spectral summaries of the first batch (``spectrum_batch`` 0 in the record)."""
+    """The spectral summaries of the first batch, or of the whole subset when it is
+    measured as one set (``spectrum_batch`` 0 in the record). Cost: each Lanczos step
+    is one pass over ``ids``."""
     from specprobe.linalg.spectrum import EigenMethod
     from specprobe.linalg.summary import spectral_record
 
@@ -289,10 +372,13 @@ def measured_record(
     tokens_seen: int | None = None,
     dataset_fingerprint: str | None = None,
     extra: Record | None = None,
+    train_batch_sequences: int | None = None,
 ) -> Record:
     """A finished ``ok`` record in the format a sweep writes, for a model measured in
     memory (library probes, ONNX graphs): no commit, no duplicate check across a run.
-    ``extra`` are fields added after the measurement's (an ONNX graph's ``onnx_check``)."""
+    One measurement is the batch measured as one set (``measurement`` "whole"), several
+    are averaged ("batches"). ``extra`` are fields added after the measurement's (an ONNX
+    graph's ``onnx_check``); ``train_batch_sequences``: the training batch, when known."""
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
     record.update(
         {
@@ -302,7 +388,8 @@ def measured_record(
             "status": "ok",
         }
     )
-    record.update(aggregate(measurements))
+    measuring = Measuring.WHOLE if len(measurements) == 1 else Measuring.BATCHES
+    record.update(aggregate(measurements, measuring, train_batch_sequences))
     record["timings"] = {"measure_s": sum(m.time_s for m in measurements)}
     record.update(extra or {})
     return stamp(record, settings)
@@ -331,90 +418,6 @@ def record_head(
         "status": "failed",
         "error": None,
     }
-
-
-def aggregate(measurements: Sequence[Measurement]) -> Record:
-    """Mean over batches with a standard error (positions compare only at equal D per batch).
-
-    With several batches the standard error is the spread of the batch values over
-    √batches (it includes the probes' noise); with one batch it is the measurement's own.
-    """
-    first = measurements[0]
-    loss, loss_se = _mean_stderr(measurements, "loss")
-    grad, grad_se = _mean_stderr(measurements, "grad_norm_sq")
-    chi_loss, chi_loss_se = _mean_stderr(measurements, "chi_loss")
-    chi_net, chi_net_se = _mean_stderr(measurements, "chi_net")
-    position, position_se = _mean_stderr(measurements, "spectral_position")
-    normalized, normalized_se = _mean_stderr(measurements, "normalized_position")
-    out: Record = {
-        "loss": loss,
-        "loss_stderr": loss_se,
-        "grad_norm_sq": grad,
-        "grad_norm_sq_stderr": grad_se,
-        "chi_loss": chi_loss,
-        "chi_loss_stderr": chi_loss_se,
-        "chi_net": chi_net,
-        "chi_net_stderr": chi_net_se,
-        "spectral_position": position,
-        "spectral_position_stderr": position_se,
-        "normalized_position": normalized,
-        "normalized_position_stderr": normalized_se,
-        "num_batches": len(measurements),
-        "num_outputs": first.num_outputs,
-        "num_params_selected": first.num_params,
-        "num_tokens": sum(m.num_tokens for m in measurements),
-        "estimator": first.estimator,
-        "probes": first.probes,
-        "micro_batch_size": max(m.micro_batch_size for m in measurements),
-        "dtype": first.dtype,
-        "batches": [m.to_dict() for m in measurements],
-    }
-    if first.groups is not None:
-        out["groups"] = _aggregate_groups(measurements)
-    return out
-
-
-def _mean_stderr(measurements: Sequence[Any], name: str) -> tuple[float, float]:
-    """The mean over the batches of value ``name`` and its standard error (see :func:`aggregate`;
-    with one batch, 0 for the values a measurement gives no error for). ``measurements`` are
-    Measurements, or one group's GroupShares across the batches."""
-    first = measurements[0]
-    values = np.array([getattr(m, name) for m in measurements])
-    if len(values) > 1:
-        stderr = float(values.std(ddof=1) / np.sqrt(len(values)))
-    elif name in ("chi_net", "spectral_position"):
-        stderr = getattr(first, f"{name}_stderr")
-    elif name == "normalized_position":
-        stderr = first.num_outputs * first.spectral_position_stderr
-    else:
-        stderr = 0.0
-    return float(values.mean()), stderr
-
-
-def _aggregate_groups(measurements: Sequence[Measurement]) -> list[GroupRow]:
-    """Per group, the mean over batches of each value (χ_net with a standard error)."""
-    rows = []
-    for i, share in enumerate(measurements[0].groups or ()):
-        per_batch = [m.groups[i] for m in measurements if m.groups is not None]
-        chi_net, chi_net_stderr = _mean_stderr(per_batch, "chi_net")
-        rows.append(
-            GroupRow(
-                name=share.name,
-                num_params=share.num_params,
-                chi_net=chi_net,
-                grad_norm_sq=_mean(per_batch, "grad_norm_sq"),
-                spectral_position=_mean(per_batch, "spectral_position"),
-                chi_net_share=_mean(per_batch, "chi_net_share"),
-                grad_norm_sq_share=_mean(per_batch, "grad_norm_sq_share"),
-                chi_net_stderr=chi_net_stderr,
-            )
-        )
-    return rows
-
-
-def _mean(values: Sequence[Any], name: str) -> float:
-    """The mean of attribute ``name`` over ``values``."""
-    return float(np.mean([getattr(v, name) for v in values]))
 
 
 def _is_oom(err: BaseException) -> bool:

@@ -27,8 +27,25 @@ from specprobe.models.loading import inspect_checkpoint
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
-KNOWN_TOKENS_PER_STEP = {"EleutherAI/pythia-": 2_097_152}
-"""Tokens per optimizer step of known families: Pythia's batch is 1024 sequences × 2048 tokens."""
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """The batch a model family was trained with: ``sequences`` of ``seq_len`` tokens per
+    optimizer step."""
+
+    sequences: int
+    seq_len: int
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per optimizer step."""
+        return self.sequences * self.seq_len
+
+
+KNOWN_TRAINING = {"EleutherAI/pythia-": TrainingBatch(sequences=1024, seq_len=2048)}
+"""The training batch of known families, by hub id prefix (the one table): Pythia's is
+1024 sequences × 2048 tokens (Biderman et al. 2023), for tokens seen and for χ_pos at the
+training batch."""
 
 METADATA_FILE = "specprobe.json"
 """Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
@@ -42,6 +59,9 @@ class ModelSpec:
     revisions: tuple[str, ...] | None = None
     label: str | None = None
     tokens_per_step: int | None = None
+    train_batch_sequences: int | None = None
+    """Sequences per optimizer step the model was trained with; None: from
+    :data:`KNOWN_TRAINING` or the training folder's ``specprobe.json``, when known."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,7 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     plan.settings.validate()
     for spec in plan.models:
         check_range("tokens_per_step", spec.tokens_per_step)
+        check_range("train_batch_sequences", spec.train_batch_sequences)
     planned = _plan_checkpoints(plan, observer)
     return planned, _prepare_data(plan, planned, observer)
 
@@ -189,13 +210,14 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
     get_head = getattr(skeleton, "get_output_embeddings", None)
     weight = getattr(get_head(), "weight", None) if callable(get_head) else None
     if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
-        outputs = plan.data.batch_size * (plan.data.seq_len - 1) * weight.shape[0]
+        together = plan.data.measured_together
+        outputs = together * (plan.data.seq_len - 1) * weight.shape[0]
         if outputs > DEFAULT_MAX_EXACT_OUTPUTS:
             raise SpecprobeError(
-                f"--estimator exact needs one backward pass per output, and a batch of {ckpt.model} has "
-                f"D = {plan.data.batch_size} × {plan.data.seq_len - 1} × {weight.shape[0]} = {outputs:,} outputs "
+                f"--estimator exact needs one backward pass per output, and a measurement of {ckpt.model} has "
+                f"D = {together} × {plan.data.seq_len - 1} × {weight.shape[0]} = {outputs:,} outputs "
                 f"(at most {DEFAULT_MAX_EXACT_OUTPUTS:,})",
-                "use --estimator hutchinson, or a smaller --batch-size or --seq-len",
+                "use --estimator hutchinson, or fewer --num-sequences (or a --batch-size) or a shorter --seq-len",
             )
 
 
@@ -207,16 +229,39 @@ def tokens_seen(item: PlannedCheckpoint) -> int | None:
         return None
     per_step = item.spec.tokens_per_step
     if per_step is None:
-        for prefix, value in KNOWN_TOKENS_PER_STEP.items():
-            if item.checkpoint.model.startswith(prefix):
-                per_step = value
-    if per_step is None and item.checkpoint.path is not None:
-        for folder in (item.checkpoint.path, item.checkpoint.path.parent):
-            meta = folder / METADATA_FILE
-            if meta.is_file():
-                per_step = json.loads(meta.read_text()).get("tokens_per_step")
-                break
+        known = _known_training(item.checkpoint.model)
+        per_step = known.tokens if known is not None else _metadata(item).get("tokens_per_step")
     return step * per_step if per_step else None
+
+
+def train_batch_sequences(item: PlannedCheckpoint) -> int | None:
+    """Sequences per optimizer step the checkpoint was trained with (from the plan, a known
+    family, or the training folder's ``specprobe.json`` key ``train_batch_sequences``), or
+    None when not known."""
+    if item.spec.train_batch_sequences is not None:
+        return item.spec.train_batch_sequences
+    known = _known_training(item.checkpoint.model)
+    if known is not None:
+        return known.sequences
+    value = _metadata(item).get("train_batch_sequences")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _known_training(model: str) -> TrainingBatch | None:
+    """The :data:`KNOWN_TRAINING` entry whose prefix ``model`` starts with, if any."""
+    return next((batch for prefix, batch in KNOWN_TRAINING.items() if model.startswith(prefix)), None)
+
+
+def _metadata(item: PlannedCheckpoint) -> dict[str, Any]:
+    """The ``specprobe.json`` of a local checkpoint or its training folder ({} if none)."""
+    if item.checkpoint.path is None:
+        return {}
+    for folder in (item.checkpoint.path, item.checkpoint.path.parent):
+        meta = folder / METADATA_FILE
+        if meta.is_file():
+            loaded = json.loads(meta.read_text())
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
 
 
 def weights_bytes(item: PlannedCheckpoint) -> int:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from specprobe.choices import DType, parse_enum
-from specprobe.config import BatchSpec, ProbeSpec, Settings
+from specprobe.config import BatchSpec, ProbeSpec, Settings, check_range
 from specprobe.core.adapters import Adapter, AdapterKind, resolve_adapter
 from specprobe.core.measure import Estimator, Measurement
 from specprobe.errors import SpecprobeError
@@ -61,6 +61,9 @@ class Probe:
             record (label, revision ``step<N>``, step, tokens seen, every field).
         label: the model's name in the records.
         tokens_per_step: for ``tokens_seen`` in the records (and compute in family views).
+        train_batch_sequences: the training batch in sequences, for χ_pos at it in the
+            records (``train_batch_position``); the Trainer callback fills it in from the
+            Trainer's arguments when it is not given.
 
     Cost per measurement: one forward and (1 + probes) backward passes of the batch.
     """
@@ -80,7 +83,9 @@ class Probe:
         out: str | Path | None = None,
         label: str = "model",
         tokens_per_step: int | None = None,
+        train_batch_sequences: int | None = None,
     ) -> None:
+        check_range("train_batch_sequences", train_batch_sequences, "train_batch_sequences")
         self.batch = batch
         self.adapter = resolve_adapter(adapter, batch)
         self.spec = ProbeSpec(
@@ -100,6 +105,7 @@ class Probe:
         self.store = ResultStore(out) if out is not None else None
         self.label = label
         self.tokens_per_step = tokens_per_step
+        self.train_batch_sequences = train_batch_sequences
         self.measurements: list[tuple[int | None, Measurement]] = []
         """Every measurement taken, with its step, in order."""
 
@@ -192,6 +198,7 @@ class Probe:
             step=step,
             tokens_seen=tokens_seen,
             dataset_fingerprint=self.data_fingerprint(),
+            train_batch_sequences=self.train_batch_sequences,
         )
 
     def log_dict(self, measurement: Measurement, prefix: str = "specprobe/") -> dict[str, float]:

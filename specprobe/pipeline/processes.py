@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from specprobe.choices import Split
 from specprobe.config import settings_hash
 from specprobe.core.measure import Measurement
 from specprobe.errors import SpecprobeError
 from specprobe.pipeline.checkpoint import describe
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 TIMEOUT = timedelta(hours=6)
 """How long a collective waits for the slowest process (a shared checkpoint's batches)."""
@@ -113,16 +118,24 @@ def largest_first(sizes: Sequence[int]) -> list[int]:
 
 
 class BatchShare:
-    """This process's share of a checkpoint's batches and the exchange of the measurements.
+    """This process's share of a checkpoint and the exchange of the measurements.
 
-    Each process of the group calls ``combine`` (or, when it failed before measuring,
-    ``settle``) exactly once per checkpoint, so the collectives stay in step.
+    Batches (``measurement`` "batches"): each process measures every W-th batch and
+    ``combine`` gathers the measurements. The whole subset ("whole"): each process measures
+    a contiguous share of the sequences through a :class:`TeamReduction`, whose collectives
+    make the one measurement of the whole set on every process, and ``finish`` ends it.
+
+    Each process of the group reaches ``combine``/``finish`` (or, when it failed before,
+    ``settle``) once per checkpoint, so the collectives stay in step: every exchange starts
+    with the same small all-gather of (payload, error), so a process that failed joins the
+    others' next exchange with its error and all raise it together.
     """
 
     def __init__(self, team: Team) -> None:
         self.team = team
         self.lead = team.rank == 0
         self._exchanged = False
+        self._reduction: TeamReduction | None = None
 
     def indices(self, batches: int) -> range:
         self._exchanged = False
@@ -132,20 +145,123 @@ class BatchShare:
         """All processes' measurements in batch order; raises (on every process) if one failed."""
         self._exchanged = True
         shares = or_stopped(self.team.all_gather, (own, None if error is None else describe(error)))
-        failures = [(rank, err) for rank, (_, err) in enumerate(shares) if err is not None]
-        if failures:
-            rank, err = failures[0]
-            raise SpecprobeError(f"process {rank}: {err}")
+        _raise_first(shares)
         merged: dict[int, Measurement] = {}
         for part, _ in shares:
             merged.update(part)
         return [merged[index] for index in sorted(merged)]
 
+    def sequences(self, count: int) -> tuple[range, TeamReduction | None]:
+        """This process's contiguous share of ``count`` sequences (rank r: sequences
+        r·count//W to (r+1)·count//W) and the reduction its measurement goes through."""
+        world, rank = self.team.world_size, self.team.rank
+        if count < world:
+            raise SpecprobeError(
+                f"--split batches shares the {count} sequences of the measurement among {world} "
+                f"processes, found fewer sequences than processes",
+                f"use --num-sequences {world} or more, or fewer processes",
+            )
+        share = range(rank * count // world, (rank + 1) * count // world)
+        self._exchanged = False
+        self._reduction = TeamReduction(self, share.start)
+        return share, self._reduction
+
+    def finish(self, own: Measurement | None, error: BaseException | None) -> Measurement:
+        """The whole-subset measurement, equal on every process; raises (on every process) if
+        one failed (the others learn it at their next exchange)."""
+        reduction, self._reduction = self._reduction, None
+        if error is not None and reduction is not None and reduction.failed:
+            raise error  # an exchange saw the failure and every process raised it there
+        self.exchange(None, error)
+        if error is not None:
+            raise error
+        if own is None:
+            raise SpecprobeError("expected a measurement or an error, found neither (a bug)")
+        return own
+
+    def exchange(self, payload: Any, error: BaseException | None) -> list[Any]:
+        """Every process's ``payload`` (an all-gather); raises the first process's error on
+        every process."""
+        self._exchanged = True
+        shares = or_stopped(self.team.all_gather, (payload, None if error is None else describe(error)))
+        _raise_first(shares)
+        return [part for part, _ in shares]
+
     def settle(self, error: str | None) -> None:
-        """Join the exchange with ``error`` if this process never reached it."""
+        """End the checkpoint: join the exchange with ``error`` if this process never
+        reached it (the same all-gather as :meth:`combine` and :meth:`exchange`)."""
         if not self._exchanged:
-            self._exchanged = True
             or_stopped(self.team.all_gather, ({}, error or "failed before measuring"))
+        self._exchanged = False
+        self._reduction = None
+
+
+def _raise_first(shares: list[tuple[Any, str | None]]) -> None:
+    """Raise the first process's error of an exchange (the same on every process)."""
+    failures = [(rank, err) for rank, (_, err) in enumerate(shares) if err is not None]
+    if failures:
+        rank, err = failures[0]
+        raise SpecprobeError(f"process {rank}: {err}")
+
+
+class TeamReduction:
+    """``specprobe.core.population.Reduction`` over torch.distributed: one measurement of a
+    set of sequences split across the processes of a team, with the numbers of one process.
+
+    Each collective is preceded by an exchange (:meth:`BatchShare.exchange`), so a process
+    that failed in between makes every process raise instead of waiting in a collective.
+    Tensors are summed in float64 on the CPU (gloo; the P-float gradient sum once per
+    measurement), so the sum of the shares equals one process's to rounding (relative 1e-15).
+    """
+
+    def __init__(self, share: BatchShare, offset: int) -> None:
+        self._share = share
+        self._offset = offset
+        self.failed = False
+        """Whether an exchange of this measurement saw a process fail (and raised it here)."""
+        self.started = False
+        """Whether a collective was entered: a retry (smaller micro-batch after out of
+        memory) would put this process out of step, so it is not tried after this."""
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _ready(self) -> None:
+        self.started = True
+        try:
+            self._share.exchange(None, None)
+        except SpecprobeError:
+            self.failed = True
+            raise
+
+    def sum_(self, tensors: list[Tensor]) -> None:
+        """All-reduce (sum) ``tensors`` in place: flattened into one float64 buffer."""
+        import torch
+        import torch.distributed as dist
+
+        self._ready()
+        if not tensors:
+            return
+        flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in tensors])
+        or_stopped(dist.all_reduce, flat)
+        begin = 0
+        for t in tensors:
+            t.copy_(flat[begin : begin + t.numel()].view_as(t))
+            begin += t.numel()
+
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        """Every process's per-sequence rows, concatenated in rank (= sequence) order."""
+        self._ready()
+        parts = or_stopped(self._share.team.all_gather, np.asarray(array))
+        return np.concatenate(parts, axis=0)
+
+    def sum_scalars(self, values: np.ndarray) -> np.ndarray:
+        """The elementwise float64 sum across processes (summed in rank order: the same on
+        every process)."""
+        self._ready()
+        parts = or_stopped(self._share.team.all_gather, np.asarray(values, dtype=np.float64))
+        return np.sum(np.stack(parts), axis=0)
 
 
 class Team:
@@ -302,6 +418,7 @@ __all__ = [
     "Split",
     "SweepStopped",
     "Team",
+    "TeamReduction",
     "gpu_assignment",
     "largest_first",
     "launched",

@@ -8,8 +8,9 @@
 At the steps of the probe's schedule (log-spaced by default) the callback measures the
 model on the probe batch, logs the decomposition through ``trainer.log`` (so it reaches
 TensorBoard, W&B or any logger the Trainer reports to, under ``specprobe/...``) and
-appends a record to the probe's results directory. The optimizer, gradients, RNG streams
-and training mode are left as they were.
+appends a record to the probe's results directory (with the Trainer's batch, per device ×
+accumulation steps × processes, as ``train_batch_sequences`` unless the probe has one).
+The optimizer, gradients, RNG streams and training mode are left as they were.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class SpecprobeCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if self.probe.train_batch_sequences is None:  # the batch one optimizer step sees
+            self.probe.train_batch_sequences = (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            )
         self._maybe(state.global_step, kwargs.get("model"))
 
     def on_step_end(

@@ -34,6 +34,9 @@ class Family:
     description: str = ""
     tokens_per_step: int | None = None
     """Tokens per optimizer step, for tokens seen and compute C = 6·N·tokens."""
+    train_batch_sequences: int | None = None
+    """Sequences per optimizer step the models were trained with, for χ_pos at the
+    training batch (``train_batch_position``); known for ``EleutherAI/pythia-*`` without it."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Recipe:
                 revisions=self.model_revisions(m),
                 label=m.label,
                 tokens_per_step=self.family.tokens_per_step,
+                train_batch_sequences=self.family.train_batch_sequences,
             )
             for m in self.models
         )
@@ -173,6 +177,9 @@ def _check_ranges(recipe: Recipe) -> None:
         )
     try:
         check_range("tokens_per_step", recipe.family.tokens_per_step, "family.tokens_per_step")
+        check_range(
+            "train_batch_sequences", recipe.family.train_batch_sequences, "family.train_batch_sequences"
+        )
         recipe.data.validate("data")
         recipe.probe.validate("probe")
         for i, model in enumerate(recipe.models):

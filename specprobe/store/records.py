@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 
 class GroupRow(TypedDict, total=False):
-    """One parameter group of ``Record.groups`` (means over the batches)."""
+    """One parameter group of ``Record.groups`` (the measurement's, or means over the batches)."""
 
     name: str
     num_params: int
@@ -24,6 +24,10 @@ class GroupRow(TypedDict, total=False):
     spectral_position: float
     chi_net_share: float
     grad_norm_sq_share: float
+    population_position: float | None
+    """The group's χ_pos^∞ (for the head, the frozen-feature counterfactual of the
+    population); None where the estimator gives none. Absent in records before issue 18."""
+    population_position_stderr: float | None
 
 
 class Timings(TypedDict, total=False):
@@ -65,6 +69,40 @@ class Record(TypedDict, total=False):
     spectral_position_stderr: float
     normalized_position: float
     normalized_position_stderr: float
+    # the population position (issue 18; absent in earlier records: read with .get()).
+    # ``measurement`` "whole": the one measurement's values; "batches": the mean over the
+    # batches with the standard error of ``aggregate`` (see specprobe.pipeline.checkpoint).
+    # Each is None where the estimator gives no per-sequence trace or n < 2.
+    measurement: str
+    """``whole`` (the subset measured as one set) or ``batches`` (the mean over batches of
+    ``settings.data.batch_size``): :class:`specprobe.config.Measuring`."""
+    population_position: float | None
+    """χ_pos^∞ = ‖M‖²^ / (R^ τ^), the position of the data's own gradient."""
+    population_position_stderr: float | None
+    normalized_population_position: float | None
+    """(D/N)·χ_pos^∞, comparable across models with the same tokenizer and seq_len."""
+    normalized_population_position_stderr: float | None
+    noise_scale: float | None
+    """B_noise, the gradient noise scale in sequences (None for ``batches``)."""
+    noise_scale_stderr: float | None
+    noise_scale_tokens: float | None
+    """B_noise × counted tokens per sequence (None for ``batches``)."""
+    single_position: float | None
+    """χ_pos(1) = A^ / (R^ τ^), the single-sequence position."""
+    single_position_stderr: float | None
+    mean_grad_sq: float | None
+    """‖M‖²^, the U-statistic of ‖E v_s‖² (per-sequence-loss units)."""
+    mean_grad_sq_stderr: float | None
+    population_status: str | None
+    """``ok``, ``noisy`` (relative error of χ_pos^∞ above 0.5) or ``nonpositive``
+    (‖M‖²^ ≤ 0: more sequences needed)."""
+    sequences_needed: int | None
+    """Sequences for a 10 % relative standard error of χ_pos^∞ (None for ``batches``)."""
+    train_batch_sequences: int | None
+    """Sequences per optimizer step the model was trained with, when known."""
+    train_batch_position: float | None
+    """χ_pos predicted at ``train_batch_sequences``: χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n."""
+    train_batch_position_stderr: float | None
     # how it was measured
     num_batches: int
     num_outputs: int
@@ -75,7 +113,8 @@ class Record(TypedDict, total=False):
     micro_batch_size: int
     dtype: str
     batches: list[dict[str, Any]]
-    """Each batch's :meth:`specprobe.Measurement.to_dict`."""
+    """Each batch's :meth:`specprobe.Measurement.to_dict` (one, the whole subset, for
+    ``measurement`` "whole")."""
     groups: list[GroupRow]
     spectrum: dict[str, Any]
     """The spectral summaries of ``--eigen`` (:func:`specprobe.summarize_spectrum`'s fields)."""

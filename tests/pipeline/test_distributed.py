@@ -405,3 +405,100 @@ def _descends_from(pid: int, ancestor: int) -> bool:
         except (OSError, IndexError, ValueError):
             return False
     return False
+
+
+@pytest.mark.slow
+def test_split_batches_shares_the_whole_subset_equal_to_one_process(recipe: Path, tmp_path: Path) -> None:
+    """The subset measured as one set (no batch_size), float64: with --split batches the
+    2 processes measure halves of the sequences and all-reduce the gradient sum; every
+    number equals the one-process record (relative 1e-9), the population fields included.
+    The micro-batch (the processes' halves are measured whole) is where it ran, not a number."""
+    text = (
+        recipe.read_text()
+        .replace("  batch_size: 2\n", "")
+        .replace("  probes: 4\n", "  probes: 4\n  dtype: float64\n")
+    )
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(text)
+    single = tmp_path / "single"
+    assert CliRunner().invoke(app, sweep_args(whole, single)).exit_code == 1  # the broken checkpoint
+    reference = [_where_free(r) for r in ResultStore(single).records()]
+    assert all(r["measurement"] == "whole" for r in reference if r["status"] == "ok")
+    assert all(r["population_position"] is not None for r in reference if r["status"] == "ok")
+    out = tmp_path / "run"
+    done = run(
+        [sys.executable, "-m", "specprobe", *sweep_args(whole, out, "--split", "batches", "--processes", "2")]
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert_same_records([_where_free(r) for r in ResultStore(out).records()], reference)
+
+
+def _where_free(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its micro-batch sizes (how it ran, not what it measured)."""
+    out = {k: v for k, v in record.items() if k != "micro_batch_size"}
+    out["batches"] = [
+        {k: v for k, v in b.items() if k != "micro_batch_size"} for b in record.get("batches", [])
+    ]
+    return out
+
+
+def _reduction_worker(rank: int, port: int, out: str) -> None:
+    """One of 2 processes: three whole-subset exchanges through TeamReduction (ok; process 1
+    failing before any collective; ok again), the results into ``out``/rank.json."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from specprobe.pipeline.processes import BatchShare, Team
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    share = BatchShare(Team(Launch(2, rank, rank, 2)))
+    seen: dict[str, Any] = {}
+    for round_ in range(3):
+        span, reduction = share.sequences(5)
+        assert reduction is not None and reduction.offset == span.start
+        try:
+            if round_ == 1 and rank == 1:
+                raise RuntimeError("boom")  # fails before the first collective
+            tensors = [
+                torch.full((2, 3), float(rank + 1), dtype=torch.float64),
+                torch.arange(4.0) * (rank + 1),
+            ]
+            reduction.sum_(tensors)
+            rows = reduction.gather(np.array([[s, 10 * s] for s in span], dtype=float))
+            scalars = reduction.sum_scalars(np.array([len(span), 0.5]))
+            share.finish(object(), None)  # type: ignore[arg-type]
+            seen[str(round_)] = [t.tolist() for t in tensors] + [rows.tolist(), scalars.tolist(), list(span)]
+        except Exception as err:  # the failure, on both processes
+            try:
+                share.finish(None, err)
+            except Exception as raised:
+                seen[str(round_)] = f"raised: {raised}"
+        share.settle(None)
+    Path(out, f"{rank}.json").write_text(json.dumps(seen))
+    share.team.close()
+
+
+def test_team_reduction_sums_gathers_and_fails_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TeamReduction over gloo, 2 processes: the in-place sum, the gather in sequence order
+    and the scalar sums equal one process's; a process that fails before a collective makes
+    both raise its error (no one waits), and the next checkpoint's exchange is in step."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    if sys.platform == "linux":
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # the loopback interface only
+    mp.spawn(_reduction_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    for rank, seen in enumerate(results):
+        for round_ in ("0", "2"):
+            first, second, rows, scalars, span = seen[round_]
+            assert first == [[3.0] * 3] * 2 and second == [0.0, 3.0, 6.0, 9.0]
+            assert rows == [[s, 10.0 * s] for s in range(5)] and scalars == [5.0, 1.0]
+            assert span == ([0, 1] if rank == 0 else [2, 3, 4])
+        assert seen["1"] == "raised: process 1: RuntimeError: boom"

@@ -15,12 +15,19 @@ from specprobe.core.operator import batched_vjp
 
 
 def fallback_norms(
-    f: Tensor, cotangents: Tensor, params: Sequence[Tensor], groups: int, acc: torch.dtype
-) -> Tensor:
-    """Squared norms of the group gradients of ``params``, summed over the groups:
-    ``(k, len(params))`` in float64 on the CPU, one backward pass per group."""
+    f: Tensor,
+    cotangents: Tensor,
+    params: Sequence[Tensor],
+    groups: int,
+    acc: torch.dtype,
+    directions: Sequence[Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Squared norms of the group gradients of ``params`` per group: ``(k, groups, len(params))``
+    in float64 on the CPU, one backward pass per group; with ``directions`` (one per
+    parameter) also the group gradients' inner products with them, same shape."""
     k = cotangents.shape[0]
-    out = torch.zeros((k, len(params)), dtype=torch.float64)
+    out = torch.zeros((k, groups, len(params)), dtype=torch.float64)
+    inner = None if directions is None else torch.zeros_like(out)
     for g in range(groups):
         if groups == 1:
             z = cotangents
@@ -29,6 +36,10 @@ def fallback_norms(
             z[:, g] = cotangents[:, g]
         grads = batched_vjp(f, params, z)
         for j, grad in enumerate(grads):
-            if grad is not None:
-                out[:, j] += grad.reshape(k, -1).to(acc).square().sum(1).double().cpu()
-    return out
+            if grad is None:
+                continue
+            flat = grad.reshape(k, -1).to(acc)
+            out[:, g, j] = flat.square().sum(1).double().cpu()
+            if inner is not None and directions is not None:
+                inner[:, g, j] = (flat @ directions[j].reshape(-1).to(acc)).double().cpu()
+    return out, inner

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from specprobe.core.ghost.registry import Call, Context, LayerRule, group, register_rule
+from specprobe.core.ghost.registry import Call, Context, LayerRule, group, module_jvp, register_rule
 
 
 @register_rule
@@ -31,7 +31,7 @@ class NormRule(LayerRule):
         return ctx.checked[call.module]
 
     def param_norm(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor:
-        scale = _scale_derivative(call.module, name, call.input.detach(), None, ctx)
+        scale = module_jvp(call.module, name, call.input.detach(), None, ctx)
         if scale is None:  # it ran in the elementwise check; a failure now is a bug
             raise RuntimeError(f"forward-mode product through {type(call.module).__name__} failed")
         e = group(scale.to(ctx.acc), groups)  # (G, N, d)
@@ -46,31 +46,9 @@ def _check_elementwise(call: Call, ctx: Context) -> bool:
         return False
     x = call.input.detach()[:1]
     for name in names:
-        ones = _scale_derivative(call.module, name, x, None, ctx)
+        ones = module_jvp(call.module, name, x, None, ctx)
         direction = torch.randn(width, dtype=x.dtype, device=x.device)
-        along = _scale_derivative(call.module, name, x, direction, ctx)
+        along = module_jvp(call.module, name, x, direction, ctx)
         if ones is None or along is None or not torch.allclose(along, ones * direction, rtol=1e-3, atol=1e-5):
             return False
     return True
-
-
-def _scale_derivative(
-    module: nn.Module, name: str, x: Tensor, direction: Tensor | None, ctx: Context
-) -> Tensor | None:
-    """∂y/∂w · direction (all ones by default): a forward-mode product through the module."""
-    params = dict(module.named_parameters(recurse=False))
-    w = params[name].detach()
-    tangent = torch.ones_like(w) if direction is None else direction.to(w.dtype)
-
-    def run(value: Tensor) -> Tensor:
-        out = torch.func.functional_call(
-            module, {**{k: v.detach() for k, v in params.items()}, name: value}, (x,)
-        )
-        return out
-
-    try:
-        with ctx.quiet(), torch.no_grad():
-            derivative: Tensor = torch.func.jvp(run, (w,), (tangent,))[1]
-    except (RuntimeError, NotImplementedError):
-        return None
-    return derivative

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +15,16 @@ from specprobe.core.ghost.fallback import fallback_norms
 from specprobe.core.ghost.plan import Plan, plan
 from specprobe.core.ghost.registry import Call, Context, LayerRule, group, rule_for
 from specprobe.core.operator import batched_vjp
+
+
+@dataclass
+class GroupNorms:
+    """What :meth:`GhostNorms.group_norms` returns, float64 on the CPU."""
+
+    values: Tensor
+    """‖J_gᵀ z_g‖² per probe, group and parameter tensor: ``(k, G, len(params))``."""
+    inner: Tensor | None
+    """⟨J_gᵀ z_g, direction⟩ likewise, when directions were given."""
 
 
 class GhostNorms:
@@ -96,23 +107,51 @@ class GhostNorms:
         ``per_sample``, else the whole micro-batch (plain Hutchinson). Cost: one backward
         pass for the k cotangents, plus one per group for fallback parameters.
         """
+        return self.group_norms(f, cotangents, per_sample).values.sum(1)
+
+    def group_norms(
+        self, f: Tensor, cotangents: Tensor, per_sample: bool, directions: Sequence[Tensor] | None = None
+    ) -> GroupNorms:
+        """:meth:`norms` kept per group: ``values`` ``(k, G, len(params))``; with
+        ``directions`` (one tensor per parameter, e.g. the gradient), also ``inner``, the
+        inner products ⟨J_gᵀ z_g, direction_p⟩ ``(k, G, len(params))``.
+
+        The inner products cost one forward-mode product through each hooked call of a
+        module owning a selected parameter (about one more forward pass of those layers)
+        and, for fallback parameters, nothing beyond the fallback's own per-group backward.
+        """
         if self._planned is None or self._planned[0] is not f:
             # once per forward pass, not per probe block: it walks the whole autograd graph
             self._planned = (f, self._plan(f))
         planned = self._planned[1]
         k = cotangents.shape[0]
         groups = f.shape[0] if per_sample else 1
-        out = torch.zeros((k, len(self.params)), dtype=torch.float64)
+        out = GroupNorms(
+            torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
+            None if directions is None else torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
+        )
         if planned.calls:
-            self._ghost(f, cotangents, planned, groups, out)
+            self._ghost(f, cotangents, planned, groups, out, directions)
         if planned.fallback:
             params = [self.params[i] for i in planned.fallback]
-            out[:, planned.fallback] += fallback_norms(f, cotangents, params, groups, self.acc)
+            chosen = None if directions is None else [directions[i] for i in planned.fallback]
+            values, inner = fallback_norms(f, cotangents, params, groups, self.acc, chosen)
+            out.values[:, :, planned.fallback] += values
+            if out.inner is not None and inner is not None:
+                out.inner[:, :, planned.fallback] += inner
         return out
 
-    def _ghost(self, f: Tensor, cotangents: Tensor, planned: Plan, groups: int, out: Tensor) -> None:
-        """Add the rules' norms of the planned calls to ``out``: one backward pass for the
-        k cotangents, to the calls' outputs only."""
+    def _ghost(
+        self,
+        f: Tensor,
+        cotangents: Tensor,
+        planned: Plan,
+        groups: int,
+        out: GroupNorms,
+        directions: Sequence[Tensor] | None,
+    ) -> None:
+        """Add the rules' norms (and inner products) of the planned calls to ``out``: one
+        backward pass for the k cotangents, to the calls' outputs only."""
         self._ctx.scratch.clear()
         deltas = batched_vjp(f, [c.output for c in planned.calls], cotangents)
         fallback = set(planned.fallback)
@@ -127,12 +166,16 @@ class GhostNorms:
                     continue
                 d = group(delta.to(self.acc), groups, lead=1)  # (k, G, N, out)
                 value = call.rule.param_norm(call, name, d, groups, self._ctx)
-                out[:, index] += value.sum(1).double().cpu()
+                out.values[:, :, index] += value.double().cpu()
+                if out.inner is not None and directions is not None:
+                    # a tied weight's two uses each add their part: the inner product is linear
+                    inner = call.rule.param_inner(call, name, directions[index], d, groups, self._ctx)
+                    out.inner[:, :, index] += inner.double().cpu()
         for index, (table, head) in planned.tied.items():
             e_call, h_call = self.calls[table], self.calls[head]
             e_delta, h_delta = by_call.get(id(e_call)), by_call.get(id(h_call))
             if e_delta is None or h_delta is None:
                 continue
             cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
-            out[:, index] += 2 * cross.sum(1).double().cpu()
+            out.values[:, :, index] += 2 * cross.double().cpu()
         self._ctx.scratch.clear()

@@ -94,6 +94,43 @@ class LayerRule:
         from ``d``, the output gradients of k probes as ``(k, G, N, out)`` in ``ctx.acc``."""
         raise NotImplementedError
 
+    def param_inner(
+        self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
+    ) -> Tensor:
+        """⟨group gradient, direction⟩ of the parameter ``name``: ``(k, groups)``, ``d`` as in
+        :meth:`param_norm`. The group gradient is Σ_t (∂y_t/∂w)ᵀ δ_t, so its inner product
+        with ``direction`` is Σ_t δ_t · (∂y_t/∂w · direction): one forward-mode product
+        through this call of the module (the cost of its forward), no gradient formed."""
+        tangent = module_jvp(call.module, name, call.input.detach(), direction, ctx)
+        if tangent is None:
+            raise RuntimeError(f"forward-mode product through {type(call.module).__name__} failed")
+        e = group(tangent.expand(call.output.shape).to(ctx.acc), groups)  # (G, N, out)
+        return (d * e).sum((-1, -2))
+
+
+def module_jvp(
+    module: nn.Module, name: str, x: Tensor, direction: Tensor | None, ctx: Context
+) -> Tensor | None:
+    """∂y/∂w · direction for the module's parameter ``name`` at input ``x`` (all ones when
+    ``direction`` is None): a forward-mode product through one call of the module, its hooks
+    quiet; None where forward mode is unsupported."""
+    params = dict(module.named_parameters(recurse=False))
+    w = params[name].detach()
+    tangent = torch.ones_like(w) if direction is None else direction.to(w.dtype)
+
+    def run(value: Tensor) -> Tensor:
+        out: Tensor = torch.func.functional_call(
+            module, {**{k: v.detach() for k, v in params.items()}, name: value}, (x,)
+        )
+        return out
+
+    try:
+        with ctx.quiet(), torch.no_grad():
+            derivative: Tensor = torch.func.jvp(run, (w,), (tangent,))[1]
+    except (RuntimeError, NotImplementedError):
+        return None
+    return derivative
+
 
 _RULES: list[LayerRule] = []
 
