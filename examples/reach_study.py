@@ -214,10 +214,13 @@ SEED_GROUPS = {
 """Seeds of one configuration, judged together (the family view of several seeds)."""
 
 
-def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
-    """Train, measure and summarise one configuration into ``out/name``; return the summary."""
+def run_one(name: str, out: Path, *, threads: int = 1, crossover: bool = True) -> dict[str, Any]:
+    """Train, measure and summarise one configuration into ``out/name``; return the summary.
+    ``crossover=False``: leave the crossover out (the summary says so, ``crossover_skipped``;
+    delete ``summary.json`` and run again to add it: the sweeps resume)."""
     study = CONFIGS[name]
     config = study.config
+    crossover_wanted = crossover
     folder = out / name
     summary_path = folder / "summary.json"
     if summary_path.is_file():
@@ -233,7 +236,7 @@ def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
         records = _with_spectra(plan, folder, config, records)
     measured = time.perf_counter()
     crossover = []
-    if study.crossover is not None:
+    if study.crossover is not None and crossover_wanted:
         steps = study.crossover.steps(config.checkpoint_steps())
         crossover = population.measure_crossover(plan, folder, study.crossover, steps)
     done = time.perf_counter()
@@ -241,6 +244,7 @@ def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
     if study.second_round:
         summary["population"] = population.judgements(summary["records"])
         summary["crossover"] = [_slim(r) for r in crossover]
+        summary["crossover_skipped"] = not crossover_wanted
     summary["seconds"] = {
         "train": train_seconds,
         "measure": measured - trained,
@@ -459,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("names", nargs="+", choices=sorted(CONFIGS))
     run.add_argument("--out", type=Path, default=Path("reach-study"))
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--no-crossover", action="store_true", help="second round: skip the crossover")
     rep = sub.add_parser("report", help="the table and the figures of the summarised configurations")
     rep.add_argument("--out", type=Path, default=Path("reach-study"))
     rep.add_argument("--docs", type=Path, default=Path("reach-study/report"))
@@ -475,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(name, "trained in", f"{train(args.out / name, CONFIGS[name].config):.0f} s", flush=True)
     elif args.command == "run":
         for name in args.names:
-            s = run_one(name, args.out, threads=args.threads)
+            s = run_one(name, args.out, threads=args.threads, crossover=not args.no_crossover)
             verdicts = {k: v["claim"]["outcome"] for k, v in s["judgements"].items()}
             print(name, json.dumps(s["seconds"]), verdicts, flush=True)
     else:
