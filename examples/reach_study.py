@@ -221,6 +221,7 @@ def run_one(name: str, out: Path, *, threads: int = 1, crossover: bool = True) -
     study = CONFIGS[name]
     config = study.config
     crossover_wanted = crossover
+    commit = _commit()  # the code that measures, taken before it runs
     folder = out / name
     summary_path = folder / "summary.json"
     if summary_path.is_file():
@@ -250,7 +251,7 @@ def run_one(name: str, out: Path, *, threads: int = 1, crossover: bool = True) -
         "measure": measured - trained,
         "crossover": done - measured,
     }
-    summary["commit"] = _commit()
+    summary["commit"] = commit
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
