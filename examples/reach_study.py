@@ -17,6 +17,12 @@ family view's criterion (two combined standard errors; power-law fit against N):
 * ``rank_per_index``: the effective rank of that spectrum over the index (depth in units of
   the spectrum's own extent).
 
+The second round (:data:`CONFIGS` entries with a ``crossover``; ``examples/reach_population.py``)
+trains with μP done fully (``lr_rule="mup-full"``), measures every checkpoint as one set of
+sequences and judges the same statistics on the population position (S−1)·V·χ_pos^∞, with
+the gradient noise scale B_noise beside it, χ_pos(n) against n at chosen checkpoints (the
+crossover), and the family view of several seeds (mean and seed spread per model).
+
 Everything is seeded (the configuration's ``seed``: corpus, tokenizer data, initialisation,
 data order, measurement subset and probes); rerunning a configuration reproduces its
 numbers up to thread-count-dependent rounding. Commands (one thread each, as the study ran)::
@@ -24,6 +30,7 @@ numbers up to thread-count-dependent rounding. Commands (one thread each, as the
     OMP_NUM_THREADS=1 python examples/reach_study.py run base lr-constant --out study
     python examples/reach_study.py report --out study --docs docs   # table, figures, verdicts
     python examples/reach_study.py list                               # the configurations
+    python examples/reach_study.py train mup-full --out study         # train now, measure later
 
 ``run`` skips configurations whose ``summary.json`` exists (delete the folder to redo one).
 """
@@ -32,19 +39,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import reach_first_round as first_round  # beside this script: the first round's report
+import reach_population as population  # and the second round
 import torch
+from reach_population import Crossover
 
-from specprobe.analysis.reach import STATISTICS, judge, position_at_step, reach_values
+from specprobe.analysis.reach import STATISTICS, judge, reach_values
 from specprobe.demo.config import DemoConfig
 from specprobe.demo.plan import demo_plan
+from specprobe.demo.presets import PRESETS
 from specprobe.demo.training import train_family
 from specprobe.pipeline.sweep import run_sweep
 from specprobe.store.results import ResultStore
@@ -75,7 +85,7 @@ BASE = DemoConfig(
 long-tail language, μP-style learning rates, 1,024 steps of 16 × 64 tokens (about 0.6
 passes over 12,000 documents), measured on 32 held-out sequences."""
 
-CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
+FIRST_ROUND: dict[str, tuple[str, DemoConfig, bool]] = {
     "base": ("the base (seed 0)", BASE, True),
     "seed-1": ("the base, seed 1", replace(BASE, seed=1), False),
     "seed-2": ("the base, seed 2", replace(BASE, seed=2), False),
@@ -134,44 +144,162 @@ CONFIGS: dict[str, tuple[str, DemoConfig, bool]] = {
         False,
     ),
 }
-"""name → (what differs from the base, the configuration, whether to compute the position index)."""
+"""The first round, run at commit 32108fe: name → (what differs from the base, the
+configuration, whether to compute the position index)."""
+
+SECOND = replace(BASE, lr_rule="mup-full", eval_documents=1200, eval_sequences=256)
+"""The second round's base: the first round's with μP done fully (``lr_rule="mup-full"``:
+initialisation and output multiplier as well as learning rates), measured as one set of
+256 held-out sequences at every checkpoint (1,200 held-out documents, so that the
+crossover's 512 sequences are drawn from a pool four times larger)."""
+
+SMOKE = replace(
+    PRESETS["llama-cpu"].reduced,
+    widths=(8, 16, 24),
+    steps=8,
+    checkpoints=3,
+    lr_rule="mup-full",
+    eval_sequences=16,
+    eval_batch_size=4,
+)
+"""Seconds: the second round's pipeline end to end (train, whole-set sweep, crossover, report)."""
 
 
-def run_one(name: str, out: Path, *, threads: int = 1) -> dict[str, Any]:
-    """Train, measure and summarise one configuration into ``out/name``; return the summary."""
-    description, config, eigen = CONFIGS[name]
+@dataclass(frozen=True)
+class Study:
+    """One configuration of the study."""
+
+    description: str
+    """What differs from its round's base."""
+    config: DemoConfig
+    eigen: bool = False
+    """Also compute the position index at the last checkpoint (``--eigen 20 --density``)."""
+    crossover: Crossover | None = None
+    """Second round: measure the checkpoints as one set, and χ_pos(n) against n (None: the
+    first round's measurement, batches of ``eval_batch_size`` averaged)."""
+
+    @property
+    def second_round(self) -> bool:
+        return self.crossover is not None
+
+
+CONFIGS: dict[str, Study] = {
+    **{name: Study(d, c, eigen) for name, (d, c, eigen) in FIRST_ROUND.items()},
+    "mup-full": Study("the base, μP done fully (seed 0): the headline", SECOND, crossover=Crossover()),
+    "mup-full-seed-1": Study("the headline, seed 1", replace(SECOND, seed=1), crossover=Crossover()),
+    "mup-full-seed-2": Study("the headline, seed 2", replace(SECOND, seed=2), crossover=Crossover()),
+    "mup-lr": Study(
+        "the headline with the first round's μP (learning rates only, Hugging Face's initialisation)",
+        replace(SECOND, lr_rule="mup"),
+        crossover=Crossover(),
+    ),
+    "width-depth": Study(
+        "width and depth grown together: widths 16/32/64/128 with 1/2/3/4 layers, μP done fully",
+        replace(SECOND, widths=(16, 32, 64, 128), depths=(1, 2, 3, 4)),
+        crossover=Crossover(),
+    ),
+    "smoke": Study(
+        "a reduced family that proves the second round's pipeline (not a result)",
+        SMOKE,
+        crossover=Crossover(sequences=32, sizes=(4, 8, 16), checkpoints=("first", "last")),
+    ),
+}
+"""Every configuration by name: the first round's, then the second round's."""
+
+SEED_GROUPS = {
+    "base": ("base", "seed-1", "seed-2"),
+    "longest": ("longest", "longest-seed-1", "longest-seed-2"),
+    "mup-full": ("mup-full", "mup-full-seed-1", "mup-full-seed-2"),
+}
+"""Seeds of one configuration, judged together (the family view of several seeds)."""
+
+
+def run_one(name: str, out: Path, *, threads: int = 1, crossover: bool = True) -> dict[str, Any]:
+    """Train, measure and summarise one configuration into ``out/name``; return the summary.
+    ``crossover=False``: leave the crossover out (the summary says so, ``crossover_skipped``;
+    delete ``summary.json`` and run again to add it: the sweeps resume)."""
+    study = CONFIGS[name]
+    config = study.config
+    crossover_wanted = crossover
+    commit = _commit()  # the code that measures, taken before it runs
     folder = out / name
     summary_path = folder / "summary.json"
     if summary_path.is_file():
         return dict(json.loads(summary_path.read_text()))
     torch.set_num_threads(threads)
-    start = time.perf_counter()
-    if not (folder / "family").is_dir():
-        train_family(folder, config)
+    train_seconds = train(folder, config)
     trained = time.perf_counter()
     plan = demo_plan(folder, config)
+    if study.second_round:
+        plan = population.whole(plan)
     records = run_sweep(plan, ResultStore(folder / "run"), resume=True).records
-    if eigen:
-        last = f"checkpoint-{config.checkpoint_steps()[-1]}"
-        eigen_plan = replace(
-            plan,
-            models=tuple(replace(m, revisions=(last,)) for m in plan.models),
-            probe=replace(plan.probe, eigen=20, density=True),
-        )
-        spectra = run_sweep(eigen_plan, ResultStore(folder / "run-eigen"), resume=True).records
-        by_model = {r["model"]: r for r in spectra if r.get("status") == "ok"}
-        # The index is taken from the spectrum of the last checkpoint; attach it there.
-        records = [
-            dict(r, spectrum=by_model[r["model"]].get("spectrum"))
-            if r.get("revision") == last and r["model"] in by_model
-            else r
-            for r in records
-        ]
+    if study.eigen:
+        records = _with_spectra(plan, folder, config, records)
+    measured = time.perf_counter()
+    crossover = []
+    if study.crossover is not None and crossover_wanted:
+        steps = study.crossover.steps(config.checkpoint_steps())
+        crossover = population.measure_crossover(plan, folder, study.crossover, steps)
     done = time.perf_counter()
-    summary = summarise(name, description, config, records, folder)
-    summary["seconds"] = {"train": trained - start, "measure": done - trained}
+    summary = summarise(name, study.description, config, records, folder)
+    if study.second_round:
+        summary["population"] = population.judgements(summary["records"])
+        summary["crossover"] = [_slim(r) for r in crossover]
+        summary["crossover_skipped"] = not crossover_wanted
+    summary["seconds"] = {
+        "train": train_seconds,
+        "measure": measured - trained,
+        "crossover": done - measured,
+    }
+    summary["commit"] = commit
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def train(folder: Path, config: DemoConfig) -> float:
+    """Train the family into ``folder/family`` unless it is there; the training's wall time
+    (kept in ``folder/train.json``, so that a family trained ahead reports its own)."""
+    timing = folder / "train.json"
+    if not (folder / "family").is_dir():
+        start = time.perf_counter()
+        train_family(folder, config)
+        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
+    return float(json.loads(timing.read_text())["seconds"]) if timing.is_file() else float("nan")
+
+
+def _with_spectra(
+    plan: Any, folder: Path, config: DemoConfig, records: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``records`` with the spectrum (``--eigen 20 --density``) of each model's last checkpoint."""
+    last = f"checkpoint-{config.checkpoint_steps()[-1]}"
+    eigen_plan = replace(
+        plan,
+        models=tuple(replace(m, revisions=(last,)) for m in plan.models),
+        probe=replace(plan.probe, eigen=20, density=True),
+    )
+    spectra = run_sweep(eigen_plan, ResultStore(folder / "run-eigen"), resume=True).records
+    by_model = {r["model"]: r for r in spectra if r.get("status") == "ok"}
+    return [
+        dict(r, spectrum=by_model[r["model"]].get("spectrum"))
+        if r.get("revision") == last and r["model"] in by_model
+        else dict(r)
+        for r in records
+    ]
+
+
+def _commit() -> str | None:
+    """The commit the study runs at (with ``+dirty`` for uncommitted changes), None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def summarise(
@@ -193,13 +321,14 @@ def summarise(
                 "train_loss_drop_second_half": 1 - curve[-1] / curve[half] if curve else None,
             }
         )
+    slim = [_slim(r) for r in records]
     return {
         "name": name,
         "description": description,
         "config": config.to_dict(),
         "models": models,
-        "judgements": judgements(records),
-        "records": [_slim(r) for r in records],
+        "judgements": judgements(slim),
+        "records": slim,
     }
 
 
@@ -232,6 +361,11 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
         "duplicate_of",
     )
     out = {k: record.get(k) for k in keep}
+    # the second round's fields only where the record has them (first-round records do not)
+    out.update({k: record[k] for k in (*population.POPULATION_FIELDS, "crossover_n") if k in record})
+    data = (record.get("settings") or {}).get("data") or {}
+    if "num_sequences" in data:  # how many sequences, and how many together (None: one set)
+        out["num_sequences"], out["batch_size"] = data["num_sequences"], data.get("batch_size")
     spectrum = record.get("spectrum")
     if spectrum:
         out["spectrum"] = {
@@ -249,238 +383,109 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 # ---- the report ------------------------------------------------------------------------------
 
 
-def _fmt(v: float, se: float) -> str:
-    return f"{v:.3g} ± {se:.1g}"
-
-
-def report(out: Path, docs: Path) -> str:
-    """The markdown table of every summarised configuration, and the figures in ``docs``."""
+def report(out: Path, docs: Path, only: Sequence[str] | None = None) -> str:
+    """The markdown tables of every summarised configuration (``only``: of those named), and the
+    figures, in ``docs``: the first round's in ``reach-study-table.md``, the second round's
+    in ``reach-study-population.md``. Returns both, the first round's first."""
     summaries = [
         json.loads((out / name / "summary.json").read_text())
         for name in CONFIGS
-        if (out / name / "summary.json").is_file()
+        if (out / name / "summary.json").is_file() and (only is None or name in only)
     ]
     for s in summaries:  # judged again from the records, with the statistics of this version
         s["judgements"] = judgements(s["records"])
-    lines = [
-        "| configuration | N range | loss smallest → largest | lowest D·χ_pos (exp. ± se) | "
-        "at equal loss | at equal compute | final D·χ_pos | 1/index | eff. rank/index | "
-        "smallest model's loss drop, 2nd half |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        if CONFIGS[s["name"]].second_round:
+            s["population"] = population.judgements(s["records"])
+    first = [s for s in summaries if not CONFIGS[s["name"]].second_round]
+    second = [s for s in summaries if CONFIGS[s["name"]].second_round]
+    docs.mkdir(parents=True, exist_ok=True)
+    parts = []
+    if first:
+        table = (
+            first_round.first_round_table(first)
+            + "\n\n"
+            + first_round.step_table(first)
+            + "\n\n"
+            + "\n".join(first_round.verdict_lines(first, SEED_GROUPS))
+        )
+        (docs / "reach-study-table.md").write_text(table + "\n")
+        first_round.figures(first, docs)
+        parts.append(table)
+    if second:
+        text = second_round_text(second)
+        (docs / "reach-study-population.md").write_text(text + "\n")
+        population.figures(second, docs)
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def second_round_text(summaries: Sequence[dict[str, Any]]) -> str:
+    """The second round: the population statistics per configuration, the population position
+    through training, the crossover, and the family view of the seeds."""
+    runs = [
+        "| configuration | N range | loss smallest → largest | measured at | seeds | wall time (train / measure / crossover) |",
+        "|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        j = s["judgements"]
-        models = s["models"]
-        n = [m["num_params"] for m in models]
-        first, last = models[0], models[-1]
-        row = [
-            f"`{s['name']}`: {s['description']}",
-            f"{min(n) / 1e3:.3g}k–{max(n) / 1e3:.3g}k ({max(n) / min(n):.0f}×)",
-            f"{first['train_loss_final']:.3g} → {last['train_loss_final']:.3g}",
-        ]
-        for statistic in (
-            "lowest",
-            "equal_loss",
-            "equal_compute",
-            "final",
-            "inverse_index",
-            "rank_per_index",
-        ):
-            row.append(_cell(j.get(statistic)))
-        row.append(f"{100 * first['train_loss_drop_second_half']:.1f}%")
-        lines.append("| " + " | ".join(row) + " |")
-    table = "\n".join(lines) + "\n\n" + step_table(summaries) + "\n\n" + "\n".join(verdict_lines(summaries))
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "reach-study-table.md").write_text(table + "\n")
-    _figures(summaries, docs)
-    return table
-
-
-def step_exponents(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Per checkpoint step shared by every model: the judgement of D·χ_pos at that step."""
-    steps = sorted({r["step"] for r in summary["records"] if r["status"] == "ok"})
-    out = {}
-    for step in steps:
-        values = position_at_step(summary["records"], step)
-        if len({v.num_params for v in values}) >= 3:
-            out[step] = judge(values).to_dict()
-    return out
-
-
-def step_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """Exponent of D·χ_pos ∝ N^b at each checkpoint step (equal tokens): does a larger model
-    sit lower *throughout training*?"""
-    per = {s["name"]: step_exponents(s) for s in summaries}
-    counts: dict[int, int] = {}
-    for p in per.values():
-        for step in p:
-            counts[step] = counts.get(step, 0) + 1
-    steps = sorted(step for step, count in counts.items() if count >= 2)  # steps shared by 2+ configurations
-    lines = [
-        "| configuration | " + " | ".join(f"step {step}" for step in steps) + " |",
-        "|---|" + "---|" * len(steps),
-    ]
-    for name, p in per.items():
-        cells = [_cell(p.get(step)) for step in steps]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def verdict_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    """Per statistic: in how many configurations reach grew with size beyond two standard
-    errors (every step, the family view's criterion), went the other way, or neither; the
-    exponent's spread across seeds of the base against its within-run standard error."""
-    lines = []
-    for statistic in STATISTICS:
-        judged = [(s["name"], s["judgements"][statistic]) for s in summaries if statistic in s["judgements"]]
-        if not judged:
-            continue
-        by_outcome: dict[str, list[str]] = {}
-        for name, j in judged:
-            by_outcome.setdefault(j["claim"]["outcome"], []).append(name)
-        significant = [
-            name for name, j in judged if j["fit"] and j["fit"]["exponent"] < -2 * j["fit"]["exponent_stderr"]
-        ]
-        parts = [
-            f"{outcome} in {len(names)} ({', '.join(names)})" for outcome, names in sorted(by_outcome.items())
-        ]
-        lines.append(
-            f"- `{statistic}`: {len(judged)} configuration(s); every step below the next smaller model by "
-            f"2 se: {'; '.join(parts)}. Fitted exponent below 0 by more than 2 se in "
-            f"{len(significant)}{' (' + ', '.join(significant) + ')' if significant else ''}."
+        t = s["seconds"]
+        runs.append(
+            "| "
+            + " | ".join(
+                [
+                    *first_round.size_cells(s),
+                    f"`{s.get('commit')}`",
+                    str(s["config"]["seed"]),
+                    f"{t['train']:.0f} s / {t['measure']:.0f} s / {t.get('crossover', 0):.0f} s",
+                ]
+            )
+            + " |"
         )
-    groups = {
-        "base": ("base", "seed-1", "seed-2"),
-        "longest": ("longest", "longest-seed-1", "longest-seed-2"),
-    }
-    for group, names in groups.items():
-        seeds = [s for s in summaries if s["name"] in names]
-        if len(seeds) < 2:
-            continue
-        for statistic in ("lowest", "equal_loss", "equal_compute"):
-            fits = [
-                s["judgements"][statistic]["fit"]
-                for s in seeds
-                if s["judgements"].get(statistic, {}).get("fit")
-            ]
-            if len(fits) < 2:
-                continue
-            b = np.array([f["exponent"] for f in fits])
-            within = float(np.mean([f["exponent_stderr"] for f in fits]))
-            lines.append(
-                f"- seeds ({len(fits)} of `{group}`): `{statistic}` exponent {b.mean():.2f} ± "
-                f"{b.std(ddof=1) / math.sqrt(len(b)):.2f} (mean ± standard error across seeds; spread "
-                f"{b.std(ddof=1):.2f} against a mean within-run fit error of {within:.2f})."
-            )
-    return lines
-
-
-def _cell(judgement: dict[str, Any] | None) -> str:
-    """``N^b ± se (outcome)``: the outcome is the family view's step-by-step criterion (**yes**:
-    every larger model below the next smaller one by 2 se; reverse; no: neither); ▼/▲ mark a
-    fitted exponent below/above 0 by more than 2 se."""
-    if not judgement:
-        return "–"
-    fit = judgement.get("fit")
-    outcome = judgement["claim"]["outcome"]
-    mark = {"supported": "**yes**", "contradicted": "reverse", "unclear": "no"}.get(outcome, outcome)
-    if fit is None:
-        return mark
-    b, se = fit["exponent"], fit["exponent_stderr"]
-    arrow = " ▼" if b < -2 * se else " ▲" if b > 2 * se else ""
-    return f"N^{b:.2f} ± {se:.2f}{arrow} ({mark})"
-
-
-def _figures(summaries: Sequence[dict[str, Any]], docs: Path) -> None:
-    from matplotlib.figure import Figure
-
-    # 1. The fitted exponent of every statistic in every configuration, with ± 2 se.
-    fig = Figure(figsize=(8, 0.42 * len(summaries) + 1.6), layout="constrained")
-    ax = fig.subplots()
-    statistics = ("lowest", "equal_loss", "equal_compute", "final", "inverse_index", "rank_per_index")
-    colours = ["C0", "C1", "C2", "C3", "C4", "C5"]
-    for i, s in enumerate(summaries):
-        for k, (statistic, colour) in enumerate(zip(statistics, colours, strict=True)):
-            fit = (s["judgements"].get(statistic) or {}).get("fit")
-            if not fit or not math.isfinite(fit["exponent_stderr"]):
-                continue
-            y = i + (k - 2.5) * 0.13
-            ax.errorbar(
-                fit["exponent"],
-                y,
-                xerr=2 * fit["exponent_stderr"],
-                fmt="o",
-                color=colour,
-                markersize=4,
-                capsize=2,
-                label=statistic if i == 0 else None,
-            )
-    ax.axvline(0, color="0.4", linewidth=0.8)
-    ax.set_yticks(range(len(summaries)), [s["name"] for s in summaries], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("exponent b of statistic ∝ N^b (± 2 se); b < 0: larger models reach lower", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
-    ax.grid(True, alpha=0.3, linewidth=0.6)
-    fig.savefig(docs / "reach-study-exponents.png", dpi=150)
-
-    # 2. Position against compute and loss for a few configurations.
-    chosen = [s for s in summaries if s["name"] in ("short", "base", "long", "longest")]
-    if not chosen:
-        return
-    fig = Figure(figsize=(11, 3.0 * len(chosen)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(chosen), 2))
-    for row, s in zip(axes, chosen, strict=True):
-        by_model: dict[str, list[dict[str, Any]]] = {}
-        for r in s["records"]:
-            if r["status"] == "ok":
-                by_model.setdefault(r["label"], []).append(r)
-        from matplotlib import colormaps
-
-        for i, (label, rows) in enumerate(by_model.items()):
-            rows.sort(key=lambda r: r["step"])
-            colour = colormaps["viridis"](0.85 * i / max(1, len(by_model) - 1))
-            compute = [6 * r["num_params"] * r["tokens_seen"] for r in rows]
-            pos = [r["num_outputs"] * r["spectral_position"] for r in rows]
-            err = [r["num_outputs"] * (r["spectral_position_stderr"] or 0) for r in rows]
-            loss = [r["loss"] for r in rows]
-            row[0].errorbar(compute, pos, yerr=err, marker="o", markersize=3, color=colour, label=label)
-            row[1].errorbar(loss, pos, yerr=err, marker="o", markersize=3, color=colour, label=label)
-        for ax, xlabel in zip(
-            row, ("training compute 6·N·T (FLOPs)", "loss on the measured batches"), strict=True
-        ):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(xlabel, fontsize=9)
-            ax.set_ylabel("D·χ_pos", fontsize=9)
-            ax.grid(True, alpha=0.3, linewidth=0.6)
-            ax.set_title(s["name"], fontsize=9, loc="left")
-        row[1].invert_xaxis()
-        row[0].legend(fontsize=7, frameon=False)
-    fig.savefig(docs / "reach-study-positions.png", dpi=150)
+    blocks = [
+        "\n".join(runs),
+        population.population_table(summaries),
+        "(S−1)·V·χ_pos^∞ ± se [B_noise in sequences] through training:",
+        *(population.training_table(s) for s in summaries),
+        "D_n·χ_pos(n) measured ± se / predicted from the whole set (χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n):",
+        *(t for t in (population.crossover_table(s) for s in summaries) if t),
+    ]
+    seeds = population.seed_lines(summaries, SEED_GROUPS)
+    if seeds:
+        blocks.append("\n".join(seeds))
+    return "\n\n".join(blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    ahead = sub.add_parser("train", help="only train configurations (run measures them later)")
+    ahead.add_argument("names", nargs="+", choices=sorted(CONFIGS))
+    ahead.add_argument("--out", type=Path, default=Path("reach-study"))
     run = sub.add_parser("run", help="train, measure and summarise configurations")
     run.add_argument("names", nargs="+", choices=sorted(CONFIGS))
     run.add_argument("--out", type=Path, default=Path("reach-study"))
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--no-crossover", action="store_true", help="second round: skip the crossover")
     rep = sub.add_parser("report", help="the table and the figures of the summarised configurations")
     rep.add_argument("--out", type=Path, default=Path("reach-study"))
     rep.add_argument("--docs", type=Path, default=Path("reach-study/report"))
+    rep.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="report these configurations only")
     sub.add_parser("list", help="the configurations")
     args = parser.parse_args(argv)
     if args.command == "list":
-        for name, (description, _, eigen) in CONFIGS.items():
-            print(f"{name:22s} {description}{' (+ position index)' if eigen else ''}")
+        for name, study in CONFIGS.items():
+            extra = " (+ position index)" if study.eigen else " (second round)" if study.second_round else ""
+            print(f"{name:22s} {study.description}{extra}")
+    elif args.command == "train":
+        torch.set_num_threads(1)
+        for name in args.names:
+            print(name, "trained in", f"{train(args.out / name, CONFIGS[name].config):.0f} s", flush=True)
     elif args.command == "run":
         for name in args.names:
-            s = run_one(name, args.out, threads=args.threads)
+            s = run_one(name, args.out, threads=args.threads, crossover=not args.no_crossover)
             verdicts = {k: v["claim"]["outcome"] for k, v in s["judgements"].items()}
             print(name, json.dumps(s["seconds"]), verdicts, flush=True)
     else:
-        print(report(args.out, args.docs))
+        print(report(args.out, args.docs, args.only))
 
 
 if __name__ == "__main__":

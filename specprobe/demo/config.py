@@ -73,7 +73,12 @@ class DemoConfig:
     """``constant``: every model trains at ``learning_rate``. ``mup``: μP-style for Adam, the
     hidden matrices (every ≥ 2-D weight but the input embedding, the output head included)
     at ``learning_rate · base_width / width``; embeddings, norms and biases at
-    ``learning_rate``."""
+    ``learning_rate``; the initialisation is Hugging Face's (the first round of the reach
+    study). ``mup-full``: μP as the ``mup`` package does it for Adam — the learning rates of
+    ``mup``, those weights' decay × width / base_width, hidden matrices initialised with
+    std ∝ 1/√width and the output head with std ∝ 1/width (mup's 1/width output
+    multiplier folded into the weight), equal to Hugging Face's at ``base_width``; see
+    :func:`specprobe.demo.training.mup_initialise`."""
     base_width: int = 32
     """The width at which ``lr_rule="mup"`` uses ``learning_rate`` unchanged."""
     corpus: str = "simple"
@@ -142,7 +147,7 @@ class DemoConfig:
         self.checkpoint_steps()
         for name, allowed in (
             ("arch", ("gpt_neox", "llama")),
-            ("lr_rule", ("constant", "mup")),
+            ("lr_rule", ("constant", "mup", "mup-full")),
             ("corpus", ("simple", "longtail")),
             ("measure_on", ("eval", "train")),
             ("device", ("cpu", "cuda")),

@@ -10,7 +10,7 @@ checkpoints at log-spaced steps::
     <out>/data/train.txt, <out>/data/eval.txt        the corpus (eval: held-out documents)
     <out>/tokenizer/                                  the tokenizer
     <out>/family/<name>/checkpoint-<step>/            model.save_pretrained
-    <out>/family/<name>/specprobe.json                {"tokens_per_step": ...}
+    <out>/family/<name>/specprobe.json                {"tokens_per_step": ..., "train_batch_sequences": ...}
     <out>/family/<name>/tokenizer files               so each checkpoint loads with it
 """
 
@@ -164,6 +164,8 @@ def _train_member(
     model = build_model(config, len(tokenizer), width, layers, seed=config.seed + index).to(device)
     metadata: dict[str, Any] = {
         "tokens_per_step": config.tokens_per_step,
+        # the batch the optimiser saw: the sweep predicts χ_pos at it (train_batch_position)
+        "train_batch_sequences": config.batch_size,
         "width": width,
         "layers": layers,
         "num_params": sum(p.numel() for p in model.parameters()),
@@ -187,14 +189,15 @@ def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed
 
     ``gpt_neox``: :func:`specprobe.models.tiny.tiny_causal_lm` (4·width MLP). ``llama``:
     LlamaForCausalLM with RMSNorm, rotary positions, a SwiGLU MLP of 3·width, as many
-    key/value heads as query heads, an untied output head and no biases.
+    key/value heads as query heads, an untied output head and no biases. ``lr_rule="mup-full"``:
+    re-initialised by :func:`mup_initialise`.
     """
     from specprobe.models.tiny import tiny_causal_lm
 
     heads = max(1, width // config.head_dim)
     max_positions = max(config.seq_len, config.eval_seq_len)
     if config.arch == "gpt_neox":
-        return tiny_causal_lm(
+        model = tiny_causal_lm(
             "gpt_neox",
             vocab_size=vocab,
             hidden_size=width,
@@ -203,6 +206,16 @@ def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed
             max_positions=max_positions,
             seed=seed,
         )
+    else:
+        model = _llama(config, vocab, width, layers, heads, max_positions, seed)
+    if config.lr_rule == "mup-full":
+        mup_initialise(model, config, width, seed=seed)
+    return model.eval()
+
+
+def _llama(
+    config: DemoConfig, vocab: int, width: int, layers: int, heads: int, max_positions: int, seed: int
+) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     eager: dict[str, Any] = {"attn_implementation": "eager"}  # forward-mode AD needs eager attention
@@ -222,25 +235,76 @@ def build_model(config: DemoConfig, vocab: int, width: int, layers: int, *, seed
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(llama)
-    return model.eval()
+        return LlamaForCausalLM(llama)
+
+
+MUP_RULES = ("mup", "mup-full")
+"""The learning-rate rules that scale with ``base_width / width``."""
+
+
+def _embedding(name: str) -> bool:
+    return "embed_in" in name or "embed_tokens" in name
+
+
+def _readout(name: str) -> bool:
+    return "lm_head" in name or "embed_out" in name
+
+
+def mup_initialise(model: Any, config: DemoConfig, width: int, *, seed: int) -> None:
+    """Re-initialise ``model`` in place as μP does (``lr_rule="mup-full"``), relative to the
+    Hugging Face initialisation (normal, std ``initializer_range``) at ``base_width``.
+
+    With m = base_width / width, as ``mup.set_base_shapes`` with ``MuReadout`` gives it:
+
+    * hidden matrices (every ≥ 2-D weight but the embedding and the readout): std
+      ``initializer_range · √m`` (∝ 1/√fan_in, equal to the HF init at the base width);
+    * the readout (``lm_head`` / ``embed_out``): mup keeps its weight at a width-independent
+      std and multiplies its output by m; a Hugging Face checkpoint has no such multiplier,
+      so it is folded into the weight: std ``initializer_range · m`` (and, for Adam, the
+      learning rate · m and weight decay / m of :func:`_param_groups`, which move the
+      folded weight exactly as MuAdamW moves the unfolded one, but for Adam's ε and the
+      global gradient-norm clip);
+    * embeddings, norms and biases unchanged.
+
+    The logits at initialisation therefore have std ∝ m·√width ∝ 1/√width (μP: the
+    readout's variance ∝ 1/fan_in²), while every hidden coordinate keeps a width-independent size.
+    Deterministic in ``seed``. Raises SpecprobeError for a readout tied to the embedding
+    (μP needs them initialised and trained apart).
+    """
+    if getattr(model.config, "tie_word_embeddings", False):
+        raise SpecprobeError(
+            "expected an untied output head for lr_rule='mup-full', found tie_word_embeddings=True",
+            "use lr_rule='mup' for a tied model, or untie its head",
+        )
+    std = float(model.config.initializer_range)
+    m = config.base_width / width
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim < 2 or _embedding(name):
+                continue
+            scale = std * m if _readout(name) else std * math.sqrt(m)
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
 
 
 def _param_groups(model: Any, config: DemoConfig, width: int) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on ≥ 2-D weights but embeddings; a learning-rate scale per
-    group by ``config.lr_rule`` (``mup``: base_width / width on every ≥ 2-D weight but the
-    input embedding; 1 elsewhere)."""
-    hidden_scale = config.base_width / width if config.lr_rule == "mup" else 1.0
+    group by ``config.lr_rule``. ``mup`` and ``mup-full``: base_width / width on every ≥ 2-D
+    weight but the input embedding (the output head included); 1 elsewhere. ``mup-full``
+    also multiplies those weights' decay by width / base_width, as ``mup.MuAdamW`` does, so
+    that the decay per step (lr · weight decay) stays width-independent; ``mup`` leaves it
+    as it was (the first round of the reach study ran so)."""
+    hidden_scale = config.base_width / width if config.lr_rule in MUP_RULES else 1.0
+    decay_scale = 1 / hidden_scale if config.lr_rule == "mup-full" else 1.0
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        embedding = "embed_in" in name or "embed_tokens" in name
-        matrix = p.ndim >= 2 and not embedding
+        matrix = p.ndim >= 2 and not _embedding(name)
         decay = p.ndim >= 2 and "embed" not in name
         groups.setdefault((matrix, decay), []).append(p)
     return [
         {
             "params": params,
-            "weight_decay": config.weight_decay if decay else 0.0,
+            "weight_decay": config.weight_decay * (decay_scale if matrix else 1.0) if decay else 0.0,
             "lr_scale": hidden_scale if matrix else 1.0,
         }
         for (matrix, decay), params in groups.items()

@@ -103,6 +103,7 @@ def test_train_family_writes_loadable_checkpoints(
     for folder in folders:
         meta = json.loads((folder / "specprobe.json").read_text())
         assert meta["tokens_per_step"] == TINY.batch_size * TINY.seq_len
+        assert meta["train_batch_sequences"] == TINY.batch_size
         checkpoints = find_checkpoints(str(folder))
         assert [c.revision for c in checkpoints] == ["checkpoint-2", "checkpoint-6"]
         loaded = load_checkpoint(checkpoints[-1])
@@ -162,3 +163,66 @@ def test_prepare_reuses_only_a_finished_family_of_the_same_settings(
     with pytest.raises(SpecprobeError, match="found models in"):
         prepare(out, replace(TINY, seed=1))
     assert is_trained(DemoLayout(out), TINY)
+
+
+def _init_scales(config: DemoConfig, width: int) -> tuple[float, float]:
+    """(std of the first block's MLP output, std of the logits) at initialisation."""
+    import torch
+
+    from specprobe.demo.training import build_model
+
+    model = build_model(config, 320, width, 2, seed=0)
+    blocks = model.model.layers if config.arch == "llama" else model.gpt_neox.layers
+    seen: dict[str, torch.Tensor] = {}
+    hook = blocks[0].mlp.register_forward_hook(lambda _m, _i, out: seen.setdefault("mlp", out))
+    ids = torch.randint(0, 320, (8, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    hook.remove()
+    return float(seen["mlp"].std()), float(logits.std())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_full_mup_keeps_hidden_coordinates_width_independent(arch: str) -> None:
+    # mup's coordinate check at initialisation, widths 16–128 around base_width 32: every
+    # hidden coordinate the same size; the logits ∝ 1/√width (readout variance ∝ 1/fan_in²,
+    # mup's 1/width output multiplier). The learning-rate-only rule ("mup", Hugging Face's
+    # constant init std) lets the hidden coordinates grow with width.
+    widths = (16, 32, 64, 128)
+    full = replace(DemoConfig(), arch=arch, lr_rule="mup-full", base_width=32)
+    scales = [_init_scales(full, w) for w in widths]
+    hidden = [h for h, _ in scales]
+    assert max(hidden) / min(hidden) < 1.2
+    rescaled = [logit * (w / 32) ** 0.5 for (_, logit), w in zip(scales, widths, strict=True)]
+    assert max(rescaled) / min(rescaled) < 1.2
+    lr_only = [_init_scales(replace(full, lr_rule="mup"), w)[0] for w in (16, 128)]
+    assert lr_only[1] / lr_only[0] > 5
+
+
+def test_full_mup_scales_decay_with_the_rates_and_trains(tmp_path: Path) -> None:
+    from specprobe.demo.training import build_model, mup_initialise
+
+    config = replace(TINY, arch="llama", lr_rule="mup-full", base_width=8, steps=24, learning_rate=1e-2)
+    groups = groups_of(config)
+    head, embedding = groups["lm_head.weight"], groups["model.embed_tokens.weight"]
+    assert head["lr_scale"] == pytest.approx(0.5) and head["weight_decay"] == pytest.approx(0.02)
+    assert embedding["lr_scale"] == 1.0 and embedding["weight_decay"] == 0.0
+    old = groups_of(replace(config, lr_rule="mup"))
+    assert old["lm_head.weight"]["weight_decay"] == pytest.approx(0.01)  # the first round's rule, kept
+    # It trains: the loss falls over 24 steps for both widths.
+    for folder in train_family(tmp_path, replace(config, widths=(8, 16))):
+        curve = json.loads((folder / "specprobe.json").read_text())["train_loss"]
+        assert curve[-1] < 0.9 * curve[0]
+    tied = build_model(config, 320, 16, 1, seed=0)
+    tied.config.tie_word_embeddings = True
+    with pytest.raises(SpecprobeError, match="untied"):
+        mup_initialise(tied, config, 16, seed=0)
+
+
+def groups_of(config: DemoConfig) -> dict[str, dict[str, object]]:
+    """The AdamW group of every parameter of a width-16, one-layer model, by name."""
+    from specprobe.demo.training import _param_groups, build_model
+
+    model = build_model(config, 320, 16, 1, seed=0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: g for g in _param_groups(model, config, 16) for p in g["params"]}
