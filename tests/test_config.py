@@ -26,9 +26,11 @@ averaged batches of 8 of 32 sequences of 128 tokens; the numbers differ, so must
 OLD_DEFAULT_CLI_HASH = "b601e52b22973e34"
 """``specprobe analyze MODEL`` before issue 18 (and since issue 17); the same settings given
 explicitly (``--num-sequences 32 --seq-len 128 --batch-size 8``) keep it, so old runs resume."""
-TINY_LOCAL_HASH = "802b0ecb53febf2f"
-"""``specprobe run tiny-local --set root=/tmp/x`` (before issue 17; the recipe, the demo's
-analysis, still averages batches of 8 until the demo measures whole subsets)."""
+TINY_LOCAL_HASH = "78e5116c68de71f5"
+"""``specprobe run tiny-local --set root=/tmp/x``: the demo's analysis, 256 sequences of 64
+tokens as one set, 4 probes (issue 18; before it, batches of 8 of 32 sequences, 16 probes:
+802b0ecb53febf2f, which ``OLD_TINY_LOCAL_HASH`` pins)."""
+OLD_TINY_LOCAL_HASH = "802b0ecb53febf2f"
 
 
 def test_default_plan_hash_is_pinned() -> None:
@@ -79,22 +81,26 @@ def test_equal_settings_give_equal_keys_across_entry_points(
         "--dataset",
         "/tmp/x/data/eval.txt",
         "--num-sequences",
-        "32",
+        "256",
         "--seq-len",
         "64",
-        "--batch-size",
-        "8",
         "--probes",
-        "16",
+        "4",
     )
     recipe = _planned_by(monkeypatch, "run", "tiny-local", "--set", "root=/tmp/x")
     python = SweepPlan(
         models=(ModelSpec("org/x"),),
-        data=DataSpec(dataset="/tmp/x/data/eval.txt", num_sequences=32, seq_len=64, batch_size=8),
-        probe=ProbeSpec(probes=16),
+        data=DataSpec(dataset="/tmp/x/data/eval.txt", num_sequences=256, seq_len=64),
+        probe=ProbeSpec(probes=4),
     )
     assert cli.settings == recipe.settings == python.settings
     assert cli.settings.hash() == recipe.settings.hash() == python.settings.hash() == TINY_LOCAL_HASH
+    old = SweepPlan(
+        models=(ModelSpec("org/x"),),
+        data=DataSpec(dataset="/tmp/x/data/eval.txt", num_sequences=32, seq_len=64, batch_size=8),
+        probe=ProbeSpec(probes=16),
+    )
+    assert old.settings.hash() == OLD_TINY_LOCAL_HASH  # the old demo's runs still resume
     # Where it runs is not part of the key.
     moved = _planned_by(monkeypatch, "analyze", "org/x", "--device", "auto", "--micro-batch-size", "2")
     assert moved.settings.hash() == DEFAULT_CLI_HASH

@@ -51,10 +51,9 @@ def _llama_cpu() -> DemoConfig:
         warmup_steps=32,
         checkpoints=8,
         first_checkpoint=12,
-        eval_sequences=32,
+        eval_sequences=256,
         eval_seq_len=64,
-        eval_batch_size=8,
-        probes=16,
+        probes=4,
     )
 
 
@@ -93,10 +92,9 @@ def _llama_gpu() -> DemoConfig:
         warmup_steps=64,
         checkpoints=8,
         first_checkpoint=16,
-        eval_sequences=32,
+        eval_sequences=512,
         eval_seq_len=128,
-        eval_batch_size=8,
-        probes=16,
+        probes=4,
         device="cuda",
     )
 
@@ -121,7 +119,6 @@ def _reduced(config: DemoConfig) -> DemoConfig:
         first_checkpoint=2,
         eval_sequences=4,
         eval_seq_len=16,
-        eval_batch_size=2,
         probes=2,
         device="cpu",
     )
