@@ -139,7 +139,7 @@ def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None
     """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
     from specprobe.report.html import write_html as write
 
-    written = write(records, path, config=store.config(), title=f"specprobe report: {store.directory.name}")
+    written = write(records, path, config=store.config())  # titled with the family's name
     console.print(f"HTML report in {written}", highlight=False)
 
 

@@ -49,7 +49,7 @@ def report(
     else:
         render_run(records, console, wide=wide)
     if csv is not None:
-        from specprobe.store.frames import write_csv
+        from specprobe.report.spreadsheet import write_csv
 
         rows, columns = write_csv(records, csv)
         err_console.print(f"CSV ({rows} rows, {columns} columns) in {csv}", highlight=False)
