@@ -143,22 +143,32 @@ def build_document(records: Sequence[Record], config: dict[str, Any] | None = No
 def family_name(records: Sequence[Record], config: dict[str, Any] | None = None) -> str:
     """The name of the family a run measured, for a title: the recipe's name when the run
     came from one, else the models' common name (their labels' longest common prefix,
-    trimmed at a separator: ``neox-w16, neox-w32`` → ``neox``), else the one model's label,
-    else ``specprobe report``. Never the run folder's name."""
+    trimmed at a separator: ``neox-w16, neox-w32`` → ``neox``), else the one model's label
+    (a local checkpoint's folder name), else ``specprobe report``. Never the run folder's name."""
     for invocation in reversed((config or {}).get("invocations") or []):
         recipe = (invocation.get("invocation") or invocation).get("recipe") or {}
         if isinstance(recipe, dict) and recipe.get("name"):
             return str(recipe["name"])
-    labels = list(dict.fromkeys(str(r.get("label") or r.get("model") or "") for r in records))
+    # A local checkpoint's label is its path: the folder's own name is the model's.
+    names = (str(r.get("label") or r.get("model") or "") for r in records)
+    labels = list(dict.fromkeys(Path(n).name if n.startswith(("/", ".", "~")) else n for n in names))
     labels = [label for label in labels if label]
     if len(labels) == 1:
         return labels[0]
-    # Character by character (the labels are names, not paths): neox-w16, neox-w32 → neox.
+    # Character by character (the labels are names, not paths), then back to a whole word:
+    # neox-w16, neox-w32 → neox-w → neox; neox-w1000, neox-w10000 → neox.
     shared = takewhile(lambda chars: len(set(chars)) == 1, zip(*labels, strict=False))
-    common = "".join(chars[0] for chars in shared).rstrip("-_ ./=@:")
+    common = "".join(chars[0] for chars in shared)
+    if any(len(label) > len(common) and label[len(common)] not in _SEPARATORS for label in labels):
+        common = common[: max((common.rfind(c) for c in _SEPARATORS), default=-1) + 1]
+    common = common.rstrip(_SEPARATORS)
     if len(labels) > 1 and len(common) >= 2:
         return common
     return "specprobe report"
+
+
+_SEPARATORS = "-_ ./=@:"
+"""Where a model's name splits into words (``neox-w16``, ``pythia_160m``, ``org/model``)."""
 
 
 def _model_section(model: str, rows: Sequence[Record], scale: Position) -> ModelSection:

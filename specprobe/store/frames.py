@@ -127,11 +127,13 @@ def spreadsheet_safe(value: Any) -> Any:
 
 def csv_text(records: Sequence[Mapping[str, Any]]) -> str:
     """The records' scalar columns as CSV text (lists left out; numbers as Python writes
-    them, so floats read back exactly; text cells :func:`spreadsheet_safe`)."""
+    them, so floats read back exactly; text cells :func:`spreadsheet_safe`). Rows end in
+    CRLF (RFC 4180): the csv module then quotes a cell holding a lone CR, which it leaves
+    bare under a "\\n" terminator (a row a reader splits in two)."""
     rows = [_flatten(r) for r in records]
     columns = [c for c in _columns(rows) if not any(isinstance(r.get(c), list) for r in rows)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
     writer.writerow({c: spreadsheet_safe(c) for c in columns})
     for row in rows:
         writer.writerow({c: "" if row.get(c) is None else spreadsheet_safe(row[c]) for c in columns})
