@@ -1,9 +1,12 @@
 """Which records the family view counts, and the position it reads from each.
 
 Only analysed records count: ``status == "ok"`` and not a duplicate of another revision's
-weights (``duplicate_of`` null). Positions are compared across models as D·χ_pos
-(:attr:`Position.NORMALIZED`, the default) because χ_pos itself scales with the number of
-outputs D; the raw χ_pos is accepted only when all models were measured at the same D.
+weights (``duplicate_of`` null). Positions are compared across models in a normalised form,
+because χ_pos itself scales with the number of outputs D. Which one is picked in one place,
+:func:`choose_position`: the population position (D/N)·χ_pos^∞ (:attr:`Position.POPULATION`)
+when every analysed record carries it, else — runs written by earlier versions — the mean
+D·χ_pos over batches (:attr:`Position.NORMALIZED`); the raw χ_pos is accepted only when all
+models were measured at the same D.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ SIGNIFICANCE = 2.0
 class Position(str, Enum):
     """Which position value is compared across records."""
 
+    POPULATION = "normalized_population_position"
+    """(D/N)·χ_pos^∞, the population position per sequence's outputs ((S−1)·V·χ_pos^∞ for a
+    causal LM): the position of the data's own gradient, free of the batch size and of the
+    gradient noise; comparable across models with the same tokenizer and sequence length."""
+
     NORMALIZED = "normalized_position"
     """D·χ_pos: 1 for a residual with no alignment to the spectrum; comparable across D."""
 
@@ -31,8 +39,69 @@ class Position(str, Enum):
 
     @property
     def symbol(self) -> str:
-        """How a reader writes the scale: ``D·χ_pos`` or ``χ_pos``."""
-        return "D·χ_pos" if self is Position.NORMALIZED else "χ_pos"
+        """How a reader writes the scale: ``(D/N)·χ_pos^∞``, ``D·χ_pos`` or ``χ_pos``."""
+        return _SYMBOLS[self]
+
+    @property
+    def description(self) -> str:
+        """One sentence a report prints to say which statistic its positions are."""
+        return _DESCRIPTIONS[self]
+
+
+_SYMBOLS = {Position.POPULATION: "(D/N)·χ_pos^∞", Position.NORMALIZED: "D·χ_pos", Position.RAW: "χ_pos"}
+_DESCRIPTIONS = {
+    Position.POPULATION: (
+        "positions are the population position (D/N)·χ_pos^∞ ((S−1)·V·χ_pos^∞ for a causal LM): "
+        "the position of the data's own gradient, free of the batch size and the gradient noise "
+        "B_noise; comparable across models with the same tokenizer and sequence length"
+    ),
+    Position.NORMALIZED: (
+        "positions are D·χ_pos, the mean over the measured batches (records without the "
+        "population position, as earlier versions wrote them): it mixes the data's position with "
+        "gradient noise and depends on the batch size"
+    ),
+    Position.RAW: "positions are the raw χ_pos, comparable only at equal D",
+}
+
+
+def read(record: Mapping[str, Any], name: str) -> Any:
+    """A record field by name, None when absent: records written by earlier versions lack
+    the population fields, and a TypedDict is read here by any name."""
+    return record.get(name)
+
+
+def choose_position(records: Iterable[Record], requested: Position | str | None = None) -> Position:
+    """The one choice of statistic: ``requested`` when given, else the population position
+    when every analysed record carries it, else D·χ_pos (older runs, or a run that mixes
+    records of both kinds: one scale for all)."""
+    if requested is not None:
+        return Position(requested)
+    rows = [r for group in analysed(records).values() for r in group]
+    if rows and all(read(r, Position.POPULATION.value) is not None for r in rows):
+        return Position.POPULATION
+    return Position.NORMALIZED
+
+
+def population_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a record's population position is not to be trusted, in words, or None: ``noisy``
+    (relative error above one half) or ``nonpositive`` (‖M‖² ≤ 0), each with the sequences a
+    10 % error would need when the record says."""
+    status = read(record, "population_status")
+    if status in (None, "ok"):
+        return None
+    needed = read(record, "sequences_needed")
+    more = f"~{needed:,} sequences needed" if needed else "more sequences needed"
+    if status == "nonpositive":
+        return f"≤ 0: {more}"
+    return f"{status}: {more}"
+
+
+def usable(record: Mapping[str, Any], position: Position) -> bool:
+    """Whether the record's value on ``position`` can rank: not a population estimate ≤ 0."""
+    if position is not Position.POPULATION:
+        return True
+    value = read(record, position.value)
+    return read(record, "population_status") != "nonpositive" and value is not None and value > 0
 
 
 def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:
@@ -53,11 +122,12 @@ def analysed(records: Iterable[Record]) -> dict[str, list[Record]]:
 
 
 def comparable(
-    records: Iterable[Record], position: Position | str
+    records: Iterable[Record], position: Position | str | None = None
 ) -> tuple[Position, dict[str, list[Record]]]:
-    """The scale, and the analysed records per model (:func:`analysed`), checked to compare
-    on it (:func:`check_comparable`)."""
-    scale = Position(position)
+    """The scale (:func:`choose_position`), and the analysed records per model
+    (:func:`analysed`), checked to compare on it (:func:`check_comparable`)."""
+    records = list(records)
+    scale = choose_position(records, position)
     groups = analysed(records)
     check_comparable(groups, scale)
     return scale, groups
@@ -95,7 +165,7 @@ def check_comparable(groups: dict[str, list[Record]], position: Position) -> Non
         raise SpecprobeError(
             "χ_pos compares only at equal D, found records measured at D = "
             + ", ".join(str(s) for s in sorted(sizes, key=lambda s: (s is None, s or 0))),
-            "compare D·χ_pos (position=Position.NORMALIZED), or measure every model on the same "
+            "compare a normalised position (position=None), or measure every model on the same "
             "batch size, sequence length and vocabulary",
         )
 

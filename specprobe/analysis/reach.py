@@ -7,10 +7,13 @@ any model that converges on the measured batch — a model that fits its batch b
 "reaches" lower whatever its size, and one that trains longer does too. The statistics
 here compare models at a common point instead:
 
-* :func:`position_at_loss`: D·χ_pos where each model first reaches a common loss L*
+Positions are on the scale :func:`~specprobe.analysis.position.choose_position` picks: the
+population position (D/N)·χ_pos^∞ when every record has it, else D·χ_pos (older runs).
+
+* :func:`position_at_loss`: the position where each model first reaches a common loss L*
   (by default the highest of the models' lowest losses, so every model reaches it);
   log-linear interpolation between the two revisions around it;
-* :func:`position_at_compute`: D·χ_pos at a common training compute C* = 6·N·T (by default
+* :func:`position_at_compute`: the position at a common training compute C* = 6·N·T (by default
   the smallest of the models' final computes), interpolated in log–log;
 * :func:`position_index`: #{k : λ_k ≥ χ_pos·Tr Θ} at the last revision that has a
   spectrum (``--eigen`` with ``--density``), reported as its reciprocal 1/index so that,
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from specprobe.analysis.position import Position, analysed, position_value, size_key
+from specprobe.analysis.position import Position, analysed, choose_position, position_value, size_key
 from specprobe.analysis.series import training_compute
 from specprobe.analysis.sizes import MIN_FIT_SIZES, PowerLawFit, fit_power_law, spectral_reach
 from specprobe.analysis.verdict import Claim, monotone
@@ -63,12 +66,12 @@ class ReachValue:
 
 
 def _interpolate(
-    rows: Sequence[Record], xs: Sequence[float], target: float, falling: bool
+    rows: Sequence[Record], xs: Sequence[float], target: float, falling: bool, position: Position
 ) -> tuple[float, float, str] | None:
-    """D·χ_pos where log x first crosses log ``target`` (x falling or rising along the rows),
-    interpolated linearly in log–log between the two revisions around the crossing;
+    """The position where log x first crosses log ``target`` (x falling or rising along the
+    rows), interpolated linearly in log–log between the two revisions around the crossing;
     the error bars are combined as if independent. None when x never crosses."""
-    values = [position_value(r, Position.NORMALIZED) for r in rows]
+    values = [position_value(r, position) for r in rows]
     for i, x in enumerate(xs):
         if x == target:
             return values[i][0], values[i][1], str(rows[i].get("revision"))
@@ -114,26 +117,34 @@ def common_compute(records: Iterable[Record]) -> float:
     return min(finals)
 
 
-def position_at_loss(records: Sequence[Record], level: float | None = None) -> list[ReachValue]:
-    """D·χ_pos of each model where its loss first falls to ``level`` (default
-    :func:`common_loss`); models that never reach it, or start below it, are left out."""
+def position_at_loss(
+    records: Sequence[Record], level: float | None = None, position: Position | str | None = None
+) -> list[ReachValue]:
+    """The position (:func:`choose_position`) of each model where its loss first falls to
+    ``level`` (default :func:`common_loss`); models that never reach it, or start below it,
+    are left out."""
     level = common_loss(records) if level is None else level
+    scale = choose_position(records, position)
     out = []
     for model, rows in _sorted_groups(records):
-        found = _interpolate(rows, [float(r["loss"]) for r in rows], level, falling=True)
+        found = _interpolate(rows, [float(r["loss"]) for r in rows], level, True, scale)
         if found is not None:
             out.append(_reach_value("equal_loss", model, rows, *found))
     return out
 
 
-def position_at_compute(records: Sequence[Record], level: float | None = None) -> list[ReachValue]:
-    """D·χ_pos of each model at training compute ``level`` (default :func:`common_compute`);
-    models whose first analysed revision is already past it are left out."""
+def position_at_compute(
+    records: Sequence[Record], level: float | None = None, position: Position | str | None = None
+) -> list[ReachValue]:
+    """The position (:func:`choose_position`) of each model at training compute ``level``
+    (default :func:`common_compute`); models whose first analysed revision is already past
+    it are left out."""
     level = common_compute(records) if level is None else level
+    scale = choose_position(records, position)
     out = []
     for model, rows in _sorted_groups(records):
         computes = [training_compute(r.get("num_params"), r.get("tokens_seen")) or 0.0 for r in rows]
-        found = _interpolate(rows, computes, level, falling=False)
+        found = _interpolate(rows, computes, level, False, scale)
         if found is not None:
             out.append(_reach_value("equal_compute", model, rows, *found))
     return out
@@ -169,15 +180,19 @@ def position_index(records: Sequence[Record], *, per_rank: bool = False) -> list
     return out
 
 
-def position_at_step(records: Sequence[Record], step: int) -> list[ReachValue]:
-    """D·χ_pos of each model at training step ``step`` (equal tokens seen when the models
-    share the batch size, as a family trained together does); models without a record at
-    that step are left out. The paper's "throughout training" comparison."""
+def position_at_step(
+    records: Sequence[Record], step: int, position: Position | str | None = None
+) -> list[ReachValue]:
+    """The position (:func:`choose_position`) of each model at training step ``step`` (equal
+    tokens seen when the models share the batch size, as a family trained together does);
+    models without a record at that step are left out. The paper's "throughout training"
+    comparison."""
+    scale = choose_position(records, position)
     out = []
     for model, rows in _sorted_groups(records):
         for r in rows:
             if r.get("step") == step:
-                value, stderr = position_value(r, Position.NORMALIZED)
+                value, stderr = position_value(r, scale)
                 out.append(_reach_value(f"step {step}", model, [r], value, stderr, str(r.get("revision"))))
     return out
 
@@ -191,23 +206,27 @@ def _reach_value(
     )
 
 
-def reach_values(records: Sequence[Record], statistic: str) -> list[ReachValue]:
-    """One of :data:`STATISTICS` for every model, smallest first."""
+def reach_values(
+    records: Sequence[Record], statistic: str, position: Position | str | None = None
+) -> list[ReachValue]:
+    """One of :data:`STATISTICS` for every model, smallest first, on the position scale
+    :func:`choose_position` picks (the index statistics have their own scale)."""
+    scale = choose_position(records, position)
     if statistic == "lowest":
         return [
             ReachValue("lowest", r.model, r.label, r.num_params, r.reach, r.reach_stderr, r.revision)
-            for r in spectral_reach(records)
+            for r in spectral_reach(records, scale)
         ]
     if statistic == "final":
         out = []
         for model, rows in _sorted_groups(records):
-            value, stderr = position_value(rows[-1], Position.NORMALIZED)
+            value, stderr = position_value(rows[-1], scale)
             out.append(_reach_value("final", model, rows, value, stderr, str(rows[-1].get("revision"))))
         return out
     if statistic == "equal_loss":
-        return position_at_loss(records)
+        return position_at_loss(records, position=scale)
     if statistic == "equal_compute":
-        return position_at_compute(records)
+        return position_at_compute(records, position=scale)
     if statistic == "inverse_index":
         return position_index(records)
     if statistic == "rank_per_index":

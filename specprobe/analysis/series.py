@@ -70,7 +70,7 @@ def training_compute(num_params: int | None, tokens_seen: int | None) -> float |
 
 
 def position_vs_compute(
-    records: Iterable[Record], position: Position | str = Position.NORMALIZED
+    records: Iterable[Record], position: Position | str | None = None
 ) -> list[PositionSeries]:
     """Per model (ranked by size), the position at each analysed revision against compute.
 

@@ -1,13 +1,16 @@
 """Across sizes: each model's spectral reach, and power laws y = a·N^b fitted to them.
 
 * spectral reach of a model: the lowest spectral position over its analysed revisions,
-  with its standard error and the revision where it is attained;
+  with its standard error, the revision where it is attained, the gradient noise scale
+  there, and how far below the true values a minimum of noisy values is expected to lie
+  (:func:`minimum_bias`);
 * power laws y = a·N^b across sizes, fitted by least squares in log–log (the one fit,
   :func:`specprobe.linalg.fit.power_law`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,8 +22,11 @@ from specprobe.analysis.position import (
     comparable,
     label,
     num_params,
+    population_problem,
     position_value,
+    read,
     size_key,
+    usable,
 )
 from specprobe.errors import SpecprobeError
 from specprobe.linalg.fit import power_law
@@ -58,6 +64,17 @@ class Reach:
     final_loss: float
     """Loss at the last analysed revision (by step)."""
     final_loss_stderr: float
+    minimum_bias: float = 0.0
+    """How far below equal true values the lowest of ``num_revisions`` noisy ones is
+    expected to lie: σ̄·E[max of k standard normals] (:func:`minimum_bias`); 0 for one."""
+    noise_scale: float | None = None
+    """B_noise (sequences) at the reach's revision, when recorded."""
+    noise_scale_stderr: float | None = None
+    noise_scale_tokens: float | None = None
+    problem: str | None = None
+    """Why the population estimate at that revision is not to be trusted (noisy, ≤ 0), or None."""
+    excluded: int = 0
+    """Revisions left out of the minimum: population estimates ≤ 0 (more sequences needed)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -65,12 +82,33 @@ class Reach:
         return out
 
 
-def spectral_reach(records: Iterable[Record], position: Position | str = Position.NORMALIZED) -> list[Reach]:
+def expected_max_normal(k: int) -> float:
+    """E[max of k independent standard normals]: 0 for k = 1, 0.564 for 2, 0.846 for 3,
+    1.029 for 4 (∫ x·k·φ(x)·Φ(x)^(k−1) dx on a fine grid, error below 1e-6)."""
+    if k <= 1:
+        return 0.0
+    x = np.linspace(-10.0, 10.0, 40001)
+    phi = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+    return float(np.trapezoid(x * k * phi * cdf ** (k - 1), x))
+
+
+def minimum_bias(stderrs: Sequence[float]) -> float:
+    """The selection bias of a minimum over k noisy values: were the k true values equal,
+    their lowest estimate would lie on average σ̄·E[max of k normals] below them (σ̄ the
+    mean standard error). An upper bound for unequal values (a clear minimum has less)."""
+    if len(stderrs) <= 1:
+        return 0.0
+    return float(np.mean(stderrs)) * expected_max_normal(len(stderrs))
+
+
+def spectral_reach(records: Iterable[Record], position: Position | str | None = None) -> list[Reach]:
     """Spectral reach per model, ranked by size: ascending ``num_params`` (unknown sizes last).
 
-    A model without an analysed revision is left out. The minimum is over point estimates;
-    its standard error is that revision's own (the selection bias of a minimum over noisy
-    values is not corrected: with few revisions and small errors it is small).
+    A model without an analysed revision is left out. The minimum is over point estimates
+    (population estimates ≤ 0 left out while another revision has one above 0); its
+    standard error is that revision's own, and its expected selection bias is reported
+    beside it (:attr:`Reach.minimum_bias`), not subtracted.
     """
     position, groups = comparable(records, position)
     return reaches_of(groups, position)
@@ -81,7 +119,8 @@ def reaches_of(groups: dict[str, list[Record]], position: Position) -> list[Reac
     out = []
     for model, rows in groups.items():
         values = [position_value(r, position) for r in rows]
-        best = int(np.argmin([v for v, _ in values]))
+        ranked = [i for i, r in enumerate(rows) if usable(r, position)] or list(range(len(rows)))
+        best = min(ranked, key=lambda i: values[i][0])
         low, final = rows[best], rows[-1]
         out.append(
             Reach(
@@ -100,6 +139,12 @@ def reaches_of(groups: dict[str, list[Record]], position: Position) -> list[Reac
                 final_revision=str(final.get("revision")),
                 final_loss=float(final["loss"]),
                 final_loss_stderr=float(final.get("loss_stderr") or 0.0),
+                minimum_bias=minimum_bias([values[i][1] for i in ranked]),
+                noise_scale=read(low, "noise_scale"),
+                noise_scale_stderr=read(low, "noise_scale_stderr"),
+                noise_scale_tokens=read(low, "noise_scale_tokens"),
+                problem=population_problem(low) if position is Position.POPULATION else None,
+                excluded=len(rows) - len(ranked) if len(ranked) < len(rows) else 0,
             )
         )
     out.sort(key=lambda r: size_key(r.num_params))
@@ -184,12 +229,10 @@ def fit_loss_vs_size(records: Iterable[Record]) -> PowerLawFit:
     return loss_fit(spectral_reach(records))
 
 
-def fit_reach_vs_size(
-    records: Iterable[Record], position: Position | str = Position.NORMALIZED
-) -> PowerLawFit:
+def fit_reach_vs_size(records: Iterable[Record], position: Position | str | None = None) -> PowerLawFit:
     """Spectral reach against N across models: reach ≈ a·N^b (b < 0: larger models reach lower)."""
-    position = Position(position)
-    return reach_fit(spectral_reach(records, position), position)
+    position, groups = comparable(records, position)
+    return reach_fit(reaches_of(groups, position), position)
 
 
 def loss_fit(reaches: Sequence[Reach]) -> PowerLawFit:

@@ -60,6 +60,18 @@ class Verdict:
 
     claims: tuple[Claim, ...]
     text: str
+    opening: str = ""
+    """What was judged: ``Across 4 models (1k–1M parameters), on D·χ_pos``."""
+    closing: str = ""
+    """Which findings held, in a sentence or two."""
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The verdict as a short list: what was judged, one claim a line with its numbers,
+        and the closing sentence (the paragraph :attr:`text` says the same)."""
+        head = (f"{self.opening}:",) if self.opening else ()
+        tail = (self.closing,) if self.closing else ()
+        return (*head, *(f"{c.outcome.value}: {c.summary}" for c in self.claims), *tail)
 
     def claim(self, name: str) -> Claim:
         for c in self.claims:
@@ -68,7 +80,7 @@ class Verdict:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"claims": [c.to_dict() for c in self.claims], "text": self.text}
+        return {"claims": [c.to_dict() for c in self.claims], "text": self.text, "lines": list(self.lines)}
 
 
 def _change(first: tuple[float, float], last: tuple[float, float]) -> int:
@@ -231,10 +243,10 @@ def family_verdict(
         ),
         _amplified(amplification),
     )
-    text = (
-        f"{_opening(len(groups), sized)}: " + "; ".join(c.summary for c in claims) + ". " + _closing(claims)
-    )
-    return Verdict(claims, text)
+    opening = f"{_opening(len(groups), sized)}, on {position.symbol}"
+    closing = _closing(claims)
+    text = f"{opening}: " + "; ".join(c.summary for c in claims) + ". " + closing
+    return Verdict(claims, text, opening, closing)
 
 
 def _opening(models: int, sized: Sequence[Reach]) -> str:

@@ -176,13 +176,14 @@ def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None
     from specprobe.store.folder import check_output
 
     out = check_output(path, "--html", runs=[store.directory])
-    written = write(records, out, config=store.config(), title=f"specprobe report: {store.directory.name}")
+    written = write(records, out, config=store.config())  # titled with the family's name
     console.print(f"HTML report in {escape(str(written))}", highlight=False)
 
 
 def write_csv(records: Sequence[Record], path: str) -> None:
-    """The records' scalar columns as one CSV file at ``path``."""
-    from specprobe.store.frames import write_csv as write
+    """The report's rows of ``records`` as one CSV file at ``path`` (cells that a spreadsheet
+    would read as formulas neutralised: ``specprobe.report.spreadsheet``)."""
+    from specprobe.report.spreadsheet import write_csv as write
 
     rows, columns = write(records, path)
     err_console.print(f"CSV ({rows} rows, {columns} columns) in {escape(path)}", highlight=False)

@@ -3,7 +3,9 @@
 :func:`build_document` reads the records once into typed sections: a table per model (with
 the layer decomposition and the eigenvalue density of its last revision that has them),
 the comparison across models, the family view (reach table, power-law fits, notes, the
-verdict), the run's notes and the settings that produced the numbers. The terminal
+verdict as a list of claims), the run's notes, the settings that produced the numbers
+(those that apply), which position statistic the numbers are (one choice,
+:func:`specprobe.analysis.position.choose_position`) and the family's name for the title. The terminal
 (:func:`specprobe.report.terminal.render_run`, Rich) and the HTML file
 (:func:`specprobe.report.html.render_html`) are two walkers over it: they choose the order
 and the look, never the content, so both show the same numbers. Nothing here prints.
@@ -14,10 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import takewhile
+from pathlib import Path
 from typing import Any
 
 from specprobe.analysis.family import PowerLawFit, analysed, summarize
-from specprobe.analysis.position import group_by_model
+from specprobe.analysis.position import Position, choose_position, group_by_model
 from specprobe.report import tables
 from specprobe.report.plots import position_chart
 from specprobe.report.tables import TableData, Tone
@@ -54,6 +58,7 @@ class FitLine:
 
     @classmethod
     def of(cls, fit: PowerLawFit) -> FitLine:
+        """The fit in words; the exponent with its standard error."""
         return cls(
             tables.fit_name(fit.quantity),
             f"∝ N^{fit.exponent:.3f} ± {fit.exponent_stderr:.2g}",
@@ -71,6 +76,10 @@ class FamilyView:
     fits: tuple[FitLine, ...]
     notes: tuple[str, ...]
     verdict: str
+    """The verdict as a paragraph (as ``--json`` has it)."""
+    verdict_lines: tuple[str, ...] = ()
+    """The verdict as a short list: what was judged, one claim a line with its numbers, the
+    closing sentence."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,15 @@ class Document:
     """None with fewer than two analysed models."""
     notes: tuple[Note, ...]
     settings: SettingsSection
+    position: Position = Position.NORMALIZED
+    """The position statistic of the tables, the family view and the figures."""
+    name: str = "specprobe report"
+    """The family's name: the recipe's, or the models' common name (:func:`family_name`)."""
+
+    @property
+    def statistic(self) -> str:
+        """Which statistic the positions are, in a sentence (every renderer says it)."""
+        return self.position.description
 
     @property
     def analysed(self) -> bool:
@@ -109,36 +127,73 @@ def build_document(records: Sequence[Record], config: dict[str, Any] | None = No
     """The report of the records; ``config`` is the run's ``config.json`` (for the command
     that made it). Cost: one pass over the records and the family view's fits."""
     groups = group_by_model(records)
+    scale = choose_position(records)
     return Document(
         records=tuple(records),
-        models=tuple(_model_section(model, rows) for model, rows in groups.items()),
-        comparison=tables.comparison_table(groups) if len(groups) > 1 else None,
-        family=family_view(records),
+        models=tuple(_model_section(model, rows, scale) for model, rows in groups.items()),
+        comparison=tables.comparison_table(groups, scale) if len(groups) > 1 else None,
+        family=family_view(records, scale),
         notes=tuple(Note(tone, text) for tone, text in tables.run_notes(records)),
         settings=settings(records, config),
+        position=scale,
+        name=family_name(records, config),
     )
 
 
-def _model_section(model: str, rows: Sequence[Record]) -> ModelSection:
+def family_name(records: Sequence[Record], config: dict[str, Any] | None = None) -> str:
+    """The name of the family a run measured, for a title: the recipe's name when the run
+    came from one, else the models' common name (their labels' longest common prefix,
+    trimmed at a separator: ``neox-w16, neox-w32`` → ``neox``), else the one model's label
+    (a local checkpoint's folder name), else ``specprobe report``. Never the run folder's name."""
+    for invocation in reversed((config or {}).get("invocations") or []):
+        recipe = (invocation.get("invocation") or invocation).get("recipe") or {}
+        if isinstance(recipe, dict) and recipe.get("name"):
+            return str(recipe["name"])
+    # A local checkpoint's label is its path: the folder's own name is the model's.
+    names = (str(r.get("label") or r.get("model") or "") for r in records)
+    labels = list(dict.fromkeys(Path(n).name if n.startswith(("/", ".", "~")) else n for n in names))
+    labels = [label for label in labels if label]
+    if len(labels) == 1:
+        return labels[0]
+    # Character by character (the labels are names, not paths), then back to a whole word:
+    # neox-w16, neox-w32 → neox-w → neox; neox-w1000, neox-w10000 → neox.
+    shared = takewhile(lambda chars: len(set(chars)) == 1, zip(*labels, strict=False))
+    common = "".join(chars[0] for chars in shared)
+    if any(len(label) > len(common) and label[len(common)] not in _SEPARATORS for label in labels):
+        common = common[: max((common.rfind(c) for c in _SEPARATORS), default=-1) + 1]
+    common = common.rstrip(_SEPARATORS)
+    if len(labels) > 1 and len(common) >= 2:
+        return common
+    return "specprobe report"
+
+
+_SEPARATORS = "-_ ./=@:"
+"""Where a model's name splits into words (``neox-w16``, ``pythia_160m``, ``org/model``)."""
+
+
+def _model_section(model: str, rows: Sequence[Record], scale: Position) -> ModelSection:
     decomposed = [r for r in rows if r.get("status") == "ok" and r.get("groups")]
     lines = [line for r in rows if r.get("status") == "ok" and (line := density_line(r))]
     return ModelSection(
-        tables.model_table(model, rows),
+        tables.model_table(model, rows, scale),
         tables.groups_table(decomposed[-1]) if decomposed else None,
         lines[-1] if lines else None,
     )
 
 
-def family_view(records: Sequence[Record]) -> FamilyView | None:
-    """The family view of the records, or None when fewer than two models were analysed."""
+def family_view(records: Sequence[Record], scale: Position | None = None) -> FamilyView | None:
+    """The family view of the records on ``scale`` (None: the one choice,
+    :func:`~specprobe.analysis.position.choose_position`), or None when fewer than two
+    models were analysed."""
     if len(analysed(records)) < 2:
         return None
-    summary = summarize(records)
+    summary = summarize(records, scale)
     return FamilyView(
         reach=tables.reach_table(summary),
         fits=tuple(FitLine.of(fit) for fit in (summary.loss_fit, summary.reach_fit) if fit is not None),
         notes=summary.notes,
         verdict=summary.verdict.text,
+        verdict_lines=summary.verdict.lines,
     )
 
 
@@ -175,7 +230,9 @@ def settings(records: Sequence[Record], config: dict[str, Any] | None) -> Settin
     for index, recorded in enumerate(seen.values()):
         suffix = f" ({index + 1})" if len(seen) > 1 else ""
         for section in ("data", "probe"):
-            items = tuple((k, _plain(v)) for k, v in (recorded.get(section) or {}).items() if v is not None)
+            values = recorded.get(section) or {}
+            skip = not_applying(values) if section == "data" else set()
+            items = tuple((k, _plain(v)) for k, v in values.items() if v is not None and k not in skip)
             if items:
                 blocks.append((f"{section}{suffix}", items))
     models = list(dict.fromkeys(str(r.get("label") or r.get("model")) for r in records))
@@ -189,6 +246,26 @@ def settings(records: Sequence[Record], config: dict[str, Any] | None) -> Settin
     blocks.append(("measured", tuple(run)))
     command = f"specprobe {' '.join(str(a) for a in argv)}" if argv else None
     return SettingsSection(command, tuple(blocks))
+
+
+_LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+"""The local data files specprobe reads (``specprobe.models.data``, not imported here: it
+imports torch)."""
+
+
+def not_applying(data: dict[str, Any]) -> set[str]:
+    """Data settings that did not shape the numbers, so the report leaves them out: a local
+    file or folder has no hub ``split`` or ``config``, and a .txt file's one column is its
+    lines (``text_column`` unused)."""
+    dataset = str(data.get("dataset") or "")
+    path = Path(dataset).expanduser()
+    suffixes = {path.suffix}
+    if path.is_dir():
+        suffixes = {p.suffix for p in path.iterdir() if p.suffix in _LOCAL_SUFFIXES}
+    local = dataset.startswith((".", "/", "~")) or path.exists() or path.suffix in _LOCAL_SUFFIXES
+    if not local:
+        return set()
+    return {"split", "config", "text_column"} if suffixes == {".txt"} else {"split", "config"}
 
 
 def _plain(value: Any) -> str:

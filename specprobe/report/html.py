@@ -60,7 +60,7 @@ figure { margin: 0; } figure svg { width: 100%; height: auto; display: block; }
 figure.wide { grid-column: 1 / -1; } figure.wide svg { max-width: 860px; margin: 0 auto; }
 figcaption { color: var(--muted); font-size: .85rem; }
 pre { font-size: .8rem; overflow-x: auto; background: var(--head); padding: .5rem; }
-ul.notes li { margin: .2rem 0; }
+ul.notes li, ul.claims li { margin: .2rem 0; }
 @media print {
   body { max-width: none; padding: 0; font-size: 10pt; }
   .scroll { overflow: visible; }
@@ -209,14 +209,20 @@ def _figures_html(doc: Document) -> str:
 
 
 def _family_html(family: FamilyView | None) -> tuple[str, str]:
-    """The verdict, and the family section (reach table, fits, notes); empty strings when
-    fewer than two models were analysed."""
+    """The verdict (a short list: what was judged, one claim a line with its numbers, the
+    closing sentence), and the family section (reach table, fits, notes); empty strings
+    when fewer than two models were analysed."""
     if family is None:
         return "", ""
+    head, *claims = family.verdict_lines or (family.verdict,)
+    closing = claims.pop() if len(claims) > 1 else ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in claims)
     verdict = (
         '<section id="verdict"><h2>Verdict</h2>'
-        f'<div class="verdict"><p>{_e(family.verdict)}</p>'
-        '<p class="muted">Computed from the numbers below.</p></div></section>'
+        f'<div class="verdict"><p>{_e(head)}</p>'
+        + (f'<ul class="claims">{items}</ul>' if items else "")
+        + (f"<p>{_e(closing)}</p>" if closing else "")
+        + '<p class="muted">Computed from the numbers below.</p></div></section>'
     )
     parts = [table_html(family.reach)]
     fits = [
@@ -259,20 +265,23 @@ def render_html(
     records: Sequence[Record],
     *,
     config: dict[str, Any] | None = None,
-    title: str = "specprobe report",
+    title: str | None = None,
     figures: bool = True,
 ) -> str:
     """The whole report as one HTML document (a string). ``config`` is the run's
-    ``config.json`` (for the command that made it); ``figures=False`` leaves out the SVGs."""
+    ``config.json`` (for the command that made it); ``title`` defaults to the family's name
+    (:func:`specprobe.report.document.family_name`); ``figures=False`` leaves out the SVGs."""
     from specprobe.version import __version__
 
     doc = build_document(records, config)
+    title = title or doc.name
     verdict, family = _family_html(doc.family)
     figures_html = _figures_html(doc) if figures and doc.records else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<header><h1>{_e(title)}</h1>"
-        f'<p class="meta">{len(doc.records)} records · written {stamp} by specprobe {_e(__version__)}</p></header>',
+        f'<p class="meta">{len(doc.records)} records · written {stamp} by specprobe {_e(__version__)}</p>'
+        f'<p class="meta" id="statistic">Statistic: {_e(doc.statistic)}.</p></header>',
         verdict,
         f'<section id="settings"><h2>Settings</h2>{_settings_html(doc.settings)}</section>',
         family,
@@ -304,7 +313,7 @@ def write_html(
             f"expected a file name for the HTML report, found a directory: {out}",
             f"give a file, e.g. {out / 'report.html'}",
         )
-    text = render_html(records, config=config, title=title or "specprobe report")
+    text = render_html(records, config=config, title=title)
     atomic_write(out, text)
     # A file to share: readable by others as the umask allows (the temporary file it was
     # renamed from is private).

@@ -12,6 +12,10 @@
 matplotlib is imported only when a figure is drawn (``pip install "specprobe[plots]"``);
 figures are drawn on ``matplotlib.figure.Figure`` objects directly (the Agg renderer, no
 pyplot, no display, no global state). :func:`position_chart` needs nothing but the records.
+Positions are on the one scale :func:`~specprobe.analysis.position.choose_position` picks.
+Labels from user text go through :func:`_label` (``$`` escaped: a label holding TeX is
+text, not mathtext), and a figure with nothing to draw is None rather than an empty axis
+with a warning.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from specprobe.analysis.family import (
     position_vs_compute,
     spectral_reach,
 )
+from specprobe.analysis.position import choose_position
 from specprobe.errors import SpecprobeError
-from specprobe.report.tables import checkpoint_name
+from specprobe.report.tables import checkpoint_name, one_line
 from specprobe.store.records import Record
 from specprobe.text import count
 
@@ -41,9 +46,24 @@ EIGEN_KEY: Final = "eigen_top"
 
 FORMATS = ("png", "svg")
 _POSITION_LABEL = {
+    Position.POPULATION: f"population position {Position.POPULATION.symbol}",
     Position.NORMALIZED: f"spectral position {Position.NORMALIZED.symbol} (1 = unaligned)",
     Position.RAW: f"spectral position {Position.RAW.symbol}",
 }
+
+
+def _label(text: object) -> str:
+    """User text as matplotlib shows it literally: one line, every ``$`` escaped (else a
+    pair starts mathtext, and ``$\\frac{`` raises), and a leading ``_`` kept visible
+    (legends hide labels that start with one)."""
+    out = one_line(text).replace("$", r"\$")
+    return f" {out}" if out.startswith("_") or not out else out
+
+
+def _legend(ax: Any) -> None:
+    """The legend, when some artist has a label (an empty legend is a matplotlib warning)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
 
 
 def _matplotlib() -> Any:
@@ -121,10 +141,11 @@ def _params(n: int | None) -> str:
 # ---- figures ---------------------------------------------------------------------------------
 
 
-def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Position.NORMALIZED) -> Any:
+def loss_vs_size_figure(records: Sequence[Record], position: Position | str | None = None) -> Any:
     """Two panels against N (log–log): final loss, and spectral reach, with power-law fits
-    where there are at least three sizes. Returns a matplotlib Figure."""
-    position = Position(position)
+    (exponent ± its standard error in the legend) where there are at least three sizes.
+    Returns a matplotlib Figure."""
+    position = choose_position(records, position)
     reaches = [r for r in spectral_reach(records, position) if r.num_params is not None]
     fig = _figure(8.0, 3.4)
     axes = fig.subplots(1, 2)
@@ -148,7 +169,9 @@ def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Po
     colours = _colours(len(reaches))
     for ax, (quantity, values, errors, label, symbol) in zip(axes, panels, strict=True):
         for x, y, e, c, r in zip(sizes, values, errors, colours, reaches, strict=True):
-            ax.errorbar(x, y, yerr=e or None, fmt="o", color=c, capsize=3, markersize=6, label=r.label)
+            ax.errorbar(
+                x, y, yerr=e or None, fmt="o", color=c, capsize=3, markersize=6, label=_label(r.label)
+            )
         if len(set(sizes)) >= MIN_FIT_SIZES and all(v > 0 for v in values):
             fit = fit_power_law(sizes, values, quantity)
             lo, hi = min(sizes), max(sizes)
@@ -159,7 +182,7 @@ def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Po
                 "--",
                 color="0.3",
                 linewidth=1.2,
-                label=f"{symbol} ∝ N^{fit.exponent:.3f}  (R² = {fit.r_squared:.2f})",
+                label=f"{symbol} ∝ N^({fit.exponent:.3f} ± {fit.exponent_stderr:.2g})  (R² = {fit.r_squared:.2f})",
             )
         ax.set_xscale("log")
         _size_ticks(ax, sizes)
@@ -169,18 +192,19 @@ def loss_vs_size_figure(records: Sequence[Record], position: Position | str = Po
         ax.set_xlabel("parameters N", fontsize=10)
         ax.set_ylabel(label, fontsize=10)
         _style(ax)
-        ax.legend(fontsize=7, frameon=False)
+        _legend(ax)
     axes[0].set_title("loss against size", fontsize=10)
     axes[1].set_title("spectral reach against size", fontsize=10)
     return fig
 
 
 def position_vs_compute_figure(
-    records: Sequence[Record], position: Position | str = Position.NORMALIZED
-) -> Any:
+    records: Sequence[Record], position: Position | str | None = None
+) -> Any | None:
     """Spectral position against training compute C = 6·N·T (FLOPs, log axis), one line per
-    model ordered by size; against step when no record knows its tokens seen."""
-    position = Position(position)
+    model ordered by size; against step when no record knows its tokens seen. None when no
+    revision has a place on the axis (no step, or only step 0)."""
+    position = choose_position(records, position)
     series = position_vs_compute(records, position)
     use_compute = any(p.compute for s in series for p in s.points)
     fig = _figure()
@@ -191,7 +215,9 @@ def position_vs_compute_figure(
         if not xs:
             continue
         values.extend(ys)
-        _series_line(ax, xs, ys, es, colour, f"{s.label} ({_params(s.num_params)})")
+        _series_line(ax, xs, ys, es, colour, f"{_label(s.label)} ({_params(s.num_params)})")
+    if not values:
+        return None
     ax.set_xscale("log")
     if _spans_decades(values):
         ax.set_yscale("log")
@@ -202,7 +228,7 @@ def position_vs_compute_figure(
     ax.set_ylabel(_POSITION_LABEL[position], fontsize=10)
     ax.set_title("spectral position during training", fontsize=10)
     _style(ax)
-    ax.legend(fontsize=7, frameon=False)
+    _legend(ax)
     return fig
 
 
@@ -227,8 +253,9 @@ def _series_xy(s: PositionSeries, use_compute: bool) -> tuple[list[float], list[
     return xs, ys, es
 
 
-def amplification_figure(records: Sequence[Record]) -> Any:
-    """Gradient amplification χ_net(t)/χ_net(t₀) against training step, one line per model."""
+def amplification_figure(records: Sequence[Record]) -> Any | None:
+    """Gradient amplification χ_net(t)/χ_net(t₀) against training step, one line per model;
+    None when no revision knows its step."""
     series = amplification(records)
     fig = _figure()
     ax = fig.subplots()
@@ -243,8 +270,15 @@ def amplification_figure(records: Sequence[Record]) -> Any:
         steps.extend(xs)
         ratios.extend(ys)
         _series_line(
-            ax, xs, ys, [p.amplification_stderr for p in pts], colour, f"{s.label} ({_params(s.num_params)})"
+            ax,
+            xs,
+            ys,
+            [p.amplification_stderr for p in pts],
+            colour,
+            f"{_label(s.label)} ({_params(s.num_params)})",
         )
+    if not steps:
+        return None
     if steps and min(steps) <= 0:
         ax.set_xscale("symlog", linthresh=1.0)
     elif _spans_decades(steps):
@@ -257,7 +291,7 @@ def amplification_figure(records: Sequence[Record]) -> Any:
     ax.set_ylabel("gradient amplification χ_net(t) / χ_net(t₀)", fontsize=10)
     ax.set_title("eNTK trace relative to the first checkpoint", fontsize=10)
     _style(ax)
-    ax.legend(fontsize=7, frameon=False)
+    _legend(ax)
     return fig
 
 
@@ -285,7 +319,7 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
         trace = float(r.get("chi_net") or sum(eig))
         norm = [v / trace for v in eig if v > 0]
         ks = list(range(1, len(norm) + 1))
-        label = checkpoint_name(r)
+        label = _label(checkpoint_name(r))
         ax.plot(ks, norm, "-", color=colour, linewidth=1.4, label=label)
         pos = float(r["spectral_position"])
         ax.axhline(pos, color=colour, linestyle=":", linewidth=1)
@@ -299,7 +333,7 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
     ax.set_ylabel("normalised eigenvalue λ_k / Tr Θ", fontsize=10)
     ax.set_title("eNTK spectrum; dotted: χ_pos, ▼: position index", fontsize=10)
     _style(ax)
-    ax.legend(fontsize=7, frameon=False)
+    _legend(ax)
     return fig
 
 
@@ -307,12 +341,13 @@ def write_figures(
     records: Sequence[Record],
     out_dir: Path | str,
     *,
-    position: Position | str = Position.NORMALIZED,
+    position: Position | str | None = None,
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Draw the family figures and write each in every format; return the files written.
 
-    The spectra figure is skipped when no record carries eigenvalues. PNGs are 200 dpi.
+    A figure with nothing to draw is skipped: the spectra when no record carries
+    eigenvalues, position and amplification when no revision knows its step. PNGs are 200 dpi.
 
     Raises:
         SpecprobeError: matplotlib is missing (hint: the ``plots`` extra), or no record was
@@ -326,14 +361,13 @@ def write_figures(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {
+    drawn = {
         "loss_vs_size": loss_vs_size_figure(records, position),
         "position_vs_compute": position_vs_compute_figure(records, position),
         "amplification": amplification_figure(records),
+        "spectra": spectra_figure(records),
     }
-    spectra = spectra_figure(records)
-    if spectra is not None:
-        figures["spectra"] = spectra
+    figures = {name: fig for name, fig in drawn.items() if fig is not None}
     written = []
     for name, fig in figures.items():
         for fmt in formats:
@@ -353,7 +387,7 @@ def position_chart(
     *,
     width: int = 60,
     height: int = 14,
-    position: Position | str = Position.NORMALIZED,
+    position: Position | str | None = None,
 ) -> list[str]:
     """Spectral position against compute as plain text lines (no colour, no markup).
 
@@ -362,7 +396,7 @@ def position_chart(
     and a legend line per model. Against training step when tokens seen are unknown.
     Returns an empty list when there is nothing to place.
     """
-    position = Position(position)
+    position = choose_position(records, position)
     series = position_vs_compute(records, position)
     use_compute = any(p.compute for s in series for p in s.points)
     points: list[tuple[float, float, str]] = []
@@ -394,5 +428,5 @@ def position_chart(
     left, right = f"{10**x0:.3g}", f"{10**x1:.3g}"
     lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
     for index, s in enumerate(series):
-        lines.append(f"  {MARKERS[index % len(MARKERS)]}  {s.label} ({_params(s.num_params)})")
+        lines.append(f"  {MARKERS[index % len(MARKERS)]}  {one_line(s.label)} ({_params(s.num_params)})")
     return lines

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from specprobe.pipeline.plan import Observer
+from specprobe.report.tables import one_line
 from specprobe.store.records import Record
 
 
@@ -27,7 +29,8 @@ class SweepProgress(Observer):
 
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            # Descriptions hold checkpoint names: text, never markup.
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -50,13 +53,13 @@ class SweepProgress(Observer):
         self.progress.update(self.overall, description="checkpoints", total=len(checkpoints), completed=0)
 
     def preparing(self, what: str) -> None:
-        self.progress.update(self.overall, description=what)
+        self.progress.update(self.overall, description=one_line(what))
 
     def loading(self, checkpoint: Any) -> None:
-        self.progress.update(self.overall, description=f"loading {checkpoint.name}")
+        self.progress.update(self.overall, description=one_line(f"loading {checkpoint.name}"))
 
     def measuring(self, checkpoint: Any, batches: int) -> None:
-        self.progress.update(self.overall, description=f"{checkpoint.name}")
+        self.progress.update(self.overall, description=one_line(checkpoint.name))
         self.progress.reset(self.batches, total=batches, description="  batches", visible=True)
 
     def batch_done(self, checkpoint: Any, index: int) -> None:
@@ -66,7 +69,9 @@ class SweepProgress(Observer):
         self.progress.advance(self.overall)
         self.progress.update(self.batches, visible=False)
         if record.get("status") != "ok":
-            self.progress.console.print(f"[red]failed[/] {checkpoint.name}: {record.get('error')}")
+            line = Text("failed", style="red")
+            line.append(one_line(f" {checkpoint.name}: {record.get('error')}"))
+            self.progress.console.print(line)
 
     def skipped(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
@@ -79,7 +84,7 @@ class TrainingDisplay:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("training {task.description:>10}"),
+            TextColumn("training {task.description:>10}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
@@ -87,7 +92,7 @@ class TrainingDisplay:
             TimeRemainingColumn(),
             console=console,
         )
-        self.tasks = {m: self.progress.add_task(m, total=steps, loss="") for m in models}
+        self.tasks = {m: self.progress.add_task(one_line(m), total=steps, loss="") for m in models}
 
     def __enter__(self) -> TrainingDisplay:
         self.progress.start()

@@ -13,14 +13,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 from specprobe.analysis.family import FamilySummary
-from specprobe.analysis.position import Position
+from specprobe.analysis.position import Position, population_problem, position_value, read, usable
+from specprobe.errors import SpecprobeError
 from specprobe.store.records import GroupRow, Record
 from specprobe.text import count, number, percent, value_error
+
+# ---- user text -------------------------------------------------------------------------------
+
+
+def one_line(text: object) -> str:
+    """User text (a model folder, a revision, a label) as one printable line: characters
+    that are not printable — line and paragraph separators (U+2028, U+2029), control
+    characters, escape sequences — are shown as their escape (``\\u2028``), so a name never
+    breaks a table row, a legend or a terminal. Markup is the renderers' to neutralise."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
 
 # ---- revisions -------------------------------------------------------------------------------
 
@@ -152,11 +164,14 @@ def _step(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def model_table(model: str, rows: Sequence[Record]) -> TableData:
-    """One model over its revisions, the most telling columns first: revision, D·χ_pos,
-    loss, χ_pos, χ_net growth, tokens seen, then the optional measurements (head-only
-    position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column appears only when some
-    revision failed or duplicates another; the step only when the revision does not say it."""
+def model_table(model: str, rows: Sequence[Record], scale: Position = Position.NORMALIZED) -> TableData:
+    """One model over its revisions, the most telling columns first: revision, the position
+    on ``scale`` (with the gradient noise scale B_noise beside the population position, and
+    its status when some estimate is noisy or ≤ 0), loss, χ_pos at the training batch when
+    known, D·χ_pos over batches, χ_pos, χ_net growth, tokens seen, then the optional
+    measurements (head-only position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column
+    appears only when some revision failed or duplicates another; the step only when the
+    revision does not say it."""
     label = rows[0].get("label") or model
     ok = [r for r in rows if r.get("status") == "ok"]
     first = ok[0] if ok else None
@@ -175,11 +190,22 @@ def model_table(model: str, rows: Sequence[Record]) -> TableData:
     )
     if any(status(r).tone is not Tone.GOOD for r in rows):
         b.add(Column("status", numeric=False, essential=True), lambda r: status(r, short))
-    b.add(
-        Column("D·χ_pos", essential=True, help="normalised spectral position (1 = unaligned)"),
-        lambda r: _position(r),
-    )
+    b.add(Column(scale.symbol, essential=True, help=_SCALE_HELP[scale]), lambda r: _position(r, scale))
+    if scale is Position.POPULATION:
+        _population_columns(b, ok)
     b.add(Column("loss", help="mean loss over the measured batches"), lambda r: _est(r, "loss"))
+    if any(read(r, "train_batch_position") is not None for r in ok):
+        b.add(
+            Column(
+                "χ_pos at training batch", help="χ_pos predicted at the batch size the model was trained with"
+            ),
+            lambda r: _train_batch(r),
+        )
+    if scale is not Position.NORMALIZED:
+        b.add(
+            Column("D·χ_pos (batches)", help="D·χ_pos over the measured batches: depends on the batch size"),
+            lambda r: _position(r, Position.NORMALIZED),
+        )
     if any(r.get("tokens_seen") is not None for r in rows):
         b.add(Column("tokens", help="tokens seen in training"), lambda r: _tokens(r))
     if header == "revision" and any(r.get("step") is not None for r in rows):
@@ -212,6 +238,58 @@ def model_table(model: str, rows: Sequence[Record]) -> TableData:
     return TableData(title, tuple(c for c, _ in b.columns), tuple(cells), kind="model")
 
 
+_SCALE_HELP = {
+    Position.POPULATION: "population position (D/N)·χ_pos^∞: the data's own gradient, free of the batch size",
+    Position.NORMALIZED: "normalised spectral position (1 = unaligned)",
+    Position.RAW: "spectral position χ_pos",
+}
+
+
+def _population_columns(b: _Builder, ok: Sequence[Record]) -> None:
+    """Beside the population position: B_noise in sequences and in tokens, and the
+    estimate's status when some revision's is noisy or ≤ 0 (then never dropped)."""
+    b.add(
+        Column("B_noise", help="gradient noise scale B_noise, in sequences"),
+        lambda r: _est(r, "noise_scale"),
+    )
+    if any(read(r, "noise_scale_tokens") is not None for r in ok):
+        b.add(
+            Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
+            lambda r: (
+                Cell(count(v), float(v)) if (v := read(r, "noise_scale_tokens")) is not None else Cell("")
+            ),
+        )
+    if any(population_problem(r) for r in ok):
+        b.add(
+            Column(
+                "population estimate",
+                numeric=False,
+                essential=True,
+                help="noisy or ≤ 0: more sequences needed",
+            ),
+            population_status,
+        )
+
+
+def population_status(record: Record) -> Cell:
+    """``ok``, or why the population estimate is not to be trusted (noisy, ≤ 0) with the
+    sequences it needs; coloured so that it is seen."""
+    problem = population_problem(record)
+    if problem is None:
+        return Cell("ok", "ok")
+    bad = read(record, "population_status") == "nonpositive"
+    return Cell(problem, problem, Tone.BAD if bad else Tone.WARN)
+
+
+def _train_batch(record: Record) -> Cell:
+    value = read(record, "train_batch_position")
+    if value is None:
+        return Cell("")
+    text = value_error(value, read(record, "train_batch_position_stderr"))
+    n = read(record, "train_batch_sequences")
+    return Cell(f"{text} (n = {n:,})" if n else text, float(value))
+
+
 def _spectrum_columns(b: _Builder) -> None:
     """The columns of ``--eigen``'s spectral summaries: position index, top-K mass,
     effective rank and the spectrum's power-law exponent."""
@@ -234,13 +312,18 @@ def _num(text: str) -> float | None:
         return None
 
 
-def _position(record: Record) -> Cell:
+def _position(record: Record, scale: Position) -> Cell:
+    """The record's position on ``scale`` ± its error; flagged when the population estimate
+    is noisy or ≤ 0."""
     if record.get("status") != "ok":
         return Cell("")
-    value = record.get("normalized_position")
-    if value is None:
+    try:
+        value, stderr = position_value(record, scale)
+    except SpecprobeError:
         return Cell("")
-    return Cell(value_error(value, record.get("normalized_position_stderr")), float(value))
+    problem = scale is Position.POPULATION and population_problem(record)
+    tone = (Tone.BAD if not usable(record, scale) else Tone.WARN) if problem else Tone.PLAIN
+    return Cell(value_error(value, stderr), value, tone)
 
 
 def _growth(record: Record, first: Record | None) -> Cell:
@@ -257,21 +340,30 @@ def _tokens(record: Record) -> Cell:
 
 def groups_table(record: Record) -> TableData:
     """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
-    position when θ is restricted to it (for the head: the frozen-feature counterfactual)."""
+    position when θ is restricted to it (for the head: the frozen-feature counterfactual);
+    each group's population position χ_pos^∞ when recorded."""
+    groups = list(record.get("groups") or ())
+    population = any(read(g, "population_position") is not None for g in groups)
     columns = (
         Column("group", numeric=False, essential=True),
         Column("share of χ_net", essential=True),
+        *(
+            (Column("χ_pos^∞ (θ = group)", essential=True, help="the group's population position"),)
+            if population
+            else ()
+        ),
         Column("χ_pos (θ = group)", essential=True),
         Column("share of ‖∇L‖²"),
         Column("parameters"),
         Column("χ_net"),
     )
     rows = []
-    for g in record.get("groups") or ():
+    for g in groups:
         rows.append(
             (
                 Cell(g["name"], g["name"]),
                 Cell(percent(g["chi_net_share"]), g["chi_net_share"]),
+                *((_est(g, "population_position"),) if population else ()),
                 _est(g, "spectral_position"),
                 Cell(percent(g["grad_norm_sq_share"]), g["grad_norm_sq_share"]),
                 Cell(f"{g['num_params']:,}", g["num_params"]),
@@ -282,6 +374,7 @@ def groups_table(record: Record) -> TableData:
         (
             Cell("all", "~all"),
             Cell("100%", 1.0),
+            *((_est(record, "population_position"),) if population else ()),
             _est(record, "spectral_position"),
             Cell("100%", 1.0),
             Cell(f"{record['num_params_selected']:,}", record["num_params_selected"])
@@ -293,18 +386,19 @@ def groups_table(record: Record) -> TableData:
     return TableData(f"layer decomposition of {checkpoint_name(record)}", columns, tuple(rows), "groups")
 
 
-def comparison_table(groups: dict[str, list[Record]]) -> TableData:
-    """Across models, by size: the lowest D·χ_pos reached and where, the final loss."""
+def comparison_table(groups: dict[str, list[Record]], scale: Position = Position.NORMALIZED) -> TableData:
+    """Across models, by size: the lowest position on ``scale`` reached and where, the final loss."""
     ordered = sorted(groups.items(), key=lambda item: _size(item[1]))
     lows = {}
     for model, rows in ordered:
         ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
         if ok:
-            lows[model] = (ok, min(ok, key=lambda r: r["spectral_position"]))
+            ranked = [r for r in ok if usable(r, scale)] or ok
+            lows[model] = (ok, min(ranked, key=lambda r: position_value(r, scale)[0]))
     header, short = short_revisions([low["revision"] for _, low in lows.values()])
     columns = (
         Column("model", numeric=False, essential=True),
-        Column("lowest D·χ_pos", essential=True),
+        Column(f"lowest {scale.symbol}", essential=True),
         Column(f"at {header}", numeric=header != "revision", essential=True),
         Column("final loss"),
         Column("parameters"),
@@ -320,7 +414,7 @@ def comparison_table(groups: dict[str, list[Record]]) -> TableData:
         out.append(
             (
                 Cell(name, name),
-                _position(low),
+                _position(low, scale),
                 Cell(
                     short[low["revision"]],
                     _num(short[low["revision"]]) if header != "revision" else low["revision"],
@@ -339,18 +433,34 @@ def _size(rows: Sequence[Record]) -> int:
 
 
 def reach_table(summary: FamilySummary) -> TableData:
-    """The family view's reach per model, by size."""
+    """The family view's reach per model, by size: the lowest position, where, the bias a
+    minimum over noisy revisions has, B_noise there (population position), the estimate's
+    status when it is noisy or ≤ 0, then final loss, size, χ_net growth and the raw χ_pos."""
     scale = summary.position.symbol
+    population = summary.position is Position.POPULATION
     header, short = short_revisions([r.revision for r in summary.reach])
     growth = {a.model: a for a in summary.amplification}
+    flagged = any(r.problem for r in summary.reach)
     columns = (
         Column("model", numeric=False, essential=True),
         Column("reach", essential=True, help=f"lowest {scale} over the revisions"),
         Column(f"at {header}", numeric=header != "revision", essential=True),
+        *((Column("estimate", numeric=False, essential=True),) if flagged else ()),
+        Column(
+            "bias of the minimum",
+            help="expected amount the lowest of k noisy values lies below equal true values: σ·E[max of k normals]",
+        ),
+        *(
+            (Column("B_noise there", help="gradient noise scale B_noise (sequences) at that revision"),)
+            if population
+            else ()
+        ),
         Column("final loss"),
         Column("parameters"),
         Column("χ_net growth", help="χ_net at the last revision relative to the first"),
-        Column("χ_pos there"),
+        Column(
+            "χ_pos at that revision", help="the unnormalised spectral position where the reach is attained"
+        ),
     )
     rows = []
     for r in summary.reach:
@@ -359,11 +469,15 @@ def reach_table(summary: FamilySummary) -> TableData:
         at = short[r.revision]
         if r.step is not None and str(r.step) not in r.revision:
             at += f" (step {r.step})"
+        status = Cell(r.problem or "ok", r.problem or "ok", Tone.WARN if r.problem else Tone.PLAIN)
         rows.append(
             (
                 Cell(r.label, r.label),
-                Cell(value_error(r.reach, r.reach_stderr), r.reach),
+                Cell(value_error(r.reach, r.reach_stderr), r.reach, Tone.WARN if r.problem else Tone.PLAIN),
                 Cell(at, _num(short[r.revision]) if header != "revision" else r.revision),
+                *((status,) if flagged else ()),
+                Cell(f"−{number(r.minimum_bias, 2)}" if r.minimum_bias else "0", -r.minimum_bias),
+                *((_est(asdict(r), "noise_scale"),) if population else ()),
                 Cell(value_error(r.final_loss, r.final_loss_stderr), r.final_loss),
                 Cell(f"{r.num_params:,}" if r.num_params else "", r.num_params),
                 Cell(f"×{number(last, 3)}" if last is not None else "", last),
@@ -405,7 +519,7 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
             (
                 Tone.PLAIN,
                 f"models with different tokenizers were measured on their own token subsets ({groups}): "
-                "their losses and positions are not on the same data; compare D·χ_pos",
+                "their losses and positions are not on the same data",
             )
         )
     return notes

@@ -2,7 +2,9 @@
 
 :func:`render_run` walks the report document (:mod:`specprobe.report.document`) as the HTML
 file does, fitting its tables to the terminal; the progress displays are in
-:mod:`specprobe.report.progress`."""
+:mod:`specprobe.report.progress`. Every string that may hold user text (a model folder, a
+revision, a recipe label) is printed as a Rich ``Text`` of :func:`~specprobe.report.tables.one_line`,
+never as markup: ``[bold]x[/`` shows as itself and cannot break the report."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ from collections.abc import Sequence
 
 from rich.cells import cell_len
 from rich.console import Console
-from rich.markup import escape
 from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
 from specprobe.pipeline.selftest import Selftest
 from specprobe.report.document import Document, Note, build_document
-from specprobe.report.tables import TableData, Tone
+from specprobe.report.tables import TableData, Tone, one_line
 from specprobe.store.records import Record
 from specprobe.text import significant
 
@@ -51,12 +52,17 @@ def selftest_table(check: Selftest) -> Table:
 _TONES = {Tone.GOOD: "green", Tone.WARN: "yellow", Tone.BAD: "red"}
 
 
+def plain(text: object, style: str = "") -> Text:
+    """User text as Rich shows it literally: one line (:func:`one_line`), no markup."""
+    return Text(one_line(text), style=style)
+
+
 def table_width(data: TableData) -> int:
     """Columns a table takes with Rich's default box and padding when no cell wraps: each
     column its widest cell (or header) plus two spaces of padding and one rule, plus one."""
-    widths = [cell_len(c.header) for c in data.columns]
+    widths = [cell_len(one_line(c.header)) for c in data.columns]
     for row in data.rows:
-        widths = [max(w, cell_len(cell.text)) for w, cell in zip(widths, row, strict=True)]
+        widths = [max(w, cell_len(one_line(cell.text))) for w, cell in zip(widths, row, strict=True)]
     return sum(widths) + 3 * len(widths) + 1
 
 
@@ -78,9 +84,9 @@ def rich_table(data: TableData) -> Table:
     """A TableData as a Rich table: numbers right-aligned, cells never wrapped or cut."""
     table = Table()
     for column in data.columns:
-        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=True)
+        table.add_column(plain(column.header), justify="right" if column.numeric else "left", no_wrap=True)
     for row in data.rows:
-        table.add_row(*(Text(c.text, style=_TONES.get(c.tone, "")) for c in row))
+        table.add_row(*(plain(c.text, _TONES.get(c.tone, "")) for c in row))
     return table
 
 
@@ -120,7 +126,7 @@ class TablePrinter:
     def print(self, data: TableData, *, fitted: bool = False) -> None:
         """Print a table with its title, fitting it first unless ``fitted``."""
         shown = data if fitted else self.fit([data])[0]
-        self.console.print(Text(data.title, style="bold"), overflow="fold")
+        self.console.print(plain(data.title, "bold"), overflow="fold")
         if self.wide:
             # Rendered at the table's own width, then printed uncropped: wider than the
             # terminal when it must be (for `less -S`, a file, or a wide window).
@@ -141,10 +147,9 @@ class TablePrinter:
 _KINDS = {"model": "per model", "groups": "layers", "comparison": "comparison", "reach": "reach"}
 
 
-def _markup(note: Note) -> str:
-    """A note as Rich markup, coloured by its tone."""
-    text = escape(note.text)
-    return f"[{_TONES[note.tone]}]{text}[/]" if note.tone in _TONES else text
+def _note(note: Note) -> Text:
+    """A note as text, coloured by its tone."""
+    return plain(note.text, _TONES.get(note.tone, ""))
 
 
 def render_run(records: Sequence[Record], console: Console, *, wide: bool = False) -> None:
@@ -163,16 +168,17 @@ def render_run(records: Sequence[Record], console: Console, *, wide: bool = Fals
         if section.groups is not None:
             printer.print(section.groups)
         if section.density is not None:
-            console.print(section.density, highlight=False)
+            console.print(plain(section.density))
     if doc.comparison is not None:
         printer.print(doc.comparison)
+    console.print(plain(f"statistic: {doc.statistic}.", "dim"))
     if doc.family is not None:
         _print_family(doc, console, printer)
     for note in doc.notes:
-        console.print(_markup(note), highlight=False)
+        console.print(_note(note))
     left_out = printer.note()
     if left_out:
-        console.print(left_out, style="dim", highlight=False)
+        console.print(plain(left_out, "dim"))
 
 
 def _print_family(doc: Document, console: Console, printer: TablePrinter) -> None:
@@ -186,15 +192,17 @@ def _print_family(doc: Document, console: Console, printer: TablePrinter) -> Non
     printer.print(family.reach)
     for fit in family.fits:
         console.print(
-            f"power law across {fit.num_points} sizes: {fit.quantity} {fit.law}, {fit.r_squared}",
-            highlight=False,
+            plain(f"power law across {fit.num_points} sizes: {fit.quantity} {fit.law}, {fit.r_squared}")
         )
     for note in family.notes:
-        console.print(note, highlight=False)
+        console.print(plain(note))
     chart = doc.chart()
     if chart:
-        console.print("\n".join(chart), highlight=False, markup=False)
-    console.print(Panel(family.verdict, title="verdict (computed from the numbers above)", expand=False))
+        console.print(Text("\n".join(one_line(line) for line in chart)))
+    # One claim a line, each with its numbers (the paragraph is --json's).
+    lines = family.verdict_lines or (family.verdict,)
+    body = Text("\n").join(plain(line if i == 0 else f"• {line}") for i, line in enumerate(lines))
+    console.print(Panel(body, title="verdict (computed from the numbers above)", expand=False))
 
 
 def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
@@ -204,5 +212,5 @@ def recipes_table(rows: Sequence[tuple[str, int, str]]) -> Table:
     table.add_column("models", justify="right")
     table.add_column("description")
     for name, models, description in rows:
-        table.add_row(name, str(models), description)
+        table.add_row(plain(name), str(models), plain(description))
     return table

@@ -112,20 +112,35 @@ def load_batches(directory: Path | str) -> pd.DataFrame:
     return pandas.DataFrame(rows, columns=_columns(rows) if rows else ["model", "revision", "batch"])
 
 
-def csv_text(records: Sequence[Record]) -> str:
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP, CSV injection)."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: a string that begins with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return gets a leading ``'`` (OWASP's advice: a model named
+    ``=HYPERLINK(…)`` is not run as a formula); numbers stay numbers (−2.5 is a value)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_text(records: Sequence[Mapping[str, Any]]) -> str:
     """The records' scalar columns as CSV text (lists left out; numbers as Python writes
-    them, so floats read back exactly)."""
-    rows = flat_records(records)
+    them, so floats read back exactly; text cells :func:`spreadsheet_safe`). Rows end in
+    CRLF (RFC 4180): the csv module then quotes a cell holding a lone CR, which it leaves
+    bare under a "\\n" terminator (a row a reader splits in two)."""
+    rows = [_flatten(r) for r in records]
     columns = [c for c in _columns(rows) if not any(isinstance(r.get(c), list) for r in rows)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    writer.writerow({c: spreadsheet_safe(c) for c in columns})
     for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+        writer.writerow({c: "" if row.get(c) is None else spreadsheet_safe(row[c]) for c in columns})
     return buffer.getvalue()
 
 
-def write_csv(records: Sequence[Record], path: Path | str) -> tuple[int, int]:
+def write_csv(records: Sequence[Mapping[str, Any]], path: Path | str) -> tuple[int, int]:
     """Write :func:`csv_text` to ``path`` atomically; return (rows, columns) written."""
     out = check_output(path, "the CSV file")  # never over a run's results or config
     text = csv_text(records)

@@ -141,7 +141,11 @@ def test_html_report_is_self_contained_and_complete(tmp_path: Path) -> None:
     assert float(sort_keys[position]) == s_rows[0]["normalized_position"]  # type: ignore[arg-type]
     # Verdict, settings, family fits and notes.
     body = html.unescape("".join(doc.text))
-    assert summarize(records).verdict.text in body
+    verdict = summarize(records).verdict
+    for line in verdict.lines:  # a short list: one claim a line, each with its numbers
+        assert line in body, line
+    items = re.findall(r"<li>(.*?)</li>", text[text.index('id="verdict"') : text.index("</section>")])
+    assert [html.unescape(i) for i in items] == [f"{c.outcome.value}: {c.summary}" for c in verdict.claims]
     assert "specprobe run tiny-local --probes 4" in body
     assert "final loss ∝ N^" in body and "reach (D·χ_pos) ∝ N^" in body
     assert "xl@checkpoint-2000: CUDA out of memory [while loading] after 3 tries" in body
