@@ -98,10 +98,11 @@ def percent(value: float) -> str:
 
 
 def count(value: float | None, missing: str = "") -> str:
-    """A count in k/M/B/T, three significant digits: 16.4k, 1.02M; ``missing`` for None."""
+    """A count in k/M/B/T, three significant digits: 16.4k, 1.02M, 160 (a fractional count
+    too: 76.1); ``missing`` for None."""
     if value is None:
         return missing
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale:
             return f"{value / scale:.3g}{unit}"
-    return f"{value:g}"
+    return f"{value:.3g}"
