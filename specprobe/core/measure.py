@@ -51,7 +51,15 @@ from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.population import Estimate, Lead, Reduction, SequenceSums, estimate, measurement_fields
+from specprobe.core.population import (
+    Estimate,
+    Lead,
+    Reduction,
+    SequenceSums,
+    estimate,
+    measurement_fields,
+    residual_norms,
+)
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -390,14 +398,15 @@ class _Run:
         loss_sum, residual = loss_and_residual(adapted, self.acc)
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum
-        self.residual_sq_sum += float(residual.double().square().sum())
+        rho = residual_norms(residual)  # ρ_s, once: Σ‖g̃‖² and the population's
+        self.residual_sq_sum += float(rho.sum())
         self._gradient(f, residual.to(f.dtype), first_sample)
         lead = None
         if self.sums is not None and not self.second_pass:  # one micro-batch: V is known now
             if self.trace.takes_lead:
-                lead = Lead(residual, self._gradient_tensors(), self.sums, 0)
+                lead = Lead(residual, rho, self._gradient_tensors(), self.sums, 0)
             else:
-                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors())
+                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors(), rho)
         self.trace.add(f, mask, first_sample, block, self.chunk, self.several, lead)
 
     def add_population(self, adapted: AdaptedBatch, local: int) -> None:

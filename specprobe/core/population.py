@@ -95,22 +95,29 @@ class SequenceSums:
         self.rho = np.zeros(num_samples)
 
     def add(
-        self, ghost: GhostNorms, f: Tensor, residual: Tensor, local: int, gradient: Sequence[Tensor]
+        self,
+        ghost: GhostNorms,
+        f: Tensor,
+        residual: Tensor,
+        local: int,
+        gradient: Sequence[Tensor],
+        rho: np.ndarray | None = None,
     ) -> None:
         """Add the micro-batch with outputs ``f`` (graph alive) and unnormalised residual
         ``residual`` (shaped as ``f``, zero where masked), whose first sample is this
-        process's sample ``local``; ``gradient`` is V, one tensor per parameter."""
+        process's sample ``local``; ``gradient`` is V, one tensor per parameter; ``rho`` its
+        ρ_s where already computed (:func:`residual_norms`)."""
         terms = ghost.group_norms(f, residual.unsqueeze(0).to(f.dtype), True, gradient)
         assert terms.inner is not None  # directions were given
-        self.take(terms.values[0], terms.inner[0], residual, local)
+        self.take(terms.values[0], terms.inner[0], residual_norms(residual) if rho is None else rho, local)
 
-    def take(self, values: Tensor, inner: Tensor, residual: Tensor, local: int) -> None:
+    def take(self, values: Tensor, inner: Tensor, rho: np.ndarray, local: int) -> None:
         """Add a micro-batch's a_s (``values``) and c_s (``inner``), both ``(samples, tensors)``,
-        and ρ_s from its ``residual``, its first sample being this process's sample ``local``."""
-        rows = slice(local, local + residual.shape[0])
+        and ρ_s (``rho``), its first sample being this process's sample ``local``."""
+        rows = slice(local, local + rho.shape[0])
         self.a[rows] += values.numpy()
         self.c[rows] += inner.numpy()
-        self.rho[rows] += residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
+        self.rho[rows] += rho
 
     def gathered(self, reduce: Reduction | None) -> SequenceSums:
         """The terms of every process's sequences, in sequence order."""
@@ -121,6 +128,12 @@ class SequenceSums:
         return out
 
 
+def residual_norms(residual: Tensor) -> np.ndarray:
+    """ρ_s = ‖r_s‖² per sample of a micro-batch's unnormalised residual (samples first),
+    summed in float64: ``(samples,)``. Their sum is the micro-batch's Σ‖g̃‖²."""
+    return residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class Lead:
     """The residual riding as one more row in the first probe block of a per-sample trace
@@ -128,13 +141,14 @@ class Lead:
     the micro-batch's residual, V, and where its terms go."""
 
     residual: Tensor
+    rho: np.ndarray
     gradient: Sequence[Tensor]
     sums: SequenceSums
     local: int
 
     def take(self, values: Tensor, inner: Tensor) -> None:
         """Hand over row 0's per-group values and inner products ``(samples, tensors)``."""
-        self.sums.take(values, inner, self.residual, self.local)
+        self.sums.take(values, inner, self.rho, self.local)
 
 
 @dataclass(frozen=True)
