@@ -128,6 +128,31 @@ class SequenceSums:
         return out
 
 
+@dataclass(frozen=True)
+class Terms:
+    """Every process's per-sequence terms and traces τ_s ``(n, tensors)``, in sequence order:
+    what the estimates read, once the pass over the sequences is done."""
+
+    sums: SequenceSums
+    tau: np.ndarray
+
+    @classmethod
+    def gather(
+        cls, sums: SequenceSums | None, tau: np.ndarray | None, reduce: Reduction | None, num_samples: int
+    ) -> Terms | None:
+        """The terms of the whole set of ``num_samples`` sequences (gathered across processes
+        with ``reduce``); None without per-sequence terms or traces, or for n < 2."""
+        if sums is None or tau is None or num_samples < 2:
+            return None
+        if reduce is not None:
+            tau = reduce.gather(tau)
+        return cls(sums.gathered(reduce), tau)
+
+    def estimate(self, grad_sq: np.ndarray, members: np.ndarray) -> Estimate:
+        """:func:`estimate` over the tensors in ``members``; ``grad_sq`` is ‖V_p‖² per tensor."""
+        return estimate(grad_sq, self.sums, self.tau, members)
+
+
 def residual_norms(residual: Tensor) -> np.ndarray:
     """ρ_s = ‖r_s‖² per sample of a micro-batch's unnormalised residual (samples first),
     summed in float64: ``(samples,)``. Their sum is the micro-batch's Σ‖g̃‖²."""
