@@ -43,7 +43,8 @@ class NormRule(LayerRule):
     @staticmethod
     def _scale(call: Call, name: str, groups: int, ctx: Context) -> Tensor:
         """∂y_t/∂w as ``(G, N, d)`` in ``ctx.acc``: one forward-mode product per call and
-        parameter, kept on the call for the pass's other probe blocks."""
+        parameter, kept on the call for the pass's other probe blocks (memory: one tensor
+        the size of the call's output per parameter, while the pass's graph lives)."""
         if name not in call.kept:
             scale = module_jvp(call.module, name, call.input.detach(), None, ctx)
             if scale is None:  # it ran in the elementwise check; a failure now is a bug
