@@ -51,7 +51,14 @@ from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
-from specprobe.core.population import Estimate, Lead, Reduction, SequenceSums, estimate, measurement_fields
+from specprobe.core.population import (
+    Lead,
+    Reduction,
+    SequenceSums,
+    Terms,
+    measurement_fields,
+    residual_norms,
+)
 from specprobe.errors import BatchError, NonFiniteError, SpecprobeError, TooLargeError
 
 DEFAULT_MAX_EXACT_OUTPUTS = 16_384
@@ -258,6 +265,7 @@ class _Run:
         self.num_samples = 0  # of the whole set (all processes), set by start() and reduce()
         self.reduction: Reduction | None = None
         self.sums: SequenceSums | None = None  # per-sequence terms, when the population is estimated
+        self.terms: Terms | None = None  # those of the whole set, gathered by finish()
 
     def start(self, num_samples: int, population: bool, reduce: Reduction | None) -> None:
         """This process holds ``num_samples`` samples; whether the population is estimated
@@ -390,14 +398,15 @@ class _Run:
         loss_sum, residual = loss_and_residual(adapted, self.acc)
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum
-        self.residual_sq_sum += float(residual.double().square().sum())
+        rho = residual_norms(residual)  # ρ_s, once: Σ‖g̃‖² and the population's
+        self.residual_sq_sum += float(rho.sum())
         self._gradient(f, residual.to(f.dtype), first_sample)
         lead = None
         if self.sums is not None and not self.second_pass:  # one micro-batch: V is known now
             if self.trace.takes_lead:
-                lead = Lead(residual, self._gradient_tensors(), self.sums, 0)
+                lead = Lead(residual, rho, self._gradient_tensors(), self.sums, 0)
             else:
-                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors())
+                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors(), rho)
         self.trace.add(f, mask, first_sample, block, self.chunk, self.several, lead)
 
     def add_population(self, adapted: AdaptedBatch, local: int) -> None:
@@ -502,8 +511,10 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
-        self._gather()
-        whole = self._population(np.ones(len(self.params), dtype=bool))
+        self.terms = Terms.gather(self.sums, self.trace.sample_traces(), self.reduction, self.num_samples)
+        whole = (
+            None if self.terms is None else self.terms.estimate(self.grad_sq, np.ones(len(self.params), bool))
+        )
         fields = {} if whole is None else measurement_fields(whole, self.outputs, self.rows, self.num_samples)
         return Measurement(
             loss=self.loss_sum / n,
@@ -530,23 +541,6 @@ class _Run:
             **fields,
         )
 
-    def _gather(self) -> None:
-        """The per-sequence terms and traces of every process (``self.gathered``), when the
-        population is estimated over at least 2 sequences; else None."""
-        self.gathered: tuple[SequenceSums, np.ndarray] | None = None
-        tau = self.trace.sample_traces()
-        if self.sums is None or tau is None or self.num_samples < 2:
-            return
-        if self.reduction is not None:
-            tau = self.reduction.gather(tau)
-        self.gathered = (self.sums.gathered(self.reduction), tau)
-
-    def _population(self, members: np.ndarray) -> Estimate | None:
-        """The population estimates over the tensors in ``members`` (None without them)."""
-        if self.gathered is None:
-            return None
-        return estimate(self.grad_sq, self.gathered[0], self.gathered[1], members)
-
     def _shares(
         self, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
     ) -> tuple[GroupShare, ...] | None:
@@ -565,7 +559,7 @@ class _Run:
         members = np.array([g == name for g in self.group_names])
         trace, stderr = self.trace.trace(members)
         grad = float(grad_sq[members].sum())
-        population = self._population(members)
+        population = None if self.terms is None else self.terms.estimate(self.grad_sq, members)
         return GroupShare(
             name=name,
             num_params=sum(p.numel() for p, m in zip(self.params, members, strict=True) if m),

@@ -95,22 +95,29 @@ class SequenceSums:
         self.rho = np.zeros(num_samples)
 
     def add(
-        self, ghost: GhostNorms, f: Tensor, residual: Tensor, local: int, gradient: Sequence[Tensor]
+        self,
+        ghost: GhostNorms,
+        f: Tensor,
+        residual: Tensor,
+        local: int,
+        gradient: Sequence[Tensor],
+        rho: np.ndarray | None = None,
     ) -> None:
         """Add the micro-batch with outputs ``f`` (graph alive) and unnormalised residual
         ``residual`` (shaped as ``f``, zero where masked), whose first sample is this
-        process's sample ``local``; ``gradient`` is V, one tensor per parameter."""
+        process's sample ``local``; ``gradient`` is V, one tensor per parameter; ``rho`` its
+        ρ_s where already computed (:func:`residual_norms`)."""
         terms = ghost.group_norms(f, residual.unsqueeze(0).to(f.dtype), True, gradient)
         assert terms.inner is not None  # directions were given
-        self.take(terms.values[0], terms.inner[0], residual, local)
+        self.take(terms.values[0], terms.inner[0], residual_norms(residual) if rho is None else rho, local)
 
-    def take(self, values: Tensor, inner: Tensor, residual: Tensor, local: int) -> None:
+    def take(self, values: Tensor, inner: Tensor, rho: np.ndarray, local: int) -> None:
         """Add a micro-batch's a_s (``values``) and c_s (``inner``), both ``(samples, tensors)``,
-        and ρ_s from its ``residual``, its first sample being this process's sample ``local``."""
-        rows = slice(local, local + residual.shape[0])
+        and ρ_s (``rho``), its first sample being this process's sample ``local``."""
+        rows = slice(local, local + rho.shape[0])
         self.a[rows] += values.numpy()
         self.c[rows] += inner.numpy()
-        self.rho[rows] += residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
+        self.rho[rows] += rho
 
     def gathered(self, reduce: Reduction | None) -> SequenceSums:
         """The terms of every process's sequences, in sequence order."""
@@ -122,19 +129,51 @@ class SequenceSums:
 
 
 @dataclass(frozen=True)
+class Terms:
+    """Every process's per-sequence terms and traces τ_s ``(n, tensors)``, in sequence order:
+    what the estimates read, once the pass over the sequences is done."""
+
+    sums: SequenceSums
+    tau: np.ndarray
+
+    @classmethod
+    def gather(
+        cls, sums: SequenceSums | None, tau: np.ndarray | None, reduce: Reduction | None, num_samples: int
+    ) -> Terms | None:
+        """The terms of the whole set of ``num_samples`` sequences (gathered across processes
+        with ``reduce``); None without per-sequence terms or traces, or for n < 2."""
+        if sums is None or tau is None or num_samples < 2:
+            return None
+        if reduce is not None:
+            tau = reduce.gather(tau)
+        return cls(sums.gathered(reduce), tau)
+
+    def estimate(self, grad_sq: np.ndarray, members: np.ndarray) -> Estimate:
+        """:func:`estimate` over the tensors in ``members``; ``grad_sq`` is ‖V_p‖² per tensor."""
+        return estimate(grad_sq, self.sums, self.tau, members)
+
+
+def residual_norms(residual: Tensor) -> np.ndarray:
+    """ρ_s = ‖r_s‖² per sample of a micro-batch's unnormalised residual (samples first),
+    summed in float64: ``(samples,)``. Their sum is the micro-batch's Σ‖g̃‖²."""
+    return residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
+
+
+@dataclass(frozen=True)
 class Lead:
     """The residual riding as one more row in the first probe block of a per-sample trace
     (one batched backward pass for both, so a_s costs about 1/probes of the probes' work):
     the micro-batch's residual, V, and where its terms go."""
 
     residual: Tensor
+    rho: np.ndarray
     gradient: Sequence[Tensor]
     sums: SequenceSums
     local: int
 
     def take(self, values: Tensor, inner: Tensor) -> None:
         """Hand over row 0's per-group values and inner products ``(samples, tensors)``."""
-        self.sums.take(values, inner, self.residual, self.local)
+        self.sums.take(values, inner, self.rho, self.local)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,26 @@ class NormRule(LayerRule):
         return ctx.checked[call.module]
 
     def param_norm(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor:
-        scale = module_jvp(call.module, name, call.input.detach(), None, ctx)
-        if scale is None:  # it ran in the elementwise check; a failure now is a bug
-            raise RuntimeError(f"forward-mode product through {type(call.module).__name__} failed")
-        e = group(scale.to(ctx.acc), groups)  # (G, N, d)
-        return (d * e).sum(2).square().sum(-1)
+        return (d * self._scale(call, name, groups, ctx)).sum(2).square().sum(-1)
+
+    def param_inner(
+        self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
+    ) -> Tensor:
+        """⟨Σ_t δ_t ⊙ ∂y_t/∂w, D⟩: the group's gradient (a d-vector) against D, no second
+        forward-mode product."""
+        return (d * self._scale(call, name, groups, ctx)).sum(2) @ direction.to(ctx.acc)
+
+    @staticmethod
+    def _scale(call: Call, name: str, groups: int, ctx: Context) -> Tensor:
+        """∂y_t/∂w as ``(G, N, d)`` in ``ctx.acc``: one forward-mode product per call and
+        parameter, kept on the call for the pass's other probe blocks (memory: one tensor
+        the size of the call's output per parameter, while the pass's graph lives)."""
+        if name not in call.kept:
+            scale = module_jvp(call.module, name, call.input.detach(), None, ctx)
+            if scale is None:  # it ran in the elementwise check; a failure now is a bug
+                raise RuntimeError(f"forward-mode product through {type(call.module).__name__} failed")
+            call.kept[name] = scale.to(ctx.acc)
+        return group(call.kept[name], groups)
 
 
 def _check_elementwise(call: Call, ctx: Context) -> bool:

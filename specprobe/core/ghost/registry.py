@@ -35,12 +35,15 @@ class Tie(Enum):
 @dataclass
 class Call:
     """One call of a hooked module in the current forward pass: its rule (None for a call
-    that cannot be used, e.g. a non-tensor input), its first input and its output."""
+    that cannot be used, e.g. a non-tensor input), its first input and its output; ``kept``
+    holds what a rule derives from the call alone (e.g. a norm's ∂y/∂w), for every probe
+    block of the pass."""
 
     module: nn.Module
     rule: LayerRule | None
     input: Tensor
     output: Tensor
+    kept: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
