@@ -24,6 +24,42 @@ from specprobe.core.operator.vjp import Functional, batched_vjp
 from specprobe.errors import SpecprobeError
 
 
+GRAM_SLICE = 2**20
+"""Entries per slice of a tensor converted to float64 by :func:`gram_matrix` and :func:`squared_norms`."""
+
+
+def gram_matrix(w: list[Tensor]) -> Tensor:
+    """WᵀW for a block of b parameter-space vectors given tensor by tensor: (b, b) float64.
+
+    Each tensor is read in slices of :data:`GRAM_SLICE` entries, converted to float64 and
+    multiplied there (float32 sums over an embedding's tens of millions of entries would
+    lose ~1e-4), and the (b, b) blocks are summed: no parameter-sized float64 copy and no
+    concatenation; the largest transient is b × GRAM_SLICE float64 numbers.
+    """
+    b = w[0].shape[0] if w else 0
+    total = torch.zeros(b, b, dtype=KRYLOV_DTYPE, device=w[0].device if w else None)
+    for t in w:
+        for piece in t.reshape(b, -1).split(GRAM_SLICE, dim=1):
+            wide = piece.to(KRYLOV_DTYPE)
+            total += wide @ wide.T
+    return total
+
+
+def squared_norms(w: list[Tensor]) -> Tensor:
+    """‖w_j‖² for each of the b vectors of a block given tensor by tensor: (b,) float64 on the CPU.
+
+    As :func:`gram_matrix`, slice by slice in float64, but only the diagonal (a batched dot
+    product per slice).
+    """
+    b = w[0].shape[0] if w else 0
+    total = torch.zeros(b, dtype=KRYLOV_DTYPE, device=w[0].device if w else None)
+    for t in w:
+        for piece in t.reshape(b, -1).split(GRAM_SLICE, dim=1):
+            wide = piece.to(KRYLOV_DTYPE).unsqueeze(1)
+            total += torch.bmm(wide, wide.transpose(1, 2)).reshape(b)
+    return total.cpu()
+
+
 class JacobianProducts:
     """The product machinery; the attributes are set by :class:`NTKOperator`'s constructor."""
 
@@ -96,9 +132,11 @@ class JacobianProducts:
             for i, g in enumerate(batched_vjp(f, self.params, cot)):
                 if g is None:
                     continue
-                g = g.to(self.acc_dtype)
                 current = w[i]
-                w[i] = g if current is None else current + g
+                if current is None:
+                    w[i] = g.to(self.acc_dtype)
+                else:  # in place: no third parameter-sized tensor while summing micro-batches
+                    current.add_(g)
         return [
             torch.zeros((b, *p.shape), dtype=self.acc_dtype, device=p.device) if t is None else t
             for t, p in zip(w, self.params, strict=True)
@@ -113,7 +151,8 @@ class JacobianProducts:
     def _product(self, U: Tensor, gram: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Θ U for one chunk of columns: w = Σ J_mbᵀ U_mb first, then J_mb w per micro-batch.
 
-        With ``gram``, also (JᵀU)ᵀ(JᵀU), (b, b) float64, from the first half.
+        With ``gram``, also (JᵀU)ᵀ(JᵀU), (b, b) float64, from the first half, summed tensor
+        by tensor (:func:`gram`). Memory: the b·P numbers of w in the accumulation dtype.
         """
         b = U.shape[1]
         w = self._vjp_block(U)
@@ -126,8 +165,7 @@ class JacobianProducts:
             out[part.offset : part.offset + part.size] = counted.T.to(KRYLOV_DTYPE)
         if not gram:
             return out
-        flat = torch.cat([t.reshape(b, -1).to(KRYLOV_DTYPE) for t in w], 1)
-        return out, (flat @ flat.T).to(self._device)
+        return out, gram_matrix(w).to(self._device)
 
     def _jvp(self, part: Part, w: list[Tensor]) -> Tensor:
         """J_mb w for a block of b parameter-space vectors: (b, n, K, C)."""
