@@ -361,7 +361,9 @@ def main() -> None:
             )
 
 
-def speed_check(batch: Any, ours: Callable[[Any], Row], theirs: Callable[[Any], Row], repeats: int, console: Any) -> None:
+def speed_check(
+    batch: Any, ours: Callable[[Any], Row], theirs: Callable[[Any], Row], repeats: int, console: Any
+) -> None:
     """specprobe's default solver against curvlinops on one batch, interleaved: medians of ratios.
 
     Each repeat runs curvlinops once, then specprobe once, so both see about the same load

@@ -92,8 +92,10 @@ def main() -> None:
         f"# bench_spectrum_memory: cpu, {args.dtype}, 1 x {args.seq_len} tokens, k = 5, tol {args.tol:g}, "
         f"at most {args.products} products, {args.threads} thread(s), one process per row"
     )
-    print(f"{'model':>6} {'params':>8} {'run':>26} {'peak GB':>8} {'B/param':>8} {'/ train':>8} {'products':>8}")
-    passed = [a for a in sys.argv[1:]]
+    print(
+        f"{'model':>6} {'params':>8} {'run':>26} {'peak GB':>8} {'B/param':>8} {'/ train':>8} {'products':>8}"
+    )
+    passed = list(sys.argv[1:])
     for size in args.sizes.split(","):
         train = 0.0
         for index, run in enumerate(RUNS):

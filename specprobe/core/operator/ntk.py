@@ -37,12 +37,12 @@ from torch import Tensor, nn
 
 from specprobe.choices import parse_enum
 from specprobe.core.adapters import Adapter, AdapterKind, Loss, resolve_adapter
+from specprobe.core.memory import available_bytes
 from specprobe.core.operator.hutchinson import hutchinson
 from specprobe.core.operator.modes import KRYLOV_DTYPE, ProductMode
 from specprobe.core.operator.parts import scan
 from specprobe.core.operator.products import squared_norms
 from specprobe.core.operator.verify import VerifiedProducts
-from specprobe.core.memory import available_bytes
 from specprobe.core.params import measuring, select_parameters
 from specprobe.errors import BatchError, SpecprobeError, TooLargeError
 
@@ -383,7 +383,8 @@ def _check_sizes(vector_batch_size: int | None, micro_batch_size: int | None) ->
     """Raise on a block or micro-batch size below 1."""
     if vector_batch_size is not None and vector_batch_size < 1:
         raise SpecprobeError(
-            f"expected vector_batch_size >= 1, found {vector_batch_size}", "leave it unset (None: chosen from the memory)"
+            f"expected vector_batch_size >= 1, found {vector_batch_size}",
+            "leave it unset (None: chosen from the memory)",
         )
     if micro_batch_size is not None and micro_batch_size < 1:
         raise SpecprobeError(

@@ -23,7 +23,6 @@ from specprobe.core.operator.parts import Part
 from specprobe.core.operator.vjp import Functional, batched_vjp
 from specprobe.errors import SpecprobeError
 
-
 GRAM_SLICE = 2**20
 """Entries per slice of a tensor converted to float64 by :func:`gram_matrix` and :func:`squared_norms`."""
 
