@@ -25,6 +25,8 @@ specprobe ≥ 3× faster than curvlinops at equal accuracy.
         linear_operator unfoldNd jaxtyping   # --no-deps: backpack would pull torchvision and
                                               # with it another torch build
     python benchmarks/bench_eigen.py [--threads 1] [--k 20] [--tol 1e-6] [--device cpu]
+    python benchmarks/bench_eigen.py --speed 4,8 --repeats 3   # D = 30,720 and 61,440: the
+        # default solver against curvlinops only, interleaved pairs, median of the ratios
 
 ``--threads`` (default 1) sets torch's and the BLAS libraries' threads: on a shared machine
 one thread gives steadier timings. About 90 s on one CPU core, most of it the dense route
