@@ -364,3 +364,16 @@ def test_default_columns_per_pass_follow_the_memory_budget() -> None:
     assert NTKOperator(model, batch).vector_batch_size == 16  # a tiny model: 16 columns fit
     assert _columns_per_pass(torch.device("cpu"), COLUMN_BUDGET // 3) == 3
     assert _columns_per_pass(torch.device("cpu"), 70_000_000 * 4) == 1  # a 70m model: one w at a time
+
+
+def test_the_cached_first_backward_keeps_graph_edges_not_parameter_sized_values() -> None:
+    # DOUBLE_VJP's cached Jᵀu is built at u = 0: its values are zeros and only its graph is
+    # used, so the cache keeps autograd edges (no P numbers held), and products stay exact.
+    model, batch = CASES[2].build(F64)
+    ref = specprobe.dense_kernel(model, batch)
+    with NTKOperator(model, batch, mode="double_vjp") as op:
+        U = random_block(op.num_outputs, 3)
+        assert rel_err(op.matmat(U), ref.theta @ U) <= 1e-10
+        cached = [e for part in op._parts for e in (part.first_vjp or []) if e is not None]
+        assert cached and not any(isinstance(e, torch.Tensor) for e in cached)
+        assert rel_err(op.matmat(U), ref.theta @ U) <= 1e-10  # the edges serve every product

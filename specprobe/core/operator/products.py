@@ -15,6 +15,7 @@ from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import jvp, vmap
 
 from specprobe.core.adapters import Adapter
@@ -98,8 +99,14 @@ class JacobianProducts:
             part.outputs = f
         return f
 
-    def _first_vjp(self, part: Part) -> tuple[Tensor, list[Tensor | None]]:
-        """DOUBLE_VJP: u and Jᵀu built with create_graph (cached with the forward graph)."""
+    def _first_vjp(self, part: Part) -> tuple[Tensor, list[Tensor | GradientEdge | None]]:
+        """DOUBLE_VJP: u and the graph of Jᵀu built with create_graph (cached with the forward graph).
+
+        Built at u = 0, Jᵀu is zero: only its graph matters for J·w = ∂/∂u ⟨Jᵀu, w⟩. So each
+        parameter's Jᵀu is kept as its autograd edge (:func:`~torch.autograd.graph.get_gradient_edge`)
+        and the tensor is dropped: the cache holds no parameter-sized values (P numbers, 4
+        bytes per parameter in float32, saved), only what the graph itself saves.
+        """
         if part.cotangent is not None and part.first_vjp is not None:
             return part.cotangent, part.first_vjp
         f = self._outputs(part)
@@ -108,7 +115,11 @@ class JacobianProducts:
         for name, g in zip(self.names, grads, strict=True):
             if g is not None and not g.requires_grad:
                 raise RuntimeError(f"double backward is not supported: Jᵀu for {name} does not depend on u")
-        first: list[Tensor | None] = list(grads)
+        # A Jᵀu that is u itself (outputs = a parameter) has no node of its own: kept as is.
+        first: list[Tensor | GradientEdge | None] = [
+            None if g is None else (g if g.grad_fn is None else get_gradient_edge(g)) for g in grads
+        ]
+        del grads
         if self.cache_graph:
             part.cotangent, part.first_vjp = u, first
         return u, first
@@ -205,11 +216,11 @@ class JacobianProducts:
         """J·w = ∂/∂u ⟨Jᵀu, w⟩ through the cached first backward graph."""
         b = w[0].shape[0]
         u, first = self._first_vjp(part)
-        pairs = [(g, t) for g, t in zip(first, w, strict=True) if g is not None]
+        pairs = [(g, t, p) for g, t, p in zip(first, w, self.params, strict=True) if g is not None]
         if not pairs:
             return torch.zeros((b, *part.shape), dtype=self.model_dtype, device=self._device)
-        outs = [g for g, _ in pairs]
-        tangents = [t.to(g.dtype) if b > 1 else t[0].to(g.dtype) for g, t in pairs]
+        outs = [g for g, _, _ in pairs]
+        tangents = [t.to(p.dtype) if b > 1 else t[0].to(p.dtype) for _, t, p in pairs]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fall.*back.*")
             (jw,) = torch.autograd.grad(
