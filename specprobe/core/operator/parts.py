@@ -27,9 +27,7 @@ class Part:
     full: bool = False  # every row counted (no scatter needed)
     outputs: Tensor | None = None  # cached forward graph
     cotangent: Tensor | None = None  # DOUBLE_VJP: the leaf u of the first backward
-    first_vjp: list[Tensor | GradientEdge | None] | None = (
-        None  # DOUBLE_VJP: Jᵀu's graph edges (values dropped)
-    )
+    first_vjp: list[GradientEdge | None] | None = None  # DOUBLE_VJP: Jᵀu's graph edges (values dropped)
 
 
 @dataclass

@@ -99,7 +99,7 @@ class JacobianProducts:
             part.outputs = f
         return f
 
-    def _first_vjp(self, part: Part) -> tuple[Tensor, list[Tensor | GradientEdge | None]]:
+    def _first_vjp(self, part: Part) -> tuple[Tensor, list[GradientEdge | None]]:
         """DOUBLE_VJP: u and the graph of Jᵀu built with create_graph (cached with the forward graph).
 
         Built at u = 0, Jᵀu is zero: only its graph matters for J·w = ∂/∂u ⟨Jᵀu, w⟩. So each
@@ -115,10 +115,7 @@ class JacobianProducts:
         for name, g in zip(self.names, grads, strict=True):
             if g is not None and not g.requires_grad:
                 raise RuntimeError(f"double backward is not supported: Jᵀu for {name} does not depend on u")
-        # A Jᵀu that is u itself (outputs = a parameter) has no node of its own: kept as is.
-        first: list[Tensor | GradientEdge | None] = [
-            None if g is None else (g if g.grad_fn is None else get_gradient_edge(g)) for g in grads
-        ]
+        first: list[GradientEdge | None] = [None if g is None else get_gradient_edge(g) for g in grads]
         del grads
         if self.cache_graph:
             part.cotangent, part.first_vjp = u, first
