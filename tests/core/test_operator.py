@@ -9,6 +9,8 @@ from torch.autograd.function import once_differentiable
 
 import specprobe
 from specprobe.core.operator import MatrixOperator, NTKOperator, ProductMode
+from specprobe.core.operator.ntk import COLUMN_BUDGET, _columns_per_pass
+from specprobe.core.operator.products import GRAM_SLICE, gram_matrix, squared_norms
 from tests.conftest import CASES, HEAD_CASES, Case, lm_batch, mlp
 
 F64 = torch.float64
@@ -298,3 +300,80 @@ def test_parameters_that_do_not_reach_the_outputs() -> None:
     op = NTKOperator(model, (x, y), adapter=specprobe.CallableAdapter(first_only, loss="mse"), params="1.*")
     with pytest.raises(specprobe.SpecprobeError, match="depend on the selected parameters"):
         op.matmat(random_block(8, 1))
+
+
+def test_one_column_per_pass_still_catches_a_wrong_double_backward() -> None:
+    # The check goes through the products vector_batch_size columns at a time; with one
+    # column per pass it compares the quadratic forms alone, which still catch the drop.
+    ref_model, batch = _reference_model()
+    ref = specprobe.dense_kernel(ref_model, batch)
+    op = NTKOperator(_WithFunction(_OnceTanh).double(), batch, vector_batch_size=1)
+    U = random_block(15, 3)
+    assert rel_err(op.matmat(U), ref.theta @ U) <= 1e-12
+    assert op.mode_used is ProductMode.JVP and op.products == 2 + 2 + 3  # the check, again in JVP, U
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=lambda c: c.name)
+def test_gram_of_the_first_half_is_summed_per_tensor_in_float64(case: Case) -> None:
+    model, batch = case.build(F64)
+    ref = specprobe.dense_kernel(model, batch)
+    op = NTKOperator(model, batch)
+    Z = random_block(op.num_outputs, 3, seed=4)
+    expected = (ref.jacobian.T @ Z).T @ (ref.jacobian.T @ Z)  # (JᵀZ)ᵀ(JᵀZ) from the dense J
+    with op:
+        product, gram = op._product(Z, gram=True)
+        forms = op.quadratic_form(Z)
+        flat = torch.cat([t.reshape(3, -1) for t in op._vjp_block(Z)], 1)  # the reference joins them
+    assert rel_err(gram, flat @ flat.T) <= 1e-12  # the same Jᵀz, summed per tensor
+    assert float((forms - (flat * flat).sum(1)).abs().max() / forms.abs().max()) <= 1e-12
+    assert rel_err(gram, expected) <= 1e-10 and rel_err(product, ref.theta @ Z) <= 1e-10
+
+
+def test_gram_and_norms_take_float32_tensors_slice_by_slice_in_float64() -> None:
+    # An embedding-sized float32 tensor: float32 sums over millions of entries lose ~1e-4;
+    # the slices are converted to float64, so the result matches a float64 reference.
+    g = torch.Generator().manual_seed(0)
+    w = [torch.randn(2, 3 * GRAM_SLICE + 5, generator=g) + 1.0, torch.randn(2, 7, 3, generator=g)]
+    flat = torch.cat([t.reshape(2, -1).double() for t in w], 1)
+    expected = flat @ flat.T
+    assert rel_err(gram_matrix(w), expected) <= 1e-12
+    assert rel_err(squared_norms(w), expected.diagonal()) <= 1e-12
+
+
+def test_the_product_check_joins_no_parameter_sized_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory: the check's Gram matrix is summed per tensor, never over a concatenated
+    # parameter-sized vector (which held ~32 bytes per parameter on a 160m model).
+    model, batch = CASES[2].build(F64)
+    op = NTKOperator(model, batch, vector_batch_size=2)
+    joined: list[int] = []
+    real_cat = torch.cat
+
+    def spy(tensors, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real_cat(tensors, *args, **kwargs)
+        joined.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "cat", spy)
+    op.matmat(random_block(op.num_outputs, 2))
+    assert op.products == 4 and op._verified
+    assert max(joined, default=0) < op.num_params
+
+
+def test_default_columns_per_pass_follow_the_memory_budget() -> None:
+    model, batch = CASES[2].build(F64)
+    assert NTKOperator(model, batch).vector_batch_size == 16  # a tiny model: 16 columns fit
+    assert _columns_per_pass(torch.device("cpu"), COLUMN_BUDGET // 3) == 3
+    assert _columns_per_pass(torch.device("cpu"), 70_000_000 * 4) == 1  # a 70m model: one w at a time
+
+
+def test_the_cached_first_backward_keeps_graph_edges_not_parameter_sized_values() -> None:
+    # DOUBLE_VJP's cached Jᵀu is built at u = 0: its values are zeros and only its graph is
+    # used, so the cache keeps autograd edges (no P numbers held), and products stay exact.
+    model, batch = CASES[2].build(F64)
+    ref = specprobe.dense_kernel(model, batch)
+    with NTKOperator(model, batch, mode="double_vjp") as op:
+        U = random_block(op.num_outputs, 3)
+        assert rel_err(op.matmat(U), ref.theta @ U) <= 1e-10
+        cached = [e for part in op._parts for e in (part.first_vjp or []) if e is not None]
+        assert cached and not any(isinstance(e, torch.Tensor) for e in cached)
+        assert rel_err(op.matmat(U), ref.theta @ U) <= 1e-10  # the edges serve every product

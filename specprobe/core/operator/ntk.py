@@ -37,9 +37,11 @@ from torch import Tensor, nn
 
 from specprobe.choices import parse_enum
 from specprobe.core.adapters import Adapter, AdapterKind, Loss, resolve_adapter
+from specprobe.core.memory import available_bytes
 from specprobe.core.operator.hutchinson import hutchinson
 from specprobe.core.operator.modes import KRYLOV_DTYPE, ProductMode
 from specprobe.core.operator.parts import scan
+from specprobe.core.operator.products import squared_norms
 from specprobe.core.operator.verify import VerifiedProducts
 from specprobe.core.params import measuring, select_parameters
 from specprobe.errors import BatchError, SpecprobeError, TooLargeError
@@ -74,8 +76,13 @@ class NTKOperator(VerifiedProducts):
             every product recomputes the forward pass of each micro-batch (2-3 forward passes
             per block product) and holds only one micro-batch's graph at a time: use it with
             small micro-batches when memory is tight.
-        vector_batch_size: columns per batched backward pass (memory: that many copies of
-            the activation gradients of one micro-batch).
+        vector_batch_size: columns per batched backward pass (memory: that many
+            parameter-sized vectors w = Jᵀu in the accumulation dtype, and that many copies
+            of the activation gradients of one micro-batch). Default (None): as many as fit
+            in :data:`COLUMN_BUDGET` bytes on the CPU (a quarter of the free memory on an
+            accelerator), from 1 to 16: tiny models batch 16 columns, models of tens of
+            millions of parameters and more take one column per pass, so a product holds
+            one P-sized w at a time (on the CPU a batched pass is hardly faster per column).
         verify: before the first product, check zᵢᵀ(Θzⱼ) = ⟨Jᵀzᵢ, Jᵀzⱼ⟩ for two random
             z (2 products, counted in :attr:`products`): J·w against the vector–Jacobian
             products. A double backward that silently drops a path (an autograd Function
@@ -109,7 +116,7 @@ class NTKOperator(VerifiedProducts):
         micro_batch_size: int | None = None,
         mode: ProductMode | str = ProductMode.AUTO,
         cache_graph: bool = True,
-        vector_batch_size: int = 16,
+        vector_batch_size: int | None = None,
         verify: bool = True,
     ) -> None:
         self.model = model
@@ -118,7 +125,7 @@ class NTKOperator(VerifiedProducts):
         self.mode = parse_enum(ProductMode, mode, "product mode")
         self.cache_graph = cache_graph
         _check_sizes(vector_batch_size, micro_batch_size)
-        self.vector_batch_size = vector_batch_size
+        self._vector_batch_size = vector_batch_size
         self.selected = select_parameters(model, params)
         self.params = [p for _, p in self.selected]
         self.names = [name for name, _ in self.selected]
@@ -152,6 +159,9 @@ class NTKOperator(VerifiedProducts):
         self._loss = found.loss
         self._residual = found.residual
         self._sample_offsets = found.sample_offsets
+        self.vector_batch_size = vector_batch_size or _columns_per_pass(
+            self._device, self.num_params * torch.finfo(self.acc_dtype).bits // 8
+        )
 
     # ---- shape and the loss residual -------------------------------------------------------
 
@@ -262,11 +272,7 @@ class NTKOperator(VerifiedProducts):
         with self._using():
             for lo in range(0, block.shape[1], self.vector_batch_size):
                 hi = min(lo + self.vector_batch_size, block.shape[1])
-                w = self._vjp_block(block[:, lo:hi])
-                total = torch.zeros(hi - lo, dtype=KRYLOV_DTYPE)
-                for t in w:
-                    total += t.reshape(hi - lo, -1).square().sum(1).to(device="cpu", dtype=KRYLOV_DTYPE)
-                out[lo:hi] = total
+                out[lo:hi] = squared_norms(self._vjp_block(block[:, lo:hi]))
                 self.quadratic_forms += hi - lo
         return out
 
@@ -360,11 +366,25 @@ class NTKOperator(VerifiedProducts):
         )
 
 
-def _check_sizes(vector_batch_size: int, micro_batch_size: int | None) -> None:
+COLUMN_BUDGET = 64 * 2**20
+"""Bytes of parameter-space vectors w a product may hold at once on the CPU (default vector_batch_size)."""
+
+
+def _columns_per_pass(device: torch.device, column_bytes: int) -> int:
+    """The default vector_batch_size: columns whose w fit the budget, from 1 to 16."""
+    budget = COLUMN_BUDGET
+    if device.type != "cpu":
+        free = available_bytes(device)
+        budget = free // 4 if free is not None else budget
+    return max(1, min(16, budget // max(column_bytes, 1)))
+
+
+def _check_sizes(vector_batch_size: int | None, micro_batch_size: int | None) -> None:
     """Raise on a block or micro-batch size below 1."""
-    if vector_batch_size < 1:
+    if vector_batch_size is not None and vector_batch_size < 1:
         raise SpecprobeError(
-            f"expected vector_batch_size >= 1, found {vector_batch_size}", "use the default, 16"
+            f"expected vector_batch_size >= 1, found {vector_batch_size}",
+            "leave it unset (None: chosen from the memory)",
         )
     if micro_batch_size is not None and micro_batch_size < 1:
         raise SpecprobeError(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge
 
 from specprobe.core.adapters import Adapter, Loss, loss_and_residual
 from specprobe.core.params import measuring
@@ -26,7 +27,7 @@ class Part:
     full: bool = False  # every row counted (no scatter needed)
     outputs: Tensor | None = None  # cached forward graph
     cotangent: Tensor | None = None  # DOUBLE_VJP: the leaf u of the first backward
-    first_vjp: list[Tensor | None] | None = None  # DOUBLE_VJP: Jᵀu, built with create_graph
+    first_vjp: list[GradientEdge | None] | None = None  # DOUBLE_VJP: Jᵀu's graph edges (values dropped)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import jvp, vmap
 
 from specprobe.core.adapters import Adapter
@@ -22,6 +23,41 @@ from specprobe.core.operator.modes import KRYLOV_DTYPE, ProductMode, unsupported
 from specprobe.core.operator.parts import Part
 from specprobe.core.operator.vjp import Functional, batched_vjp
 from specprobe.errors import SpecprobeError
+
+GRAM_SLICE = 2**20
+"""Entries per slice of a tensor converted to float64 by :func:`gram_matrix` and :func:`squared_norms`."""
+
+
+def gram_matrix(w: list[Tensor]) -> Tensor:
+    """WᵀW for a block of b parameter-space vectors given tensor by tensor: (b, b) float64.
+
+    Each tensor is read in slices of :data:`GRAM_SLICE` entries, converted to float64 and
+    multiplied there (float32 sums over an embedding's tens of millions of entries would
+    lose ~1e-4), and the (b, b) blocks are summed: no parameter-sized float64 copy and no
+    concatenation; the largest transient is b × GRAM_SLICE float64 numbers.
+    """
+    b = w[0].shape[0] if w else 0
+    total = torch.zeros(b, b, dtype=KRYLOV_DTYPE, device=w[0].device if w else None)
+    for t in w:
+        for piece in t.reshape(b, -1).split(GRAM_SLICE, dim=1):
+            wide = piece.to(KRYLOV_DTYPE)
+            total += wide @ wide.T
+    return total
+
+
+def squared_norms(w: list[Tensor]) -> Tensor:
+    """‖w_j‖² for each of the b vectors of a block given tensor by tensor: (b,) float64 on the CPU.
+
+    As :func:`gram_matrix`, slice by slice in float64, but only the diagonal (a batched dot
+    product per slice).
+    """
+    b = w[0].shape[0] if w else 0
+    total = torch.zeros(b, dtype=KRYLOV_DTYPE, device=w[0].device if w else None)
+    for t in w:
+        for piece in t.reshape(b, -1).split(GRAM_SLICE, dim=1):
+            wide = piece.to(KRYLOV_DTYPE).unsqueeze(1)
+            total += torch.bmm(wide, wide.transpose(1, 2)).reshape(b)
+    return total.cpu()
 
 
 class JacobianProducts:
@@ -63,8 +99,14 @@ class JacobianProducts:
             part.outputs = f
         return f
 
-    def _first_vjp(self, part: Part) -> tuple[Tensor, list[Tensor | None]]:
-        """DOUBLE_VJP: u and Jᵀu built with create_graph (cached with the forward graph)."""
+    def _first_vjp(self, part: Part) -> tuple[Tensor, list[GradientEdge | None]]:
+        """DOUBLE_VJP: u and the graph of Jᵀu built with create_graph (cached with the forward graph).
+
+        Built at u = 0, Jᵀu is zero: only its graph matters for J·w = ∂/∂u ⟨Jᵀu, w⟩. So each
+        parameter's Jᵀu is kept as its autograd edge (:func:`~torch.autograd.graph.get_gradient_edge`)
+        and the tensor is dropped: the cache holds no parameter-sized values (P numbers, 4
+        bytes per parameter in float32, saved), only what the graph itself saves.
+        """
         if part.cotangent is not None and part.first_vjp is not None:
             return part.cotangent, part.first_vjp
         f = self._outputs(part)
@@ -73,7 +115,8 @@ class JacobianProducts:
         for name, g in zip(self.names, grads, strict=True):
             if g is not None and not g.requires_grad:
                 raise RuntimeError(f"double backward is not supported: Jᵀu for {name} does not depend on u")
-        first: list[Tensor | None] = list(grads)
+        first: list[GradientEdge | None] = [None if g is None else get_gradient_edge(g) for g in grads]
+        del grads
         if self.cache_graph:
             part.cotangent, part.first_vjp = u, first
         return u, first
@@ -96,9 +139,11 @@ class JacobianProducts:
             for i, g in enumerate(batched_vjp(f, self.params, cot)):
                 if g is None:
                     continue
-                g = g.to(self.acc_dtype)
                 current = w[i]
-                w[i] = g if current is None else current + g
+                if current is None:
+                    w[i] = g.to(self.acc_dtype)
+                else:  # in place: no third parameter-sized tensor while summing micro-batches
+                    current.add_(g)
         return [
             torch.zeros((b, *p.shape), dtype=self.acc_dtype, device=p.device) if t is None else t
             for t, p in zip(w, self.params, strict=True)
@@ -113,7 +158,8 @@ class JacobianProducts:
     def _product(self, U: Tensor, gram: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Θ U for one chunk of columns: w = Σ J_mbᵀ U_mb first, then J_mb w per micro-batch.
 
-        With ``gram``, also (JᵀU)ᵀ(JᵀU), (b, b) float64, from the first half.
+        With ``gram``, also (JᵀU)ᵀ(JᵀU), (b, b) float64, from the first half, summed tensor
+        by tensor (:func:`gram`). Memory: the b·P numbers of w in the accumulation dtype.
         """
         b = U.shape[1]
         w = self._vjp_block(U)
@@ -126,8 +172,7 @@ class JacobianProducts:
             out[part.offset : part.offset + part.size] = counted.T.to(KRYLOV_DTYPE)
         if not gram:
             return out
-        flat = torch.cat([t.reshape(b, -1).to(KRYLOV_DTYPE) for t in w], 1)
-        return out, (flat @ flat.T).to(self._device)
+        return out, gram_matrix(w).to(self._device)
 
     def _jvp(self, part: Part, w: list[Tensor]) -> Tensor:
         """J_mb w for a block of b parameter-space vectors: (b, n, K, C)."""
@@ -168,11 +213,11 @@ class JacobianProducts:
         """J·w = ∂/∂u ⟨Jᵀu, w⟩ through the cached first backward graph."""
         b = w[0].shape[0]
         u, first = self._first_vjp(part)
-        pairs = [(g, t) for g, t in zip(first, w, strict=True) if g is not None]
+        pairs = [(g, t, p) for g, t, p in zip(first, w, self.params, strict=True) if g is not None]
         if not pairs:
             return torch.zeros((b, *part.shape), dtype=self.model_dtype, device=self._device)
-        outs = [g for g, _ in pairs]
-        tangents = [t.to(g.dtype) if b > 1 else t[0].to(g.dtype) for g, t in pairs]
+        outs = [g for g, _, _ in pairs]
+        tangents = [t.to(p.dtype) if b > 1 else t[0].to(p.dtype) for _, t, p in pairs]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fall.*back.*")
             (jw,) = torch.autograd.grad(

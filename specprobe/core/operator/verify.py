@@ -13,6 +13,7 @@ class VerifiedProducts(JacobianProducts):
     """:class:`JacobianProducts` with the check that runs before an operator's first product."""
 
     products: int
+    vector_batch_size: int
     _num_outputs: int
     _verified: bool
 
@@ -24,6 +25,11 @@ class VerifiedProducts(JacobianProducts):
         costs 2 products. A J·w that misses a path (an autograd Function with a
         ``@once_differentiable`` backward drops it silently under double backward) gives a
         smaller quadratic form, even when the wrong Θ stays symmetric.
+
+        The two columns go through the products ``vector_batch_size`` at a time, so the
+        check holds no more parameter-sized vectors than a product does: with one column
+        per pass it compares the two quadratic forms, with two the whole 2 × 2 Gram matrix.
+        Gram entries are summed tensor by tensor in float64 (:func:`~.products.gram_matrix`).
         """
         self._verified = True
         tolerance = {torch.float64: 1e-8, torch.float32: 1e-4}.get(self.model_dtype, 3e-2)
@@ -31,10 +37,15 @@ class VerifiedProducts(JacobianProducts):
         Z = torch.randn(self._num_outputs, 2, generator=generator, dtype=KRYLOV_DTYPE).to(self._device)
 
         def mismatch() -> float:
-            product, gram = self._product(Z, gram=True)
-            self.products += 2
-            through_jvp = Z.T @ product
-            return float((through_jvp - gram).norm() / gram.norm().clamp_min(1e-300))
+            through_jvp, grams = [], []
+            for lo in range(0, 2, self.vector_batch_size):
+                chunk = Z[:, lo : lo + self.vector_batch_size]
+                product, gram = self._product(chunk, gram=True)
+                self.products += chunk.shape[1]
+                through_jvp.append((chunk.T @ product).reshape(-1))
+                grams.append(gram.reshape(-1))
+            left, right = torch.cat(through_jvp), torch.cat(grams)
+            return float((left - right).norm() / right.norm().clamp_min(1e-300))
 
         error = mismatch()
         if error <= tolerance:
