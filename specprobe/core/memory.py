@@ -26,12 +26,17 @@ MAX_PROBE_BATCH = 16
 PROBE_SHARE = 0.35
 """The probes of one backward pass may take at most this share of what a training step
 adds above the weights (its gradient and activations), so that a measurement's peak stays
-within 1.5× a training step's (the rest of the margin is for the residual and transients)."""
-PROBE_FLOOR = 256 * 2**20
-"""…except that a probe block of up to 256 MiB is always allowed: on small models the share
-would be a few megabytes, and one cotangent per backward pass makes them about 1.5× slower
-(the per-pass overhead is not amortised). So the bound is 1.5× a training step's peak or
-that peak plus 256 MiB, whichever is larger."""
+within 1.5× a training step's (the rest of the margin is for the residual and transients).
+At least one probe goes per pass, which on the smallest models is more than the share: a
+probe's output gradients are as large as the activations of its layers, so the peak is
+then up to 2× a training step's (1.9× at 1M parameters, ``benchmarks/bench_perspic.py``).
+There is no floor that dwarfs the model: since the norm layers' ∂y/∂w is analytic (no
+forward-mode product per probe block), one probe per pass costs a 1M-parameter model about
+what a block of 16 does, so only :data:`SMALL_PROBE_BLOCK` is allowed beyond the share."""
+SMALL_PROBE_BLOCK = 4 * 2**20
+"""…a probe block of up to 4 MiB is allowed whatever the share: below about 1M parameters a
+backward pass is so short that its fixed overhead dominates, and 4 MiB is small beside
+the process itself (a 1M-parameter model's probe takes 27 MiB, so it gets the share)."""
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -74,9 +79,9 @@ class SampleCost:
 
     def probe_cap(self, samples: int, param_bytes: int) -> int:
         """The most probes per backward pass within :data:`PROBE_SHARE` of a training step's
-        own addition (the gradient, ``param_bytes``, and the activations) or
-        :data:`PROBE_FLOOR`, whichever is larger; at least 1."""
-        allowed = max(PROBE_SHARE * (param_bytes + samples * self.saved), PROBE_FLOOR)
+        own addition (the gradient, ``param_bytes``, and the activations) or in
+        :data:`SMALL_PROBE_BLOCK`, whichever is larger; at least 1."""
+        allowed = max(PROBE_SHARE * (param_bytes + samples * self.saved), SMALL_PROBE_BLOCK)
         return max(1, int(allowed // max(1, self.per_probe(samples))))
 
 

@@ -137,6 +137,57 @@ def test_norm_modules_are_checked_to_be_elementwise() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
+class _ScaledNorm(nn.Module):
+    """An elementwise norm no analytic form knows (y = x·w³, so ∂y/∂w = 3w²·x): forward mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, 4, dtype=F64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight**3
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt2", "llama", "unknown"])
+def test_norm_layers_take_the_analytic_form_checked_once(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # LayerNorm and the RMSNorms take ∂y/∂w analytically (equal bit for bit to the
+    # forward-mode product: the dense comparisons above are unchanged); an unknown
+    # elementwise norm keeps the forward-mode product. The check runs once per module,
+    # not once per measurement.
+    from specprobe.core.ghost import norm
+
+    if arch == "unknown":
+        torch.manual_seed(0)
+        model: nn.Module = nn.Sequential(nn.Linear(3, 4), _ScaledNorm(), nn.Linear(4, 2)).to(F64)
+        batch: Any = (torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64))
+    else:
+        model = specprobe.models.tiny.tiny_causal_lm(arch, vocab_size=32, hidden_size=8, dtype=F64)
+        batch = lm_batch()
+    checks: list[nn.Module] = []
+    real_check = norm._check
+    monkeypatch.setattr(norm, "_check", lambda call, ctx: checks.append(call.module) or real_check(call, ctx))
+    first = specprobe.measure(model, batch, estimator="hutchinson_per_sample", probes=4)
+    modules = [m for m in model.modules() if norm.NormRule.matches(m)]
+    assert modules and len(checks) == len(set(checks)) == len(modules)
+    want = {"gpt_neox": norm.ScaleForm.LAYER_NORM, "gpt2": norm.ScaleForm.LAYER_NORM}
+    want.update(llama=norm.ScaleForm.RMS, unknown=norm.ScaleForm.JVP)
+    assert {f for m in modules for f in norm._FORMS[m].values()} == {want[arch]}
+    again = specprobe.measure(model, batch, estimator="hutchinson_per_sample", probes=4)
+    assert len(checks) == len(modules) and again.chi_net == first.chi_net
+    selected = select_parameters(model)
+    params = [p for _, p in selected]
+    with measuring(model, selected), GhostNorms(model, params, F64) as ghost:
+        adapter = resolve_adapter(None, batch)
+        ghost.reset(adapter.num_samples(batch))
+        adapted = adapter(model, batch)
+        f = adapted.outputs
+        z = rademacher(2, range(f.shape[0]), range(2), f.shape[1:], dtype=F64)
+        got = ghost.norms(f, z, True).numpy()
+        assert ghost._plan(f).fallback == []
+        want = _brute(f, params, z, True)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("estimator", ["hutchinson", "hutchinson_per_sample"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[4], CASES[0]], ids=lambda c: c.name)
 def test_micro_batches_and_probe_batches_do_not_change_the_numbers(case: Case, estimator: str) -> None:

@@ -53,23 +53,22 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(not reset_peak_rss() or peak_rss() is None, reason="needs Linux /proc peak-RSS counters")
 def test_measure_peak_memory_stays_within_a_training_step() -> None:
     # Peaks are resident memory above the loaded model, in a fresh process with a fixed
-    # malloc mmap threshold (freed buffers go back to the OS). Tolerance: 1.5x the training
-    # step's addition (its gradient and activations) plus 256 MiB, the probe block always
-    # allowed (specprobe.core.memory.PROBE_FLOOR), which covers allocator slack too. The
-    # former implementation held 16 parameter-sized gradients per backward pass (+470 MB
-    # here), and plain Hutchinson over micro-batches 32 probe sums (+0.94 GB).
+    # malloc mmap threshold (freed buffers go back to the OS). Bound: 2x the training step's
+    # addition (its gradient and activations). With the former fixed 256 MiB probe block
+    # the estimators took 88 and 92 MB here (3x); the implementation before that held 16
+    # parameter-sized gradients per backward pass (+470 MB), and plain Hutchinson over
+    # micro-batches 32 probe sums (+0.94 GB).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
     p_bytes = 4 * peaks["params"]
     assert peaks["train"] > 0.9 * p_bytes  # the gradient is there: the measurement is sound
-    slack = 256 * 2**20
     for key in ("hutchinson", "hutchinson_per_sample", "hutchinson_per_sample_mb"):
-        assert peaks[key] <= 1.5 * peaks["train"] + slack, (key, json.dumps(peaks))
+        assert peaks[key] <= 2.0 * peaks["train"], (key, json.dumps(peaks))
     # Plain Hutchinson across micro-batches must sum Jᵀz over them before the norm: it keeps
     # the gradient's sum and a block of probe sums no larger than a training step's own
-    # addition (2.5x in all), repeating the forward pass per block; never m·P.
-    assert peaks["hutchinson_mb"] <= 2.5 * peaks["train"] + slack, peaks
+    # addition (2.5x in all, and allocator slack), repeating the forward pass per block; never m·P.
+    assert peaks["hutchinson_mb"] <= 2.5 * peaks["train"] + 16 * 2**20, peaks
 
 
 def _sizes(monkeypatch: pytest.MonkeyPatch, available: int | None) -> tuple[int, int]:

@@ -51,14 +51,12 @@ class Context:
     """What the rules share with their :class:`~specprobe.core.ghost.norms.GhostNorms`.
 
     ``quiet`` turns its hooks off (a rule that calls its module, e.g. for a forward-mode
-    product, must not record that call); ``checked`` keeps a rule's one-off check of a
-    module for the hooks' lifetime; ``scratch`` keeps per-call intermediates for one
+    product, must not record that call); ``scratch`` keeps per-call intermediates for one
     :meth:`~specprobe.core.ghost.norms.GhostNorms.norms` call (cleared at its start).
     """
 
     acc: torch.dtype
     quiet: Callable[[], AbstractContextManager[None]]
-    checked: dict[nn.Module, bool] = field(default_factory=dict)
     scratch: dict[int, Any] = field(default_factory=dict)
 
 
