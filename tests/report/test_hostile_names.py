@@ -22,8 +22,8 @@ from specprobe.report.terminal import recipes_table, render_run
 from tests.analysis.test_family import power_law_family
 
 HOSTILE = {
-    "s": "[bold]x[/",
-    "m": "[/]",
+    "s": "[/]",
+    "m": "[bold]x[/",
     "l": "$\\frac{$x_",
     "xl": "line\u2028break",
 }
@@ -50,12 +50,16 @@ def console() -> tuple[Console, io.StringIO]:
 
 def test_terminal_report_shows_markup_as_text() -> None:
     out, buffer = console()
-    render_run(hostile_run(), out)  # on main: MarkupError from the verdict panel
+    render_run(hostile_run(), out)  # on main: MarkupError from the verdict panel ("[/]")
     text = buffer.getvalue()
-    for label in ("[bold]x[/", "[/]", "$\\frac{$x_", "line\\u2028break"):
-        assert label in text, label
     assert "\u2028" not in text  # a line separator never breaks a row
-    assert "runs/[red]m[/red]@[i]checkpoint-100: =cmd|' /C calc'!A0 [/]" in text  # the failure note
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "verdict (computed from the numbers above)" in line)
+    panel = " ".join(line.strip("│ ") for line in lines[start + 1 :] if line.startswith("│"))
+    for label in ("[/]", "runs/[bold]x[/", "$\\frac{$x_", "line\\u2028break"):
+        assert label in text, label
+        assert label in panel, label  # in the verdict's claims too, whole
+    assert "runs/[bold]x[/@[i]checkpoint-100: =cmd|' /C calc'!A0 [/]" in text  # the failure note
     assert "verdict (computed from the numbers above)" in text
 
 
