@@ -104,7 +104,8 @@ class Measurement:
     population_status: str | None = None
     """A :class:`specprobe.core.population.PopulationStatus` value: ``ok``, ``noisy``
     (relative stderr of χ_pos^∞ above 0.5) or ``nonpositive`` (‖M‖²^ ≤ 0: more sequences
-    needed; the position fields are then None, never a negative position)."""
+    needed; the position fields then hold the estimate ≤ 0 with its error, flagged by this
+    status and never used as a reach; the noise-scale fields are None)."""
     sequences_needed: int | None = None
     """Sequences for a 10 % relative standard error of χ_pos^∞ (``specprobe.core.population``)."""
 

@@ -221,10 +221,12 @@ def estimate(grad_sq: np.ndarray, terms: SequenceSums, tau: np.ndarray, members:
 
     m2, m2_se = float(full["m2"]), stderr("m2")
     positive = m2 > 0
-    position, position_se = (float(full["position"]), stderr("position")) if positive else (None, None)
+    # Reported also when ≤ 0 (with its error and the status NONPOSITIVE, never silently): a
+    # reader sees how far below zero the estimate fell, and a report keeps one scale.
+    position, position_se = float(full["position"]), stderr("position")
     if not positive:
         status = PopulationStatus.NONPOSITIVE
-    elif position_se is None or position is None or position_se > NOISY_ABOVE * position:
+    elif position_se is None or position_se > NOISY_ABOVE * position:
         status = PopulationStatus.NOISY
     else:
         status = PopulationStatus.OK

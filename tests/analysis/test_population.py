@@ -131,3 +131,26 @@ def test_verdict_is_a_list_of_claims_with_their_numbers() -> None:
     for line, claim in zip(lines[1:-1], verdict.claims, strict=True):
         assert line == f"{claim.outcome.value}: {claim.summary}"
     assert "±" in lines[2]  # the reach claim carries its values and errors
+
+
+def test_a_nonpositive_estimate_keeps_the_population_scale() -> None:
+    """measure writes a ‖M‖²^ ≤ 0 estimate as its value ≤ 0 with the status "nonpositive"
+    (no noise scale): the run stays on the population position, that revision is left out
+    of the reach, and the whole report still builds."""
+    from specprobe.report.document import build_document
+
+    records = crossed_family()
+    low = records[len(STEPS) - 1]  # the first model's last revision, its reach otherwise
+    low.update(
+        normalized_population_position=-0.4,
+        population_position=-0.004,
+        noise_scale=None,
+        noise_scale_stderr=None,
+        noise_scale_tokens=None,
+        population_status="nonpositive",
+        sequences_needed=900,
+    )
+    assert choose_position(records) is Position.POPULATION
+    summary = summarize(records)
+    assert summary.reach[0].reach == pytest.approx(3.0 * 1.2)  # the revisions with an estimate
+    build_document(records)
