@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
 
 MMAP_THRESHOLD = "65536"
 if os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD and sys.platform == "linux":
@@ -58,7 +57,9 @@ def _model_and_batch(size: str) -> tuple[torch.nn.Module, torch.Tensor]:
     from specprobe.models.tiny import tiny_causal_lm
 
     vocab, hidden, layers, heads = SIZES[size]
-    model = tiny_causal_lm("gpt_neox", vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads)
+    model = tiny_causal_lm(
+        "gpt_neox", vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads
+    )
     ids = torch.randint(0, vocab, (SAMPLES, TOKENS), generator=torch.Generator().manual_seed(0))
     return model, ids
 
@@ -94,7 +95,9 @@ def _opacus(model: torch.nn.Module, ids: torch.Tensor, probes: int) -> dict[str,
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.lm(input_ids=x, use_cache=False).logits[:, :-1]  # the counted outputs
 
-    wrapped = GradSampleModuleFastGradientClipping(Logits(model), loss_reduction="sum", use_ghost_clipping=True)
+    wrapped = GradSampleModuleFastGradientClipping(
+        Logits(model), loss_reduction="sum", use_ghost_clipping=True
+    )
     for module in model.modules():  # Opacus records modules in training mode; the model has no dropout
         module.train(any(True for _ in module.parameters(recurse=False)))
     g = torch.Generator().manual_seed(0)
@@ -122,7 +125,9 @@ def _perspic(model: torch.nn.Module, ids: torch.Tensor, probes: int) -> dict[str
             return self.lm(input_ids=x, use_cache=False).logits[:, :-1]
 
     calc = SamplewiseCalculatorOpacus(approximate_with_n=probes)
-    trace = calc._compute_per_sample_gradient_norm_network(Logits(model), ids, reduce=True, approximate_with_n=probes)
+    trace = calc._compute_per_sample_gradient_norm_network(
+        Logits(model), ids, reduce=True, approximate_with_n=probes
+    )
     return {"trace": float(trace), "stderr": float("nan")}  # it returns the mean only
 
 
@@ -163,12 +168,16 @@ def _available(tool: str) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1m,7m,30m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", type=int, default=PROBES)
     parser.add_argument("--tools", default="train,specprobe,opacus,perspic")
-    parser.add_argument("--baseline", default=None, help="another checkout whose specprobe runs beside this one")
+    parser.add_argument(
+        "--baseline", default=None, help="another checkout whose specprobe runs beside this one"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("TOOL", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -199,7 +208,11 @@ def main() -> None:
 
 
 def _run(tool: str, size: str, probes: int, tree: str) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": tree + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": tree + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", tool, size, "--probes", str(probes)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -209,15 +222,24 @@ def _report(size: str, results: dict[str, list[dict[str, float]]]) -> None:
     ref = results.get("specprobe")
     train = results.get("train")
     train_peak = statistics.median(r["peak"] for r in train) if train else float("nan")
-    print(f"\n{'size':>4} {'P':>11} {'run':>19} {'time s':>8} {'x specprobe':>11} {'peak MB':>8} "
-          f"{'/train':>6} {'Tr Θ ± stderr':>24}")
+    print(
+        f"\n{'size':>4} {'P':>11} {'run':>19} {'time s':>8} {'x specprobe':>11} {'peak MB':>8} "
+        f"{'/train':>6} {'Tr Θ ± stderr':>24}"
+    )
     for tool, rows in results.items():
         t = statistics.median(r["time"] for r in rows)
-        ratio = statistics.median(r["time"] / s["time"] for r, s in zip(rows, ref, strict=True)) if ref else math.nan
+        ratio = (
+            statistics.median(r["time"] / s["time"] for r, s in zip(rows, ref, strict=True))
+            if ref
+            else math.nan
+        )
         peak = statistics.median(r["peak"] for r in rows)
         value = f"{rows[-1]['trace']:.5g} ± {rows[-1]['stderr']:.2g}" if "trace" in rows[-1] else ""
-        print(f"{size:>4} {int(rows[0]['params']):>11,} {tool:>19} {t:>8.2f} {ratio:>11.2f} {peak / 1e6:>8.1f} "
-              f"{peak / train_peak:>6.2f} {value:>24}", flush=True)
+        print(
+            f"{size:>4} {int(rows[0]['params']):>11,} {tool:>19} {t:>8.2f} {ratio:>11.2f} {peak / 1e6:>8.1f} "
+            f"{peak / train_peak:>6.2f} {value:>24}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
