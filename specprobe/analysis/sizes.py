@@ -93,10 +93,19 @@ def expected_max_normal(k: int) -> float:
     return float(np.trapezoid(x * k * phi * cdf ** (k - 1), x))
 
 
-def minimum_bias(stderrs: Sequence[float]) -> float:
+def minimum_bias(stderrs: Sequence[float], values: Sequence[float] | None = None) -> float:
     """The selection bias of a minimum over k noisy values: were the k true values equal,
     their lowest estimate would lie on average σ̄·E[max of k normals] below them (σ̄ the
-    mean standard error). An upper bound for unequal values (a clear minimum has less)."""
+    mean standard error). With ``values``, only the revisions that could be the minimum
+    count: those within two combined standard errors of the lowest (a position that fell
+    300-fold in training has one candidate, and no bias). An upper bound for unequal values."""
+    if values is not None:
+        low = int(np.argmin(values))
+        stderrs = [
+            se
+            for v, se in zip(values, stderrs, strict=True)
+            if v - values[low] <= 2 * math.hypot(se, stderrs[low])
+        ]
     if len(stderrs) <= 1:
         return 0.0
     return float(np.mean(stderrs)) * expected_max_normal(len(stderrs))
@@ -139,7 +148,7 @@ def reaches_of(groups: dict[str, list[Record]], position: Position) -> list[Reac
                 final_revision=str(final.get("revision")),
                 final_loss=float(final["loss"]),
                 final_loss_stderr=float(final.get("loss_stderr") or 0.0),
-                minimum_bias=minimum_bias([values[i][1] for i in ranked]),
+                minimum_bias=minimum_bias([values[i][1] for i in ranked], [values[i][0] for i in ranked]),
                 noise_scale=read(low, "noise_scale"),
                 noise_scale_stderr=read(low, "noise_scale_stderr"),
                 noise_scale_tokens=read(low, "noise_scale_tokens"),

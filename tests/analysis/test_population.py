@@ -118,8 +118,15 @@ def test_expected_maximum_of_normals_and_the_bias_of_a_minimum() -> None:
     rng = np.random.default_rng(1)
     lows = (1.0 + 0.1 * rng.standard_normal((100_000, 3))).min(axis=1)
     assert 1.0 - lows.mean() == pytest.approx(minimum_bias([0.1, 0.1, 0.1]), abs=0.002)
-    summary = summarize(crossed_family())
-    assert summary.reach[0].minimum_bias == pytest.approx(0.01 * expected_max_normal(3))
+    assert minimum_bias([0.1, 0.1, 0.1], [1.0, 1.1, 1.05]) == minimum_bias([0.1, 0.1, 0.1])
+    assert minimum_bias([0.1, 0.1, 0.1], [1.0, 1.1, 9.0]) == pytest.approx(0.1 * expected_max_normal(2))
+    summary = summarize(crossed_family())  # a clear minimum: one candidate, no bias
+    assert summary.reach[0].minimum_bias == 0.0
+    flat = crossed_family()
+    for r in flat[: len(STEPS)]:  # the first model's revisions equal within their errors
+        r["normalized_population_position"] = 1.0
+    summary = summarize(flat)
+    assert summary.reach[0].minimum_bias == pytest.approx(0.01 * expected_max_normal(len(STEPS)))
     assert any("σ·E[max of k normals]" in note for note in summary.notes)
 
 
