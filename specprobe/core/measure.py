@@ -106,8 +106,9 @@ def measure(
             estimated memory fits (``specprobe.core.memory``).
         probe_batch_size: cotangents per backward pass. Default: up to 16, as many as fit in
             ``specprobe.core.memory.PROBE_SHARE`` of what a training step adds above the weights
-            or in 256 MiB (so the peak stays within 1.5× a training step's, or that plus
-            256 MiB), fewer where the available memory asks; given explicitly, it is honoured.
+            or in ``SMALL_PROBE_BLOCK`` (4 MiB, for the smallest models), at least one (so the
+            peak stays within 1.5× a training step's, 2× on models below about 1M
+            parameters), fewer where the available memory asks; given explicitly, it is honoured.
         max_exact_outputs: the EXACT estimator refuses a batch with more outputs than this.
         groups: split χ_net and ‖∇θL‖² by parameter group (``Measurement.groups``):
             ``"auto"`` (embeddings, each block, final norm, head) or a mapping from group
