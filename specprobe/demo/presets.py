@@ -133,10 +133,11 @@ PRESETS: dict[str, Preset] = {
             "on the simple synthetic language, one learning rate for all",
             DemoConfig(),
             _reduced(DemoConfig()),
-            "about 2 minutes on 2 CPU cores",
-            "110 s on 2 CPU cores (seed 0, the README's run); earlier, on 2 cores that other jobs "
-            "shared, 271 s with torch's default 2 threads (training 236 s, the widest model half "
-            "of it; analysis 36 s) and 194 s with one thread (training 157 s, analysis 37 s)",
+            "about 5 minutes on 2 CPU cores",
+            "280 s on 2 CPU cores that other jobs shared (seed 0, the README's run: training about "
+            "2 minutes; measuring 256 held-out sequences as one set per checkpoint, 11.5 s for the "
+            "widest model's on one thread); before the population position (32 sequences in 4 "
+            "batches, 16 probes) 110 s",
         ),
         Preset(
             FAST_PRESET,
