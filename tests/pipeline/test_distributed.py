@@ -172,7 +172,11 @@ def assert_close(got: Any, want: Any, where: str) -> None:
         for i, (a, b) in enumerate(zip(got, want, strict=True)):
             assert_close(a, b, f"{where}[{i}]")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
+        # The population estimates are differences ‖V‖² − Σ‖v_s‖² that cancel up to
+        # B_noise-fold (all of it for an estimate ≤ 0): a rounding of the sums that differs
+        # with the thread count grows by that factor, so they compare at 1e-6.
+        population = any(k in where for k in ("population", "noise_scale", "mean_grad_sq", "position_at"))
+        assert got == pytest.approx(want, rel=1e-6 if population else 1e-9, abs=1e-12), where
     else:
         assert got == want, where
 
@@ -277,7 +281,7 @@ def test_two_machines_on_localhost(recipe: Path, reference: list[dict[str, Any]]
     # Process 0 (machine 0) exits 1 for the failed checkpoint; machine 1's process, 0.
     assert [p.returncode for p in launchers] == [1, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert_same_records(ResultStore(out).records(), reference)
-    assert "7 measured" in outputs[0][0] and "measured" not in outputs[1][0]
+    assert "6 measured, 0 resumed, 1 failed" in outputs[0][0] and "measured" not in outputs[1][0]
 
 
 @pytest.mark.slow
@@ -310,13 +314,17 @@ def test_split_batches_ctrl_c_and_resume_equal_unsplit(
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode == 130, stderr[-3000:]
     kept = ResultStore(out).records()
-    assert 1 <= len(kept) < len(reference)
-    assert "interrupted" in stderr
+    # At least the first record is kept. On quiet cores the other tiny checkpoints can all
+    # finish while the interrupt travels through torchrun's agent, so all may be kept: the
+    # exit code, the message and the resume below are what this test is about.
+    assert 1 <= len(kept) <= len(reference)
+    assert "interrupted" in stderr or len(kept) == len(reference)  # (the sweep had ended)
     resumed = run([*command, "--resume"])
     assert resumed.returncode == 1, resumed.stderr[-3000:]
     assert_same_records(ResultStore(out).records(), reference)
     ok = sum(r["status"] == "ok" for r in kept)  # failed records are measured again
-    assert f"{len(reference) - ok} measured, {ok} resumed" in resumed.stdout
+    failed = sum(r["status"] != "ok" for r in reference)  # not counted as measured
+    assert f"{len(reference) - ok - failed} measured, {ok} resumed, {failed} failed" in resumed.stdout
     config = ResultStore(out).config()
     assert config is not None
     assert [(i["world_size"], i["split"]) for i in config["invocations"]] == [(2, "batches")] * 2
@@ -358,7 +366,8 @@ def test_killed_process_loses_nothing_after_resume(
     assert resumed.returncode == 1, resumed.stderr[-3000:]
     assert_same_records(ResultStore(out).records(), reference)
     ok = sum(r["status"] == "ok" for r in kept)  # failed records are measured again
-    assert f"{len(reference) - ok} measured, {ok} resumed" in resumed.stdout
+    failed = sum(r["status"] != "ok" for r in reference)  # not counted as measured
+    assert f"{len(reference) - ok - failed} measured, {ok} resumed, {failed} failed" in resumed.stdout
 
 
 @pytest.mark.slow
@@ -430,7 +439,12 @@ def test_split_batches_shares_the_whole_subset_equal_to_one_process(recipe: Path
     assert all(r["population_position"] is not None for r in reference if r["status"] == "ok")
     out = tmp_path / "run"
     done = run(
-        [sys.executable, "-m", "specprobe", *sweep_args(whole, out, "--split", "batches", "--processes", "2")]
+        [
+            sys.executable,
+            "-m",
+            "specprobe",
+            *sweep_args(whole, out, "--process-split", "batches", "--processes", "2"),
+        ]
     )
     assert done.returncode == 1, done.stderr[-3000:]
     assert_same_records([_where_free(r) for r in ResultStore(out).records()], reference)
