@@ -159,8 +159,9 @@ PRESETS: dict[str, Preset] = {
             _llama_cpu(),
             _reduced(_llama_cpu()),
             "well within 15 minutes on 2 idle cores",
-            "219 s of CPU time with one thread (train and measure; 19.5 minutes of wall time on a "
-            "shared machine that gave it a fifth of a core)",
+            "when it measured 32 sequences, 219 s of CPU time with one thread (train and measure; "
+            "256 sequences as one set add about 4-5 minutes); 19.5 minutes of wall time on a "
+            "shared machine that gave it a fifth of a core",
         ),
         Preset(
             "llama-cpu-long",
