@@ -27,7 +27,7 @@ from specprobe.core.ghost import GhostNorms
 from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.memory import MAX_PROBE_BATCH
 from specprobe.core.operator import batched_vjp
-from specprobe.core.population import Lead, Reduction
+from specprobe.core.population import Reduction
 from specprobe.core.probes import rademacher
 from specprobe.errors import SpecprobeError, TooLargeError
 
@@ -49,9 +49,6 @@ class TraceStrategy(ABC):
     """Hutchinson probes m (0 for the exact estimator)."""
     sized_by_memory = True
     """Whether the sizes are fitted to the available memory (``specprobe.core.memory``)."""
-    takes_lead = False
-    """Whether :meth:`add` takes the residual as a :class:`~specprobe.core.population.Lead`
-    row of its first probe block (per-sample probes only)."""
 
     def __init__(self, params: Sequence[Tensor], acc: torch.dtype) -> None:
         self.params = list(params)
@@ -103,10 +100,8 @@ class TraceStrategy(ABC):
         block: Block,
         chunk: int,
         several: bool,
-        lead: Lead | None = None,
     ) -> None:
-        """Add one micro-batch (outputs ``f``, counted rows ``mask``) for the probes of ``block``;
-        a ``lead`` only where :attr:`takes_lead`."""
+        """Add one micro-batch (outputs ``f``, counted rows ``mask``) for the probes of ``block``."""
 
     def end_block(self, block: Block) -> None:  # noqa: B027 (a hook: nothing to do by default)
         """A pass over the micro-batches for ``block`` is done."""
@@ -147,7 +142,6 @@ class ExactTrace(TraceStrategy):
         block: Block,
         chunk: int,
         several: bool,
-        lead: Lead | None = None,
     ) -> None:
         """One-hot cotangents of the counted outputs, ``chunk`` per batched backward pass."""
         counted = mask.unsqueeze(-1).expand(f.shape).reshape(-1).nonzero().squeeze(1)
@@ -204,22 +198,13 @@ class _ProbeTrace(TraceStrategy):
         block: Block,
         chunk: int,
         several: bool,
-        lead: Lead | None = None,
     ) -> None:
-        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe;
-        ``lead`` (per-sample only) rides in the first block."""
+        """‖J_gᵀz_g‖² summed over groups g (the samples, or the whole micro-batch), per probe."""
         local = first_sample - self.offset
         for lo in range(0, self.probes, chunk):
             js = range(lo, min(lo + chunk, self.probes))
             z = self._probes(f, mask, first_sample, js)
-            if lead is not None and lo == 0:  # the residual as row 0 of the first block
-                z = torch.cat([lead.residual.to(f.dtype).unsqueeze(0), z])
-                both = self.ghost.group_norms(f, z, True, lead.gradient, inner_rows=1)
-                assert both.inner is not None  # directions were given
-                lead.take(both.values[0], both.inner[0])
-                values = both.values[1:]
-            else:
-                values = self.ghost.group_norms(f, z, self.per_sample).values
+            values = self.ghost.group_norms(f, z, self.per_sample).values
             self.probe_values[lo : lo + len(js)] += values.sum(1).numpy()
             if self.sample_sums is not None:  # the groups are the samples
                 self.sample_sums[local : local + f.shape[0]] += values.sum(0).numpy()
@@ -246,8 +231,6 @@ class PerSampleTrace(_ProbeTrace):
     micro-batches and processes (no probe sums, whatever the micro-batch). Also kept per
     sample (summed over the probes): τ_s^ = (1/m) Σ_j ‖J_sᵀ z_{s,j}‖², independent across
     samples, for the population position (``specprobe.core.population``)."""
-
-    takes_lead = True
 
     def start(self, num_samples: int, offset: int, per_sample: bool) -> None:
         super().start(num_samples, offset, per_sample)
@@ -292,7 +275,6 @@ class HutchinsonTrace(_ProbeTrace):
         block: Block,
         chunk: int,
         several: bool,
-        lead: Lead | None = None,
     ) -> None:
         """One micro-batch: the ghost norms. Several: add this micro-batch's Jᵀz_j to the block's sums."""
         if not several:

@@ -52,7 +52,6 @@ from specprobe.core.measurement import GroupShare, Measurement
 from specprobe.core.memory import available_bytes, human_bytes, sample_cost
 from specprobe.core.params import group_parameters, measuring, select_parameters
 from specprobe.core.population import (
-    Lead,
     Reduction,
     SequenceSums,
     Terms,
@@ -282,9 +281,10 @@ class _Run:
 
     @property
     def keeps_gradient(self) -> bool:
-        """Whether ∇L is kept as one P-float sum: over several micro-batches or processes,
-        and for the population's c_s = ⟨v_s, V⟩ (like a training step's ``.grad``)."""
-        return self.several or self.sums is not None or self.reduction is not None
+        """Whether ∇L is kept as one P-float sum (like a training step's ``.grad``): over
+        several micro-batches or processes. One micro-batch reduces each tensor's gradient
+        to its norm (and the population's a_s and c_s = ⟨v_s, V⟩) as it is computed."""
+        return self.several or self.reduction is not None
 
     @property
     def second_pass(self) -> bool:
@@ -401,14 +401,11 @@ class _Run:
         self.loss_sum += loss_sum
         rho = residual_norms(residual)  # ρ_s, once: Σ‖g̃‖² and the population's
         self.residual_sq_sum += float(rho.sum())
-        self._gradient(f, residual.to(f.dtype), first_sample)
-        lead = None
-        if self.sums is not None and not self.second_pass:  # one micro-batch: V is known now
-            if self.trace.takes_lead:
-                lead = Lead(residual, rho, self._gradient_tensors(), self.sums, 0)
-            else:
-                self.sums.add(self.ghost, f, residual, 0, self._gradient_tensors(), rho)
-        self.trace.add(f, mask, first_sample, block, self.chunk, self.several, lead)
+        # One micro-batch: the population's a_s and c_s come from the gradient's own backward
+        # pass, each tensor's as its part of V arrives (V is never held whole).
+        sums = self.sums if self.sums is not None and not self.second_pass else None
+        self._gradient(f, residual.to(f.dtype), first_sample, sums, rho)
+        self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
 
     def add_population(self, adapted: AdaptedBatch, local: int) -> None:
         """The second pass: the per-sequence terms of one micro-batch (this process's
@@ -452,8 +449,17 @@ class _Run:
         self.loss_sum, self.residual_sq_sum = float(totals[0]), float(totals[1])
         self.rows, self.outputs, self.entries, self.num_samples = (round(float(v)) for v in totals[2:])
 
-    def _gradient(self, f: Tensor, cotangent: Tensor, first_sample: int) -> None:
-        """∇L of this micro-batch (unnormalised), reduced per tensor as each is computed."""
+    def _gradient(
+        self,
+        f: Tensor,
+        cotangent: Tensor,
+        first_sample: int,
+        sums: SequenceSums | None = None,
+        rho: np.ndarray | None = None,
+    ) -> None:
+        """∇L of this micro-batch (unnormalised), reduced per tensor as each is computed;
+        with ``sums`` (one micro-batch, one process) also the per-sequence a_s and c_s of the
+        same backward pass, added with the micro-batch's ``rho``."""
         finite = True
 
         def norm(index: int, grad: Tensor) -> None:
@@ -466,6 +472,11 @@ class _Run:
             if self.grad is None:
                 self.grad = [None] * len(self.params)
             backward_each(f, cotangent, self.params, add_into(self.grad, self.acc))
+        elif sums is not None:
+            assert rho is not None
+            terms = self.ghost.gradient_terms(f, cotangent, norm)
+            assert terms.inner is not None
+            sums.take(terms.values[0], terms.inner[0], rho, 0)
         else:
             backward_each(f, cotangent, self.params, norm)
         if not finite:

@@ -81,12 +81,16 @@ class SequenceSums:
     """The per-sequence terms of this process's sequences, per parameter tensor:
     a_s = ‖v_s‖², c_s = ⟨v_s, V⟩ (``(num_samples, tensors)``) and ρ_s = ‖r_s‖² (``(num_samples,)``).
 
-    :meth:`add` takes a micro-batch once V (the unnormalised gradient of the whole set) is
-    known: one backward pass of the residual to the hooked layer outputs (the ghost norms,
-    ``specprobe.core.ghost``, with the residual as the one cotangent: a_s), and one
-    forward-mode product per hooked module call with V as the tangent (c_s per tensor;
-    fallback parameters from their per-sample gradients). No parameter-sized buffer per
-    sequence; memory: the hooked outputs' gradients for one cotangent, like a training step.
+    With one micro-batch in one process the terms come from the gradient's own backward
+    pass (``GhostNorms.gradient_terms``: each tensor's a_s and c_s as its part of V
+    arrives, then that part freed, so V is never held whole) and are added by :meth:`take`.
+    Over several micro-batches or processes V is the sum of them all, so :meth:`add` takes
+    each micro-batch in a second pass once V (kept as one P-float sum) is known: one
+    backward pass of the residual to the hooked layer outputs (the ghost norms,
+    ``specprobe.core.ghost``, with the residual as the one cotangent: a_s) and, per hooked
+    call, the rule's inner product with V (c_s per tensor; fallback parameters from their
+    per-sample gradients). No parameter-sized buffer per sequence; memory: the hooked
+    outputs' gradients for one cotangent, like a training step.
     """
 
     def __init__(self, num_samples: int, num_tensors: int) -> None:
@@ -157,23 +161,6 @@ def residual_norms(residual: Tensor) -> np.ndarray:
     """ρ_s = ‖r_s‖² per sample of a micro-batch's unnormalised residual (samples first),
     summed in float64: ``(samples,)``. Their sum is the micro-batch's Σ‖g̃‖²."""
     return residual.double().square().reshape(residual.shape[0], -1).sum(1).cpu().numpy()
-
-
-@dataclass(frozen=True)
-class Lead:
-    """The residual riding as one more row in the first probe block of a per-sample trace
-    (one batched backward pass for both, so a_s costs about 1/probes of the probes' work):
-    the micro-batch's residual, V, and where its terms go."""
-
-    residual: Tensor
-    rho: np.ndarray
-    gradient: Sequence[Tensor]
-    sums: SequenceSums
-    local: int
-
-    def take(self, values: Tensor, inner: Tensor) -> None:
-        """Hand over row 0's per-group values and inner products ``(samples, tensors)``."""
-        self.sums.take(values, inner, self.rho, self.local)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import specprobe
 from specprobe.core.adapters import loss_and_residual, resolve_adapter
 from specprobe.core.ghost import GhostNorms
 from specprobe.core.params import measuring, select_parameters
-from specprobe.core.population import PopulationStatus, SequenceSums
+from specprobe.core.population import PopulationStatus, SequenceSums, residual_norms
 from specprobe.errors import SpecprobeError
 from specprobe.models.tiny import tiny_causal_lm
 from tests.conftest import Case
@@ -92,9 +92,12 @@ TERM_CASES = [
 TERM_CASES.append(Case("conv1d_fallback", _fallback_mlp))
 
 
+@pytest.mark.parametrize("path", ["second_pass", "gradient_pass"])
 @pytest.mark.parametrize("case", TERM_CASES, ids=lambda c: c.name)
-def test_sequence_terms_equal_explicit_per_sample_gradients(case: Case) -> None:
-    """a_s = ‖v_s‖², c_s = ⟨v_s, V⟩ and ρ_s per tensor, from one residual backward pass."""
+def test_sequence_terms_equal_explicit_per_sample_gradients(case: Case, path: str) -> None:
+    """a_s = ‖v_s‖², c_s = ⟨v_s, V⟩ and ρ_s per tensor: from a residual backward pass once V
+    is known (``SequenceSums.add``, several micro-batches), and from the gradient's own
+    backward pass, each tensor's terms as its part of V arrives (``gradient_terms``, one)."""
     model, batch = case.build(F64)
     selected = select_parameters(model, case.params)
     params = [p for _, p in selected]
@@ -107,8 +110,22 @@ def test_sequence_terms_equal_explicit_per_sample_gradients(case: Case) -> None:
             adapted = adapter(model, batch)
             _, residual = loss_and_residual(adapted, F64)
             sums = SequenceSums(adapted.outputs.shape[0], len(params))
-            directions = [torch.from_numpy(x).reshape(p.shape) for x, p in zip(V, params, strict=True)]
-            sums.add(ghost, adapted.outputs, residual, 0, directions)
+            if path == "second_pass":
+                directions = [torch.from_numpy(x).reshape(p.shape) for x, p in zip(V, params, strict=True)]
+                sums.add(ghost, adapted.outputs, residual, 0, directions)
+            else:
+                handed: dict[int, np.ndarray] = {}
+                terms = ghost.gradient_terms(
+                    adapted.outputs,
+                    residual,
+                    lambda i, g: handed.__setitem__(i, g.double().reshape(-1).numpy()),
+                )
+                assert terms.inner is not None
+                sums.take(terms.values[0], terms.inner[0], residual_norms(residual), 0)
+                for i, want in enumerate(V):  # the gradient handed on is V itself
+                    np.testing.assert_allclose(
+                        handed.get(i, np.zeros_like(want)), want, rtol=1e-12, atol=1e-15
+                    )
             fallback = ghost._plan(adapted.outputs).fallback
     want_a = np.array([[float(x @ x) for x in vs] for vs in ref.v])
     want_c = np.array([[float(x @ y) for x, y in zip(vs, V, strict=True)] for vs in ref.v])

@@ -21,16 +21,13 @@ def fallback_norms(
     groups: int,
     acc: torch.dtype,
     directions: Sequence[Tensor] | None = None,
-    inner_rows: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Squared norms of the group gradients of ``params`` per group: ``(k, groups, len(params))``
     in float64 on the CPU, one backward pass per group; with ``directions`` (one per
-    parameter) also the group gradients' inner products with them for the first
-    ``inner_rows`` cotangents (all by default), ``(inner_rows, groups, len(params))``."""
+    parameter) also the group gradients' inner products with them, ``(k, groups, len(params))``."""
     k = cotangents.shape[0]
     out = torch.zeros((k, groups, len(params)), dtype=torch.float64)
-    rows = k if inner_rows is None else inner_rows
-    inner = None if directions is None else torch.zeros((rows, groups, len(params)), dtype=torch.float64)
+    inner = None if directions is None else torch.zeros((k, groups, len(params)), dtype=torch.float64)
     for g in range(groups):
         if groups == 1:
             z = cotangents
@@ -44,5 +41,5 @@ def fallback_norms(
             flat = grad.reshape(k, -1).to(acc)
             out[:, g, j] = flat.square().sum(1).double().cpu()
             if inner is not None and directions is not None:
-                inner[:, g, j] = (flat[:rows] @ directions[j].reshape(-1).to(acc)).double().cpu()
+                inner[:, g, j] = (flat @ directions[j].reshape(-1).to(acc)).double().cpu()
     return out, inner

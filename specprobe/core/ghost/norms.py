@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from specprobe.core.ghost.embedding import tied_cross
 from specprobe.core.ghost.fallback import fallback_norms
 from specprobe.core.ghost.plan import Plan, plan
 from specprobe.core.ghost.registry import Call, Context, LayerRule, group, rule_for
+from specprobe.core.gradients import backward_each
 from specprobe.core.operator import batched_vjp
 
 
@@ -24,7 +26,7 @@ class GroupNorms:
     values: Tensor
     """‖J_gᵀ z_g‖² per probe, group and parameter tensor: ``(k, G, len(params))``."""
     inner: Tensor | None
-    """⟨J_gᵀ z_g, direction⟩ for the first ``inner_rows`` cotangents, ``(inner_rows, G, len(params))``,
+    """⟨J_gᵀ z_g, direction⟩ per probe, group and parameter tensor, ``(k, G, len(params))``,
     when directions were given."""
 
 
@@ -110,42 +112,41 @@ class GhostNorms:
         """
         return self.group_norms(f, cotangents, per_sample).values.sum(1)
 
+    def _planned_for(self, f: Tensor) -> Plan:
+        """The plan of the outputs ``f``: made once per forward pass, not per probe block (it
+        walks the whole autograd graph)."""
+        if self._planned is None or self._planned[0] is not f:
+            self._planned = (f, self._plan(f))
+        return self._planned[1]
+
     def group_norms(
         self,
         f: Tensor,
         cotangents: Tensor,
         per_sample: bool,
         directions: Sequence[Tensor] | None = None,
-        inner_rows: int | None = None,
     ) -> GroupNorms:
         """:meth:`norms` kept per group: ``values`` ``(k, G, len(params))``; with
         ``directions`` (one tensor per parameter, e.g. the gradient), also ``inner``, the
-        inner products ⟨J_gᵀ z_g, direction_p⟩ of the first ``inner_rows`` cotangents (all by
-        default), ``(inner_rows, G, len(params))``: e.g. the residual as row 0 of a probe block.
+        inner products ⟨J_gᵀ z_g, direction_p⟩, ``(k, G, len(params))``.
 
         The inner products cost one forward-mode product through each hooked call of a
         module owning a selected parameter (about one more forward pass of those layers)
         and, for fallback parameters, nothing beyond the fallback's own per-group backward.
         """
-        if self._planned is None or self._planned[0] is not f:
-            # once per forward pass, not per probe block: it walks the whole autograd graph
-            self._planned = (f, self._plan(f))
-        planned = self._planned[1]
+        planned = self._planned_for(f)
         k = cotangents.shape[0]
-        rows = k if inner_rows is None else inner_rows
         groups = f.shape[0] if per_sample else 1
         out = GroupNorms(
             torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
-            None
-            if directions is None
-            else torch.zeros((rows, groups, len(self.params)), dtype=torch.float64),
+            None if directions is None else torch.zeros((k, groups, len(self.params)), dtype=torch.float64),
         )
         if planned.calls:
-            self._ghost(f, cotangents, planned, groups, out, directions, rows)
+            self._ghost(f, cotangents, planned, groups, out, directions)
         if planned.fallback:
             params = [self.params[i] for i in planned.fallback]
             chosen = None if directions is None else [directions[i] for i in planned.fallback]
-            values, inner = fallback_norms(f, cotangents, params, groups, self.acc, chosen, rows)
+            values, inner = fallback_norms(f, cotangents, params, groups, self.acc, chosen)
             out.values[:, :, planned.fallback] += values
             if out.inner is not None and inner is not None:
                 out.inner[:, :, planned.fallback] += inner
@@ -159,7 +160,6 @@ class GhostNorms:
         groups: int,
         out: GroupNorms,
         directions: Sequence[Tensor] | None,
-        rows: int,
     ) -> None:
         """Add the rules' norms (and inner products) of the planned calls to ``out``: one
         backward pass for the k cotangents, to the calls' outputs only."""
@@ -180,7 +180,7 @@ class GhostNorms:
                 out.values[:, :, index] += value.double().cpu()
                 if out.inner is not None and directions is not None:
                     # a tied weight's two uses each add their part: the inner product is linear
-                    inner = call.rule.param_inner(call, name, directions[index], d[:rows], groups, self._ctx)
+                    inner = call.rule.param_inner(call, name, directions[index], d, groups, self._ctx)
                     out.inner[:, :, index] += inner.double().cpu()
         for index, (table, head) in planned.tied.items():
             e_call, h_call = self.calls[table], self.calls[head]
@@ -190,3 +190,87 @@ class GhostNorms:
             cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
             out.values[:, :, index] += 2 * cross.double().cpu()
         self._ctx.scratch.clear()
+
+    def gradient_terms(
+        self, f: Tensor, cotangent: Tensor, consume: Callable[[int, Tensor], None]
+    ) -> GroupNorms:
+        """One backward pass of ``cotangent`` (shaped like ``f``, e.g. the residual) that hands
+        each parameter's gradient V_p = Σ_s v_s,p to ``consume(index, grad)`` as it is
+        computed (as :func:`~specprobe.core.gradients.backward_each`, which it uses) and, from
+        the same pass, per sample s the squared norm ‖v_s,p‖² and the inner product
+        ⟨v_s,p, V_p⟩ of each tensor: ``values`` and ``inner`` ``(1, samples, len(params))``.
+
+        The gradients δ of the hooked calls' outputs are caught as autograd computes them
+        (before the weights' gradients, which need them); when V_p arrives, the rules turn
+        δ and the calls' inputs into the tensor's terms, and V_p is freed: no P-float
+        gradient is kept, only the calls' δ (one cotangent's worth, like a training step's
+        activation gradients) until their tensors are done. Fallback parameters keep their
+        own V_p for their per-sample backward passes after this one.
+        """
+        planned = self._planned_for(f)
+        groups = f.shape[0]
+        out = GroupNorms(
+            torch.zeros((1, groups, len(self.params)), dtype=torch.float64),
+            torch.zeros((1, groups, len(self.params)), dtype=torch.float64),
+        )
+        fallback = set(planned.fallback)
+        uses: dict[int, list[tuple[Call, str]]] = {}  # tensor -> its (call, parameter name)s
+        for call in planned.calls:
+            for name, p in call.module.named_parameters(recurse=False):
+                index = self.index.get(id(p))
+                if index is not None and index not in fallback:
+                    uses.setdefault(index, []).append((call, name))
+        pending = Counter(id(call) for found in uses.values() for call, _ in found)  # tensors left per call
+        deltas: dict[int, Tensor] = {}
+        kept: dict[int, Tensor] = {}  # V_p of the fallback tensors
+
+        def catch(call: Call) -> Callable[[Tensor], None]:
+            def hook(grad: Tensor) -> None:
+                deltas[id(call)] = grad.to(self.acc).unsqueeze(0)
+
+            return hook
+
+        def terms(index: int, grad: Tensor) -> None:
+            consume(index, grad)
+            if index in fallback:
+                kept[index] = grad.to(self.acc)
+                return
+            for call, name in uses.get(index, []):
+                delta = deltas.get(id(call))
+                if delta is None or call.rule is None:  # the call's output does not reach f
+                    continue
+                d = group(delta, groups, lead=1)  # (1, G, N, out)
+                out.values[:, :, index] += (
+                    call.rule.param_norm(call, name, d, groups, self._ctx).double().cpu()
+                )
+                assert out.inner is not None
+                inner = call.rule.param_inner(call, name, grad, d, groups, self._ctx)
+                out.inner[:, :, index] += inner.double().cpu()
+            if index in planned.tied:
+                table, head = planned.tied[index]
+                e_call, h_call = self.calls[table], self.calls[head]
+                e_delta, h_delta = deltas.get(id(e_call)), deltas.get(id(h_call))
+                if e_delta is not None and h_delta is not None:
+                    cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
+                    out.values[:, :, index] += 2 * cross.double().cpu()
+            for call, _ in uses.get(index, []):
+                pending[id(call)] -= 1
+                if pending[id(call)] == 0:
+                    deltas.pop(id(call), None)  # its tensors are done
+
+        self._ctx.scratch.clear()
+        handles = [c.output.register_hook(catch(c)) for c in planned.calls]
+        try:
+            backward_each(f, cotangent, self.params, terms)
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._ctx.scratch.clear()
+        if planned.fallback:
+            params = [self.params[i] for i in planned.fallback]
+            directions = [kept[i] for i in planned.fallback]  # every fallback tensor is reached (plan)
+            values, inner = fallback_norms(f, cotangent.unsqueeze(0), params, groups, self.acc, directions)
+            out.values[:, :, planned.fallback] += values
+            assert out.inner is not None and inner is not None
+            out.inner[:, :, planned.fallback] += inner
+        return out
