@@ -5,13 +5,14 @@ On random-init GPT-NeoX causal LMs of about 1M, 7M and 30M parameters and one ba
 (one thread), the runs interleaved over the repeats:
 
 * ``train``: one training step (forward + backward of the mean loss, ``.grad`` filled);
-* ``specprobe``: ``measure(..., estimator="hutchinson_per_sample", probes=16)``; with
+* ``specprobe``: ``measure(..., estimator="hutchinson_per_sample", probes=16,
+  population=False)`` (the trace alone, the work the other tools do); with
   ``--baseline DIR`` also the same call from another checkout (e.g. main), for a
   side-by-side of two versions;
 * ``opacus``: the authors' method written against Opacus directly — per probe v (shared by
   the samples, drawn over the counted outputs) one forward and one backward pass through
   ``GradSampleModuleFastGradientClipping`` (ghost clipping), Σ_s ‖J_sᵀv‖² from its
-  per-sample norms; when opacus is installed (``pip install --no-deps opacus``);
+  per-sample norms; when opacus is installed (it comes with the dev extra);
 * ``perspic``: ``perspic.SamplewiseCalculatorOpacus(approximate_with_n=16)`` itself, when it
   is importable (it is not on the package index: ``git clone
   https://github.com/zincware/perspic`` and put it on PYTHONPATH; its own pins ask for
@@ -75,9 +76,16 @@ def _train(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, float]:
 
 
 def _specprobe(model: torch.nn.Module, ids: torch.Tensor, probes: int) -> dict[str, float]:
+    import inspect
+
     import specprobe
 
-    m = specprobe.measure(model, {"input_ids": ids}, estimator="hutchinson_per_sample", probes=probes, seed=0)
+    # The trace alone, as the other tools compute it: without the population position's
+    # per-sequence work (a checkout older than it has no such option, and does none).
+    extra = {"population": False} if "population" in inspect.signature(specprobe.measure).parameters else {}
+    m = specprobe.measure(
+        model, {"input_ids": ids}, estimator="hutchinson_per_sample", probes=probes, seed=0, **extra
+    )
     return {"trace": m.chi_net, "stderr": m.chi_net_stderr}
 
 

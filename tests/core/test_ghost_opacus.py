@@ -4,8 +4,8 @@
 grad samplers for Linear, Embedding and LayerNorm, torch.func for the rest, such as
 transformers' ``Conv1D`` and ``LlamaRMSNorm``), summing the uses of a tied weight. For one
 cotangent z, Σ_s ‖∂(z_s·f_s)/∂p‖² per tensor p must equal what the ghost norms give from
-activations and output gradients alone. Opacus is an optional extra (``pip install
---no-deps opacus``): the test is skipped without it.
+activations and output gradients alone. Opacus comes with the dev extra (so CI runs this);
+the test is skipped where it is not installed.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def _opacus_norms(model: torch.nn.Module, ids: torch.Tensor, z: torch.Tensor) ->
     # which GPT-2's blocks and attention would apply in training mode).
     for module in model.modules():
         module.train(any(True for _ in module.parameters(recurse=False)))
+    # Opacus's Embedding sampler allocates its per-sample gradients in the default dtype
+    # (opacus 1.5.4), which must then be the model's float64.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
     try:
         (gsm(ids) * z).sum().backward()
         out = {}
@@ -50,6 +54,7 @@ def _opacus_norms(model: torch.nn.Module, ids: torch.Tensor, z: torch.Tensor) ->
             sample = p.grad_sample  # (samples, *p.shape), tied uses summed
             out[name] = float(sample.reshape(sample.shape[0], -1).square().sum())
     finally:
+        torch.set_default_dtype(default)
         gsm._close()
         model.eval()
     return out
