@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from specprobe.analysis.position import Position
 from specprobe.analysis.reach import ReachValue, judge, position_at_step, reach_values
 from specprobe.core.measurement import Measurement
 from specprobe.pipeline.plan import SweepPlan
@@ -164,7 +165,9 @@ def predicted_position(record: Mapping[str, Any], n: float) -> float | None:
 def crossover_values(records: Sequence[Mapping[str, Any]], step: int, n: int) -> list[ReachValue]:
     """D_n·χ_pos(n) measured at ``step`` with n sequences together, per model, smallest first."""
     rows = [r for r in records if r.get("crossover_n") == n and r.get("step") == step]
-    return position_at_step(rows, step)
+    # D_n·χ_pos(n) itself: the records also carry a population position, which
+    # choose_position would pick by default
+    return position_at_step(rows, step, Position.NORMALIZED)
 
 
 def crossover_predicted(
