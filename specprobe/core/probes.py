@@ -8,9 +8,9 @@ integer arithmetic (int64 tensors holding 32-bit values, products kept below 2^6
 CPU and a GPU draw the same ±1, a micro-batch draws the same values as the whole batch,
 and nothing is drawn on the host but two integers per (sample, probe).
 
-Cost: one hash per 32 entries (each hash yields 32 signs), then a shift and a mask per
-entry: a few elementwise passes over the probe, a small fraction of the backward pass
-that consumes it.
+Cost: one hash per 32 entries (each hash yields 32 signs), every (probe, sample) of a
+block at once, then one table lookup per byte writes eight signs: one pass over the probe,
+a small fraction of the backward pass that consumes it.
 """
 
 from __future__ import annotations
@@ -46,11 +46,21 @@ def probe_key(seed: int, sample: int, probe: int) -> tuple[int, int]:
     return int(state[0]), int(state[1])
 
 
-def rademacher_words(key: tuple[int, int], words: int, device: torch.device | str) -> Tensor:
-    """``words`` 32-bit hashes of the counters 0..words-1 under ``key`` (int64 tensor)."""
-    counter = torch.arange(words, dtype=torch.int64, device=device)
+def rademacher_words(keys: Tensor, words: int) -> Tensor:
+    """``words`` 32-bit hashes of the counters 0..words-1 under each key pair of ``keys``
+    (``(n, 2)`` int64, on the device): an ``(n, words)`` int64 tensor."""
+    counter = torch.arange(words, dtype=torch.int64, device=keys.device)
     high = counter >> 32  # zero below 2^32 words (2^37 entries); kept for completeness
-    return hash32(hash32((counter & _MASK32) ^ key[0]) ^ high ^ key[1])
+    return hash32(hash32((counter & _MASK32) ^ keys[:, :1]) ^ high ^ keys[:, 1:])
+
+
+_BYTE_BITS = torch.arange(8, dtype=torch.int64)
+
+
+def _sign_table(dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """(256, 8): row v holds 1 − 2·(bit j of v) for j = 0..7, the signs one byte encodes."""
+    bits = (torch.arange(256, dtype=torch.int64).unsqueeze(1) >> _BYTE_BITS) & 1
+    return (1 - 2 * bits).to(dtype=dtype, device=device)
 
 
 def rademacher(
@@ -66,22 +76,21 @@ def rademacher(
 
     ``shape`` is one sample's output shape; entries are numbered in its flat order
     (row-major), and entry i of (seed, sample, probe) is bit ``i mod 32`` of the hash of
-    counter ``i // 32``: the same value on every device and for every batching.
+    counter ``i // 32``: the same value on every device and for every batching. Every
+    (probe, sample) is hashed at once; each hash is split into its four bytes (byte k holds
+    the bits 8k..8k+7), and one lookup in a table of the 256 bytes' signs writes the probe.
     """
     numel = int(np.prod(shape)) if len(shape) else 1
     words = -(-numel // 32)
-    shifts = torch.arange(32, dtype=torch.int32, device=device)
-    out = torch.empty((len(probes), len(samples), numel), dtype=dtype, device=device)
-    for i, probe in enumerate(probes):
-        for j, sample in enumerate(samples):
-            hashed = rademacher_words(probe_key(seed, sample, probe), words, device)
-            # int32 keeps the 32 bits (two's complement); bit i survives the arithmetic shift.
-            bits = torch.bitwise_right_shift(hashed.to(torch.int32).unsqueeze(1), shifts)
-            bits.bitwise_and_(1)
-            signs = out[i, j]
-            signs.copy_(bits.reshape(-1)[:numel])
-            signs.mul_(-2).add_(1)
-    return out.reshape(len(probes), len(samples), *shape)
+    keys = [probe_key(seed, sample, probe) for probe in probes for sample in samples]
+    hashed = rademacher_words(torch.tensor(keys, dtype=torch.int64, device=device).reshape(-1, 2), words)
+    shifts = torch.arange(0, 32, 8, dtype=torch.int64, device=device)
+    octets = (hashed.unsqueeze(-1) >> shifts) & 0xFF  # (n, words, 4): byte k of each word
+    signs = torch.nn.functional.embedding(octets, _sign_table(dtype, device))  # (n, words, 4, 8)
+    flat = signs.reshape(len(probes), len(samples), words * 32)
+    if words * 32 != numel:
+        flat = flat[..., :numel].contiguous()
+    return flat.reshape(len(probes), len(samples), *shape)
 
 
 def rademacher_columns(dim: int, count: int, seed: int, device: torch.device | str | None = None) -> Tensor:
