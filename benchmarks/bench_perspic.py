@@ -20,9 +20,11 @@ On random-init GPT-NeoX causal LMs of about 1M, 7M and 30M parameters and one ba
   says so and prints the other rows.
 
 Each row: median time, the median over repeats of the time ratio to specprobe's run of the
-same repeat, peak resident memory above the loaded model (Linux VmHWM, reset after a
-warm-up; the script re-executes itself with a fixed malloc mmap threshold so freed buffers
-go back to the OS) and its ratio to the training step's, and the estimate of Tr Θ (the
+same repeat (timed processes with the allocator's default settings), peak resident memory
+above the loaded model (Linux VmHWM, reset after a warm-up, from one more process per tool
+with a fixed malloc mmap threshold so freed buffers go back to the OS: a setting that
+would also slow down code with many large temporaries, so it is kept out of the timed
+runs) and its ratio to the training step's, and the estimate of Tr Θ (the
 counted outputs' kernel trace, Σ_s ‖J_sᵀz‖² averaged over probes) with its standard error
 over the probes. Estimates of different tools agree when their difference is within
 about two combined standard errors.
@@ -42,12 +44,11 @@ import subprocess
 import sys
 import time
 
-MMAP_THRESHOLD = "65536"
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD and sys.platform == "linux":
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+import torch
 
-import torch  # noqa: E402
+MMAP_THRESHOLD = "65536"
+"""glibc's mmap threshold in the processes that measure a peak (so freed buffers go back to
+the OS); the timed processes keep the allocator's defaults, under which every tool runs."""
 
 # (vocab, hidden, layers, heads) of each size: P ≈ 2·V·H + L·12·H².
 SIZES = {"1m": (512, 128, 4, 4), "7m": (8192, 256, 4, 4), "30m": (16384, 512, 4, 8)}
@@ -211,16 +212,25 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {t: [] for t in tools}
         for _ in range(args.repeats):
             for tool in tools:
-                results[tool].append(_run(tool.split("@")[0], size, args.probes, trees[tool]))
+                results[tool].append(_run(tool.split("@")[0], size, args.probes, trees[tool], peak=False))
+        for tool in tools:
+            peak = _run(tool.split("@")[0], size, args.probes, trees[tool], peak=True)["peak"]
+            for row in results[tool]:
+                row["peak"] = peak
         _report(size, results)
 
 
-def _run(tool: str, size: str, probes: int, tree: str) -> dict[str, float]:
+def _run(tool: str, size: str, probes: int, tree: str, *, peak: bool) -> dict[str, float]:
+    """One worker process: timed with the allocator's defaults, or (``peak``) for its peak
+    memory with the fixed mmap threshold."""
     env = {
         **os.environ,
         "PYTHONPATH": tree + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "OMP_NUM_THREADS": "1",
     }
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if peak:
+        env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", tool, size, "--probes", str(probes)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
