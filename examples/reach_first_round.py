@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from reach_population import cell
 
+from specprobe.analysis.position import Position
 from specprobe.analysis.reach import STATISTICS, judge, position_at_step
 
 
@@ -56,7 +57,7 @@ def step_exponents(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
     steps = sorted({r["step"] for r in summary["records"] if r["status"] == "ok"})
     out = {}
     for step in steps:
-        values = position_at_step(summary["records"], step)
+        values = position_at_step(summary["records"], step, Position.NORMALIZED)  # D·χ_pos, not χ_pos^∞
         if len({v.num_params for v in values}) >= 3:
             out[step] = judge(values).to_dict()
     return out

@@ -51,6 +51,7 @@ import reach_population as population  # and the second round
 import torch
 from reach_population import Crossover
 
+from specprobe.analysis.position import Position
 from specprobe.analysis.reach import STATISTICS, judge, reach_values
 from specprobe.demo.config import DemoConfig
 from specprobe.demo.plan import demo_plan
@@ -333,10 +334,12 @@ def summarise(
 
 
 def judgements(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Every reach statistic that has values for two models or more, judged across sizes."""
+    """Every reach statistic that has values for two models or more, judged across sizes, on
+    the first round's D·χ_pos (records of this version also carry a population position,
+    which ``choose_position`` would pick by default)."""
     out = {}
     for statistic in STATISTICS:
-        values = reach_values(records, statistic)
+        values = reach_values(records, statistic, Position.NORMALIZED)
         if len(values) >= 2:
             out[statistic] = judge(values).to_dict()
     return out

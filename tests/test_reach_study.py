@@ -85,6 +85,12 @@ def test_second_round_measures_the_population_and_the_crossover(
     for r in whole:
         predicted = study.population.predicted_position(r, 32)
         assert predicted == pytest.approx(r["spectral_position"], rel=1e-6)
+    # The first round's statistics stay on D·χ_pos, though these records carry χ_pos^∞ too.
+    lowest = study.judgements(s["records"])["lowest"]["values"]
+    assert lowest
+    for value in lowest:
+        mine = [r["spectral_position"] * r["num_outputs"] for r in ok if r["label"] == value["label"]]
+        assert value["value"] == pytest.approx(min(mine), rel=1e-12)
     text = study.report(tmp_path / "out", tmp_path / "docs")
     assert "| `smoke-0` |" in text and "n = 4 | n = 8 | n = 16 | n = 32" in text
     assert "seeds (2 of `smoke`)" in text or "(S−1)·V·χ_pos^∞" in text
