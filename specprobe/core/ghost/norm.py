@@ -61,32 +61,45 @@ class NormRule(LayerRule):
         return super().usable(call, samples, ctx) and _form(call, ctx) is not None
 
     def param_norm(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor:
-        return (d * self._scale(call, name, groups, ctx)).sum(2).square().sum(-1)
+        return self._group_gradient(call, name, d, groups, ctx).square().sum(-1)
 
     def param_inner(
         self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
     ) -> Tensor:
         """⟨Σ_t δ_t ⊙ ∂y_t/∂w, D⟩: the group's gradient (a d-vector) against D, no second
         forward-mode product."""
-        return (d * self._scale(call, name, groups, ctx)).sum(2) @ direction.to(ctx.acc)
+        return self._group_gradient(call, name, d, groups, ctx) @ direction.to(ctx.acc)
+
+    @staticmethod
+    def _group_gradient(call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor:
+        """Σ_t δ_t ⊙ ∂y_t/∂w per probe and group, ``(k, G, d)``; a LayerNorm's bias (∂y/∂b = 1)
+        as Σ_t δ_t, with no tensor of ones."""
+        if name == "bias" and _form(call, ctx) is ScaleForm.LAYER_NORM:
+            return d.sum(2)
+        return (d * NormRule._scale(call, name, groups, ctx)).sum(2)
 
     @staticmethod
     def _scale(call: Call, name: str, groups: int, ctx: Context) -> Tensor:
         """∂y_t/∂w along all ones as ``(G, N, d)`` in ``ctx.acc``: analytic for the known
-        forms, else one forward-mode product; once per call and parameter, kept on the call
-        for the pass's other probe blocks (memory: one tensor the size of the call's output
-        per parameter, while the pass's graph lives)."""
-        if name not in call.kept:
+        forms (a few elementwise passes over the call's input, redone for each probe block
+        rather than kept), else one forward-mode product, once per call and parameter, kept
+        on the call for the pass's other probe blocks (memory: one tensor the size of the
+        call's output per parameter, while the pass's graph lives)."""
+        scale = call.kept.get(name)
+        if scale is None:
             form = _form(call, ctx)
             x = call.input.detach()
-            if form is ScaleForm.JVP:
-                scale = module_jvp(call.module, name, x, None, ctx)
-            else:
-                scale = _analytic(form, call.module, name, x)
-            if scale is None:  # it ran in the elementwise check; a failure now is a bug
+            found = (
+                module_jvp(call.module, name, x, None, ctx)
+                if form is ScaleForm.JVP
+                else _analytic(form, call.module, name, x)
+            )
+            if found is None:  # it ran in the elementwise check; a failure now is a bug
                 raise RuntimeError(f"∂y/∂{name} through {type(call.module).__name__} failed")
-            call.kept[name] = scale.to(ctx.acc)
-        return group(call.kept[name], groups)
+            scale = found.to(ctx.acc)
+            if form is ScaleForm.JVP:
+                call.kept[name] = scale
+        return group(scale, groups)
 
 
 def _form(call: Call, ctx: Context) -> ScaleForm | None:
