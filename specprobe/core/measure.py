@@ -340,7 +340,7 @@ class _Run:
         self.ghost.reset()
 
         def need(micro: int, chunk: int) -> int:
-            keep = micro < num_samples or self.sums is not None or self.reduction is not None
+            keep = micro < num_samples or self.reduction is not None  # V, as keeps_gradient
             accumulator = param_bytes if keep else 0
             return accumulator + 2 * largest + cost.need(micro, chunk)
 
