@@ -130,9 +130,11 @@ class GhostNorms:
         ``directions`` (one tensor per parameter, e.g. the gradient), also ``inner``, the
         inner products ⟨J_gᵀ z_g, direction_p⟩, ``(k, G, len(params))``.
 
-        The inner products cost one forward-mode product through each hooked call of a
-        module owning a selected parameter (about one more forward pass of those layers)
-        and, for fallback parameters, nothing beyond the fallback's own per-group backward.
+        The inner products cost about one more forward pass of the hooked layers (each
+        rule's ``param_inner``: a product with the direction for Linear and Conv1D, a lookup
+        for Embedding, the group's d-vector for known norms, a forward-mode product through
+        other norm modules) and, for fallback parameters, nothing beyond the fallback's own
+        per-group backward.
         """
         planned = self._planned_for(f)
         k = cotangents.shape[0]
