@@ -105,15 +105,13 @@ class SequenceSums:
         residual: Tensor,
         local: int,
         gradient: Sequence[Tensor],
-        rho: np.ndarray | None = None,
     ) -> None:
         """Add the micro-batch with outputs ``f`` (graph alive) and unnormalised residual
         ``residual`` (shaped as ``f``, zero where masked), whose first sample is this
-        process's sample ``local``; ``gradient`` is V, one tensor per parameter; ``rho`` its
-        ρ_s where already computed (:func:`residual_norms`)."""
+        process's sample ``local``; ``gradient`` is V, one tensor per parameter."""
         terms = ghost.group_norms(f, residual.unsqueeze(0).to(f.dtype), True, gradient)
         assert terms.inner is not None  # directions were given
-        self.take(terms.values[0], terms.inner[0], residual_norms(residual) if rho is None else rho, local)
+        self.take(terms.values[0], terms.inner[0], residual_norms(residual), local)
 
     def take(self, values: Tensor, inner: Tensor, rho: np.ndarray, local: int) -> None:
         """Add a micro-batch's a_s (``values``) and c_s (``inner``), both ``(samples, tensors)``,
