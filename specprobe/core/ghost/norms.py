@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -178,20 +178,45 @@ class GhostNorms:
                 if index is None or index in fallback:
                     continue
                 d = group(delta.to(self.acc), groups, lead=1)  # (k, G, N, out)
-                value = call.rule.param_norm(call, name, d, groups, self._ctx)
-                out.values[:, :, index] += value.double().cpu()
-                if out.inner is not None and directions is not None:
-                    # a tied weight's two uses each add their part: the inner product is linear
-                    inner = call.rule.param_inner(call, name, directions[index], d, groups, self._ctx)
-                    out.inner[:, :, index] += inner.double().cpu()
-        for index, (table, head) in planned.tied.items():
-            e_call, h_call = self.calls[table], self.calls[head]
-            e_delta, h_delta = by_call.get(id(e_call)), by_call.get(id(h_call))
-            if e_delta is None or h_delta is None:
-                continue
+                direction = None if directions is None else directions[index]
+                self._add_use(out, index, call, name, d, groups, direction)
+        for index in planned.tied:
+            self._add_tie(out, index, planned, by_call, groups)
+        self._ctx.scratch.clear()
+
+    def _add_use(
+        self,
+        out: GroupNorms,
+        index: int,
+        call: Call,
+        name: str,
+        d: Tensor,
+        groups: int,
+        direction: Tensor | None,
+    ) -> None:
+        """Add one use of tensor ``index`` (the parameter ``name`` of ``call``) to ``out``: its
+        rule's norms and, with ``direction``, inner products, from the call's output
+        gradients ``d`` as ``(k, G, N, out)`` in the accumulation dtype. A tied weight's two
+        uses each add their part (the inner product is linear; the norms' cross term is
+        :meth:`_add_tie`'s)."""
+        assert call.rule is not None
+        out.values[:, :, index] += call.rule.param_norm(call, name, d, groups, self._ctx).double().cpu()
+        if out.inner is not None and direction is not None:
+            inner = call.rule.param_inner(call, name, direction, d, groups, self._ctx)
+            out.inner[:, :, index] += inner.double().cpu()
+
+    def _add_tie(
+        self, out: GroupNorms, index: int, planned: Plan, deltas: Mapping[int, Tensor | None], groups: int
+    ) -> None:
+        """Add the cross term of tensor ``index``, a weight tied between an embedding and a
+        head, to ``out``'s norms; ``deltas`` holds the calls' output gradients by call id
+        (nothing is added where either is missing)."""
+        table, head = planned.tied[index]
+        e_call, h_call = self.calls[table], self.calls[head]
+        e_delta, h_delta = deltas.get(id(e_call)), deltas.get(id(h_call))
+        if e_delta is not None and h_delta is not None:
             cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
             out.values[:, :, index] += 2 * cross.double().cpu()
-        self._ctx.scratch.clear()
 
     def gradient_terms(
         self, f: Tensor, cotangent: Tensor, consume: Callable[[int, Tensor], None]
@@ -241,20 +266,9 @@ class GhostNorms:
                 delta = deltas.get(id(call))
                 if delta is None or call.rule is None:  # the call's output does not reach f
                     continue
-                d = group(delta, groups, lead=1)  # (1, G, N, out)
-                out.values[:, :, index] += (
-                    call.rule.param_norm(call, name, d, groups, self._ctx).double().cpu()
-                )
-                assert out.inner is not None
-                inner = call.rule.param_inner(call, name, grad, d, groups, self._ctx)
-                out.inner[:, :, index] += inner.double().cpu()
+                self._add_use(out, index, call, name, group(delta, groups, lead=1), groups, grad)
             if index in planned.tied:
-                table, head = planned.tied[index]
-                e_call, h_call = self.calls[table], self.calls[head]
-                e_delta, h_delta = deltas.get(id(e_call)), deltas.get(id(h_call))
-                if e_delta is not None and h_delta is not None:
-                    cross = tied_cross(e_call, h_call, e_delta, h_delta, groups, self._ctx)
-                    out.values[:, :, index] += 2 * cross.double().cpu()
+                self._add_tie(out, index, planned, deltas, groups)
             for call, _ in uses.get(index, []):
                 pending[id(call)] -= 1
                 if pending[id(call)] == 0:
