@@ -95,13 +95,42 @@ def find_checkpoints(model: str, revisions: Sequence[str] | None = None) -> list
                 wanted.append(name)
             names = sorted(set(wanted), key=lambda n: parse_step(n) or 0)
         return [Checkpoint(model, name, found[name]) for name in names]
-    if path.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
+    if path.exists():
+        raise SpecprobeError(
+            f"expected a hub id (org/name) or a model directory, found {model!r}, which is a file",
+            "point at the directory that holds config.json and the weights",
+        )
+    if written_as_path(model):
         raise SpecprobeError(
             f"expected a hub id (org/name) or an existing directory, found {model!r}, which does not exist",
             "check the path, or give a hub model id such as EleutherAI/pythia-160m",
         )
     check_hub_id(model)
     return [Checkpoint(model, rev) for rev in (revisions or ["main"])]
+
+
+def written_as_path(name: str) -> bool:
+    """Whether ``name`` is written as a file-system path rather than a hub id: it starts
+    with ``.``, ``/`` or ``~``, holds a backslash or more than one ``/``, ends with ``/``,
+    or ends with the suffix of a model or data file (``.onnx``, ``.safetensors``, …).
+
+    Only these (or a path that exists) are taken for paths. A dot elsewhere is part of
+    the hub's own names: ``EleutherAI/pythia-1.4b``, ``Qwen/Qwen2.5-0.5B``,
+    ``TinyLlama/TinyLlama-1.1B-Chat-v1.0``.
+    """
+    return (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or name.endswith("/")
+        or Path(name).suffix.lower() in _FILE_SUFFIXES
+    )
+
+
+_FILE_SUFFIXES = frozenset(
+    {".onnx", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json", ".yaml", ".yml"}
+)
+"""Suffixes of files a user might name as a model; no published hub id ends with one."""
 
 
 def check_hub_id(model: str) -> None:
