@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 import specprobe
 from specprobe.core.adapters import loss_and_residual, resolve_adapter
-from specprobe.core.ghost import GhostNorms
+from specprobe.core.ghost import GhostNorms, linear
 from specprobe.core.params import measuring, select_parameters
 from specprobe.core.population import PopulationStatus, SequenceSums, residual_norms
 from specprobe.errors import SpecprobeError
@@ -92,12 +92,17 @@ TERM_CASES = [
 TERM_CASES.append(Case("conv1d_fallback", _fallback_mlp))
 
 
+@pytest.mark.parametrize("gram", [True, False], ids=["gram", "product"])
 @pytest.mark.parametrize("path", ["second_pass", "gradient_pass"])
 @pytest.mark.parametrize("case", TERM_CASES, ids=lambda c: c.name)
-def test_sequence_terms_equal_explicit_per_sample_gradients(case: Case, path: str) -> None:
+def test_sequence_terms_equal_explicit_per_sample_gradients(
+    case: Case, path: str, gram: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """a_s = ‖v_s‖², c_s = ⟨v_s, V⟩ and ρ_s per tensor: from a residual backward pass once V
     is known (``SequenceSums.add``, several micro-batches), and from the gradient's own
-    backward pass, each tensor's terms as its part of V arrives (``gradient_terms``, one)."""
+    backward pass, each tensor's terms as its part of V arrives (``gradient_terms``, one),
+    with a Linear's c_s there from the batch's Gram or from the product with V_p."""
+    monkeypatch.setattr(linear, "_gram_cheaper", lambda *_: gram)
     model, batch = case.build(F64)
     selected = select_parameters(model, case.params)
     params = [p for _, p in selected]

@@ -50,7 +50,7 @@ class EmbeddingRule(LayerRule):
         module = call.module
         assert isinstance(module, nn.Embedding)
         ids = call.input.reshape(groups, -1)  # (G, N)
-        rows = direction.to(ctx.acc)[ids]  # (G, N, dim)
+        rows = direction[ids].to(ctx.acc)  # (G, N, dim): the looked-up rows cast, not the table
         if module.padding_idx is not None:
             rows = rows * (ids != module.padding_idx).unsqueeze(-1).to(rows.dtype)
         return (d * rows).sum((-1, -2))

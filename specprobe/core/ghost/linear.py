@@ -4,6 +4,13 @@ Weight W (out × in): ‖Σ_t δ_t a_tᵀ‖² = Σ_{t,t'} (δ_t·δ_t')(a_t·a_
 per group; when T(in + out) > in·out the gradient δᵀa (out × in) is formed instead, one
 group at a time. Bias: ‖Σ_t δ_t‖². The transpose of Conv1D's weight (in × out) does not
 change the norm.
+
+Inner products with a direction D shaped like W: Σ_t δ_tᵀ D a_t, a product like the
+layer's forward (2·T·out·in flops); D in a lower precision than the accumulation dtype
+(a bfloat16 model's gradient) is cast a block of rows at a time, never whole. With the
+call's own batch gradient Σ_{t'} δ_t' a_t'ᵀ as D (one micro-batch), the same inner
+product is Σ_{t, t'} (δ_t·δ_t')(a_t·a_t') over the batch's T tokens, T²(in + out) flops:
+far cheaper at a few thousand tokens (:meth:`LinearRule.batch_inner`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ from specprobe.core.ghost.registry import Call, Context, LayerRule, Tie, group, 
 
 _CHUNK_ELEMENTS = 1 << 24
 """Largest temporary Gram block (elements) formed at once."""
+_CAST_ELEMENTS = 1 << 22
+"""Largest block of a lower-precision direction cast to the accumulation dtype at once
+(16 MiB in float32: below glibc's largest mmap threshold, so the block's memory is reused
+rather than mapped and faulted in again for every block)."""
 
 
 @register_rule
@@ -36,18 +47,32 @@ class LinearRule(LayerRule):
     def param_inner(
         self, call: Call, name: str, direction: Tensor, d: Tensor, groups: int, ctx: Context
     ) -> Tensor:
-        """⟨Σ_t δ_t a_tᵀ, D⟩ = Σ_t (δ_t D)·a_t: one (tokens × out × in) product, like the
-        layer's forward; bias: (Σ_t δ_t)·D."""
-        direction = direction.to(ctx.acc)
+        """⟨Σ_t δ_t a_tᵀ, D⟩ = Σ_t δ_tᵀ D a_t: one (tokens × out × in) product, like the
+        layer's forward, in ``ctx.acc`` (D cast a block at a time where it is in a lower
+        precision); bias: (Σ_t δ_t)·D."""
         if name == "bias":
-            return d.sum(2) @ direction
+            return d.sum(2) @ direction.to(ctx.acc)
         a = group(call.input.detach().to(ctx.acc), groups)  # (G, N, in)
-        return ((d @ self._out_by_in(direction)) * a).sum((-1, -2))
+        return self._bilinear(d, direction, a, ctx.acc)
+
+    def batch_inner(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor | None:
+        """⟨group gradient, Σ_t' δ_t' a_t'ᵀ over the call's T tokens⟩ as Σ_{t∈g} Σ_t'
+        (δ_t·δ_t')(a_t·a_t'): T²(in + out) flops and T² floats in blocks, against
+        2·T·out·in for :meth:`param_inner`; chosen when T(in + out) ≤ in·out, else None
+        (and for the bias, whose direct form is cheap)."""
+        if name == "bias":
+            return None
+        x = call.input.detach()
+        width_in, width_out = x.shape[-1], d.shape[-1]
+        tokens = x.numel() // width_in
+        if not _gram_cheaper(tokens, width_in, width_out):
+            return None
+        return _whole_batch_gram(group(x.to(ctx.acc), groups), d)
 
     @staticmethod
-    def _out_by_in(weight: Tensor) -> Tensor:
-        """The weight (or a direction shaped like it) as (out × in)."""
-        return weight
+    def _bilinear(d: Tensor, direction: Tensor, a: Tensor, acc: torch.dtype) -> Tensor:
+        """Σ_t δ_tᵀ D a_t per probe and group with D stored as (out × in)."""
+        return _bilinear(d, direction, a, acc)
 
 
 @register_rule
@@ -62,8 +87,52 @@ class Conv1DRule(LinearRule):
         return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers.")
 
     @staticmethod
-    def _out_by_in(weight: Tensor) -> Tensor:
-        return weight.T  # Conv1D keeps (in × out)
+    def _bilinear(d: Tensor, direction: Tensor, a: Tensor, acc: torch.dtype) -> Tensor:
+        """Σ_t a_tᵀ D δ_t with D stored as Conv1D keeps its weight, (in × out)."""
+        return _bilinear(a, direction, d, acc)
+
+
+def _gram_cheaper(tokens: int, width_in: int, width_out: int) -> bool:
+    """Whether the whole batch's Gram form, T²(in + out) flops, is no dearer than a
+    forward-sized product, T·in·out."""
+    return tokens * (width_in + width_out) <= width_in * width_out
+
+
+def _bilinear(x: Tensor, w: Tensor, y: Tensor, acc: torch.dtype) -> Tensor:
+    """Σ_t x_tᵀ w y_t summed over a group's tokens: ``x`` (…, G, N, rows) and ``y``
+    (…, G, N, cols) in ``acc`` (their leading dims broadcast), ``w`` (rows × cols) → (…, G).
+
+    ``w`` in ``acc`` is used as it is; in a lower precision (a bfloat16 gradient) it is cast
+    :data:`_CAST_ELEMENTS` at a time, a block of its rows, and the partial products x w added
+    in ``acc``: the products are as exact as with the whole tensor cast, with no P-sized
+    copy made per use.
+    """
+    if w.dtype == acc:
+        return ((x @ w) * y).sum((-1, -2))
+    step = max(1, _CAST_ELEMENTS // max(1, w.shape[1]))
+    xw: Tensor | None = None
+    for lo in range(0, w.shape[0], step):
+        part = x[..., lo : lo + step] @ w[lo : lo + step].to(acc)
+        xw = part if xw is None else xw.add_(part)
+    assert xw is not None
+    return (xw * y).sum((-1, -2))
+
+
+def _whole_batch_gram(a: Tensor, d: Tensor) -> Tensor:
+    """Σ_{t∈g} Σ_{t'} (δ_t·δ_t')(a_t·a_t') per probe and group, t' over every group's tokens:
+    ``a`` (G, N, in), ``d`` (k, G, N, out) → (k, G). Rows of the two (T × T) Gram matrices
+    are formed a block at a time (at most :data:`_CHUNK_ELEMENTS` per probe block)."""
+    k, groups, n = d.shape[0], a.shape[0], a.shape[1]
+    flat_a = a.reshape(-1, a.shape[-1])  # (T, in)
+    flat_d = d.reshape(k, -1, d.shape[-1])  # (k, T, out)
+    tokens = flat_a.shape[0]
+    per_token = torch.empty((k, tokens), dtype=d.dtype, device=d.device)
+    step = max(1, _CHUNK_ELEMENTS // max(1, k * tokens))
+    for lo in range(0, tokens, step):
+        gram_a = flat_a[lo : lo + step] @ flat_a.T  # (rows, T)
+        gram_d = flat_d[:, lo : lo + step] @ flat_d.transpose(-1, -2)  # (k, rows, T)
+        per_token[:, lo : lo + step] = (gram_d * gram_a).sum(-1)
+    return per_token.reshape(k, groups, n).sum(-1)
 
 
 def _linear_weight_norm(a: Tensor, d: Tensor) -> Tensor:

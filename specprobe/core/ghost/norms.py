@@ -233,6 +233,12 @@ class GhostNorms:
         gradient is kept, only the calls' δ (one cotangent's worth, like a training step's
         activation gradients) until their tensors are done. Fallback parameters keep their
         own V_p for their per-sample backward passes after this one.
+
+        A tensor that one hooked call alone uses has V_p = that call's batch gradient, so
+        its rule's :meth:`~specprobe.core.ghost.registry.LayerRule.batch_inner` may give
+        ⟨v_s,p, V_p⟩ from the call's δ and input alone (a Linear's Gram over the batch's
+        tokens: T²(in + out) flops instead of a forward-sized product with V_p, and exact
+        in the accumulation dtype even where V_p is a bfloat16 gradient).
         """
         planned = self._planned_for(f)
         groups = f.shape[0]
@@ -262,11 +268,18 @@ class GhostNorms:
             if index in fallback:
                 kept[index] = grad.to(self.acc)
                 return
-            for call, name in uses.get(index, []):
+            found = uses.get(index, [])
+            alone = len(found) == 1 and index not in planned.tied  # V_p is this one call's gradient
+            for call, name in found:
                 delta = deltas.get(id(call))
                 if delta is None or call.rule is None:  # the call's output does not reach f
                     continue
-                self._add_use(out, index, call, name, group(delta, groups, lead=1), groups, grad)
+                d = group(delta, groups, lead=1)
+                whole = call.rule.batch_inner(call, name, d, groups, self._ctx) if alone else None
+                self._add_use(out, index, call, name, d, groups, grad if whole is None else None)
+                if whole is not None:
+                    assert out.inner is not None
+                    out.inner[:, :, index] += whole.double().cpu()
             if index in planned.tied:
                 self._add_tie(out, index, planned, deltas, groups)
             for call, _ in uses.get(index, []):

@@ -108,6 +108,13 @@ class LayerRule:
         e = group(tangent.expand(call.output.shape).to(ctx.acc), groups)  # (G, N, out)
         return (d * e).sum((-1, -2))
 
+    def batch_inner(self, call: Call, name: str, d: Tensor, groups: int, ctx: Context) -> Tensor | None:
+        """⟨group gradient, the call's own whole-batch gradient⟩ of the parameter ``name``,
+        ``(k, groups)``, by a form cheaper than :meth:`param_inner` with that gradient as the
+        direction; None (the default) where there is none. For a parameter used by this one
+        call only, that gradient is the parameter's whole gradient over the pass."""
+        return None
+
 
 def module_jvp(
     module: nn.Module, name: str, x: Tensor, direction: Tensor | None, ctx: Context
