@@ -49,7 +49,15 @@ from specprobe.core.estimators import trace_strategy
 from specprobe.core.ghost import GhostNorms
 from specprobe.core.gradients import add_into, backward_each, squared_norm
 from specprobe.core.measurement import GroupShare, Measurement
-from specprobe.core.memory import available_bytes, human_bytes, sample_cost
+from specprobe.core.memory import (
+    CPU_SHARE,
+    CUDA_SHARE,
+    MemoryPlan,
+    available_bytes,
+    held_bytes,
+    human_bytes,
+    sample_cost,
+)
 from specprobe.core.params import group_parameters, measuring, select_parameters
 from specprobe.core.population import (
     Reduction,
@@ -86,6 +94,7 @@ def measure(
     groups: str | Mapping[str, Sequence[str]] | None = None,
     population: bool = True,
     reduce: Reduction | None = None,
+    plan: Callable[[MemoryPlan], None] | None = None,
 ) -> Measurement:
     """Measure the loss–network–position decomposition of ``model`` on ``batch``.
 
@@ -120,6 +129,11 @@ def measure(
         reduce: the batch is this process's share of one set of sequences split across
             processes (:class:`~specprobe.core.population.Reduction`); the result is that of
             the whole set, identical on every process. None: one process.
+        plan: called once, before the first full pass, with the memory plan
+            (:class:`~specprobe.core.memory.MemoryPlan`: the estimated peak part by part,
+            the gradient sum V where it is kept, beside a training step's estimate), for a
+            caller to state it (``MemoryPlan.describe``). The Hutchinson estimators only
+            (EXACT is sized by its outputs, not by memory).
 
     Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
     estimators (plus one forward of one sample for the memory estimate), 1 forward +
@@ -160,6 +174,7 @@ def measure(
             num_samples,
             micro_batch_size,
             probe_batch_size,
+            plan,
         )
         for block in run.blocks():
             for begin in range(0, num_samples, micro):
@@ -222,6 +237,23 @@ def _checked_options(
     if seed is None and est is not Estimator.EXACT:
         seed = int.from_bytes(os.urandom(4), "little")
     return est, seed
+
+
+def _too_large_hint(chosen: MemoryPlan) -> str:
+    """The way out of a plan that does not fit: what to change, and the memory that would
+    hold it as it is (the plan's total over the share a process plans to use)."""
+    ways = []
+    if chosen.gradient_sum:
+        ways.append(
+            "measure in one micro-batch where its activations fit (micro_batch_size=None or the "
+            "set's size: V is then never held whole)"
+        )
+    ways.append("measure fewer or shorter sequences, or select part of the model (params=...)")
+    ways.append(
+        f"or run where about {human_bytes(chosen.total / CPU_SHARE)} of memory is free (a GPU: "
+        f"{human_bytes(chosen.total / CUDA_SHARE)})"
+    )
+    return "; ".join(ways)
 
 
 class _Run:
@@ -300,22 +332,26 @@ class _Run:
         num_samples: int,
         micro_batch_size: int | None,
         probe_batch_size: int | None,
+        report: Callable[[MemoryPlan], None] | None = None,
     ) -> int:
         """Choose the micro-batch and the probe batch; returns the micro-batch size.
 
         Sizes not given are chosen so that the estimated need (``specprobe.core.memory``) fits
         the available memory: probes per backward pass are halved first, then the
         micro-batch. On a CPU a need that does not fit even then is refused here, before
-        the process would be killed by the OS.
+        the process would be killed by the OS. ``report`` receives the chosen plan.
         """
         default_micro, default_chunk = self.trace.default_sizes(num_samples)
         micro = min(micro_batch_size or default_micro, num_samples)
         chunk = probe_batch_size or default_chunk
-        available = available_bytes(self.params[0].device) if self.trace.sized_by_memory else None
-        if available is not None:
-            micro, chunk = self._fit(
-                one_sample, available, num_samples, (micro, chunk), (micro_batch_size, probe_batch_size)
-            )
+        if self.trace.sized_by_memory:
+            available = available_bytes(self.params[0].device)
+            if available is not None or report is not None:
+                micro, chunk, chosen = self._fit(
+                    one_sample, available, num_samples, (micro, chunk), (micro_batch_size, probe_batch_size)
+                )
+                if report is not None:
+                    report(chosen)
         self.chunk = chunk
         self.several = micro < num_samples
         if not self.trace.keeps_probe_sums(self.several):
@@ -325,27 +361,49 @@ class _Run:
     def _fit(
         self,
         one_sample: Callable[[], AdaptedBatch],
-        available: int,
+        available: int | None,
         num_samples: int,
         sizes: tuple[int, int],
         given: tuple[int | None, int | None],
-    ) -> tuple[int, int]:
-        """(micro-batch, probe batch) from ``sizes`` shrunk until the need fits ``available``
-        bytes (the sizes ``given`` explicitly are kept); sets the probe sums' block."""
+    ) -> tuple[int, int, MemoryPlan]:
+        """(micro-batch, probe batch, their plan) from ``sizes`` shrunk until the need fits
+        ``available`` bytes (None: as given; the sizes ``given`` explicitly are kept); sets
+        the probe sums' block."""
         (micro, chunk), (micro_batch_size, probe_batch_size) = sizes, given
         param_bytes = self.num_params * torch.finfo(self.acc).bits // 8
+        model_bytes = sum(p.numel() * p.element_size() for p in self.params)
         largest = max(p.numel() * p.element_size() for p in self.params)
         self.ghost.reset()
         cost = sample_cost(one_sample, self.params, self.ghost.hooked_bytes)
         self.ghost.reset()
 
-        def need(micro: int, chunk: int) -> int:
-            keep = micro < num_samples or self.reduction is not None  # V, as keeps_gradient
-            accumulator = param_bytes if keep else 0
-            return accumulator + 2 * largest + cost.need(micro, chunk)
+        held = held_bytes(self.params[0].device)
+        process = 0 if held is None else max(0, held - model_bytes)
 
+        def estimate(micro: int, chunk: int) -> MemoryPlan:
+            keep = micro < num_samples or self.reduction is not None  # V, as keeps_gradient
+            graph = cost.need(micro, 0)
+            return MemoryPlan(
+                weights=model_bytes,
+                process=process,
+                gradient_sum=param_bytes if keep else 0,
+                gradient_sum_dtype=str(self.acc).removeprefix("torch."),
+                graph=graph,
+                probes=cost.need(micro, chunk) - graph,
+                transients=2 * largest,
+                micro_batch_size=micro,
+                probe_batch_size=chunk,
+                available=available,
+                training_step=process + 2 * model_bytes + graph,
+            )
+
+        def need(micro: int, chunk: int) -> int:
+            chosen = estimate(micro, chunk)
+            return chosen.total - chosen.weights - chosen.process
+
+        if available is None:  # nothing to fit to: the sizes as they are, only stated
+            return micro, chunk, estimate(micro, chunk)
         if probe_batch_size is None:
-            model_bytes = sum(p.numel() * p.element_size() for p in self.params)
             chunk = min(chunk, cost.probe_cap(micro, model_bytes))
         while need(micro, chunk) > available:
             if probe_batch_size is None and chunk > 1:
@@ -354,13 +412,13 @@ class _Run:
                 micro = -(-micro // 2)
             else:
                 break
+        chosen = estimate(micro, chunk)
         if need(micro, chunk) > available and self.params[0].device.type == "cpu":
             raise TooLargeError(
                 f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
-                f"beyond the weights (micro-batch {micro}, {chunk} probes per backward pass) and "
-                f"{human_bytes(available)} is available to it",
-                "measure fewer or shorter sequences, select part of the model (params=...), "
-                "use bfloat16, or run on a machine with more memory",
+                f"beyond the weights and {human_bytes(available)} is available to it (the plan: "
+                f"{chosen.describe()})",
+                _too_large_hint(chosen),
             )
         if self.trace.keeps_probe_sums(micro < num_samples):
             # Probe sums of P floats each: as many as a training step's own addition
@@ -368,7 +426,7 @@ class _Run:
             training = param_bytes + micro * cost.saved
             spare = available - need(micro, chunk) + param_bytes
             self.sum_block = int(min(self.trace.probes, max(1, min(spare, training) // param_bytes)))
-        return micro, chunk
+        return micro, chunk, chosen
 
     def blocks(self) -> list[tuple[int, int]]:
         """Probe ranges, one pass over the micro-batches each: one range, except for

@@ -10,6 +10,7 @@ samples of a micro-batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,79 @@ class SampleCost:
         return max(1, int(allowed // max(1, self.per_probe(samples))))
 
 
+@dataclass(frozen=True)
+class MemoryPlan:
+    """``measure``'s memory plan, stated before its first full pass (``measure(plan=...)``):
+    the estimated peak in bytes, part by part, beside a training step's estimate on the
+    same micro-batch. On a CPU the peak is the process's resident memory (weights
+    included); on a GPU the allocator's."""
+
+    weights: int
+    """The selected parameters, in the model's dtype."""
+    process: int
+    """What the process already holds besides them when the plan is made: on a CPU its
+    resident memory less the weights (the libraries, the interpreter, the batch, parameters
+    not selected), on a GPU the allocator's other tensors."""
+    gradient_sum: int
+    """V = Σ_s v_s, P floats in :attr:`gradient_sum_dtype`, kept across micro-batches or
+    processes (the gradient and the population's second pass need it); 0 with one
+    micro-batch in one process, where each tensor's gradient is reduced as it arrives."""
+    gradient_sum_dtype: str
+    """The accumulation dtype of V: float32 for float32 and lower-precision models (each
+    micro-batch's gradient, computed in the model's dtype, is added with float32's rounding,
+    2⁻²⁴ relative per addition), float64 for float64 models."""
+    graph: int
+    """One micro-batch's autograd graph (activations) and its outputs, softmax and residual."""
+    probes: int
+    """The cotangents of one backward pass and the layer-output gradients they request."""
+    transients: int
+    """Room for two copies of the largest parameter tensor (a gradient being added, a cast)."""
+    micro_batch_size: int
+    probe_batch_size: int
+    available: int | None
+    """What the plan may use (``available_bytes``), None where it cannot be told."""
+    training_step: int
+    """A training step's estimate on the same micro-batch: the process, the weights, a
+    gradient in the model's dtype (``.grad``) and the graph."""
+
+    @property
+    def total(self) -> int:
+        """The estimated peak: the weights and every part above them."""
+        return self.weights + self.process + self.gradient_sum + self.graph + self.probes + self.transients
+
+    def as_dict(self) -> dict[str, int | str | None]:
+        """The plan as plain values, ``total`` included (for JSON and messages)."""
+        return {
+            "weights": self.weights,
+            "process": self.process,
+            "gradient_sum": self.gradient_sum,
+            "gradient_sum_dtype": self.gradient_sum_dtype,
+            "graph": self.graph,
+            "probes": self.probes,
+            "transients": self.transients,
+            "micro_batch_size": self.micro_batch_size,
+            "probe_batch_size": self.probe_batch_size,
+            "available": self.available,
+            "training_step": self.training_step,
+            "total": self.total,
+        }
+
+    def describe(self) -> str:
+        """One line: the estimate part by part, beside a training step's."""
+        parts = [f"weights {human_bytes(self.weights)}", f"the process {human_bytes(self.process)}"]
+        if self.gradient_sum:
+            parts.append(f"gradient sum V {human_bytes(self.gradient_sum)} ({self.gradient_sum_dtype})")
+        parts += [
+            f"activations {human_bytes(self.graph)} (micro-batch {self.micro_batch_size})",
+            f"probes {human_bytes(self.probes)} ({self.probe_batch_size} per backward pass)",
+            f"transients {human_bytes(self.transients)}",
+        ]
+        return (
+            f"about {human_bytes(self.total)}: " + ", ".join(parts) + f"; a training step about "
+            f"{human_bytes(self.training_step)}"
+        )
+
+
 def sample_cost(
     forward: Callable[[], Any], params: Sequence[Tensor], hooked: Callable[[], int]
 ) -> SampleCost:
@@ -111,6 +185,20 @@ def sample_cost(
         adapted = forward()
     outputs = adapted.outputs
     return SampleCost(saved=saved, outputs=outputs.numel() * outputs.element_size(), hooked=hooked())
+
+
+def held_bytes(device: torch.device) -> int | None:
+    """What this process holds now: its resident memory on a CPU, the allocator's tensors on
+    a GPU; None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/self/statm", encoding="ascii") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def reset_peak_rss() -> bool:

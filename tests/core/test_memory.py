@@ -112,3 +112,72 @@ def test_a_batch_that_cannot_fit_is_refused_before_any_full_pass(monkeypatch: py
 
     with pytest.raises(TooLargeError, match=r"needs about .* MiB beyond the weights"):
         _sizes(monkeypatch, 1000)
+
+
+def _planned(monkeypatch: pytest.MonkeyPatch, available: int | None, **kwargs: object) -> list[object]:
+    """What measure() passes to ``plan=`` and when: ("plan", MemoryPlan) and ("forward",
+    samples) events in order, on a 3-sample float64 model with ``available`` bytes."""
+    import torch
+
+    import specprobe
+    from specprobe.core import measure as lnp
+    from tests.conftest import CASES
+
+    monkeypatch.setattr(lnp, "available_bytes", lambda device: available)
+    model, batch = CASES[2].build(torch.float64)
+    events: list[object] = []
+    model.register_forward_hook(lambda m, args, out: events.append(("forward", int(out.logits.shape[0]))))
+    specprobe.measure(
+        model,
+        batch,
+        estimator="hutchinson_per_sample",
+        probes=4,
+        plan=lambda p: events.append(("plan", p)),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return events
+
+
+@pytest.mark.parametrize("micro", [None, 1])
+def test_the_memory_plan_is_stated_before_any_full_pass(
+    monkeypatch: pytest.MonkeyPatch, micro: int | None
+) -> None:
+    """One plan, before every forward pass but the one-sample sizing pass; V (P floats in the
+    accumulation dtype, float64 here) counted only when kept across micro-batches; the
+    total is the sum of its parts; a training step's estimate holds the weights twice."""
+    import torch
+
+    from specprobe.core.memory import MemoryPlan
+    from tests.conftest import CASES
+
+    events = _planned(monkeypatch, 2**34, micro_batch_size=micro)
+    plans = [e[1] for e in events if isinstance(e, tuple) and e[0] == "plan"]
+    assert len(plans) == 1
+    plan = plans[0]
+    assert isinstance(plan, MemoryPlan)
+    first = events.index(("plan", plan))
+    assert all(e == ("forward", 1) for e in events[:first])  # only the sizing pass came before
+    model, _ = CASES[2].build(torch.float64)
+    p_bytes = sum(p.numel() * 8 for p in model.parameters())
+    assert plan.weights == p_bytes
+    assert plan.gradient_sum == (p_bytes if micro == 1 else 0)
+    assert plan.gradient_sum_dtype == "float64"
+    assert plan.micro_batch_size == (micro or 3)
+    parts = plan.process + plan.gradient_sum + plan.graph + plan.probes + plan.transients
+    assert plan.total == plan.weights + parts
+    assert plan.training_step == plan.process + 2 * p_bytes + plan.graph
+    assert ("gradient sum V" in plan.describe()) == (micro == 1)
+
+
+def test_a_refusal_states_the_plan_and_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several micro-batches given and too little memory: refused before any full pass,
+    naming V and its dtype, the memory available, and the way out (one micro-batch, where V
+    is never held whole; the memory that would hold the plan as it is)."""
+    from specprobe.errors import TooLargeError
+
+    with pytest.raises(TooLargeError) as caught:
+        _planned(monkeypatch, 1000, micro_batch_size=1)
+    err = caught.value
+    assert "gradient sum V" in str(err) and "(float64)" in str(err)
+    assert "available to it" in str(err)
+    assert "one micro-batch" in err.hint and "of memory is free" in err.hint
