@@ -184,7 +184,7 @@ def measure(
             run.trace.end_block(block)
         run.reduce()
         if run.second_pass:  # c_s = ⟨v_s, V⟩ needs V, known only now: forward again
-            for begin in range(0, num_samples, micro):
+            for begin in range(0, run.second_pass_stop(num_samples, micro), micro):
                 stop = min(begin + micro, num_samples)
                 ghost.reset(stop - begin)
                 run.add_population(resolved(model, resolved.take(batch, begin, stop)), begin)
@@ -460,10 +460,27 @@ class _Run:
         rho = residual_norms(residual)  # ρ_s, once: Σ‖g̃‖² and the population's
         self.residual_sq_sum += float(rho.sum())
         # One micro-batch: the population's a_s and c_s come from the gradient's own backward
-        # pass, each tensor's as its part of V arrives (V is never held whole).
-        sums = self.sums if self.sums is not None and not self.second_pass else None
+        # pass, each tensor's as its part of V arrives (V is never held whole). The last of
+        # several in one process too: V is complete once its part is added (no second pass).
+        sums = (
+            self.sums
+            if self.sums is not None and (not self.second_pass or self._last(first_sample, f))
+            else None
+        )
         self._gradient(f, residual.to(f.dtype), first_sample, sums, rho)
         self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
+
+    def _last(self, first_sample: int, f: Tensor) -> bool:
+        """Whether the micro-batch from ``first_sample`` with outputs ``f`` is the last of this
+        one process (with processes, V is known only after their sum)."""
+        return self.reduction is None and first_sample + f.shape[0] >= self.num_samples
+
+    def second_pass_stop(self, num_samples: int, micro: int) -> int:
+        """The second pass covers samples [0, stop): in one process the last micro-batch's
+        c_s came from its first pass (:meth:`add`), so it stops before that micro-batch."""
+        if self.reduction is not None:
+            return num_samples
+        return (num_samples - 1) // micro * micro
 
     def add_population(self, adapted: AdaptedBatch, local: int) -> None:
         """The second pass: the per-sequence terms of one micro-batch (this process's
@@ -529,7 +546,21 @@ class _Run:
         if self.keeps_gradient:
             if self.grad is None:
                 self.grad = [None] * len(self.params)
-            backward_each(f, cotangent, self.params, add_into(self.grad, self.acc))
+            grad = self.grad
+            add = add_into(grad, self.acc)
+            if sums is not None:  # the last micro-batch: c_s against V, complete once added
+                assert rho is not None
+
+                def total(index: int) -> Tensor:
+                    summed = grad[index]
+                    assert summed is not None  # consume has just added into it
+                    return summed
+
+                terms = self.ghost.gradient_terms(f, cotangent, add, total)
+                assert terms.inner is not None
+                sums.take(terms.values[0], terms.inner[0], rho, first_sample)
+            else:
+                backward_each(f, cotangent, self.params, add)
         elif sums is not None:
             assert rho is not None
             terms = self.ghost.gradient_terms(f, cotangent, norm)

@@ -93,7 +93,7 @@ TERM_CASES.append(Case("conv1d_fallback", _fallback_mlp))
 
 
 @pytest.mark.parametrize("gram", [True, False], ids=["gram", "product"])
-@pytest.mark.parametrize("path", ["second_pass", "gradient_pass"])
+@pytest.mark.parametrize("path", ["second_pass", "gradient_pass", "last_micro_batch"])
 @pytest.mark.parametrize("case", TERM_CASES, ids=lambda c: c.name)
 def test_sequence_terms_equal_explicit_per_sample_gradients(
     case: Case, path: str, gram: bool, monkeypatch: pytest.MonkeyPatch
@@ -101,7 +101,9 @@ def test_sequence_terms_equal_explicit_per_sample_gradients(
     """a_s = ‖v_s‖², c_s = ⟨v_s, V⟩ and ρ_s per tensor: from a residual backward pass once V
     is known (``SequenceSums.add``, several micro-batches), and from the gradient's own
     backward pass, each tensor's terms as its part of V arrives (``gradient_terms``, one),
-    with a Linear's c_s there from the batch's Gram or from the product with V_p."""
+    with a Linear's c_s there from the batch's Gram or from the product with V_p; and as the
+    last of several micro-batches, the gradient added into the earlier ones' sum R and the
+    inner products taken with the total R + V (``gradient_terms(direction=...)``)."""
     monkeypatch.setattr(linear, "_gram_cheaper", lambda *_: gram)
     model, batch = case.build(F64)
     selected = select_parameters(model, case.params)
@@ -118,6 +120,19 @@ def test_sequence_terms_equal_explicit_per_sample_gradients(
             if path == "second_pass":
                 directions = [torch.from_numpy(x).reshape(p.shape) for x, p in zip(V, params, strict=True)]
                 sums.add(ghost, adapted.outputs, residual, 0, directions)
+            elif path == "last_micro_batch":
+                g = torch.Generator().manual_seed(5)
+                earlier = [torch.randn(p.shape, generator=g, dtype=F64) for p in params]  # R
+                running: list[Tensor | None] = [r.clone() for r in earlier]
+                terms = ghost.gradient_terms(
+                    adapted.outputs,
+                    residual,
+                    lambda i, grad: running[i].add_(grad),  # type: ignore[union-attr]
+                    lambda i: running[i],  # type: ignore[return-value]
+                )
+                assert terms.inner is not None
+                sums.take(terms.values[0], terms.inner[0], residual_norms(residual), 0)
+                V = [v + r.reshape(-1).numpy() for v, r in zip(V, earlier, strict=True)]  # R + V
             else:
                 handed: dict[int, np.ndarray] = {}
                 terms = ghost.gradient_terms(
@@ -271,6 +286,23 @@ def test_fields_equal_across_micro_batch_sizes(estimator: str) -> None:
     assert first["population_position"] is not None
     for other in runs[1:]:
         _same(first, _fields(other))
+
+
+def test_the_last_micro_batch_needs_no_second_pass() -> None:
+    """Over several micro-batches in one process, c_s = ⟨v_s, V⟩ of the last one comes from
+    its own first-pass backward (V is complete once its part is added): forward passes are
+    1 (memory sizing) + 7 (first pass) + 6 (second pass) with 7 micro-batches of 1, not 15."""
+    model = _trained_gpt2()
+    batch = markov_batch(7, 10, seed=11)
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda m, args, out: calls.append(1))
+    try:
+        specprobe.measure(
+            model, batch, estimator="hutchinson_per_sample", probes=4, seed=3, micro_batch_size=1
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 1 + 7 + 6
 
 
 def test_plain_hutchinson_and_population_off_leave_the_fields_none() -> None:

@@ -219,7 +219,11 @@ class GhostNorms:
             out.values[:, :, index] += 2 * cross.double().cpu()
 
     def gradient_terms(
-        self, f: Tensor, cotangent: Tensor, consume: Callable[[int, Tensor], None]
+        self,
+        f: Tensor,
+        cotangent: Tensor,
+        consume: Callable[[int, Tensor], None],
+        direction: Callable[[int], Tensor] | None = None,
     ) -> GroupNorms:
         """One backward pass of ``cotangent`` (shaped like ``f``, e.g. the residual) that hands
         each parameter's gradient V_p = Σ_s v_s,p to ``consume(index, grad)`` as it is
@@ -239,6 +243,11 @@ class GhostNorms:
         ⟨v_s,p, V_p⟩ from the call's δ and input alone (a Linear's Gram over the batch's
         tokens: T²(in + out) flops instead of a forward-sized product with V_p, and exact
         in the accumulation dtype even where V_p is a bfloat16 gradient).
+
+        ``direction``: where V_p is more than this pass's gradient (the last of several
+        micro-batches, V_p being their sum), ``direction(index)`` returns it, called after
+        ``consume`` has added this pass's part; the inner products are then taken with it
+        (a forward-sized product per Linear, no Gram form).
         """
         planned = self._planned_for(f)
         groups = f.shape[0]
@@ -265,18 +274,20 @@ class GhostNorms:
 
         def terms(index: int, grad: Tensor) -> None:
             consume(index, grad)
+            target = grad if direction is None else direction(index)
             if index in fallback:
-                kept[index] = grad.to(self.acc)
+                kept[index] = target.to(self.acc)
                 return
             found = uses.get(index, [])
-            alone = len(found) == 1 and index not in planned.tied  # V_p is this one call's gradient
+            # V_p is this one call's gradient of this pass: the rule may use its Gram form
+            alone = direction is None and len(found) == 1 and index not in planned.tied
             for call, name in found:
                 delta = deltas.get(id(call))
                 if delta is None or call.rule is None:  # the call's output does not reach f
                     continue
                 d = group(delta, groups, lead=1)
                 whole = call.rule.batch_inner(call, name, d, groups, self._ctx) if alone else None
-                self._add_use(out, index, call, name, d, groups, grad if whole is None else None)
+                self._add_use(out, index, call, name, d, groups, target if whole is None else None)
                 if whole is not None:
                     assert out.inner is not None
                     out.inner[:, :, index] += whole.double().cpu()
