@@ -51,6 +51,10 @@ class Record(TypedDict, total=False):
     fingerprint: str | None
     duplicate_of: str | None
     num_params: int
+    task: str
+    """What the checkpoint was measured as (:class:`specprobe.choices.Task`): ``causal-lm``,
+    ``masked-lm``, ``seq2seq-lm`` or ``image-classification``. Absent in records before
+    issue 28 (all causal LMs): read with ``record_task``."""
     dataset_fingerprint: str | None
     tokenizer_fingerprint: str
     status: str
@@ -127,6 +131,12 @@ class Record(TypedDict, total=False):
     settings_hash: str
     specprobe_version: str
     finished_at: str
+
+
+def record_task(record: Record) -> str:
+    """The record's task; ``causal-lm`` for records before tasks were recorded."""
+    task = record.get("task")
+    return task if isinstance(task, str) else "causal-lm"
 
 
 RECORD_FIELDS = ("model", "revision", "status")
