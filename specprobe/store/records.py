@@ -10,6 +10,7 @@ requires when it reads a line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -133,7 +134,7 @@ class Record(TypedDict, total=False):
     finished_at: str
 
 
-def record_task(record: Record) -> str:
+def record_task(record: Mapping[str, Any]) -> str:
     """The record's task; ``causal-lm`` for records before tasks were recorded."""
     task = record.get("task")
     return task if isinstance(task, str) else "causal-lm"
