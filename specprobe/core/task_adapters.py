@@ -149,6 +149,12 @@ TASK_ADAPTERS: dict[Task, type[Adapter]] = {
 """The adapter of each task (the one table)."""
 
 
+def task_of(adapter_name: str) -> Task | None:
+    """The task whose adapter is named ``adapter_name`` (a measurement's ``adapter``), or
+    None for the generic ones (classification, regression, custom)."""
+    return next((task for task, cls in TASK_ADAPTERS.items() if cls.name == adapter_name), None)
+
+
 def adapter_for(task: Task | str) -> Adapter:
     """The adapter that reads a batch of ``task`` (not ``auto``: a task is resolved first)."""
     task = Task(task)
@@ -167,4 +173,5 @@ __all__ = [
     "MaskedLMAdapter",
     "Seq2SeqLMAdapter",
     "adapter_for",
+    "task_of",
 ]

@@ -25,7 +25,7 @@ from specprobe.choices import Device, Task
 from specprobe.config import Measuring, ProbeSpec, Settings
 from specprobe.core.measure import Measurement, measure
 from specprobe.core.population import Reduction
-from specprobe.core.task_adapters import adapter_for
+from specprobe.core.task_adapters import adapter_for, task_of
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import TokenSubset
 from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
@@ -398,6 +398,9 @@ def measured_record(
     are averaged ("batches"). ``extra`` are fields added after the measurement's (an ONNX
     graph's ``onnx_check``); ``train_batch_sequences``: the training batch, when known."""
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
+    task = task_of(measurements[0].adapter) if measurements else None
+    if task is not None:  # the adapter of a task (not a generic classifier or regressor)
+        record["task"] = task.value
     record.update(
         {
             "fingerprint": fingerprint_weights(model),

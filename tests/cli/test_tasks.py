@@ -212,3 +212,55 @@ def test_vit_is_measured_per_image(tmp_path: Path) -> None:
     # Labelled by the task: the statistic per image, no tokens, no (S−1)·V.
     assert "B_noise tokens" not in result.output and "(S−1)·V" not in result.output
     assert "classes·χ_pos^∞ for an image classifier" in result.output
+
+
+def test_eigen_and_groups_of_a_masked_lm(
+    multiberts: Any, bert_tokenizer: Any, corpus: Path, tmp_path: Path
+) -> None:
+    # --eigen on the masked-LM eNTK (its outputs: the masked positions), --groups by layer.
+    out = tmp_path / "run"
+    result = analyze(
+        MULTIBERTS,
+        "--dataset",
+        str(corpus),
+        "--num-sequences",
+        "3",
+        "--seq-len",
+        "10",
+        "--probes",
+        "4",
+        "--eigen",
+        "3",
+        "--exact",
+        "--groups",
+        "auto",
+        "--dtype",
+        "float64",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = ResultStore(out).records()
+    spec = DataSpec(dataset=str(corpus), num_sequences=3, seq_len=10)
+    subset = build_task_subset(spec, Task.MASKED_LM, bert_tokenizer, fingerprint_tokenizer(bert_tokenizer))
+    model = tiny_task_model("bert", vocab_size=len(bert_tokenizer), seed=0, dtype=torch.float64)
+    dense = specprobe.dense_kernel(model, subset.batch(), adapter=adapter_for(Task.MASKED_LM))
+    assert record["spectrum"]["top_eigenvalues"] == pytest.approx(dense.eigenvalues[:3].tolist(), rel=1e-8)
+    shares = sum(g["chi_net_share"] for g in record["groups"])
+    assert shares == pytest.approx(1.0, rel=1e-9)
+
+
+def test_library_probe_records_the_task(tmp_path: Path) -> None:
+    from specprobe.core.masking import mask_tokens
+
+    ids = torch.randint(5, 32, (3, 8), generator=torch.Generator().manual_seed(0))
+    inputs, labels = mask_tokens(
+        ids, torch.ones_like(ids, dtype=torch.bool), mask_token_id=4, vocab_size=32, seed=0
+    )
+    probe = specprobe.Probe(
+        {"input_ids": inputs, "labels": labels}, adapter="masked_lm", probes=4, out=tmp_path / "run"
+    )
+    probe.measure(tiny_task_model("bert"), step=0)
+    (record,) = ResultStore(tmp_path / "run").records()
+    assert record["task"] == "masked-lm"
+    assert record["num_outputs"] == int((labels != -100).sum()) * 32
