@@ -265,7 +265,7 @@ def _analyze_onnx(
     json_output: bool,
     html: str | None = None,
 ) -> None:
-    from specprobe.pipeline.onnx import measure_onnx_files
+    from specprobe.pipeline.onnx import measure_onnx_files, parameter_note
     from specprobe.report.terminal import render_run
 
     def checked(model: str, check: Any) -> None:
@@ -278,6 +278,10 @@ def _analyze_onnx(
 
     check_outputs(out, html=html, inputs=[*models, *([inputs] if inputs else [])])
     store, records = measure_onnx_files(models, inputs, probe, out, checked=checked)
+    for record in records:
+        note = parameter_note(record)
+        if note is not None:
+            err_console.print(f"{record['model']}: {note}", highlight=False, markup=False)
     if json_output:
         print_json_lines(records)
     else:

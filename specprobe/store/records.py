@@ -127,6 +127,9 @@ class Record(TypedDict, total=False):
     timings: Timings
     peak_memory_bytes: int
     onnx_check: dict[str, float]
+    onnx_parameters: dict[str, Any]
+    """An ONNX graph's trainable parameters against the torch model's (issue 28): counts,
+    and a ``note`` saying what differs or could not be checked (None: the same)."""
     # stamped on every record
     settings: dict[str, Any]
     settings_hash: str
