@@ -170,6 +170,13 @@ def _pairs(spec: DataSpec, tokenizer: Any, fingerprint: str) -> TokenSubset:
 
 
 def _images(spec: DataSpec, processor: Any, fingerprint: str) -> TokenSubset:
+    try:
+        import PIL  # noqa: F401  # datasets decodes images with Pillow
+    except ImportError:
+        raise SpecprobeError(
+            "image classification reads images with Pillow, which is not installed",
+            'install the vision extra: pip install "specprobe[vision]"',
+        ) from None
     rows: list[tuple[Any, int]] = []
     for row in iter_rows(spec, (spec.image_column, spec.label_column)):
         label = row[spec.label_column]
