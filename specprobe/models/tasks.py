@@ -38,9 +38,32 @@ that loading as a masked LM drops): BERT's MLM + NSP, ALBERT's MLM + SOP. Other
 ``*ForPreTraining`` heads (ELECTRA's replaced-token discriminator, ...) are not masked LMs."""
 
 
+def head_tasks(name: str) -> set[Task]:
+    """The tasks whose transformers mapping holds the model class ``name`` (a class such as
+    ``XLMWithLMHeadModel`` or ``BartForConditionalGeneration`` is in several)."""
+    from transformers.models.auto import modeling_auto
+
+    found = set()
+    for task, mapping in _MAPPINGS.items():
+        names = getattr(modeling_auto, mapping + "_NAMES")
+        for value in names.values():
+            if name == value or (isinstance(value, list | tuple) and name in value):
+                found.add(task)
+                break
+    return found
+
+
 def architecture_task(name: str, config: Any) -> Task | None:
     """The task a class named in ``config.architectures`` was trained for, or None when the
-    name does not say (an unfamiliar head)."""
+    name does not say: a class transformers maps to exactly one task is that task's; a
+    class of several tasks (``BartForConditionalGeneration``: seq2seq, masked LM) is left
+    to the config's flags; a class of none (remote code, ``BertForPreTraining``) is read
+    from its name's suffix."""
+    tasks = head_tasks(name)
+    if len(tasks) == 1:
+        return next(iter(tasks))
+    if tasks:
+        return None
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         return Task.CAUSAL_LM
     if name.endswith("ForMaskedLM"):
@@ -95,8 +118,19 @@ def resolve_task(config: Any, requested: Task | str, name: str, trust_remote_cod
         task = requested
     elif trained is not None:
         task = trained
+    elif other := [
+        a for a in names if "For" in a and architecture_task(a, config) is None and not head_tasks(a)
+    ]:
+        # A head of another task (AlbertForSequenceClassification): loading the task its
+        # config also allows would measure a head the checkpoint does not have.
+        raise SpecprobeError(
+            f"{what} names a head of a task specprobe does not measure ({', '.join(other)})",
+            f"pass --task with the one it was trained for, if it is one of: {CHOICES}",
+        )
     else:
-        task = _from_flags(config, what, trust_remote_code)
+        # Names of several tasks' heads (BartForConditionalGeneration) narrow the choice.
+        allowed = set.union(*(head_tasks(a) for a in names)) if names else set()
+        task = _from_flags(config, what, trust_remote_code, allowed or set(AUTO_CLASSES))
     if not loadable(config, task, trust_remote_code):
         raise SpecprobeError(
             f"{what} has no {task.value} head that transformers knows ({AUTO_CLASSES[task]})",
@@ -105,14 +139,22 @@ def resolve_task(config: Any, requested: Task | str, name: str, trust_remote_cod
     return task
 
 
-def _from_flags(config: Any, what: str, trust_remote_code: bool) -> Task:
+def _from_flags(config: Any, what: str, trust_remote_code: bool, allowed: set[Task]) -> Task:
     """The task of a config whose ``architectures`` does not say: its flags, or the one
-    task that has a head for it."""
-    if getattr(config, "is_encoder_decoder", False) and loadable(config, Task.SEQ2SEQ_LM, trust_remote_code):
+    task that has a head for it, among ``allowed`` (the tasks its named heads belong to)."""
+    if (
+        getattr(config, "is_encoder_decoder", False)
+        and Task.SEQ2SEQ_LM in allowed
+        and loadable(config, Task.SEQ2SEQ_LM, trust_remote_code)
+    ):
         return Task.SEQ2SEQ_LM
-    if getattr(config, "is_decoder", False) and loadable(config, Task.CAUSAL_LM, trust_remote_code):
+    if (
+        getattr(config, "is_decoder", False)
+        and Task.CAUSAL_LM in allowed
+        and loadable(config, Task.CAUSAL_LM, trust_remote_code)
+    ):
         return Task.CAUSAL_LM
-    heads = [t for t in AUTO_CLASSES if loadable(config, t, trust_remote_code)]
+    heads = [t for t in AUTO_CLASSES if t in allowed and loadable(config, t, trust_remote_code)]
     if len(heads) == 1:
         return heads[0]
     found = f"heads for {', '.join(t.value for t in heads)}" if heads else "no head specprobe measures"
