@@ -238,8 +238,12 @@ def test_eigen_and_groups_of_a_masked_lm(
         "float64",
         "--out",
         str(out),
+        "--html",
+        str(tmp_path / "report.html"),
     )
     assert result.exit_code == 0, result.output
+    html = (tmp_path / "report.html").read_text()
+    assert "masked positions per sequence × V" in html and "(S−1)·V" not in html
     (record,) = ResultStore(out).records()
     spec = DataSpec(dataset=str(corpus), num_sequences=3, seq_len=10)
     subset = build_task_subset(spec, Task.MASKED_LM, bert_tokenizer, fingerprint_tokenizer(bert_tokenizer))
