@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from specprobe.choices import Estimator
+from specprobe.choices import Estimator, Task
 from specprobe.errors import (
     BatchError,
     NonFiniteError,
@@ -42,6 +42,13 @@ _LAZY = {
     "RegressionAdapter": "specprobe.core.adapters",
     "CallableAdapter": "specprobe.core.adapters",
     "Loss": "specprobe.core.adapters",
+    "MaskedLMAdapter": "specprobe.core.task_adapters",
+    "Seq2SeqLMAdapter": "specprobe.core.task_adapters",
+    "ImageClassificationAdapter": "specprobe.core.task_adapters",
+    "adapter_for": "specprobe.core.task_adapters",
+    "mask_tokens": "specprobe.core.masking",
+    "MaskRecipe": "specprobe.core.masking",
+    "span_corrupt": "specprobe.core.masking",
     # loading and results
     "load_checkpoint": "specprobe.models.loading",
     "find_checkpoints": "specprobe.models.hub",
@@ -87,6 +94,15 @@ __all__ = [
     "RegressionAdapter",
     "CallableAdapter",
     "Loss",
+    # tasks: what counts as an output, and the seeded masks and spans
+    "Task",
+    "MaskedLMAdapter",
+    "Seq2SeqLMAdapter",
+    "ImageClassificationAdapter",
+    "adapter_for",
+    "mask_tokens",
+    "MaskRecipe",
+    "span_corrupt",
     # loading and results
     "load_checkpoint",
     "find_checkpoints",
@@ -144,10 +160,17 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         RegressionAdapter,
     )
     from specprobe.core.dense import DenseKernel, dense_kernel
+    from specprobe.core.masking import MaskRecipe, mask_tokens, span_corrupt
     from specprobe.core.measure import measure
     from specprobe.core.measurement import GroupShare, Measurement
     from specprobe.core.operator import NTKOperator, ProductMode
     from specprobe.core.params import select_parameters
+    from specprobe.core.task_adapters import (
+        ImageClassificationAdapter,
+        MaskedLMAdapter,
+        Seq2SeqLMAdapter,
+        adapter_for,
+    )
     from specprobe.linalg.density import (
         SpectralDensity,
         eigenvalue_count,

@@ -96,3 +96,43 @@ class TinyArch(str, Enum):
 
     LLAMA = "llama"
     """Llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU."""
+
+
+class Task(str, Enum):
+    """What a checkpoint was trained to do, and so which raw outputs f count and which loss
+    gives the residual (DESIGN section 7). A sample (the unit of the per-sample probes, of
+    B_noise and of the jackknife) is one sequence, or one image."""
+
+    AUTO = "auto"
+    """Read from the checkpoint's config (``architectures``, ``is_decoder``,
+    ``is_encoder_decoder``, the model type); a checkpoint whose task cannot be told apart is
+    refused before any work, with the choices named. The default."""
+
+    CAUSAL_LM = "causal-lm"
+    """Next-token prediction: the logits of every real position whose next token is real,
+    mean cross-entropy on the next token. D = counted positions × V, (S − 1)·V a sequence."""
+
+    MASKED_LM = "masked-lm"
+    """Masked language modelling (BERT, RoBERTa, DistilBERT): the logits at the masked
+    positions only, mean cross-entropy on the original tokens there. Masks are drawn per
+    (seed, sequence, position), BERT's recipe by default (15 %; of those 80 % [MASK], 10 %
+    a random token, 10 % unchanged). D = masked positions × V."""
+
+    SEQ2SEQ_LM = "seq2seq-lm"
+    """An encoder–decoder (T5, BART): the teacher-forced decoder logits of the real target
+    positions, mean cross-entropy on the target. Pairs come from two text columns, or from
+    plain text by T5's span corruption (seeded like the masks). D = target tokens × V."""
+
+    IMAGE_CLASSIFICATION = "image-classification"
+    """An image classifier (ViT, DeiT, ConvNeXt, ResNet): one row of class logits per image,
+    mean cross-entropy on the label. D = images × classes; B_noise is in images."""
+
+    @property
+    def text(self) -> bool:
+        """Whether the task reads token sequences (every task but image classification)."""
+        return self is not Task.IMAGE_CLASSIFICATION
+
+    @property
+    def unit(self) -> str:
+        """What one sample is, in the plural: ``sequences`` or ``images``."""
+        return "images" if self is Task.IMAGE_CLASSIFICATION else "sequences"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from specprobe.choices import Device, DType, Estimator
+from specprobe.choices import Device, DType, Estimator, Task
 from specprobe.errors import SpecprobeError
 
 DEFAULT_DATASET = "NeelNanda/pile-10k"
@@ -114,6 +114,39 @@ def check_groups(groups: Any, where: str = "--groups") -> None:
         )
 
 
+TASK_FIELDS = ("mask_rate", "mask_split", "target_column", "image_column", "label_column")
+"""The data settings that only some tasks read."""
+TASK_FIELDS_OF: dict[Task, tuple[str, ...]] = {
+    Task.MASKED_LM: ("mask_rate", "mask_split"),
+    Task.SEQ2SEQ_LM: ("mask_rate",),
+    Task.IMAGE_CLASSIFICATION: ("image_column", "label_column"),
+}
+"""The task-only fields each task reads (seq2seq: ``target_column`` instead of
+``mask_rate`` when a target column is given)."""
+
+
+def check_mask(rate: Any, split: Any, prefix: str | None = None) -> None:
+    """Raise SpecprobeError unless ``0 < rate ≤ 1`` and ``split`` is three fractions summing to 1."""
+    where = f"{prefix}.mask_rate" if prefix else "--mask-rate"
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+        raise SpecprobeError(
+            f"{where}: expected a fraction of positions in (0, 1], found {rate!r}",
+            f"give {where} a value such as 0.15 (BERT's and T5's)",
+        )
+    parts = tuple(split) if isinstance(split, list | tuple) else ()
+    if (
+        len(parts) != 3
+        or not all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in parts)
+        or abs(sum(parts) - 1) > 1e-9
+    ):
+        where = f"{prefix}.mask_split" if prefix else "mask_split"
+        raise SpecprobeError(
+            f"{where}: expected three fractions (mask token, random token, unchanged) summing to 1, "
+            f"found {split!r}",
+            "BERT's is [0.8, 0.1, 0.1]",
+        )
+
+
 def settings_hash(settings: dict[str, Any]) -> str:
     """A short hash of the settings that change the numbers (data and probe settings)."""
     text = json.dumps(settings, sort_keys=True, default=str)
@@ -159,6 +192,23 @@ class DataSpec:
     the subset measured in batches of that many sequences and averaged
     (:attr:`Measuring.BATCHES`, the way before issue 18)."""
     seed: int = 0
+    task: Task = Task.AUTO
+    """What the checkpoints were trained for (:class:`~specprobe.choices.Task`); ``auto``
+    reads it from their config. A sweep resolves it before anything is written, so records
+    and their settings hash carry the task measured."""
+    mask_rate: float = 0.15
+    """masked-lm: the fraction of positions masked; seq2seq-lm from plain text: the
+    fraction of tokens in the corrupted spans (T5's noise density)."""
+    mask_split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """masked-lm: of the masked positions, the fractions given the mask token, a random
+    token, and left unchanged (BERT's 80/10/10)."""
+    target_column: str | None = None
+    """seq2seq-lm: the column holding each source text's target; None: T5's span
+    corruption of ``text_column``."""
+    image_column: str = "image"
+    """image-classification: the column holding the image."""
+    label_column: str = "label"
+    """image-classification: the column holding the class index."""
 
     @property
     def measuring(self) -> Measuring:
@@ -171,7 +221,22 @@ class DataSpec:
         return self.num_sequences if self.batch_size is None else self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that change the numbers: those of every task, and the task with its
+        own fields for every task but the causal LM (whose settings, and so their hash,
+        are those of the versions before tasks: its runs still resume)."""
+        out = asdict(self)
+        task = out.pop("task")
+        for name in TASK_FIELDS:
+            out.pop(name)
+        if task not in (Task.AUTO, Task.CAUSAL_LM):
+            out["task"] = task.value
+            own = TASK_FIELDS_OF[task]
+            if task is Task.SEQ2SEQ_LM and self.target_column is not None:
+                own = ("target_column",)
+            out.update({name: getattr(self, name) for name in own})
+            if "mask_split" in out:
+                out["mask_split"] = list(self.mask_split)
+        return out
 
     def validate(self, prefix: str | None = None) -> None:
         """Raise SpecprobeError naming the first value out of :data:`LIMITS`, or a subset
@@ -179,6 +244,7 @@ class DataSpec:
         key path instead of by flag."""
         for name in ("num_sequences", "seq_len", "batch_size", "seed"):
             check_range(name, getattr(self, name), f"{prefix}.{name}" if prefix else None)
+        check_mask(self.mask_rate, self.mask_split, prefix)
         if self.batch_size is not None and self.num_sequences % self.batch_size:
             raise SpecprobeError(
                 f"expected num_sequences to be a multiple of batch_size (equal D per batch), found "

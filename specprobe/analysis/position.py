@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from specprobe.errors import SpecprobeError
-from specprobe.store.records import Record
+from specprobe.store.records import Record, record_task
 
 SIGNIFICANCE = 2.0
 """A difference counts when it exceeds this many combined standard errors, √(se₁² + se₂²)."""
@@ -64,6 +64,41 @@ _DESCRIPTIONS = {
 }
 
 
+_TASK_STATISTICS = {
+    "masked-lm": (
+        "positions are the population position (D/N)·χ_pos^∞ (masked positions per sequence × V "
+        "times χ_pos^∞, for a masked LM): the position of the data's own gradient, free of the batch "
+        "size and the gradient noise B_noise; comparable across models with the same tokenizer, "
+        "sequence length and masks"
+    ),
+    "seq2seq-lm": (
+        "positions are the population position (D/N)·χ_pos^∞ (target tokens per pair × V times "
+        "χ_pos^∞, for a seq2seq model): the position of the data's own gradient, free of the batch "
+        "size and the gradient noise B_noise; comparable across models with the same tokenizer and "
+        "targets"
+    ),
+    "image-classification": (
+        "positions are the population position (D/N)·χ_pos^∞ (classes·χ_pos^∞ for an image "
+        "classifier): the position of the data's own gradient, free of the batch size and the "
+        "gradient noise B_noise (in images); comparable across models with the same classes and images"
+    ),
+}
+
+
+def describe(position: Position, records: Iterable[Mapping[str, Any]]) -> str:
+    """:attr:`Position.description`, said for the records' task where they share one that is
+    not a causal LM (an image classifier's D/N is its classes, not (S−1)·V)."""
+    tasks = {record_task(r) for r in records}
+    if position is Position.POPULATION and len(tasks) == 1:
+        return _TASK_STATISTICS.get(tasks.pop(), position.description)
+    return position.description
+
+
+def unit(record: Mapping[str, Any]) -> str:
+    """What one sample of the record is, in the plural: ``images`` or ``sequences``."""
+    return "images" if record_task(record) == "image-classification" else "sequences"
+
+
 def read(record: Mapping[str, Any], name: str) -> Any:
     """A record field by name, None when absent: records written by earlier versions lack
     the population fields, and a TypedDict is read here by any name."""
@@ -90,7 +125,7 @@ def population_problem(record: Mapping[str, Any]) -> str | None:
     if status in (None, "ok"):
         return None
     needed = read(record, "sequences_needed")
-    more = f"~{needed:,} sequences needed" if needed else "more sequences needed"
+    more = f"~{needed:,} {unit(record)} needed" if needed else f"more {unit(record)} needed"
     if status == "nonpositive":
         return f"≤ 0: {more}"
     return f"{status}: {more}"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from specprobe.choices import Device, DType, Estimator, Split
+from specprobe.choices import Device, DType, Estimator, Split, Task
 from specprobe.cli.common import (
     check_outputs,
     console,
@@ -51,6 +51,12 @@ EPILOG = """Examples:
 
   specprobe analyze ./my-run        (a training output directory with checkpoint-*/ folders)
 
+  specprobe analyze google/multiberts-seed_0-step_20k google/multiberts-seed_0-step_2000k --dataset wiki.txt   (masked LM: the task is read from the config)
+
+  specprobe analyze google/t5-efficient-tiny --dataset pairs.jsonl --text-column source --target-column target
+
+  specprobe analyze google/vit-base-patch16-224 --dataset ./images --num-sequences 64   (an imagefolder: one subfolder per label)
+
 Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as failed); 2 bad input; 130 interrupted (finished records are kept; rerun with --resume).
 """
 
@@ -92,6 +98,15 @@ def analyze(
         str | None,
         option("For .onnx models: an .npz/.pt file with the graph inputs and 'targets'.", MODELS, "FILE"),
     ] = None,
+    task: Annotated[
+        Task,
+        option(
+            f"What the models were trained for: {choices(Task)}. 'auto' reads the config's head and "
+            "refuses a checkpoint it cannot tell apart.",
+            MODELS,
+            "TASK",
+        ),
+    ] = Task.AUTO,
     dataset: Annotated[
         str,
         option(
@@ -106,9 +121,32 @@ def analyze(
         option("The hub dataset's configuration.", DATA, "NAME"),
     ] = None,
     split: Annotated[str, option("Dataset split.", DATA, "NAME")] = "train",
-    text_column: Annotated[str, option("Column holding the text.", DATA, "NAME")] = "text",
+    text_column: Annotated[
+        str, option("Column holding the text (seq2seq with --target-column: the source).", DATA, "NAME")
+    ] = "text",
+    target_column: Annotated[
+        str | None,
+        option("seq2seq-lm: column holding the target text (default: T5's span corruption).", DATA, "NAME"),
+    ] = None,
+    image_column: Annotated[
+        str, option("image-classification: column holding the image.", DATA, "NAME")
+    ] = "image",
+    label_column: Annotated[
+        str, option("image-classification: column holding the class index.", DATA, "NAME")
+    ] = "label",
+    mask_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="masked-lm: fraction of positions masked (80/10/10 mask/random/kept); seq2seq-lm "
+            "from plain text: fraction of tokens in corrupted spans.",
+            metavar="RATE",
+            rich_help_panel=DATA,
+        ),
+    ] = 0.15,
     num_sequences: Annotated[
-        int, limited("num_sequences", "Sequences in the subset, measured as one set.", DATA)
+        int, limited("num_sequences", "Sequences (or images) in the subset, measured as one set.", DATA)
     ] = 256,
     seq_len: Annotated[int, limited("seq_len", "Tokens per sequence.", DATA)] = 64,
     batch_size: Annotated[
@@ -227,7 +265,7 @@ def _analyze_onnx(
     json_output: bool,
     html: str | None = None,
 ) -> None:
-    from specprobe.pipeline.onnx import measure_onnx_files
+    from specprobe.pipeline.onnx import measure_onnx_files, parameter_note
     from specprobe.report.terminal import render_run
 
     def checked(model: str, check: Any) -> None:
@@ -240,6 +278,10 @@ def _analyze_onnx(
 
     check_outputs(out, html=html, inputs=[*models, *([inputs] if inputs else [])])
     store, records = measure_onnx_files(models, inputs, probe, out, checked=checked)
+    for record in records:
+        note = parameter_note(record)
+        if note is not None:
+            err_console.print(f"{record['model']}: {note}", highlight=False, markup=False)
     if json_output:
         print_json_lines(records)
     else:

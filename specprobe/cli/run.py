@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from specprobe.choices import Device, DType, Estimator, Split
+from specprobe.choices import Device, DType, Estimator, Split, Task
 from specprobe.cli.common import console, err_console, handle_errors, parse_sets
 from specprobe.cli.execute import execute_plan, parallel
 from specprobe.cli.options import (
@@ -73,6 +73,7 @@ def run(
         ),
     ] = False,
     set_: RecipeVariables = None,
+    task: Annotated[Task | None, option(f"Override data.task: {choices(Task)}.", MODELS, "TASK")] = None,
     num_sequences: Annotated[
         int | None, limited("num_sequences", "Override data.num_sequences.", DATA)
     ] = None,

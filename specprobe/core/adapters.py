@@ -308,6 +308,18 @@ class AdapterKind(str, Enum):
     REGRESSION = "regression"
     """``(inputs, targets)`` with real targets; mean squared error."""
 
+    MASKED_LM = "masked_lm"
+    """Hugging Face masked LM on masked ``input_ids`` and ``labels``; cross-entropy at the
+    masked positions (``specprobe.core.task_adapters.MaskedLMAdapter``)."""
+
+    SEQ2SEQ_LM = "seq2seq_lm"
+    """Hugging Face encoder–decoder on ``input_ids`` and target ``labels``; teacher-forced
+    cross-entropy on the target (``specprobe.core.task_adapters.Seq2SeqLMAdapter``)."""
+
+    IMAGE_CLASSIFICATION = "image_classification"
+    """Hugging Face image classifier on ``pixel_values`` and ``labels``; cross-entropy per
+    image (``specprobe.core.task_adapters.ImageClassificationAdapter``)."""
+
 
 _BUILTIN: dict[AdapterKind, type[Adapter]] = {
     AdapterKind.CAUSAL_LM: CausalLMAdapter,
@@ -322,7 +334,9 @@ def resolve_adapter(
 ) -> Adapter:
     """The adapter to use: the one given, a built-in by name, or one chosen from the batch.
 
-    Automatic choice (``adapter=None``): a mapping with ``input_ids`` is a causal LM; a pair
+    Automatic choice (``adapter=None``): a mapping with ``pixel_values`` is an image
+    classifier; a mapping with ``input_ids`` is a causal LM (a masked LM or a seq2seq
+    model must be named: their batches look alike); a pair
     ``(inputs, targets)`` is classification when the targets are integers and regression
     when they are real.
     """
@@ -330,15 +344,22 @@ def resolve_adapter(
         return adapter
     if isinstance(adapter, str):
         try:
-            return _BUILTIN[AdapterKind(adapter)]()
+            kind = AdapterKind(adapter)
         except ValueError:
             valid = ", ".join(k.value for k in AdapterKind)
             raise BatchError(
                 f"unknown adapter {adapter!r}; expected one of: {valid}",
                 "or pass an Adapter instance or a function fn(model, batch)",
             ) from None
+        if kind in _BUILTIN:
+            return _BUILTIN[kind]()
+        from specprobe.core import task_adapters  # the task adapters build on this module
+
+        return {a.name: a for a in task_adapters.TASK_ADAPTERS.values()}[kind.value]()
     if callable(adapter):
         return CallableAdapter(adapter)
+    if isinstance(batch, Mapping) and "pixel_values" in batch and "labels" in batch:
+        return resolve_adapter(AdapterKind.IMAGE_CLASSIFICATION, batch)
     if isinstance(batch, Mapping) and "input_ids" in batch:
         return CausalLMAdapter()
     if isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[1], Tensor):

@@ -43,13 +43,54 @@ class TokenSubset:
     """Something the user should be told about how the subset was made (a warning line),
     e.g. documents joined without a separator; None when there is nothing to say."""
 
+    fields: dict[str, Tensor] | None = None
+    """The model's inputs for the whole set when the task needs more than ``input_ids``
+    (a masked LM: the masked ids and their labels; seq2seq: source, mask and target; image
+    classification: pixel values and labels), each with one row per sample; None: just
+    ``input_ids`` (a causal LM)."""
+
+    @property
+    def num_samples(self) -> int:
+        """Sequences (or images) in the set."""
+        return int(next(iter(self.fields.values())).shape[0]) if self.fields else int(self.input_ids.shape[0])
+
+    def batch(self, start: int = 0, stop: int | None = None) -> dict[str, Tensor]:
+        """The model's inputs of samples ``start:stop`` (default: all)."""
+        fields = self.fields or {"input_ids": self.input_ids}
+        return {name: value[start:stop] for name, value in fields.items()}
+
     def batches(self, batch_size: int) -> list[Tensor]:
-        """The subset in consecutive batches of ``batch_size`` sequences."""
+        """The subset's token ids in consecutive batches of ``batch_size`` sequences."""
         return list(self.input_ids.split(batch_size))
+
+    def batch_inputs(self, batch_size: int) -> list[dict[str, Tensor]]:
+        """The model's inputs in consecutive batches of ``batch_size`` samples."""
+        n = self.num_samples
+        return [self.batch(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
 def iter_texts(spec: DataSpec) -> Iterator[str]:
     """The documents of the dataset, streamed (a hub corpus is not downloaded whole)."""
+    for row in iter_rows(spec, (spec.text_column,)):
+        text = row[spec.text_column]
+        if text is not None and not isinstance(text, str):
+            raise SpecprobeError(
+                f"expected text in column {spec.text_column!r} of dataset {spec.dataset}, found "
+                f"{type(text).__name__} ({str(text)[:40]!r})",
+                "pass --text-column with the column that holds the text",
+            )
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""Files that make a local folder an ``imagefolder`` dataset (one subfolder per label)."""
+
+
+def iter_rows(spec: DataSpec, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The rows of the dataset, streamed, checked to hold ``columns`` (the first row says
+    which are missing, with "did you mean"). A local folder of images is read as an
+    ``imagefolder`` (its subfolders are the labels)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -57,7 +98,9 @@ def iter_texts(spec: DataSpec) -> Iterator[str]:
     if not path.exists():
         check_hub_dataset(spec)
     try:
-        if path.exists():
+        if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+            stream = datasets.load_dataset("imagefolder", data_dir=str(path), split="train", streaming=True)
+        elif path.exists():
             builder, files = _local_files(path)
             stream = datasets.load_dataset(
                 builder, data_files=[str(f) for f in files], split="train", streaming=True
@@ -72,17 +115,10 @@ def iter_texts(spec: DataSpec) -> Iterator[str]:
         first = True
         for row in stream:
             if first:
-                _check_column(row, spec)
+                for column in columns:
+                    _check_column(row, spec, column)
                 first = False
-            text = row[spec.text_column]
-            if text is not None and not isinstance(text, str):
-                raise SpecprobeError(
-                    f"expected text in column {spec.text_column!r} of dataset {spec.dataset}, found "
-                    f"{type(text).__name__} ({str(text)[:40]!r})",
-                    "pass --text-column with the column that holds the text",
-                )
-            if isinstance(text, str) and text.strip():
-                yield text
+            yield row
     except SpecprobeError:
         raise
     except (FileNotFoundError, ConnectionError, ValueError, OSError) as err:
@@ -193,17 +229,25 @@ def _local_files(path: Path) -> tuple[str, list[Path]]:
     return kinds.pop() or "text", files
 
 
-def _check_column(row: dict[str, Any], spec: DataSpec) -> None:
-    if spec.text_column in row:
+def _check_column(row: dict[str, Any], spec: DataSpec, column: str) -> None:
+    if column in row:
         return
     columns = sorted(row)
-    close = get_close_matches(spec.text_column, columns, n=1)
+    close = get_close_matches(column, columns, n=1)
     texts = [c for c in columns if isinstance(row[c], str)]
-    if not close and len(texts) == 1:  # the only text column is the likely one
+    if not close and len(texts) == 1 and column == spec.text_column:  # the only text column is the likely one
         close = texts
+    flag = next(
+        (
+            f"--{name.replace('_', '-')}"
+            for name in ("text_column", "target_column", "image_column", "label_column")
+            if getattr(spec, name, None) == column
+        ),
+        "--text-column",
+    )
     raise SpecprobeError(
-        f"dataset {spec.dataset} has no column {spec.text_column!r}"
+        f"dataset {spec.dataset} has no column {column!r}"
         + (f"; did you mean {close[0]!r}?" if close else "")
         + f" (columns: {', '.join(columns)})",
-        "pass --text-column with one of the columns",
+        f"pass {flag} with one of the columns",
     )

@@ -26,8 +26,12 @@ def fingerprint_weights(model: nn.Module) -> str:
 
 
 def fingerprint_tokenizer(tokenizer: Any) -> str:
-    """A hash of the tokenizer's vocabulary and special tokens: equal hash, equal token ids."""
+    """A hash of the tokenizer's vocabulary and special tokens: equal hash, equal token ids.
+    An image processor (no vocabulary) is hashed by its settings: equal hash, equal pixels."""
     digest = hashlib.blake2b(digest_size=16)
+    if not hasattr(tokenizer, "get_vocab") and hasattr(tokenizer, "to_json_string"):
+        digest.update(tokenizer.to_json_string().encode())
+        return digest.hexdigest()
     vocab = tokenizer.get_vocab()
     digest.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
     digest.update(repr(getattr(tokenizer, "eos_token_id", None)).encode())

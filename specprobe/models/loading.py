@@ -19,9 +19,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from specprobe.choices import Device, DType
+from specprobe.choices import Device, DType, Task
 from specprobe.errors import SpecprobeError
 from specprobe.models.hub import Checkpoint, cache_only, resolve_revision
+from specprobe.models.tasks import AUTO_CLASSES, resolve_task
 
 
 class IncompleteCheckpointError(SpecprobeError):
@@ -90,6 +91,7 @@ class LoadedCheckpoint:
     checkpoint: Checkpoint
     model: nn.Module
     tokenizer: Any
+    """The tokenizer; for an image classifier, its image processor."""
     commit: str | None
     """The hub commit the revision resolved to (None for local directories)."""
     num_params: int
@@ -97,6 +99,8 @@ class LoadedCheckpoint:
     """The model's context length, when its config states one."""
     input_device: torch.device
     load_time_s: float
+    task: Task = Task.CAUSAL_LM
+    """The task the model was loaded for (its head)."""
 
 
 def load_checkpoint(
@@ -106,8 +110,14 @@ def load_checkpoint(
     dtype: DType | str = DType.float32,
     trust_remote_code: bool = False,
     gpus: Sequence[int] | None = None,
+    task: Task | str = Task.AUTO,
 ) -> LoadedCheckpoint:
-    """Load a causal LM and its tokenizer with eager attention, in eval mode.
+    """Load a model with the head of its ``task`` and its tokenizer (an image classifier:
+    its image processor) with eager attention, in eval mode.
+
+    ``task`` ``auto`` reads it from the checkpoint's config
+    (:func:`specprobe.models.tasks.resolve_task`); an explicit task must agree with the
+    head the config names: a masked-LM checkpoint is never loaded as a causal LM.
 
     Hub revisions are resolved to their commit first, and the model is loaded at that
     commit, so the record names exactly the weights measured. ``device="auto"`` uses
@@ -123,9 +133,16 @@ def load_checkpoint(
     if checkpoint.path is None:
         commit, unreachable = resolve_revision(checkpoint.model, checkpoint.revision)
         local = unreachable or cache_only()
-    model = _load_model(checkpoint, commit, device, dtype, trust_remote_code, gpus, local)
-    tokenizer = load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local)
-    embeddings = model.get_input_embeddings()
+    task = Task(task)
+    if task is Task.AUTO:
+        config = read_config(checkpoint, commit, trust_remote_code, local)
+        task = resolve_task(config, task, checkpoint.model, trust_remote_code)
+    model = _load_model(checkpoint, commit, device, dtype, trust_remote_code, gpus, local, task)
+    if task is Task.IMAGE_CLASSIFICATION:
+        tokenizer = load_image_processor(checkpoint, commit, trust_remote_code, local_files_only=local)
+    else:
+        tokenizer = load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local)
+    first = next(model.parameters())
     return LoadedCheckpoint(
         checkpoint=checkpoint,
         model=model,
@@ -133,8 +150,9 @@ def load_checkpoint(
         commit=commit,
         num_params=sum(p.numel() for p in model.parameters()),
         max_positions=context_length(model.config),
-        input_device=cast(torch.device, embeddings.weight.device),
+        input_device=cast(torch.device, first.device),
         load_time_s=time.perf_counter() - start,
+        task=task,
     )
 
 
@@ -168,16 +186,17 @@ def _load_model(
     trust_remote_code: bool,
     gpus: Sequence[int] | None,
     cache_only: bool,
+    task: Task = Task.CAUSAL_LM,
 ) -> Any:
-    """The checkpoint's causal LM at ``commit``, checked complete and not offloaded, in eval mode."""
+    """The checkpoint's model with its ``task`` head at ``commit``, checked complete and not
+    offloaded, in eval mode."""
     import transformers
-    from transformers import AutoModelForCausalLM
 
     source: str | Path = checkpoint.path if checkpoint.path is not None else checkpoint.model
     device_map, max_memory = _placement(device, gpus)
     transformers.utils.logging.disable_progress_bar()
     try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(
             source,
             revision=commit,
             dtype=dtype.torch,
@@ -189,9 +208,9 @@ def _load_model(
             output_loading_info=True,
         )
     except (ValueError, OSError) as err:
-        raise _load_error(checkpoint, commit, err, trust_remote_code) from None
+        raise _load_error(checkpoint, commit, err, trust_remote_code, task) from None
     model, loading = cast(tuple[Any, dict[str, Any]], loaded)
-    check_loading_info(checkpoint, type(model).__name__, loading)
+    check_loading_info(checkpoint, type(model).__name__, loading, task)
     placement = set(getattr(model, "hf_device_map", {}).values())
     if placement & {"cpu", "disk"} and device is not Device.cpu:
         raise SpecprobeError(
@@ -204,7 +223,11 @@ def _load_model(
 
 
 def _load_error(
-    checkpoint: Checkpoint, commit: str | None, err: ValueError | OSError, trust_remote_code: bool
+    checkpoint: Checkpoint,
+    commit: str | None,
+    err: ValueError | OSError,
+    trust_remote_code: bool,
+    task: Task = Task.CAUSAL_LM,
 ) -> SpecprobeError:
     """The one-line error for a failed ``from_pretrained``."""
     if not isinstance(err, ValueError):  # an OSError: files missing or unreadable
@@ -214,17 +237,19 @@ def _load_error(
         )
     if _needs_remote_code(err) and not trust_remote_code:
         return remote_code_error(checkpoint, commit)
-    if "Unrecognized configuration class" in str(err) or "AutoModelForCausalLM" in str(err):
+    if "Unrecognized configuration class" in str(err) or AUTO_CLASSES[task] in str(err):
         return SpecprobeError(
-            f"{checkpoint.model} has no causal-LM head that transformers knows "
+            f"{checkpoint.model} has no {task.value} head that transformers knows "
             f"({str(err).splitlines()[0][:120]})",
-            "specprobe analyze measures causal language models; use specprobe.measure with an "
-            "adapter for other models",
+            "specprobe analyze measures causal-lm, masked-lm, seq2seq-lm and image-classification "
+            "models; use specprobe.measure with an adapter for other models",
         )
     return SpecprobeError(f"could not load {checkpoint.model}: {err}", "check the checkpoint")
 
 
-def check_loading_info(checkpoint: Checkpoint, class_name: str, loading: dict[str, Any]) -> None:
+def check_loading_info(
+    checkpoint: Checkpoint, class_name: str, loading: dict[str, Any], task: Task = Task.CAUSAL_LM
+) -> None:
     """Raise IncompleteCheckpointError when ``from_pretrained``'s loading info lists weights
     that were missing from the checkpoint or did not fit (they were initialised at random)."""
     missing = sorted(str(k) for k in loading.get("missing_keys") or ())
@@ -235,12 +260,12 @@ def check_loading_info(checkpoint: Checkpoint, class_name: str, loading: dict[st
         return
     names = missing + mismatched
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    head = any(re.search(r"(^|\.)(lm_head|embed_out|output|score)\.", n) for n in names)
+    head = any(re.search(r"(^|\.)(lm_head|embed_out|output|score|classifier|cls)\.", n) for n in names)
     raise IncompleteCheckpointError(
         f"{checkpoint.model} at {checkpoint.revision} lacks weights of {class_name}: {shown} "
         f"{'missing' if missing else 'of another shape'} (they would be initialised at random)"
-        + ("; it has no output head, so it is not a causal-LM checkpoint" if head else ""),
-        "save the whole causal LM (the *ForCausalLM model, output head included) with save_pretrained",
+        + (f"; it has no output head, so it is not a {task.value} checkpoint" if head else ""),
+        f"save the whole model ({AUTO_CLASSES[task]}, output head included) with save_pretrained",
     )
 
 
@@ -305,19 +330,25 @@ class CheckpointInfo:
     """What can be learnt about a checkpoint without loading its weights."""
 
     tokenizer: Any
+    """The tokenizer; for an image classifier, its image processor."""
     max_positions: int | None
     skeleton: nn.Module | None = None
     """The model built from its config on the meta device (no memory, no weights), for
     checks of parameter names and output sizes before loading; None if it cannot be built."""
+    task: Task = Task.CAUSAL_LM
+    """The task the checkpoint is measured under (its config's, or the one asked for)."""
 
 
-def model_skeleton(config: Any, trust_remote_code: bool = False) -> nn.Module | None:
-    """The causal LM of ``config`` on the meta device, or None when it cannot be built."""
-    from transformers import AutoModelForCausalLM
+def model_skeleton(
+    config: Any, trust_remote_code: bool = False, task: Task = Task.CAUSAL_LM
+) -> nn.Module | None:
+    """The model of ``config`` with its ``task`` head on the meta device, or None when it
+    cannot be built."""
+    import transformers
 
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(
+            model = getattr(transformers, AUTO_CLASSES[task]).from_config(
                 config, attn_implementation="eager", trust_remote_code=trust_remote_code
             )
     except Exception:  # best effort: the checks it serves happen again when the weights load
@@ -325,20 +356,14 @@ def model_skeleton(config: Any, trust_remote_code: bool = False) -> nn.Module | 
     return cast(nn.Module, model)
 
 
-def inspect_checkpoint(
-    checkpoint: Checkpoint, commit: str | None, trust_remote_code: bool = False
-) -> CheckpointInfo:
-    """Config and tokenizer only: checks that the model is a causal LM, before any weights load.
-
-    Once the hub was found unreachable (:func:`~specprobe.models.hub.cache_only`), both are
-    read from the cache alone: no request, no retries."""
+def read_config(checkpoint: Checkpoint, commit: str | None, trust_remote_code: bool, local: bool) -> Any:
+    """The checkpoint's transformers config (no weights); one-line errors for what cannot be read."""
     from huggingface_hub.errors import StrictDataclassError
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     source = checkpoint.path or checkpoint.model
-    local = checkpoint.path is None and cache_only()
     try:
-        config = AutoConfig.from_pretrained(
+        return AutoConfig.from_pretrained(
             source, revision=commit, trust_remote_code=trust_remote_code, local_files_only=local
         )
     except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as err:
@@ -350,17 +375,51 @@ def inspect_checkpoint(
             "check that it is a transformers checkpoint and that the values in its config.json have "
             "the right types",
         ) from None
-    auto_map = getattr(config, "auto_map", None)
-    remote = isinstance(auto_map, dict) and bool(auto_map.get("AutoModelForCausalLM")) and trust_remote_code
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
-        raise SpecprobeError(
-            f"{checkpoint.model} ({type(config).__name__}, architectures "
-            f"{getattr(config, 'architectures', None)}) has no causal-LM head that transformers knows",
-            "specprobe analyze measures causal language models; use specprobe.measure with an adapter "
-            "for other models",
-        )
+
+
+def inspect_checkpoint(
+    checkpoint: Checkpoint, commit: str | None, trust_remote_code: bool = False, task: Task | str = Task.AUTO
+) -> CheckpointInfo:
+    """Config and tokenizer (or image processor) only: the task it is measured under
+    (:func:`~specprobe.models.tasks.resolve_task`: refused when it cannot be told apart or
+    has no head), before any weights load.
+
+    Once the hub was found unreachable (:func:`~specprobe.models.hub.cache_only`), both are
+    read from the cache alone: no request, no retries."""
+    local = checkpoint.path is None and cache_only()
+    config = read_config(checkpoint, commit, trust_remote_code, local)
+    resolved = resolve_task(config, task, checkpoint.model, trust_remote_code)
+    if resolved is Task.IMAGE_CLASSIFICATION:
+        processor = load_image_processor(checkpoint, commit, trust_remote_code, local_files_only=local)
+    else:
+        processor = load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local)
     return CheckpointInfo(
-        load_tokenizer(checkpoint, commit, trust_remote_code, local_files_only=local),
+        processor,
         context_length(config),
-        model_skeleton(config, trust_remote_code),
+        model_skeleton(config, trust_remote_code, resolved),
+        resolved,
     )
+
+
+def load_image_processor(
+    checkpoint: Checkpoint,
+    revision: str | None,
+    trust_remote_code: bool = False,
+    *,
+    local_files_only: bool = False,
+) -> Any:
+    """The image classifier's image processor (resizing and normalising as in training)."""
+    from transformers import AutoImageProcessor
+
+    source: str | Path = checkpoint.path if checkpoint.path is not None else checkpoint.model
+    try:
+        return AutoImageProcessor.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+        )
+    except (OSError, ValueError, TypeError) as err:
+        if _needs_remote_code(err) and not trust_remote_code:
+            raise remote_code_error(checkpoint, revision) from None
+        raise SpecprobeError(
+            f"could not load the image processor of {checkpoint.model} ({str(err).splitlines()[0][:160]})",
+            "save the image processor beside the model (image_processor.save_pretrained)",
+        ) from None

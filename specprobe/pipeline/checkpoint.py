@@ -21,15 +21,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from specprobe.choices import Device
+from specprobe.choices import Device, Task
 from specprobe.config import Measuring, ProbeSpec, Settings
 from specprobe.core.measure import Measurement, measure
 from specprobe.core.population import Reduction
+from specprobe.core.task_adapters import adapter_for, task_of
 from specprobe.errors import SpecprobeError
-from specprobe.models.data import build_subset
+from specprobe.models.data import TokenSubset
 from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
 from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
+from specprobe.models.task_data import build_task_subset
 from specprobe.pipeline.aggregate import aggregate
 from specprobe.pipeline.plan import (
     Observer,
@@ -111,8 +113,9 @@ class AllBatches:
         """Nothing to exchange."""
 
 
-def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None) -> Loader:
-    """Load with the probe's device, dtype and trust setting (onto ``gpus`` when given)."""
+def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None, task: Task = Task.AUTO) -> Loader:
+    """Load with the probe's device, dtype and trust setting (onto ``gpus`` when given),
+    with the head of ``task`` (``auto``: the one its config names)."""
 
     def load(checkpoint: Checkpoint) -> LoadedCheckpoint:
         return load_checkpoint(
@@ -121,6 +124,7 @@ def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None) -> Loader:
             dtype=probe.dtype,
             trust_remote_code=probe.trust_remote_code,
             gpus=gpus,
+            task=task,
         )
 
     return load
@@ -157,13 +161,17 @@ def measure_checkpoint(
         step=ckpt.step,
         tokens_seen=tokens_seen(item),
     )
+    if plan.data.task is not Task.AUTO:
+        record["task"] = plan.data.task.value
     record["train_batch_sequences"] = train_batch_sequences(item)
     if probe.device is not Device.cpu and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     settle: BatchSplit | None = split
     try:
         observer.loading(ckpt)
-        _measure_loaded((load or loader(probe))(ckpt), record, plan, subsets, observer, split)
+        _measure_loaded(
+            (load or loader(probe, task=plan.data.task))(ckpt), record, plan, subsets, observer, split
+        )
         record["status"] = "ok"
     except (KeyboardInterrupt, IncompleteCheckpointError):
         # An interruption, or bad input (an incomplete checkpoint is not a failed
@@ -196,25 +204,25 @@ def _measure_loaded(
     start = time.perf_counter()
     fingerprint = fingerprint_weights(loaded.model)
     fingerprint_s = time.perf_counter() - start
-    record.update({"fingerprint": fingerprint, "num_params": loaded.num_params})
+    record.update({"fingerprint": fingerprint, "num_params": loaded.num_params, "task": loaded.task.value})
     tok_fp = fingerprint_tokenizer(loaded.tokenizer)
     if tok_fp not in subsets:  # a revision whose tokenizer differs from its model's first
-        subsets[tok_fp] = build_subset(plan.data, loaded.tokenizer, tok_fp)
+        subsets[tok_fp] = build_task_subset(plan.data, loaded.task, loaded.tokenizer, tok_fp)
     subset = subsets[tok_fp]
     record.update({"dataset_fingerprint": subset.fingerprint, "tokenizer_fingerprint": tok_fp})
     measuring = plan.data.measuring
     start = time.perf_counter()
     if measuring is Measuring.WHOLE:
-        first_ids = subset.input_ids  # the eigenpairs are those of the measured set
-        measurements = [_measure_whole(loaded, first_ids, plan.probe, observer, split)]
+        first = subset.batch()  # the eigenpairs are those of the measured set
+        measurements = [_measure_whole(loaded, subset, plan.probe, observer, split)]
     else:
-        batches = subset.batches(plan.data.measured_together)
-        first_ids = batches[0]
+        batches = subset.batch_inputs(plan.data.measured_together)
+        first = batches[0]
         measurements = _measure_batches(loaded, batches, plan.probe, observer, split)
     record.update(aggregate(measurements, measuring, record.get("train_batch_sequences")))
     if plan.probe.eigen and split.lead:
         observer.preparing(f"eigenpairs of {ckpt.name}")
-        record["spectrum"] = _spectrum(loaded, first_ids, measurements[0], plan.probe)
+        record["spectrum"] = _spectrum(loaded, first, measurements[0], plan.probe)
         record["eigen_top"] = record["spectrum"]["top_eigenvalues"]
     record["timings"] = {
         "load_s": loaded.load_time_s,
@@ -223,22 +231,27 @@ def _measure_loaded(
     }
 
 
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: value.to(device) for name, value in batch.items()}
+
+
 def _measure_whole(
     loaded: LoadedCheckpoint,
-    ids: torch.Tensor,
+    subset: TokenSubset,
     probe: ProbeSpec,
     observer: Observer,
     split: BatchSplit,
 ) -> Measurement:
-    """The one measurement of the whole subset ``ids``: this process's share of the
+    """The one measurement of the whole ``subset``: this process's share of the
     sequences through the split's reduction (every sequence, in one process), so the
-    numbers are those of the whole set whatever the processes or the micro-batch."""
+    numbers are those of the whole set whatever the processes or the micro-batch (the
+    masks and spans of the set were drawn before it was shared out)."""
     ckpt = loaded.checkpoint
     observer.measuring(ckpt, 1)
     try:
-        share, reduction = split.sequences(ids.shape[0])
-        batch = {"input_ids": ids[share.start : share.stop].to(loaded.input_device)}
-        own = measure_with_retry(loaded.model, batch, probe, 0, reduce=reduction)
+        share, reduction = split.sequences(subset.num_samples)
+        batch = _on(subset.batch(share.start, share.stop), loaded.input_device)
+        own = measure_with_retry(loaded.model, batch, probe, 0, reduce=reduction, task=loaded.task)
     except KeyboardInterrupt:
         raise
     except Exception as err:
@@ -250,7 +263,7 @@ def _measure_whole(
 
 def _measure_batches(
     loaded: LoadedCheckpoint,
-    batches: Sequence[torch.Tensor],
+    batches: Sequence[dict[str, torch.Tensor]],
     probe: ProbeSpec,
     observer: Observer,
     split: BatchSplit,
@@ -263,8 +276,8 @@ def _measure_batches(
     own: dict[int, Measurement] = {}
     try:
         for index in indices:
-            batch = {"input_ids": batches[index].to(loaded.input_device)}
-            own[index] = measure_with_retry(loaded.model, batch, probe, index)
+            batch = _on(batches[index], loaded.input_device)
+            own[index] = measure_with_retry(loaded.model, batch, probe, index, task=loaded.task)
             observer.batch_done(ckpt, index)
     except KeyboardInterrupt:
         raise
@@ -307,21 +320,25 @@ def measure_with_retry(
     index: int,
     *,
     reduce: SharedReduction | None = None,
+    task: Task = Task.CAUSAL_LM,
 ) -> Measurement:
-    """:func:`measure_with` on batch ``index`` (probes seeded by the probe's seed and the
+    """:func:`measure_with` on batch ``index`` of ``task`` (probes seeded by the probe's seed and the
     index, so a batch's numbers do not depend on which process measures it; the whole
     subset is index 0), halving the micro-batch on out-of-memory until one sequence per
     pass — not once a shared measurement (``reduce``) has entered a collective, where a
     retry would put this process out of step with the others."""
     micro = probe.micro_batch_size
     seed = int(np.random.SeedSequence([probe.seed, index]).generate_state(1)[0])
+    adapter = adapter_for(task)
     while True:
         try:
-            return measure_with(model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce)
+            return measure_with(
+                model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce, adapter=adapter
+            )
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err) or (reduce is not None and reduce.started):
                 raise
-            size = micro or batch["input_ids"].shape[0]
+            size = micro or adapter.num_samples(batch)
             if size <= 1:
                 raise SpecprobeError(
                     "out of memory even with one sequence per forward pass",
@@ -335,7 +352,7 @@ def measure_with_retry(
 
 
 def _spectrum(
-    loaded: LoadedCheckpoint, ids: torch.Tensor, first: Measurement, probe: ProbeSpec
+    loaded: LoadedCheckpoint, batch: dict[str, torch.Tensor], first: Measurement, probe: ProbeSpec
 ) -> dict[str, Any]:
     """The spectral summaries of the first batch, or of the whole subset when it is
     measured as one set (``spectrum_batch`` 0 in the record). Cost: each Lanczos step
@@ -345,8 +362,9 @@ def _spectrum(
 
     summary = spectral_record(
         loaded.model,
-        {"input_ids": ids.to(loaded.input_device)},
+        _on(batch, loaded.input_device),
         k=probe.eigen,
+        adapter=adapter_for(loaded.task),
         chi_net=first.chi_net,
         chi_pos=first.spectral_position,
         density=probe.density,
@@ -380,6 +398,9 @@ def measured_record(
     are averaged ("batches"). ``extra`` are fields added after the measurement's (an ONNX
     graph's ``onnx_check``); ``train_batch_sequences``: the training batch, when known."""
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
+    task = task_of(measurements[0].adapter) if measurements else None
+    if task is not None:  # the adapter of a task (not a generic classifier or regressor)
+        record["task"] = task.value
     record.update(
         {
             "fingerprint": fingerprint_weights(model),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from specprobe.core.measure import Estimator
 from specprobe.errors import SpecprobeError
 from specprobe.models.onnx.batch import is_causal_lm, load_arrays, measured_module, onnx_batch
 from specprobe.models.onnx.graph import OnnxCheck, load_onnx
+from specprobe.models.onnx.parameters import compare_parameters, repeated_tensors
 from specprobe.store.folder import check_run_folder
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
@@ -32,12 +34,17 @@ def measure_onnx_file(
     probe: ProbeSpec = DEFAULT_PROBE,
     *,
     tolerance: float = 1e-4,
+    reference: torch.nn.Module | None = None,
 ) -> tuple[Record, OnnxCheck]:
     """Convert, check and measure an ONNX model; returns a results record and the check.
 
     The record has the format ``specprobe analyze`` writes (revision ``onnx``), with the
-    conversion check under ``onnx_check``. Cost: one onnxruntime run for the check, then
-    one forward and (1 + probes) backward passes of the converted graph.
+    conversion check under ``onnx_check`` and the graph's parameters under
+    ``onnx_parameters``: compared by value with ``reference`` (the torch model the graph
+    was exported from) when given (:func:`~specprobe.models.onnx.parameters.compare_parameters`),
+    else with the parameter names the exporter recorded, when it recorded them
+    (:func:`parameter_note` says what differs). Cost: one onnxruntime run for the check,
+    then one forward and (1 + probes) backward passes of the converted graph.
     """
     from specprobe.models.data import fingerprint_ids
     from specprobe.pipeline.checkpoint import measure_with, measured_record
@@ -68,10 +75,57 @@ def measure_onnx_file(
                 "max_abs_error": check.max_abs_error,
                 "max_rel_error": check.max_rel_error,
                 "tolerance": check.tolerance,
-            }
+            },
+            "onnx_parameters": _parameters(graph, reference),
         },
     )
     return record, check
+
+
+def _parameters(graph: torch.nn.Module, reference: torch.nn.Module | None) -> dict[str, Any]:
+    """What is known of the graph's parameters against the torch model's."""
+    if reference is not None:
+        comparison = compare_parameters(graph, reference)
+        return {**comparison.to_dict(), "note": None if comparison.same else comparison.describe()}
+    tensors = list(graph.parameters())
+    names = getattr(graph, "signature", None)
+    repeats = repeated_tensors(graph)
+    count = f"the graph has {len(tensors)} trainable tensors ({sum(t.numel() for t in tensors):,} parameters)"
+    problems = []
+    if repeats:
+        problems.append(
+            f"{repeats} of them repeat another's values (a tied weight stored twice, as itself and "
+            "transposed): measured as separate parameters, unlike the torch model"
+        )
+    if names is not None and len(names) != len(tensors):
+        problems.append(
+            f"the exporter's signature names {len(names)} torch parameters: it folded or merged some "
+            "(equal initialisers are stored once, constants folded)"
+        )
+    if problems:
+        note = f"{count}; " + "; ".join(problems) + ": the graph's kernel is not the torch model's"
+    elif names is None:
+        note = (
+            f"{count}; its exporter recorded no torch parameter names, so they are not checked against "
+            "the torch model (exporters fold, merge and untie parameters: "
+            "specprobe.models.onnx.parameters.compare_parameters compares them)"
+        )
+    else:
+        note = None
+    return {
+        "graph_params": sum(t.numel() for t in tensors),
+        "graph_tensors": len(tensors),
+        "signature_tensors": None if names is None else len(names),
+        "repeated": repeats,
+        "note": note,
+    }
+
+
+def parameter_note(record: Record) -> str | None:
+    """The one line to say about an ONNX record's parameters (None: they are the torch model's)."""
+    known = record.get("onnx_parameters")
+    note = known.get("note") if isinstance(known, dict) else None
+    return note if isinstance(note, str) else None
 
 
 def measure_onnx_files(

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from specprobe.choices import Task
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.core.measure import Estimator
 from specprobe.errors import SpecprobeError
-from specprobe.models.data import TokenSubset, build_subset, check_hub_dataset
+from specprobe.models.data import TokenSubset, check_hub_dataset
 from specprobe.models.fingerprint import fingerprint_tokenizer
-from specprobe.models.hub import Checkpoint, find_checkpoints, resolve_commit
-from specprobe.models.loading import inspect_checkpoint
+from specprobe.models.hub import Checkpoint, cache_only, find_checkpoints, resolve_commit
+from specprobe.models.loading import inspect_checkpoint, read_config
+from specprobe.models.task_data import build_task_subset
+from specprobe.models.tasks import CHOICES, resolve_task
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
@@ -153,6 +156,35 @@ Subsets = dict[str, TokenSubset]
 """Token subsets by tokenizer fingerprint."""
 
 
+def resolve_plan_task(plan: SweepPlan) -> SweepPlan:
+    """The plan with its task resolved: ``auto`` becomes the task the first checkpoint of
+    each model names in its config, which must be one task for the whole sweep (a family is
+    measured under one objective); an explicit task is checked against every model's
+    config. Reads configs only (no weights, nothing written). Raises SpecprobeError (exit 2)
+    for a model whose task cannot be told apart, contradicts the one asked for, or differs
+    from another model's."""
+    plan.settings.validate()
+    if not plan.models:
+        raise SpecprobeError("expected at least one model, found none", "name a hub id or a local directory")
+    if any(spec.id.endswith(".onnx") for spec in plan.models):
+        return plan
+    tasks: dict[Task, str] = {}
+    for spec in plan.models:
+        ckpt = find_checkpoints(spec.id, spec.revisions)[0]
+        commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
+        local = ckpt.path is None and cache_only()
+        config = read_config(ckpt, commit, plan.probe.trust_remote_code, local)
+        task = resolve_task(config, plan.data.task, ckpt.model, plan.probe.trust_remote_code)
+        tasks.setdefault(task, ckpt.model)
+    if len(tasks) > 1:
+        named = "; ".join(f"{model} is {task.value}" for task, model in tasks.items())
+        raise SpecprobeError(
+            f"expected the models of one sweep to share a task, found several ({named})",
+            f"measure each task in its own run (--task chooses one of: {CHOICES})",
+        )
+    return replace(plan, data=replace(plan.data, task=next(iter(tasks))))
+
+
 def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoint], Subsets]:
     """The checks before anything is written: settings, checkpoints, data. Returns the
     checkpoints in plan order and the token subsets by tokenizer fingerprint."""
@@ -185,8 +217,8 @@ def _prepare_data(plan: SweepPlan, planned: list[PlannedCheckpoint], observer: O
         firsts.setdefault(item.spec.id, item)
     for item in firsts.values():
         observer.preparing(f"checking {item.checkpoint.model}")
-        info = inspect_checkpoint(item.checkpoint, item.commit, plan.probe.trust_remote_code)
-        if info.max_positions is not None and plan.data.seq_len > info.max_positions:
+        info = inspect_checkpoint(item.checkpoint, item.commit, plan.probe.trust_remote_code, plan.data.task)
+        if info.max_positions is not None and info.task.text and plan.data.seq_len > info.max_positions:
             raise SpecprobeError(
                 f"--seq-len {plan.data.seq_len} exceeds the context of {item.checkpoint.model} "
                 f"({info.max_positions} positions)",
@@ -197,9 +229,10 @@ def _prepare_data(plan: SweepPlan, planned: list[PlannedCheckpoint], observer: O
         tok_fp = fingerprint_tokenizer(info.tokenizer)
         if tok_fp not in subsets:
             observer.preparing(f"tokenising {plan.data.dataset}")
-            subsets[tok_fp] = build_subset(plan.data, info.tokenizer, tok_fp)
+            subsets[tok_fp] = build_task_subset(plan.data, info.task, info.tokenizer, tok_fp)
         if info.skeleton is not None:
             _check_vocabulary(item.checkpoint, info.skeleton, subsets[tok_fp])
+            _check_labels(item.checkpoint, info.skeleton, subsets[tok_fp])
     return subsets
 
 
@@ -229,6 +262,21 @@ def _check_vocabulary(ckpt: Checkpoint, skeleton: torch.nn.Module, subset: Token
         )
 
 
+def _check_labels(ckpt: Checkpoint, skeleton: torch.nn.Module, subset: TokenSubset) -> None:
+    """Refuse image labels beyond the classifier's classes (every batch would fail)."""
+    classes = getattr(getattr(skeleton, "config", None), "num_labels", None)
+    labels = (subset.fields or {}).get("labels")
+    if "pixel_values" not in (subset.fields or {}) or labels is None or not isinstance(classes, int):
+        return
+    over = labels[(labels >= classes) | (labels < 0)].unique()
+    if over.numel():
+        raise SpecprobeError(
+            f"the dataset's labels include {', '.join(str(int(i)) for i in over[:5])}, beyond the "
+            f"{classes} classes of {ckpt.model} (0 to {classes - 1})",
+            "use the dataset the classifier was trained on, or pass --label-column with its class indices",
+        )
+
+
 def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.nn.Module) -> None:
     """What would fail every checkpoint late, found before loading any weights: parameter
     patterns that match nothing, an exact estimator on more outputs than it affords."""
@@ -239,7 +287,11 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
         select_parameters(skeleton, plan.probe.params)
     get_head = getattr(skeleton, "get_output_embeddings", None)
     weight = getattr(get_head(), "weight", None) if callable(get_head) else None
-    if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
+    if (
+        plan.probe.estimator is Estimator.EXACT
+        and plan.data.task is Task.CAUSAL_LM
+        and isinstance(weight, torch.Tensor)
+    ):
         together = plan.data.measured_together
         outputs = together * (plan.data.seq_len - 1) * weight.shape[0]
         if outputs > DEFAULT_MAX_EXACT_OUTPUTS:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from specprobe.pipeline.plan import Observer, SweepPlan, SweepRequest, SweepResult
+from specprobe.pipeline.plan import Observer, SweepPlan, SweepRequest, SweepResult, resolve_plan_task
 from specprobe.pipeline.processes import (
     Launch,
     Parallel,
@@ -51,7 +51,10 @@ def run_sweep(
     the records finished before it are kept. Under a launcher (``accelerate launch``,
     ``torchrun``) every process calls this and they share the sweep: see
     :mod:`specprobe.pipeline.launched` (``parallel`` chooses how; it is ignored in one process).
+    The plan's task is resolved first (:func:`.plan.resolve_plan_task`): a checkpoint of a
+    task that cannot be told apart is refused before anything is written.
     """
+    plan = resolve_plan_task(plan)  # the task measured is in every record and its settings hash
     request = SweepRequest(plan, store, resume, observer or Observer(), invocation)
     if not launched():
         from specprobe.pipeline.local import LocalExecutor

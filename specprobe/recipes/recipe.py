@@ -44,10 +44,12 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
     Local model paths must exist (and their checkpoint folders match the revisions);
     explicit revision names of hub models in a family with a known schedule must belong to
-    it; a local dataset must exist and have the text column; the output folder must be new,
+    it; a local dataset must exist and have the text column (an image dataset: the image and
+    label columns); the output folder must be new,
     empty or a specprobe run folder.
     """
-    from specprobe.models.data import iter_texts
+    from specprobe.choices import Task
+    from specprobe.models.data import iter_rows, iter_texts
     from specprobe.models.hub import find_checkpoints
     from specprobe.store.folder import check_run_folder
 
@@ -78,7 +80,10 @@ def check_recipe(recipe: Recipe) -> list[str]:
     if dataset.exists() or recipe.data.dataset.startswith((".", "/", "~")):
         spec = recipe.to_plan().data
         try:
-            next(iter_texts(spec), None)
+            if spec.task is Task.IMAGE_CLASSIFICATION:
+                next(iter_rows(spec, (spec.image_column, spec.label_column)), None)
+            else:
+                next(iter_texts(spec), None)
         except SpecprobeError as err:
             problems.append(f"{recipe.source}: data.dataset: {err.message}")
     return problems

@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from specprobe.choices import Device, DType, Estimator
+from specprobe.choices import Device, DType, Estimator, Task
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.errors import SpecprobeError
 from specprobe.recipes.problems import RecipeError, did_you_mean, only_keys
@@ -221,7 +221,7 @@ def _is_required(f: Any) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
 
 
-_ENUMS: dict[str, type[Enum]] = {"Estimator": Estimator, "DType": DType, "Device": Device}
+_ENUMS: dict[str, type[Enum]] = {"Estimator": Estimator, "DType": DType, "Device": Device, "Task": Task}
 
 
 def _coerce(value: Any, annotation: Any, source: str, where: str) -> Any:
@@ -245,6 +245,8 @@ def _coerce(value: Any, annotation: Any, source: str, where: str) -> Any:
                 f"{source}: {where}: unknown value {value!r}{did_you_mean(str(value), choices)}",
                 f"use one of: {', '.join(choices)}",
             ) from None
+    if base in ("float", "tuple[float, float, float]"):
+        return _numbers(value, base, where, source)
     expected = {"str": str, "int": int, "bool": bool, "tuple[str, ...]": list}.get(base)
     if base == "Any" or expected is None:
         return value
@@ -261,6 +263,23 @@ def _coerce(value: Any, annotation: Any, source: str, where: str) -> Any:
             f"give {where.split('.')[-1]} as {base}",
         )
     return value
+
+
+def _numbers(value: Any, base: str, where: str, source: str) -> Any:
+    """A float, or a list of three as a tuple (``data.mask_split``), checked."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if base == "float" and number(value):
+        return float(value)
+    if base != "float" and isinstance(value, list) and len(value) == 3 and all(number(v) for v in value):
+        return tuple(float(v) for v in value)
+    raise RecipeError(
+        f"{source}: {where}: expected {'a number' if base == 'float' else 'a list of three numbers'}, "
+        f"found {type(value).__name__} {value!r}",
+        f"give {where.split('.')[-1]} as {'0.15' if base == 'float' else '[0.8, 0.1, 0.1]'}",
+    )
 
 
 def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from specprobe.analysis.family import PowerLawFit, analysed, summarize
-from specprobe.analysis.position import Position, choose_position, group_by_model
+from specprobe.analysis.position import Position, choose_position, describe, group_by_model
 from specprobe.report import tables
 from specprobe.report.plots import position_chart
 from specprobe.report.tables import TableData, Tone
@@ -110,8 +110,9 @@ class Document:
 
     @property
     def statistic(self) -> str:
-        """Which statistic the positions are, in a sentence (every renderer says it)."""
-        return self.position.description
+        """Which statistic the positions are, in a sentence (every renderer says it), for the
+        records' task."""
+        return describe(self.position, [r for rows in analysed(self.records).values() for r in rows])
 
     @property
     def analysed(self) -> bool:

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from specprobe.analysis.family import FamilySummary
-from specprobe.analysis.position import Position, population_problem, position_value, read, usable
+from specprobe.analysis.position import Position, population_problem, position_value, read, unit, usable
 from specprobe.errors import SpecprobeError
 from specprobe.store.records import GroupRow, Record
 from specprobe.text import count, number, percent, value_error
@@ -248,11 +248,12 @@ _SCALE_HELP = {
 def _population_columns(b: _Builder, ok: Sequence[Record]) -> None:
     """Beside the population position: B_noise in sequences and in tokens, and the
     estimate's status when some revision's is noisy or ≤ 0 (then never dropped)."""
+    units = {unit(r) for r in ok} or {"sequences"}
     b.add(
-        Column("B_noise", help="gradient noise scale B_noise, in sequences"),
+        Column("B_noise", help=f"gradient noise scale B_noise, in {' or '.join(sorted(units))}"),
         lambda r: _est(r, "noise_scale"),
     )
-    if any(read(r, "noise_scale_tokens") is not None for r in ok):
+    if any(read(r, "noise_scale_tokens") is not None and unit(r) == "sequences" for r in ok):
         b.add(
             Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
             lambda r: (
@@ -265,7 +266,7 @@ def _population_columns(b: _Builder, ok: Sequence[Record]) -> None:
                 "population estimate",
                 numeric=False,
                 essential=True,
-                help="noisy or ≤ 0: more sequences needed",
+                help=f"noisy or ≤ 0: more {' or '.join(sorted(units))} needed",
             ),
             population_status,
         )

@@ -10,6 +10,7 @@ requires when it reads a line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -51,6 +52,10 @@ class Record(TypedDict, total=False):
     fingerprint: str | None
     duplicate_of: str | None
     num_params: int
+    task: str
+    """What the checkpoint was measured as (:class:`specprobe.choices.Task`): ``causal-lm``,
+    ``masked-lm``, ``seq2seq-lm`` or ``image-classification``. Absent in records before
+    issue 28 (all causal LMs): read with ``record_task``."""
     dataset_fingerprint: str | None
     tokenizer_fingerprint: str
     status: str
@@ -122,11 +127,20 @@ class Record(TypedDict, total=False):
     timings: Timings
     peak_memory_bytes: int
     onnx_check: dict[str, float]
+    onnx_parameters: dict[str, Any]
+    """An ONNX graph's trainable parameters against the torch model's (issue 28): counts,
+    and a ``note`` saying what differs or could not be checked (None: the same)."""
     # stamped on every record
     settings: dict[str, Any]
     settings_hash: str
     specprobe_version: str
     finished_at: str
+
+
+def record_task(record: Mapping[str, Any]) -> str:
+    """The record's task; ``causal-lm`` for records before tasks were recorded."""
+    task = record.get("task")
+    return task if isinstance(task, str) else "causal-lm"
 
 
 RECORD_FIELDS = ("model", "revision", "status")

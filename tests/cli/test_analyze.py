@@ -306,7 +306,7 @@ def _bad_cases(corpus: Path, tmp: Path) -> list[tuple[list[str], str]]:
             ],
             "multiple of batch_size",
         ),
-        (["org/vision", *data], "has no causal-LM head"),
+        (["org/vision", "--task", "causal-lm", *data], "has no causal-lm head"),
         ([REPO, "--revisions", "step1", *data, "--resume"], "found no --out"),
     ]
 

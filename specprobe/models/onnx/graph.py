@@ -41,6 +41,18 @@ def exported_buffers(model: Any) -> set[str]:
     return set()
 
 
+_PARAMETER_LINE = re.compile(r"^\S+: PARAMETER target='([^']+)'", re.MULTILINE)
+
+
+def signature_parameters(model: Any) -> list[str] | None:
+    """The torch parameter names the dynamo exporter's graph signature lists (None: the
+    graph has no signature, as from the TorchScript exporter)."""
+    for prop in [*model.metadata_props, *model.graph.metadata_props]:
+        if prop.key == _SIGNATURE_KEY:
+            return _PARAMETER_LINE.findall(prop.value)
+    return None
+
+
 class OnnxModule(nn.Module):
     """An ONNX graph run with torch operators; float initializers are its parameters.
 
@@ -53,6 +65,8 @@ class OnnxModule(nn.Module):
         import onnx.numpy_helper
 
         graph = model.graph
+        self.signature = signature_parameters(model)
+        """The torch parameter names the exporter recorded (dynamo exporter), or None."""
         self.input_names = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
         self.output_names = [o.name for o in graph.output]
         self.nodes = [(n.op_type, list(n.input), list(n.output), _prepared(n)) for n in graph.node]
