@@ -36,7 +36,7 @@ from specprobe.pipeline.plan import (
     PlannedCheckpoint,
     Subsets,
     SweepPlan,
-    tokens_seen,
+    position_of,
     train_batch_sequences,
 )
 from specprobe.pipeline.writer import stamp
@@ -149,14 +149,10 @@ def measure_checkpoint(
     KeyboardInterrupt and IncompleteCheckpointError propagate (the sweep stops)."""
     split = split or AllBatches()
     ckpt, probe = item.checkpoint, plan.probe
-    record = record_head(
-        ckpt.model,
-        item.spec.label or ckpt.model,
-        ckpt.revision,
-        commit=item.commit,
-        step=ckpt.step,
-        tokens_seen=tokens_seen(item),
-    )
+    position = position_of(item)
+    # A run's checkpoints carry its name as their label (separate repositories are one run).
+    record = record_head(ckpt.model, item.spec.label or position.run, ckpt.revision, commit=item.commit)
+    record.update(position.record_fields())  # type: ignore[typeddict-item]
     record["train_batch_sequences"] = train_batch_sequences(item)
     if probe.device is not Device.cpu and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
