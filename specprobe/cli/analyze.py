@@ -98,7 +98,7 @@ def analyze(
         str | None,
         option(
             "Comma list of STAGE=TOKENS: tokens seen before a stage that restarts its step counter "
-            "(OLMo-2 stage2-ingredient1=…); without it such a stage is a sibling run.",
+            "(OLMo-2: stage2-ingredient1=3896B); without it such a stage is a sibling run.",
             MODELS,
             "LIST",
         ),
