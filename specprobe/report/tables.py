@@ -494,11 +494,6 @@ def reach_table(summary: FamilySummary) -> TableData:
             if spreads
             else ()
         ),
-        *(
-            (Column("seed spread", help="standard deviation of the reach over the seeds of this size"),)
-            if spreads
-            else ()
-        ),
         Column("final loss"),
         Column("parameters"),
         Column("χ_net growth", help="χ_net at the last revision relative to the first"),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from specprobe.analysis.family import Outcome, summarize
 from specprobe.analysis.position import group_by_model, ordered
@@ -30,6 +31,7 @@ from specprobe.models.positions import (
 from specprobe.recipes.revisions import pythia_schedule
 from specprobe.report.document import build_document
 from specprobe.report.tables import model_table
+from specprobe.report.terminal import render_run
 
 B = 10**9
 
@@ -503,5 +505,12 @@ def test_seeds_of_one_size_are_averaged_and_never_fitted_as_sizes() -> None:
         assert group.reach_stderr == pytest.approx(spread / 2**0.5, rel=1e-9)
     assert three.reach_fit.values == pytest.approx(tuple(g.reach for g in three.sizes))
     reach_table = build_document(_seeds({"14m": 14_000, "70m": 70_000}, 3)).family.reach  # type: ignore[union-attr]
-    column = [c.header for c in reach_table.columns].index("seed spread")
+    headers = [c.header for c in reach_table.columns]
+    assert headers.count("seed spread") == 1 and all(len(row) == len(headers) for row in reach_table.rows)
+    column = headers.index("seed spread")
     assert all(row[column].text.endswith("(3 seeds)") for row in reach_table.rows)
+    # One size, several seeds: rendered whole, with the seed spread and no size law.
+    printed = Console(width=200, record=True)
+    render_run(_seeds({"14m": 14_000}, 2), printed)
+    text = printed.export_text()
+    assert "seed spread" in text and "Across 2 runs of 1 size" in text
