@@ -408,3 +408,130 @@ def test_bundled_recipe_runs_end_to_end_offline(
         assert "Across 4 runs of 2 sizes (seeds averaged per size" in result.output
     if name == "crfm-gpt2-small":
         assert "seed spread" in result.output and "Across 2 runs of 1 size" in result.output
+
+
+# ---- the command line: typed order, runs across repositories, stated rules -------------------
+
+
+def _analyze(args: list[str], corpus: Path, out: Path) -> Any:
+    return runner.invoke(
+        app,
+        [
+            "analyze",
+            *args,
+            "--dataset",
+            str(corpus),
+            "--num-sequences",
+            "6",
+            "--seq-len",
+            "16",
+            "--probes",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_olmo2_revisions_typed_in_any_order_give_one_report(
+    tokenizer: Any, corpus: Path, tmp_path: Path
+) -> None:
+    """OLMo-2 stage branches under the real ids, typed in two orders: the same records in
+    training order, the same report (the verdict flipped with the order before issue 27)."""
+    revisions = OLMO2_7B[:3]
+    for repo, seed in (("allenai/OLMo-2-0425-1B", 0), ("allenai/OLMo-2-1124-7B", 10)):
+        config = olmo2_config(len(tokenizer))
+        config["hidden_size"] = 8 if seed == 0 else 16
+        publish(repo, revisions, config, tokenizer, {r: seed + i for i, r in enumerate(revisions)})
+    models = ["allenai/OLMo-2-1124-7B", "allenai/OLMo-2-0425-1B"]
+    forward = _analyze([*models, "--revisions", ",".join(revisions)], corpus, tmp_path / "a")
+    backward = _analyze(
+        [*reversed(models), "--revisions", ",".join(reversed(revisions))], corpus, tmp_path / "b"
+    )
+    assert forward.exit_code == backward.exit_code == 0, forward.output + backward.output
+    for out in ("a", "b"):
+        records = ResultStore(tmp_path / out).records()
+        assert {r["step"] for r in records} == {1000, 2000, 3000}
+    report = [
+        runner.invoke(app, ["report", str(tmp_path / out)], env={"COLUMNS": "200"}) for out in ("a", "b")
+    ]
+    assert report[0].exit_code == 0 and report[0].output.replace(str(tmp_path / "a"), "") == report[
+        1
+    ].output.replace(str(tmp_path / "b"), "")
+
+
+@pytest.mark.slow
+def test_separate_repositories_are_one_run_on_the_command_line(
+    tokenizer: Any, corpus: Path, tmp_path: Path
+) -> None:
+    """TinyLlama's per-checkpoint repositories (known to the registry) and any repositories
+    declared with --run are one run: one model table, in step order, never compared as sizes."""
+    ids = [
+        "TinyLlama/TinyLlama-1.1B-intermediate-step-480k-1007B",
+        "TinyLlama/TinyLlama-1.1B-intermediate-step-240k-503B",
+    ]
+    for i, repo in enumerate(ids):
+        publish(
+            repo,
+            ["main"],
+            llama_config(len(tokenizer), tie=False, kv_heads=1, rope_theta=10000.0),
+            tokenizer,
+            {"main": i},
+        )
+    result = _analyze(ids, corpus, tmp_path / "tl")
+    assert result.exit_code == 0, result.output
+    records = ResultStore(tmp_path / "tl").records()
+    assert {r["run"] for r in records} == {"TinyLlama/TinyLlama-1.1B"}
+    assert {r["label"] for r in records} == {"TinyLlama/TinyLlama-1.1B"}
+    text = runner.invoke(app, ["report", str(tmp_path / "tl")], env={"COLUMNS": "200"}).output
+    assert "Across 2 models" not in text and "comparison across models" not in text
+    assert text.index("TinyLlama-1.1B-intermediate-step-240k-503B") < text.index(
+        "TinyLlama-1.1B-intermediate-step-480k-1007B"
+    )
+    # Any two repositories, declared one run with their positions stated.
+    for i, repo in enumerate(("acme/run-early", "acme/run-late")):
+        publish(
+            repo,
+            ["main"],
+            llama_config(len(tokenizer), tie=True, kv_heads=2, rope_theta=10000.0),
+            tokenizer,
+            {"main": i},
+        )
+    declared = _analyze(
+        [
+            "acme/run-late",
+            "acme/run-early",
+            "--run",
+            "acme/run",
+            "--position",
+            "acme/run-early=100,acme/run-late=200",
+        ],
+        corpus,
+        tmp_path / "acme",
+    )
+    assert declared.exit_code == 0, declared.output
+    records = ResultStore(tmp_path / "acme").records()
+    assert {(r["model"], r["run"], r["step"], r["position_source"]) for r in records} == {
+        ("acme/run-early", "acme/run", 100, "stated"),
+        ("acme/run-late", "acme/run", 200, "stated"),
+    }
+
+
+def test_tokens_per_step_is_never_silently_ignored(tokenizer: Any, corpus: Path, tmp_path: Path) -> None:
+    publish(
+        "LLM360/Amber",
+        ["ckpt_000100"],
+        llama_config(len(tokenizer), tie=False, kv_heads=2, rope_theta=1e4),
+        tokenizer,
+    )
+    result = _analyze(
+        ["LLM360/Amber", "--revisions", "ckpt_000100", "--tokens-per-step", "4096"], corpus, tmp_path / "x"
+    )
+    assert result.exit_code == 2
+    assert (
+        "--tokens-per-step 4,096 needs each checkpoint's step, found a data chunk (100), not a step"
+        in result.output
+    )
+    assert not (tmp_path / "x" / "results.jsonl").exists()
