@@ -514,3 +514,36 @@ def test_seeds_of_one_size_are_averaged_and_never_fitted_as_sizes() -> None:
     render_run(_seeds({"14m": 14_000}, 2), printed)
     text = printed.export_text()
     assert "seed spread" in text and "Across 2 runs of 1 size" in text
+
+
+def test_recipes_state_runs_seeds_and_positions(tmp_path: Path) -> None:
+    from specprobe.recipes.recipe import RecipeError, load_recipe
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "version: 1\n"
+        "family: {name: mine, description: two repositories as one run, stage_tokens: {stage2: 3896B}}\n"
+        "models:\n"
+        "  - {id: me/run-early, run: me/run, seed: 4, positions: {me/run-early: 1000}}\n"
+        "  - {id: me/run-late, run: me/run, seed: 4, positions: {me/run-late: {step: 2000, tokens: 4B}}}\n"
+    )
+    plan = load_recipe(path).to_plan()
+    assert [(m.run, m.seed, dict(m.positions), dict(m.stage_tokens)) for m in plan.models] == [
+        ("me/run", 4, {"me/run-early": StatedPosition(1000)}, {"stage2": 3896 * B}),
+        ("me/run", 4, {"me/run-late": StatedPosition(2000, 4 * B)}, {"stage2": 3896 * B}),
+    ]
+    where = locate("me/run-late", "main", plan.models[1].stated())
+    assert (where.run, where.step, where.tokens, where.seed, where.source) == (
+        "me/run",
+        2000,
+        4 * B,
+        4,
+        Source.STATED,
+    )
+    path.write_text(
+        "version: 1\nfamily: {name: mine}\nmodels:\n  - {id: me/a, positions: {main: {steps: 1}}}\n"
+    )
+    with pytest.raises(
+        RecipeError, match=r"mine.yaml: models\[0\].positions.main: expected keys step and tokens"
+    ):
+        load_recipe(path)
