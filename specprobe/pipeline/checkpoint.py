@@ -126,6 +126,16 @@ def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None) -> Loader:
     return load
 
 
+def run_label(label: str | None, model: str, run: str) -> str:
+    """The label of a checkpoint's records: the user's label, else the run's name (a run of
+    separate repositories is named once); a sibling run of a stage (``model stage2-…``)
+    keeps the stage beside the user's label, so that it never reads as the main run."""
+    if label is None:
+        return run
+    suffix = run.removeprefix(f"{model} ") if run.startswith(f"{model} ") else ""
+    return f"{label} {suffix}" if suffix else label
+
+
 def describe(err: BaseException) -> str:
     """The text of a failed checkpoint's ``error``: a SpecprobeError's message and hint, or
     the exception's type and message."""
@@ -150,8 +160,9 @@ def measure_checkpoint(
     split = split or AllBatches()
     ckpt, probe = item.checkpoint, plan.probe
     position = position_of(item)
-    # A run's checkpoints carry its name as their label (separate repositories are one run).
-    record = record_head(ckpt.model, item.spec.label or position.run, ckpt.revision, commit=item.commit)
+    record = record_head(
+        ckpt.model, run_label(item.spec.label, ckpt.model, position.run), ckpt.revision, commit=item.commit
+    )
     record.update(position.record_fields())  # type: ignore[typeddict-item]
     record["train_batch_sequences"] = train_batch_sequences(item)
     if probe.device is not Device.cpu and torch.cuda.is_available():

@@ -421,14 +421,15 @@ def groups_table(record: Record) -> TableData:
 
 def comparison_table(groups: dict[str, list[Record]], scale: Position = Position.NORMALIZED) -> TableData:
     """Across models, by size: the lowest position on ``scale`` reached and where, the final loss."""
-    ordered = sorted(groups.items(), key=lambda item: _size(item[1]))
+    by_size = sorted(groups.items(), key=lambda item: _size(item[1]))
     lows = {}
-    for model, rows in ordered:
+    for model, rows in by_size:
         ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
         if ok:
             ranked = [r for r in ok if usable(r, scale)] or ok
             lows[model] = (ok, min(ranked, key=lambda r: position_value(r, scale)[0]))
-    header, short = short_revisions([low["revision"] for _, low in lows.values()])
+    at = {model: _checkpoint_in_run(low, ok) for model, (ok, low) in lows.items()}
+    header, short = short_revisions(list(at.values()), [low.get("step") for _, low in lows.values()])
     columns = (
         Column("model", numeric=False, essential=True),
         Column(f"lowest {scale.symbol}", essential=True),
@@ -438,7 +439,7 @@ def comparison_table(groups: dict[str, list[Record]], scale: Position = Position
         Column("lowest χ_pos"),
     )
     out = []
-    for model, rows in ordered:
+    for model, rows in by_size:
         name = str(rows[0].get("label") or model)
         if model not in lows:
             out.append((Cell(name, name), Cell("no successful revision", None, Tone.BAD), *[Cell("")] * 4))
@@ -448,11 +449,8 @@ def comparison_table(groups: dict[str, list[Record]], scale: Position = Position
             (
                 Cell(name, name),
                 _position(low, scale),
-                Cell(
-                    short[low["revision"]],
-                    _num(short[low["revision"]]) if header != "revision" else low["revision"],
-                ),
-                _est(ok[-1], "loss"),
+                Cell(short[at[model]], _num(short[at[model]]) if header != "revision" else at[model]),
+                _est(ok[-1], "loss") if ordered(ok) else Cell("order unknown", None, Tone.WARN),
                 Cell(f"{ok[0].get('num_params', 0):,}", ok[0].get("num_params")),
                 _est(low, "spectral_position"),
             )

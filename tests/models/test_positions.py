@@ -547,3 +547,15 @@ def test_recipes_state_runs_seeds_and_positions(tmp_path: Path) -> None:
         RecipeError, match=r"mine.yaml: models\[0\].positions.main: expected keys step and tokens"
     ):
         load_recipe(path)
+
+
+def test_a_sibling_stage_keeps_its_stage_beside_the_users_label() -> None:
+    from specprobe.pipeline.checkpoint import run_label
+
+    model = "allenai/OLMo-2-1124-7B"
+    assert run_label("olmo2-7b", model, locate(model, "stage1-step1000-tokens5B").run) == "olmo2-7b"
+    assert run_label("olmo2-7b", model, locate(model, "stage2-ingredient2-step1000-tokens5B").run) == (
+        "olmo2-7b stage2-ingredient2"
+    )
+    repo = "google/multiberts-seed_3-step_20k"
+    assert run_label(None, repo, locate(repo, "main").run) == "google/multiberts-seed_3"
