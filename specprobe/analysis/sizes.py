@@ -110,9 +110,19 @@ class SizeGroup:
     final_loss_stderr: float
     final_loss_spread: float | None
 
+    by_seed: bool = True
+    """Whether the runs are seeds (each run's seed known and distinct), rather than other
+    runs of equal size (sibling stages of one run, runs declared without a seed)."""
+
     @property
     def seeds(self) -> int:
+        """The runs of this size (its seeds, when :attr:`by_seed`)."""
         return len(self.runs)
+
+    @property
+    def kind(self) -> str:
+        """``seeds`` or ``runs``: what the runs of this size are, in a word."""
+        return "seeds" if self.by_seed else "runs"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -142,9 +152,15 @@ def size_groups(reaches: Sequence[Reach]) -> list[SizeGroup]:
                 final_loss=loss,
                 final_loss_stderr=loss_se,
                 final_loss_spread=loss_spread,
+                by_seed=_by_seed(runs),
             )
         )
     return out
+
+
+def _by_seed(runs: Sequence[Reach]) -> bool:
+    seeds = [r.seed for r in runs]
+    return None not in seeds and len(set(seeds)) == len(seeds)
 
 
 def _seed_mean(values: Sequence[tuple[float, float]]) -> tuple[float, float, float | None]:
@@ -166,7 +182,7 @@ def _size_label(runs: Sequence[Reach]) -> str:
         while not other.startswith(common):
             common = common[:-1]
     common = common.rstrip("-_ ./=:x") or f"{count(runs[0].num_params or 0)} parameters"
-    return f"{common} ({len(runs)} seeds)"
+    return f"{common} ({len(runs)} {'seeds' if _by_seed(runs) else 'runs'})"
 
 
 def expected_max_normal(k: int) -> float:

@@ -267,7 +267,8 @@ def _opening(models: int, sized: Sequence[SizeGroup]) -> str:
         span = f"{count(min(sizes))}–{count(max(sizes))}" if len(sizes) > 1 else count(sizes[0])
         return (
             f"Across {models} runs of {len(sized)} size{'s' if len(sized) > 1 else ''} "
-            f"(seeds averaged per size, the seed spread as error; {span} parameters)"
+            f"({'seeds' if all(g.by_seed for g in sized) else 'runs of equal size'} averaged per size, "
+            f"their spread as error; {span} parameters)"
         )
     head = f"Across {models} model{'s' if models > 1 else ''}"
     if sizes:

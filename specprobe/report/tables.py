@@ -488,7 +488,11 @@ def reach_table(summary: FamilySummary) -> TableData:
             else ()
         ),
         *(
-            (Column("seed spread", help="standard deviation of the reach over the seeds of this size"),)
+            (
+                Column(
+                    "seed spread", help="standard deviation of the reach over the seeds (runs) of this size"
+                ),
+            )
             if spreads
             else ()
         ),
@@ -532,7 +536,7 @@ def reach_table(summary: FamilySummary) -> TableData:
 def _spread(group: SizeGroup | None) -> Cell:
     if group is None or group.reach_spread is None:
         return Cell("")
-    return Cell(f"{number(group.reach_spread, 2)} ({group.seeds} seeds)", group.reach_spread)
+    return Cell(f"{number(group.reach_spread, 2)} ({group.seeds} {group.kind})", group.reach_spread)
 
 
 def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:

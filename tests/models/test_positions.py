@@ -417,8 +417,13 @@ def test_runs_are_ordered_by_training_position() -> None:
         "stage2-ingredient1-step100-tokens1B",
     ]
     assert [r["revision"] for r in groups["LLM360/Amber"]] == ["ckpt_000100", "ckpt_000300"]
-    verdict = summarize(_family()).verdict
+    summary = summarize(_family())
+    verdict = summary.verdict
     assert verdict.claim("position_falls").outcome is Outcome.SUPPORTED
+    # The stage-2 sibling has the 7B's size: averaged with it as runs of one size, not seeds.
+    (seven,) = [g for g in summary.sizes if g.num_params == 7000]
+    assert (seven.seeds, seven.kind, seven.label) == (2, "runs", "allenai/OLMo-2-1124-7B (2 runs)")
+    assert "runs of equal size averaged per size" in verdict.opening
     assert verdict.claim("loss_falls_with_size").outcome is not Outcome.CONTRADICTED
 
 
