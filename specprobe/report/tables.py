@@ -20,6 +20,7 @@ from typing import Any
 from specprobe.analysis.family import FamilySummary, SizeGroup
 from specprobe.analysis.position import (
     Position,
+    group_by_model,
     ordered,
     population_problem,
     position_value,
@@ -543,6 +544,8 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
     """Things a reader must know: failures (each with its error), duplicated weights,
     differing data subsets; each with its tone."""
     notes: list[tuple[Tone, str]] = []
+    # In run order and training order (never the order the revisions were typed in).
+    records = [r for rows in group_by_model(records).values() for r in rows]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         notes.append((Tone.BAD, f"{len(failed)} checkpoint(s) failed:"))
@@ -563,7 +566,7 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
     for r in records:
         if r.get("status") == "ok" and not r.get("duplicate_of"):
             runs.setdefault(run_of(r), []).append(r)
-    for run, rows in runs.items():
+    for run, rows in sorted(runs.items()):
         if len(rows) > 1 and not ordered(rows):
             unknown = sorted(
                 str(r.get("revision")) for r in rows if r.get("step") is None and r.get("chunk") is None

@@ -383,6 +383,13 @@ def _family() -> list[dict[str, Any]]:
     out.append(_record("allenai/OLMo-2-1124-7B", "stage2-ingredient1-step20-tokens1B", 0.9, 7000, loss=0.5))
     out.append(_record("LLM360/Amber", "ckpt_000300", 0.5, 500, loss=2.0))
     out.append(_record("LLM360/Amber", "ckpt_000100", 2.0, 500, loss=4.0))
+    # MultiBERTs: one repository per checkpoint, two seeds of one size
+    for seed in (0, 1):
+        for k, p in ((20, 2.5), (200, 1.2 + 0.1 * seed)):
+            out.append(_record(f"google/multiberts-seed_{seed}-step_{k}k", "main", p, 3000, loss=p + 1))
+    # a run without positions
+    out.append(_record("acme/tiny", "best", 1.0, 200, loss=3.0))
+    out.append(_record("acme/tiny", "final", 1.5, 200, loss=3.5))
     return out
 
 
@@ -398,7 +405,7 @@ def _rendered(records: list[dict[str, Any]]) -> tuple[Any, ...]:
     )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.permutations(list(range(len(_family())))))
 def test_report_and_verdict_do_not_depend_on_the_order_typed(order: list[int]) -> None:
     records = _family()
@@ -564,3 +571,24 @@ def test_a_sibling_stage_keeps_its_stage_beside_the_users_label() -> None:
     )
     repo = "google/multiberts-seed_3-step_20k"
     assert run_label(None, repo, locate(repo, "main").run) == "google/multiberts-seed_3"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stage=st.integers(1, 4),
+    ingredient=st.one_of(st.none(), st.integers(1, 9)),
+    step=st.integers(0, 2_000_000),
+    billions=st.integers(0, 9000),
+)
+def test_olmo2_stage_names_place_their_checkpoint(
+    stage: int, ingredient: int | None, step: int, billions: int
+) -> None:
+    """Any OLMo-2 stage branch: the step as named, tokens from step × batch on stage 1 (never
+    the rounded label), and a later stage a sibling run of its own with no tokens claimed."""
+    branch = f"stage{stage}" + (f"-ingredient{ingredient}" if ingredient else "")
+    where = locate("allenai/OLMo-2-1124-7B", f"{branch}-step{step}-tokens{billions}B")
+    assert where.step == step and where.source is Source.REVISION
+    if stage == 1:
+        assert (where.run, where.tokens) == ("allenai/OLMo-2-1124-7B", step * 4_194_304)
+    else:
+        assert (where.run, where.tokens) == (f"allenai/OLMo-2-1124-7B {branch}", None)
