@@ -366,6 +366,12 @@ def locate(
             offset = start
 
     per_step, per_step_source = _tokens_per_step(stated, entry, metadata_tokens_per_step)
+    if offset and per_step is None and (mine is None or mine.tokens is None):
+        raise SpecprobeError(
+            f"--stage-tokens places {model} @ {revision} on the main run by its tokens, but its tokens per "
+            "step are not known (its step counter restarts, so steps alone cannot order the run)",
+            "state them with --tokens-per-step N (or family.tokens_per_step in a recipe)",
+        )
     tokens: int | None = None
     tokens_source: Source | None = None
     if mine is not None and mine.tokens is not None:

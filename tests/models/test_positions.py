@@ -295,6 +295,13 @@ def test_stated_positions_win_and_a_stated_rule_is_never_ignored() -> None:
         Stated(stage_tokens=stated_stage_tokens(["stage2=3896B"])),
     )
     assert joined.run == "allenai/OLMo-2-1124-7B" and joined.tokens == 3896 * B + 10 * 4_194_304
+    # OLMo-3 states no tokens per step: a stage placed by tokens needs them.
+    with pytest.raises(SpecprobeError, match="--tokens-per-step N"):
+        locate("allenai/Olmo-3-1025-7B", "stage2-step10", Stated(stage_tokens={"stage2": 5 * B}))
+    placed = locate(
+        "allenai/Olmo-3-1025-7B", "stage2-step10", Stated(tokens_per_step=100, stage_tokens={"stage2": 5 * B})
+    )
+    assert (placed.run, placed.tokens) == ("allenai/Olmo-3-1025-7B", 5 * B + 1000)
 
 
 def test_stated_maps_from_the_command_line_and_recipes() -> None:
