@@ -55,11 +55,13 @@ from specprobe.analysis.sizes import (
     MIN_FIT_SIZES,
     PowerLawFit,
     Reach,
+    SizeGroup,
     fit_loss_vs_size,
     fit_power_law,
     fit_reach_vs_size,
     reaches_of,
     size_fits,
+    size_groups,
     spectral_reach,
 )
 from specprobe.analysis.verdict import Claim, Outcome, Verdict, family_verdict
@@ -78,6 +80,7 @@ __all__ = [
     "PositionSeries",
     "PowerLawFit",
     "Reach",
+    "SizeGroup",
     "Verdict",
     "amplification",
     "analysed",
@@ -98,6 +101,9 @@ class FamilySummary:
 
     position: Position
     reach: tuple[Reach, ...]
+    """One per run."""
+    sizes: tuple[SizeGroup, ...]
+    """One per size: its runs' (seeds') mean reach and final loss, with the seed spread."""
     series: tuple[PositionSeries, ...]
     amplification: tuple[AmplificationSeries, ...]
     loss_fit: PowerLawFit | None
@@ -116,6 +122,7 @@ class FamilySummary:
             "position": self.position.value,
             "statistic": self.statistic,
             "reach": [r.to_dict() for r in self.reach],
+            "sizes": [g.to_dict() for g in self.sizes],
             "series": [s.to_dict() for s in self.series],
             "amplification": [a.to_dict() for a in self.amplification],
             "loss_fit": self.loss_fit.to_dict() if self.loss_fit else None,
@@ -131,17 +138,19 @@ def summarize(records: Iterable[Record], position: Position | str | None = None)
     ``position`` None: the statistic :func:`~specprobe.analysis.position.choose_position` picks."""
     position, groups = comparable(records, position)
     reach = reaches_of(groups, position)
+    sizes = size_groups(reach)
     growth = amplification_of(groups)
-    loss_fit, reach_fit, note = size_fits(reach, position)
+    loss_fit, reach_fit, note = size_fits(sizes, position)
     return FamilySummary(
         position=position,
         reach=tuple(reach),
+        sizes=tuple(sizes),
         series=tuple(series_of(groups, position)),
         amplification=tuple(growth),
         loss_fit=loss_fit,
         reach_fit=reach_fit,
         notes=tuple(n for n in (note, *reach_notes(reach)) if n),
-        verdict=family_verdict(groups, reach, growth, (loss_fit, reach_fit), position),
+        verdict=family_verdict(groups, sizes, growth, (loss_fit, reach_fit), position),
     )
 
 

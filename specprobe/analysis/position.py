@@ -139,19 +139,67 @@ def usable(record: Mapping[str, Any], position: Position) -> bool:
     return read(record, "population_status") != "nonpositive" and value is not None and value > 0
 
 
+def run_of(record: Mapping[str, Any]) -> str:
+    """The training run a record belongs to: its ``run`` (a run can span repositories, and
+    a stage that restarts its step counter is a sibling run), else its model."""
+    return str(record.get("run") or record.get("model"))
+
+
+def position_known(record: Mapping[str, Any]) -> bool:
+    """Whether the record has a place in its run: tokens seen, a step or a data chunk.
+    Records written before issue 27 (no ``position_source``) took their step from the
+    revision name, so a step there counts as known too."""
+    return any(record.get(k) is not None for k in ("tokens_seen", "step", "chunk"))
+
+
+ORDER_AXES = ("tokens_seen", "step", "chunk")
+"""The axes a run is ordered on, first preferred: tokens seen (they order stages whose step
+counter restarts), the step, the data chunk (LLM360)."""
+
+
+def order_axis(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The axis every record of a run has (:data:`ORDER_AXES`, first preferred), or None
+    when some record has no known position: the run is then unordered."""
+    return next((axis for axis in ORDER_AXES if rows and all(r.get(axis) is not None for r in rows)), None)
+
+
+def ordered(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a run's records have a training order (:func:`order_axis`); an unordered
+    run supports no claim that needs one (first and last, growth, final loss)."""
+    return order_axis(rows) is not None
+
+
+def in_training_order(rows: Sequence[Record]) -> list[Record]:
+    """A run's records by training position on :func:`order_axis`; unordered runs by
+    revision name (a fixed order, never the order typed). Ties by revision, then model."""
+    axis = order_axis(rows)
+
+    def key(r: Record) -> tuple[float, str, str]:
+        fields: Mapping[str, Any] = r
+        place = float(fields.get(axis) or 0) if axis is not None else 0.0
+        return place, str(r.get("revision")), str(r.get("model"))
+
+    return sorted(rows, key=key)
+
+
 def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:
-    """Records per model, each list sorted by step (revisions without a step keep their
-    order, after the stepped ones). Models keep the order of their first record."""
+    """Records per training run (:func:`run_of`), each in training order
+    (:func:`in_training_order`); runs ranked by size (ascending ``num_params`` of their
+    first record, unknown last), then by name: the same whatever order records come in."""
     groups: dict[str, list[Record]] = {}
     for record in records:
-        groups.setdefault(str(record.get("model")), []).append(record)
-    for rows in groups.values():
-        rows.sort(key=lambda r: (r.get("step") is None, r.get("step") or 0))
-    return groups
+        groups.setdefault(run_of(record), []).append(record)
+    ranked = sorted(groups.items(), key=lambda kv: (_size_of(kv[1]), kv[0]))
+    return {run: in_training_order(rows) for run, rows in ranked}
+
+
+def _size_of(rows: Sequence[Record]) -> tuple[bool, int]:
+    sizes = [int(r["num_params"]) for r in rows if r.get("num_params")]
+    return size_key(min(sizes) if sizes else None)
 
 
 def analysed(records: Iterable[Record]) -> dict[str, list[Record]]:
-    """The analysed records (``ok``, not duplicates) per model, each list sorted by step
+    """The analysed records (``ok``, not duplicates) per run, in training order
     (:func:`group_by_model`)."""
     return group_by_model(r for r in records if r.get("status") == "ok" and not r.get("duplicate_of"))
 

@@ -19,6 +19,7 @@ from specprobe.analysis.position import (
     comparable,
     label,
     num_params,
+    ordered,
     position_value,
     size_key,
 )
@@ -145,9 +146,12 @@ def amplification(records: Iterable[Record]) -> list[AmplificationSeries]:
 
 
 def amplification_of(groups: dict[str, list[Record]]) -> list[AmplificationSeries]:
-    """:func:`amplification` of records already grouped by :func:`analysed`."""
+    """:func:`amplification` of records already grouped by :func:`analysed`; a run without
+    a training order has no first revision, so no series."""
     out = []
     for model, rows in groups.items():
+        if not ordered(rows):
+            continue
         first = rows[0]
         c0, s0 = float(first["chi_net"]), float(first.get("chi_net_stderr") or 0.0)
         points = []

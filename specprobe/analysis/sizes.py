@@ -22,6 +22,7 @@ from specprobe.analysis.position import (
     comparable,
     label,
     num_params,
+    ordered,
     population_problem,
     position_value,
     read,
@@ -31,6 +32,7 @@ from specprobe.analysis.position import (
 from specprobe.errors import SpecprobeError
 from specprobe.linalg.fit import power_law
 from specprobe.store.records import Record
+from specprobe.text import count
 
 MIN_FIT_SIZES = 3
 """Fewest distinct model sizes a power law is fitted to (two points always fit exactly)."""
@@ -75,11 +77,112 @@ class Reach:
     """Why the population estimate at that revision is not to be trusted (noisy, ≤ 0), or None."""
     excluded: int = 0
     """Revisions left out of the minimum: population estimates ≤ 0 (more sequences needed)."""
+    ordered: bool = True
+    """Whether the run's checkpoints have a training order: when not, ``final_*`` are those
+    of the last revision by name and no claim uses them."""
+    seed: int | None = None
+    """The run's seed, where stated or known (``run_seed`` of its records)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["position"] = self.position.value
         return out
+
+
+@dataclass(frozen=True)
+class SizeGroup:
+    """The runs of one size (its seeds, or the one run): their mean reach and final loss,
+    each with the seed spread as its error. Size laws are fitted to these, one point a size.
+
+    With k ≥ 2 runs, ``*_stderr`` is the standard error of the seed mean, std/√k (the
+    spread over seeds, which carries each run's own measurement noise too) and ``*_spread``
+    the standard deviation over seeds; with one run, the run's own standard error and no
+    spread."""
+
+    num_params: int | None
+    label: str
+    runs: tuple[str, ...]
+    reach: float
+    reach_stderr: float
+    reach_spread: float | None
+    final_loss: float | None
+    """The mean final loss over the size's ordered runs; None when no run has an order."""
+    final_loss_stderr: float
+    final_loss_spread: float | None
+
+    by_seed: bool = True
+    """Whether the runs are seeds (each run's seed known and distinct), rather than other
+    runs of equal size (sibling stages of one run, runs declared without a seed)."""
+
+    @property
+    def seeds(self) -> int:
+        """The runs of this size (its seeds, when :attr:`by_seed`)."""
+        return len(self.runs)
+
+    @property
+    def kind(self) -> str:
+        """``seeds`` or ``runs``: what the runs of this size are, in a word."""
+        return "seeds" if self.by_seed else "runs"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["runs"] = list(self.runs)
+        return out
+
+
+def size_groups(reaches: Sequence[Reach]) -> list[SizeGroup]:
+    """The reaches grouped by size (equal ``num_params``: seeds of one configuration, never
+    fitted as sizes), ranked by size; each size's mean with the seed spread as its error."""
+    by_size: dict[int | None, list[Reach]] = {}
+    for r in reaches:
+        by_size.setdefault(r.num_params, []).append(r)
+    out = []
+    for size, runs in sorted(by_size.items(), key=lambda kv: size_key(kv[0])):
+        reach, reach_se, reach_spread = _seed_mean([(r.reach, r.reach_stderr) for r in runs])
+        done = [(r.final_loss, r.final_loss_stderr) for r in runs if r.ordered]
+        loss, loss_se, loss_spread = _seed_mean(done) if done else (None, 0.0, None)
+        out.append(
+            SizeGroup(
+                num_params=size,
+                label=_size_label(runs),
+                runs=tuple(r.model for r in runs),
+                reach=reach,
+                reach_stderr=reach_se,
+                reach_spread=reach_spread,
+                final_loss=loss,
+                final_loss_stderr=loss_se,
+                final_loss_spread=loss_spread,
+                by_seed=_by_seed(runs),
+            )
+        )
+    return out
+
+
+def _by_seed(runs: Sequence[Reach]) -> bool:
+    seeds = [r.seed for r in runs]
+    return None not in seeds and len(set(seeds)) == len(seeds)
+
+
+def _seed_mean(values: Sequence[tuple[float, float]]) -> tuple[float, float, float | None]:
+    """(mean, its standard error, the spread) of per-run values with their errors."""
+    if len(values) == 1:
+        return values[0][0], values[0][1], None
+    numbers = np.array([v for v, _ in values], dtype=float)
+    spread = float(numbers.std(ddof=1))
+    return float(numbers.mean()), spread / math.sqrt(len(numbers)), spread
+
+
+def _size_label(runs: Sequence[Reach]) -> str:
+    """One run's label, or the runs' common label with the seeds counted."""
+    if len(runs) == 1:
+        return runs[0].label
+    labels = [r.label for r in runs]
+    common = labels[0]
+    for other in labels[1:]:
+        while not other.startswith(common):
+            common = common[:-1]
+    common = common.rstrip("-_ ./=:x") or f"{count(runs[0].num_params or 0)} parameters"
+    return f"{common} ({len(runs)} {'seeds' if _by_seed(runs) else 'runs'})"
 
 
 def expected_max_normal(k: int) -> float:
@@ -154,6 +257,8 @@ def reaches_of(groups: dict[str, list[Record]], position: Position) -> list[Reac
                 noise_scale_tokens=read(low, "noise_scale_tokens"),
                 problem=population_problem(low) if position is Position.POPULATION else None,
                 excluded=len(rows) - len(ranked) if len(ranked) < len(rows) else 0,
+                ordered=ordered(rows),
+                seed=read(rows[0], "run_seed"),
             )
         )
     out.sort(key=lambda r: size_key(r.num_params))
@@ -222,51 +327,56 @@ def fit_power_law(sizes: Sequence[float], values: Sequence[float], quantity: str
     )
 
 
-def _sized(reaches: Sequence[Reach], what: str) -> list[Reach]:
-    missing = [r.label for r in reaches if r.num_params is None]
+def _sized(sizes: Sequence[SizeGroup], what: str) -> list[SizeGroup]:
+    missing = [g.label for g in sizes if g.num_params is None]
     if missing:
         raise SpecprobeError(
             f"a fit of {what} against size needs num_params for every model, found none for "
             + ", ".join(missing),
             "pass records as specprobe analyze writes them (they carry num_params)",
         )
-    return list(reaches)
+    return list(sizes)
 
 
 def fit_loss_vs_size(records: Iterable[Record]) -> PowerLawFit:
-    """Final loss (last analysed revision) against N across models: L ≈ a·N^b."""
-    return loss_fit(spectral_reach(records))
+    """Final loss (last analysed revision) against N across sizes (the seed mean of each
+    size): L ≈ a·N^b."""
+    return loss_fit(size_groups(spectral_reach(records)))
 
 
 def fit_reach_vs_size(records: Iterable[Record], position: Position | str | None = None) -> PowerLawFit:
-    """Spectral reach against N across models: reach ≈ a·N^b (b < 0: larger models reach lower)."""
+    """Spectral reach against N across sizes (the seed mean of each size): reach ≈ a·N^b
+    (b < 0: larger models reach lower)."""
     position, groups = comparable(records, position)
-    return reach_fit(reaches_of(groups, position), position)
+    return reach_fit(size_groups(reaches_of(groups, position)), position)
 
 
-def loss_fit(reaches: Sequence[Reach]) -> PowerLawFit:
-    """:func:`fit_loss_vs_size` of reaches already computed."""
-    sized = _sized(reaches, "the final loss")
-    return fit_power_law([r.num_params or 0 for r in sized], [r.final_loss for r in sized], "final_loss")
-
-
-def reach_fit(reaches: Sequence[Reach], position: Position) -> PowerLawFit:
-    """:func:`fit_reach_vs_size` of reaches already computed (on the scale ``position``)."""
-    sized = _sized(reaches, "the spectral reach")
+def loss_fit(sizes: Sequence[SizeGroup]) -> PowerLawFit:
+    """:func:`fit_loss_vs_size` of sizes already grouped (:func:`size_groups`); sizes whose
+    runs have no training order have no final loss and are left out."""
+    sized = [g for g in _sized(sizes, "the final loss") if g.final_loss is not None]
     return fit_power_law(
-        [r.num_params or 0 for r in sized], [r.reach for r in sized], f"reach ({position.value})"
+        [g.num_params or 0 for g in sized], [g.final_loss or 0.0 for g in sized], "final_loss"
+    )
+
+
+def reach_fit(sizes: Sequence[SizeGroup], position: Position) -> PowerLawFit:
+    """:func:`fit_reach_vs_size` of sizes already grouped (on the scale ``position``)."""
+    sized = _sized(sizes, "the spectral reach")
+    return fit_power_law(
+        [g.num_params or 0 for g in sized], [g.reach for g in sized], f"reach ({position.value})"
     )
 
 
 def size_fits(
-    reaches: Sequence[Reach], position: Position
+    sizes: Sequence[SizeGroup], position: Position
 ) -> tuple[PowerLawFit | None, PowerLawFit | None, str | None]:
-    """The loss and reach fits across sizes, each None when it cannot be made, and a note
-    saying why (None when both were made)."""
+    """The loss and reach fits across sizes (one point a size: the seed mean), each None
+    when it cannot be made, and a note saying why (None when both were made)."""
     loss = reach = None
     try:
-        loss = loss_fit(reaches)
-        reach = reach_fit(reaches, position)
+        loss = loss_fit(sizes)
+        reach = reach_fit(sizes, position)
     except SpecprobeError as err:
         return loss, reach, f"no power-law fit: {err.message}"
     return loss, reach, None

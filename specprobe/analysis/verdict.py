@@ -14,9 +14,9 @@ from enum import Enum
 from itertools import pairwise
 from typing import Any
 
-from specprobe.analysis.position import SIGNIFICANCE, Position, combined, position_value
+from specprobe.analysis.position import SIGNIFICANCE, Position, combined, ordered, position_value
 from specprobe.analysis.series import AmplificationSeries
-from specprobe.analysis.sizes import PowerLawFit, Reach
+from specprobe.analysis.sizes import PowerLawFit, SizeGroup
 from specprobe.store.records import Record
 from specprobe.text import count
 
@@ -95,12 +95,19 @@ def _change(first: tuple[float, float], last: tuple[float, float]) -> int:
 
 
 def _position_fell(groups: dict[str, list[Record]], position: Position) -> Claim:
-    tracked = {m: rows for m, rows in groups.items() if len(rows) >= 2}
+    tracked = {m: rows for m, rows in groups.items() if len(rows) >= 2 and ordered(rows)}
     if not tracked:
+        unordered = any(len(rows) >= 2 for rows in groups.values())
         return Claim(
             "position_falls",
             Outcome.UNTESTABLE,
-            "position during training: untestable (no model has two analysed revisions)",
+            "position during training: untestable ("
+            + (
+                "no training position is known, so the revisions have no order"
+                if unordered
+                else "no model has two analysed revisions"
+            )
+            + ")",
         )
     changes = {
         m: _change(position_value(rows[0], position), position_value(rows[-1], position))
@@ -191,15 +198,18 @@ def _amplified(series: Sequence[AmplificationSeries]) -> Claim:
 
 def family_verdict(
     groups: dict[str, list[Record]],
-    reaches: Sequence[Reach],
+    sizes: Sequence[SizeGroup],
     amplification: Sequence[AmplificationSeries],
     fits: tuple[PowerLawFit | None, PowerLawFit | None],
     position: Position,
 ) -> Verdict:
     """Test the claims of the spectral-reach account on the analysed records; a paragraph
-    saying so. ``groups`` are the analysed records per model, ``reaches`` and
-    ``amplification`` their reach and amplification, ``fits`` the (loss, reach) power laws
-    across sizes (None where none could be made).
+    saying so. ``groups`` are the analysed records per run (each in training order),
+    ``sizes`` their reaches grouped by size (seeds of one size are one point, their mean
+    with the seed spread as its error), ``amplification`` the runs' amplification, ``fits``
+    the (loss, reach) power laws across sizes (None where none could be made). Runs whose
+    checkpoints have no known training position take part in no claim that needs an order
+    (position and χ_net from first to last, final loss).
 
     Criteria (a difference is *significant* when it exceeds SIGNIFICANCE = 2 combined
     standard errors, √(se₁² + se₂²); no correction for the number of comparisons):
@@ -226,17 +236,17 @@ def family_verdict(
         empty = (Claim("records", Outcome.UNTESTABLE, "no analysed revision (all failed or duplicates)"),)
         return Verdict(empty, "Nothing to judge: no revision was analysed successfully.")
     loss_fit, reach_fit = fits
-    sized = [r for r in reaches if r.num_params is not None]
+    sized = [g for g in sizes if g.num_params is not None]
     claims = (
         _position_fell(groups, position),
         monotone(
-            [(r.label, r.reach, r.reach_stderr) for r in sized],
+            [(g.label, g.reach, g.reach_stderr) for g in sized],
             "reach_grows_with_size",
             f"larger models reach lower positions (lowest {position.symbol})",
             reach_fit,
         ),
         monotone(
-            [(r.label, r.final_loss, r.final_loss_stderr) for r in sized],
+            [(g.label, g.final_loss, g.final_loss_stderr) for g in sized if g.final_loss is not None],
             "loss_falls_with_size",
             "larger models reach lower final loss",
             loss_fit,
@@ -249,9 +259,17 @@ def family_verdict(
     return Verdict(claims, text, opening, closing)
 
 
-def _opening(models: int, sized: Sequence[Reach]) -> str:
-    """``Across 4 models (1k–1M parameters)``."""
-    sizes = [r.num_params for r in sized if r.num_params is not None]
+def _opening(models: int, sized: Sequence[SizeGroup]) -> str:
+    """``Across 4 models (1k–1M parameters)``; with seeds ``Across 10 runs of 2 sizes
+    (seeds averaged per size; 1k–1M parameters)``."""
+    sizes = [g.num_params for g in sized if g.num_params is not None]
+    if any(g.seeds > 1 for g in sized):
+        span = f"{count(min(sizes))}–{count(max(sizes))}" if len(sizes) > 1 else count(sizes[0])
+        return (
+            f"Across {models} runs of {len(sized)} size{'s' if len(sized) > 1 else ''} "
+            f"({'seeds' if all(g.by_seed for g in sized) else 'runs of equal size'} averaged per size, "
+            f"their spread as error; {span} parameters)"
+        )
     head = f"Across {models} model{'s' if models > 1 else ''}"
     if sizes:
         head += (

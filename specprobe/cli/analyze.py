@@ -51,11 +51,17 @@ EPILOG = """Examples:
 
   specprobe analyze ./my-run        (a training output directory with checkpoint-*/ folders)
 
-  specprobe analyze google/multiberts-seed_0-step_20k google/multiberts-seed_0-step_2000k --dataset wiki.txt   (masked LM: the task is read from the config)
+  specprobe analyze allenai/OLMo-2-0425-1B --revisions stage1-step10000-tokens21B,stage1-step20000-tokens42B
+
+  specprobe analyze google/multiberts-seed_0-step_20k google/multiberts-seed_0-step_200k   (one run; a masked LM, the task read from the config)
+
+  specprobe analyze LLM360/Amber --revisions ckpt_000100,ckpt_000200 --position ckpt_000100=1000,ckpt_000200=2000
 
   specprobe analyze google/t5-efficient-tiny --dataset pairs.jsonl --text-column source --target-column target
 
   specprobe analyze google/vit-base-patch16-224 --dataset ./images --num-sequences 64   (an imagefolder: one subfolder per label)
+
+Training positions (step, tokens seen, compute 6·N·tokens) come from --position/--tokens-per-step, the registry of published families, the revision names, or trainer_state.json; checkpoints are ordered by them, never by the order typed (docs/families.md).
 
 Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as failed); 2 bad input; 130 interrupted (finished records are kept; rerun with --resume).
 """
@@ -76,7 +82,46 @@ def analyze(
     ] = None,
     tokens_per_step: Annotated[
         int | None,
-        limited("tokens_per_step", "Tokens per training step, for tokens seen (Pythia's is known).", MODELS),
+        limited(
+            "tokens_per_step",
+            "Tokens per training step, for tokens seen (the registry knows the published families'); "
+            "an error where a checkpoint has no step.",
+            MODELS,
+        ),
+    ] = None,
+    position: Annotated[
+        str | None,
+        option(
+            "Comma list of REVISION=STEP or REVISION=STEP:TOKENS (tokens as 4096, 84B, 4T): training "
+            "positions stated, trusted over the registry and the revision names.",
+            MODELS,
+            "LIST",
+        ),
+    ] = None,
+    stage_tokens: Annotated[
+        str | None,
+        option(
+            "Comma list of STAGE=TOKENS: tokens seen before a stage that restarts its step counter "
+            "(OLMo-2: stage2-ingredient1=3896B); without it such a stage is a sibling run.",
+            MODELS,
+            "LIST",
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        option(
+            "Name one training run for all the models given: separate repositories, one per checkpoint "
+            "(MultiBERTs, TinyLlama, SmolLM2 are recognised without it).",
+            MODELS,
+            "NAME",
+        ),
+    ] = None,
+    run_seed: Annotated[
+        int | None,
+        option(
+            "The run's seed (runs of one size with different seeds are averaged, not fitted as sizes).",
+            MODELS,
+        ),
     ] = None,
     train_batch_sequences: Annotated[
         int | None,
@@ -222,8 +267,11 @@ def analyze(
     if any(m.endswith(".onnx") for m in models):
         _analyze_onnx(models, inputs, probe, out, json_output, html)
         return
+    from specprobe.models.positions import stated_positions, stated_stage_tokens
     from specprobe.pipeline.plan import ModelSpec, SweepPlan
 
+    positions = stated_positions(list(split_list(position) or ())) if position else {}
+    stages = stated_stage_tokens(list(split_list(stage_tokens) or ())) if stage_tokens else {}
     plan = SweepPlan(
         models=tuple(
             ModelSpec(
@@ -231,6 +279,10 @@ def analyze(
                 revisions=split_list(revisions),
                 tokens_per_step=tokens_per_step,
                 train_batch_sequences=train_batch_sequences,
+                run=run,
+                seed=run_seed,
+                stage_tokens=stages,
+                positions=positions,
             )
             for m in models
         ),

@@ -298,12 +298,17 @@ class _Run:
         self.reduction: Reduction | None = None
         self.sums: SequenceSums | None = None  # per-sequence terms, when the population is estimated
         self.terms: Terms | None = None  # those of the whole set, gathered by finish()
+        self.offset = 0  # the global index of this process's first sample
+        self.sample_loss = np.zeros(0)  # ℓ_s: each sample's summed loss, for the loss's error
+        self.sample_entries = np.zeros(0)  # n_s: each sample's counted entries
 
     def start(self, num_samples: int, population: bool, reduce: Reduction | None) -> None:
         """This process holds ``num_samples`` samples; whether the population is estimated
         (it needs a per-sample trace: not plain HUTCHINSON)."""
         self.num_samples = num_samples
         self.reduction = reduce
+        self.offset = 0 if reduce is None else reduce.offset
+        self.sample_loss, self.sample_entries = np.zeros(num_samples), np.zeros(num_samples)
         # n < 2 in one process has no population estimate: skip its work (with reduce, the
         # whole set's n is known only later, so every process does it)
         enough = reduce is not None or num_samples >= 2
@@ -457,6 +462,10 @@ class _Run:
         loss_sum, residual = loss_and_residual(adapted, self.acc)
         self.entries += rows if adapted.loss is Loss.CROSS_ENTROPY else rows * f.shape[-1]
         self.loss_sum += loss_sum
+        losses, entries = sample_losses(adapted, self.acc)
+        local = slice(first_sample - self.offset, first_sample - self.offset + losses.shape[0])
+        self.sample_loss[local] += losses
+        self.sample_entries[local] += entries
         rho = residual_norms(residual)  # ρ_s, once: Σ‖g̃‖² and the population's
         self.residual_sq_sum += float(rho.sum())
         # One micro-batch: the population's a_s and c_s come from the gradient's own backward
@@ -612,6 +621,7 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
+        loss_stderr = self._loss_stderr()
         self.terms = Terms.gather(self.sums, self.trace.sample_traces(), self.reduction, self.num_samples)
         whole = (
             None if self.terms is None else self.terms.estimate(self.grad_sq, np.ones(len(self.params), bool))
@@ -619,6 +629,7 @@ class _Run:
         fields = {} if whole is None else measurement_fields(whole, self.outputs, self.rows, self.num_samples)
         return Measurement(
             loss=self.loss_sum / n,
+            loss_stderr=loss_stderr,
             grad_norm_sq=grad_norm_sq,
             chi_loss=chi_loss,
             chi_net=chi_net,
@@ -641,6 +652,22 @@ class _Run:
             groups=self._shares(chi_loss, grad_sq, chi_net, grad_norm_sq),
             **fields,
         )
+
+    def _loss_stderr(self) -> float | None:
+        """The delete-one-sequence jackknife standard error of the loss L = Σ_s ℓ_s / Σ_s n_s
+        (ℓ_s a sequence's summed loss, n_s its counted entries), over the sequences with a
+        counted entry; None with fewer than two. As the population position's errors, it
+        is the spread over sequences: how far another draw of as many sequences would move L."""
+        losses, entries = self.sample_loss, self.sample_entries
+        if self.reduction is not None:
+            losses, entries = self.reduction.gather(losses), self.reduction.gather(entries)
+        counted = entries > 0
+        losses, entries = losses[counted], entries[counted]
+        k = losses.shape[0]
+        if k < 2:
+            return None
+        left_out = (losses.sum() - losses) / (entries.sum() - entries)
+        return float(np.sqrt((k - 1) / k * np.sum((left_out - left_out.mean()) ** 2)))
 
     def _shares(
         self, chi_loss: float, grad_sq: np.ndarray, chi_net: float, grad_norm_sq: float
@@ -673,3 +700,19 @@ class _Run:
             population_position=None if population is None else population.population_position,
             population_position_stderr=None if population is None else population.population_position_stderr,
         )
+
+
+def sample_losses(adapted: AdaptedBatch, acc: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's summed loss ℓ_s and its counted entries n_s (``(N,)`` each) of outputs
+    ``(N, K, C)`` with mask ``(N, K)``, summed as :func:`~specprobe.core.adapters.loss_and_residual`
+    sums them: cross-entropy over the counted rows, squared error over their entries. Cost:
+    one more log-softmax over the outputs; no graph."""
+    f = adapted.outputs.detach().to(acc)
+    rows = adapted.mask.to(acc)
+    if adapted.loss is Loss.CROSS_ENTROPY:
+        picked = torch.log_softmax(f, dim=-1).gather(-1, adapted.targets.unsqueeze(-1)).squeeze(-1)
+        losses, entries = -(picked * rows).sum(-1), rows.sum(-1)
+    else:
+        diff = f - adapted.targets.detach().to(acc)
+        losses, entries = (diff.square() * rows.unsqueeze(-1)).sum((-2, -1)), rows.sum(-1) * f.shape[-1]
+    return losses.cpu().numpy().astype(np.float64), entries.cpu().numpy().astype(np.float64)

@@ -108,6 +108,9 @@ class Measurement:
     status and never used as a reach; the noise-scale fields are None)."""
     sequences_needed: int | None = None
     """Sequences for a 10 % relative standard error of χ_pos^∞ (``specprobe.core.population``)."""
+    loss_stderr: float | None = None
+    """The standard error of ``loss`` over the sequences (delete-one-sequence jackknife of
+    Σ_s ℓ_s / Σ_s n_s); None with fewer than two counted sequences."""
 
     def position_at(self, n: float) -> float | None:
         """χ_pos predicted for a batch of ``n`` sequences: χ_pos^∞ + (χ_pos(1) − χ_pos^∞)/n

@@ -14,16 +14,9 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from specprobe.errors import SpecprobeError
+from specprobe.models.positions import parse_step
 
-_STEP = re.compile(r"(?:^|[-_])(?:step|checkpoint)[-_]?(\d+)$|^step(\d+)$")
-
-
-def parse_step(revision: str) -> int | None:
-    """The training step in a revision name: ``step1000`` and ``checkpoint-1000`` give 1000."""
-    match = _STEP.search(revision)
-    if match is None:
-        return None
-    return int(match.group(1) or match.group(2))
+__all__ = ["LOCAL_REVISION", "Checkpoint", "find_checkpoints", "parse_step", "resolve_commit"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +32,8 @@ class Checkpoint:
 
     @property
     def step(self) -> int | None:
+        """The step the revision name states (:func:`specprobe.models.positions.parse_step`);
+        the checkpoint's training position is :func:`specprobe.models.positions.locate`'s."""
         return parse_step(self.revision)
 
     @property

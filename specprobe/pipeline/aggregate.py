@@ -141,6 +141,8 @@ def _mean_stderr(measurements: Sequence[Any], name: str) -> tuple[float, float]:
         stderr = getattr(first, f"{name}_stderr")
     elif name == "normalized_position":
         stderr = first.num_outputs * first.spectral_position_stderr
+    elif name == "loss" and getattr(first, "loss_stderr", None) is not None:
+        stderr = first.loss_stderr  # over the sequences (a Measurement's jackknife)
     else:
         stderr = 0.0
     return float(values.mean()), stderr

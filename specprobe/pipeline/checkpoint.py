@@ -38,7 +38,7 @@ from specprobe.pipeline.plan import (
     PlannedCheckpoint,
     Subsets,
     SweepPlan,
-    tokens_seen,
+    position_of,
     train_batch_sequences,
 )
 from specprobe.pipeline.writer import stamp
@@ -130,6 +130,16 @@ def loader(probe: ProbeSpec, gpus: tuple[int, ...] | None = None, task: Task = T
     return load
 
 
+def run_label(label: str | None, model: str, run: str) -> str:
+    """The label of a checkpoint's records: the user's label, else the run's name (a run of
+    separate repositories is named once); a sibling run of a stage (``model stage2-…``)
+    keeps the stage beside the user's label, so that it never reads as the main run."""
+    if label is None:
+        return run
+    suffix = run.removeprefix(f"{model} ") if run.startswith(f"{model} ") else ""
+    return f"{label} {suffix}" if suffix else label
+
+
 def describe(err: BaseException) -> str:
     """The text of a failed checkpoint's ``error``: a SpecprobeError's message and hint, or
     the exception's type and message."""
@@ -153,16 +163,13 @@ def measure_checkpoint(
     KeyboardInterrupt and IncompleteCheckpointError propagate (the sweep stops)."""
     split = split or AllBatches()
     ckpt, probe = item.checkpoint, plan.probe
+    position = position_of(item)
     record = record_head(
-        ckpt.model,
-        item.spec.label or ckpt.model,
-        ckpt.revision,
-        commit=item.commit,
-        step=ckpt.step,
-        tokens_seen=tokens_seen(item),
+        ckpt.model, run_label(item.spec.label, ckpt.model, position.run), ckpt.revision, commit=item.commit
     )
     if plan.data.task is not Task.AUTO:
         record["task"] = plan.data.task.value
+    record.update(position.record_fields())  # type: ignore[typeddict-item]
     record["train_batch_sequences"] = train_batch_sequences(item)
     if probe.device is not Device.cpu and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

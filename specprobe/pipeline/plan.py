@@ -10,7 +10,7 @@ executor (one process or a launch, see :mod:`specprobe.pipeline.sweep`) starts w
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,30 +25,11 @@ from specprobe.models.data import TokenSubset, check_hub_dataset
 from specprobe.models.fingerprint import fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint, cache_only, find_checkpoints, resolve_commit
 from specprobe.models.loading import inspect_checkpoint, read_config
+from specprobe.models.positions import Stated, StatedPosition, TrainingPosition, known, locate
 from specprobe.models.task_data import build_task_subset
 from specprobe.models.tasks import CHOICES, resolve_task
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
-
-
-@dataclass(frozen=True)
-class TrainingBatch:
-    """The batch a model family was trained with: ``sequences`` of ``seq_len`` tokens per
-    optimizer step."""
-
-    sequences: int
-    seq_len: int
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per optimizer step."""
-        return self.sequences * self.seq_len
-
-
-KNOWN_TRAINING = {"EleutherAI/pythia-": TrainingBatch(sequences=1024, seq_len=2048)}
-"""The training batch of known families, by hub id prefix (the one table): Pythia's is
-1024 sequences × 2048 tokens (Biderman et al. 2023), for tokens seen and for χ_pos at the
-training batch."""
 
 METADATA_FILE = "specprobe.json"
 """Optional metadata in a local training directory or checkpoint, e.g. {"tokens_per_step": 4096}."""
@@ -62,9 +43,31 @@ class ModelSpec:
     revisions: tuple[str, ...] | None = None
     label: str | None = None
     tokens_per_step: int | None = None
+    """Stated tokens per optimizer step (trusted over the registry of families); an error
+    where a checkpoint has no step for it to apply to."""
     train_batch_sequences: int | None = None
-    """Sequences per optimizer step the model was trained with; None: from
-    :data:`KNOWN_TRAINING` or the training folder's ``specprobe.json``, when known."""
+    """Sequences per optimizer step the model was trained with; None: from the registry of
+    families (``specprobe/models/families.yaml``) or the training folder's
+    ``specprobe.json``, when known."""
+    run: str | None = None
+    """The run the model's checkpoints belong to: models with the same run are one training
+    run (one repository per checkpoint); None: the registry's, else the model's id."""
+    seed: int | None = None
+    """The run's seed, when the user states it (else the registry's, when known)."""
+    stage_tokens: Mapping[str, int] = field(default_factory=dict)
+    """Tokens seen before a stage whose step counter restarts (``stage2-ingredient1``)."""
+    positions: Mapping[str, StatedPosition] = field(default_factory=dict)
+    """Stated positions by revision (or by hub id), trusted over every other source."""
+
+    def stated(self) -> Stated:
+        """What the user states about this model's positions."""
+        return Stated(
+            tokens_per_step=self.tokens_per_step,
+            stage_tokens=self.stage_tokens,
+            positions=self.positions,
+            run=self.run,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class PlannedCheckpoint:
     spec: ModelSpec
     checkpoint: Checkpoint
     commit: str | None
+    position: TrainingPosition | None = None
+    """Where in training the checkpoint is (:func:`position_of`; set by the preflight)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -205,7 +210,9 @@ def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckp
         for ckpt in find_checkpoints(spec.id, spec.revisions):
             observer.preparing(f"resolving {ckpt.name}")
             commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
-            planned.append(PlannedCheckpoint(spec, ckpt, commit))
+            item = PlannedCheckpoint(spec, ckpt, commit)
+            item.position = position_of(item)  # a stated rule that cannot apply fails here
+            planned.append(item)
     return planned
 
 
@@ -303,35 +310,38 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
             )
 
 
+def position_of(item: PlannedCheckpoint) -> TrainingPosition:
+    """The checkpoint's training position (:func:`specprobe.models.positions.locate`): what
+    the plan states, the registry of families, the revision name, ``trainer_state.json``;
+    tokens per step from the training folder's ``specprobe.json`` when nothing else says."""
+    if item.position is not None:
+        return item.position
+    per_step = _metadata(item).get("tokens_per_step")
+    return locate(
+        item.checkpoint.model,
+        item.checkpoint.revision,
+        item.spec.stated(),
+        item.checkpoint.path,
+        per_step if isinstance(per_step, int) and not isinstance(per_step, bool) and per_step >= 1 else None,
+    )
+
+
 def tokens_seen(item: PlannedCheckpoint) -> int | None:
-    """Tokens the checkpoint was trained on: step × tokens per step (from the plan, a known
-    family, or the training folder's ``specprobe.json``), or None when not known."""
-    step = item.checkpoint.step
-    if step is None:
-        return None
-    per_step = item.spec.tokens_per_step
-    if per_step is None:
-        known = _known_training(item.checkpoint.model)
-        per_step = known.tokens if known is not None else _metadata(item).get("tokens_per_step")
-    return step * per_step if per_step else None
+    """Tokens the checkpoint was trained on (:func:`position_of`), or None when not known."""
+    return position_of(item).tokens
 
 
 def train_batch_sequences(item: PlannedCheckpoint) -> int | None:
-    """Sequences per optimizer step the checkpoint was trained with (from the plan, a known
-    family, or the training folder's ``specprobe.json`` key ``train_batch_sequences``), or
-    None when not known."""
+    """Sequences per optimizer step the checkpoint was trained with (from the plan, the
+    registry of families, or the training folder's ``specprobe.json`` key
+    ``train_batch_sequences``), or None when not known."""
     if item.spec.train_batch_sequences is not None:
         return item.spec.train_batch_sequences
-    known = _known_training(item.checkpoint.model)
-    if known is not None:
-        return known.sequences
+    entry = known(item.checkpoint.model) if item.checkpoint.path is None else None
+    if entry is not None and entry.family.train_batch_sequences is not None:
+        return entry.family.train_batch_sequences
     value = _metadata(item).get("train_batch_sequences")
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
-
-
-def _known_training(model: str) -> TrainingBatch | None:
-    """The :data:`KNOWN_TRAINING` entry whose prefix ``model`` starts with, if any."""
-    return next((batch for prefix, batch in KNOWN_TRAINING.items() if model.startswith(prefix)), None)
 
 
 def _metadata(item: PlannedCheckpoint) -> dict[str, Any]:

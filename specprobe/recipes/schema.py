@@ -37,7 +37,9 @@ class Family:
     """Tokens per optimizer step, for tokens seen and compute C = 6·N·tokens."""
     train_batch_sequences: int | None = None
     """Sequences per optimizer step the models were trained with, for χ_pos at the
-    training batch (``train_batch_position``); known for ``EleutherAI/pythia-*`` without it."""
+    training batch (``train_batch_position``); known to the registry of families without it."""
+    stage_tokens: Any = None
+    """Tokens seen before stages that restart their step counter: ``{stage2-ingredient1: 3896B}``."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class RecipeModel:
     """Parameter count, when known in advance (the loaded model's count is recorded too)."""
     revisions: Any = None
     """This model's own revisions (a list or a generator), instead of the recipe's."""
+    run: str | None = None
+    """The training run the model belongs to: models with the same run are one run (one
+    repository per checkpoint); default: the registry's, else the id."""
+    seed: int | None = None
+    """The run's seed: runs of one size with different seeds are averaged, never fitted as sizes."""
+    positions: Any = None
+    """Stated training positions by revision: ``{ckpt_000100: 1000}`` or ``{rev: {step, tokens}}``."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,10 @@ class Recipe:
 
     def to_plan(self) -> SweepPlan:
         """The sweep this recipe describes."""
+        from specprobe.models.positions import stated_positions, stated_stage_tokens
         from specprobe.pipeline.plan import ModelSpec, SweepPlan
 
+        stages = stated_stage_tokens(self.family.stage_tokens) if self.family.stage_tokens else {}
         models = tuple(
             ModelSpec(
                 id=m.id,
@@ -97,6 +108,10 @@ class Recipe:
                 label=m.label,
                 tokens_per_step=self.family.tokens_per_step,
                 train_batch_sequences=self.family.train_batch_sequences,
+                run=m.run,
+                seed=m.seed,
+                stage_tokens=stages,
+                positions=stated_positions(m.positions) if m.positions else {},
             )
             for m in self.models
         )
@@ -169,7 +184,23 @@ def validate(raw: dict[str, Any], source: str, variables: dict[str, str]) -> Rec
     _check_ranges(recipe)
     for model in models:
         recipe.model_revisions(model)  # generators are checked here
+    _check_positions(recipe)
     return recipe
+
+
+def _check_positions(recipe: Recipe) -> None:
+    """Stated positions and stage tokens read as :mod:`specprobe.models.positions` reads
+    them; errors name the file and the key."""
+    from specprobe.models.positions import stated_positions, stated_stage_tokens
+
+    try:
+        if recipe.family.stage_tokens is not None:
+            stated_stage_tokens(recipe.family.stage_tokens, "family.stage_tokens")
+        for i, model in enumerate(recipe.models):
+            if model.positions is not None:
+                stated_positions(model.positions, f"models[{i}].positions")
+    except SpecprobeError as err:
+        raise RecipeError(f"{recipe.source}: {err.message}", err.hint) from None
 
 
 def _check_ranges(recipe: Recipe) -> None:

@@ -17,8 +17,18 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from specprobe.analysis.family import FamilySummary
-from specprobe.analysis.position import Position, population_problem, position_value, read, unit, usable
+from specprobe.analysis.family import FamilySummary, SizeGroup
+from specprobe.analysis.position import (
+    Position,
+    group_by_model,
+    ordered,
+    population_problem,
+    position_value,
+    read,
+    run_of,
+    unit,
+    usable,
+)
 from specprobe.errors import SpecprobeError
 from specprobe.store.records import GroupRow, Record
 from specprobe.text import count, number, percent, value_error
@@ -39,14 +49,22 @@ def one_line(text: object) -> str:
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
-def short_revisions(revisions: Sequence[str]) -> tuple[str, dict[str, str]]:
+def short_revisions(
+    revisions: Sequence[str], steps: Sequence[int | None] | None = None
+) -> tuple[str, dict[str, str]]:
     """A header and a short label per revision: when every revision is one prefix and a
     number (``checkpoint-1024``, ``step143000``), the prefix moves into the header
     (``checkpoint``, ``step``) and the cells keep the number; otherwise ``revision`` and
-    the revisions unchanged. Distinct revisions stay distinct either way."""
+    the revisions unchanged. Distinct revisions stay distinct either way. With ``steps``
+    (each revision's parsed step), only when every number is its revision's step: an
+    unparsed ``ckpt_000100`` (a data chunk) stays whole, never shown as if parsed."""
     unique = list(dict.fromkeys(revisions))
     matches = [_NUMBERED.match(r) for r in unique]
     prefixes = {m.group(1) for m in matches if m}
+    if steps is not None:
+        stated = dict(zip(revisions, steps, strict=True))
+        if any(m is None or stated.get(r) != int(m.group(2)) for r, m in zip(unique, matches, strict=True)):
+            return "revision", {r: r for r in unique}
     if unique and all(matches) and len(prefixes) == 1:
         prefix = prefixes.pop()
         header = prefix.rstrip("-_ .=/")
@@ -160,6 +178,16 @@ def status(record: Record, revisions: dict[str, str] | None = None) -> Cell:
     return Cell("ok", "ok", Tone.GOOD)
 
 
+def _checkpoint_in_run(record: Record, rows: Sequence[Record]) -> str:
+    """A checkpoint's name within its run: the revision, or, for a run whose checkpoints
+    are separate repositories, the repository (with its revision unless ``main``)."""
+    revision = str(record.get("revision"))
+    if len({r.get("model") for r in rows}) == 1:
+        return revision
+    model = str(record.get("model"))
+    return model if revision == "main" else f"{model} @ {revision}"
+
+
 def _step(value: Any) -> float | None:
     return float(value) if value is not None else None
 
@@ -180,12 +208,14 @@ def model_table(model: str, rows: Sequence[Record], scale: Position = Position.N
         title += f" · {ok[0]['num_params']:,} parameters"
     if ok and ok[0].get("num_outputs"):
         title += f" · D = {ok[0]['num_outputs']:,} outputs per batch"
-    header, short = short_revisions([r["revision"] for r in rows])
+    names = [_checkpoint_in_run(r, rows) for r in rows]
+    header, short = short_revisions(names, [r.get("step") for r in rows])
     b = _Builder()
     b.add(
         Column(header, numeric=header != "revision", essential=True, help="the checkpoint measured"),
         lambda r: Cell(
-            short[r["revision"]], _step(r.get("step")) if header == "revision" else _num(short[r["revision"]])
+            short[_checkpoint_in_run(r, rows)],
+            _step(r.get("step")) if header == "revision" else _num(short[_checkpoint_in_run(r, rows)]),
         ),
     )
     if any(status(r).tone is not Tone.GOOD for r in rows):
@@ -213,7 +243,12 @@ def model_table(model: str, rows: Sequence[Record], scale: Position = Position.N
             Column("step"),
             lambda r: Cell("" if r.get("step") is None else str(r["step"]), _step(r.get("step"))),
         )
-    if len(ok) > 1:
+    if any(r.get("chunk") is not None for r in rows):
+        b.add(
+            Column("chunk", help="the data chunk the checkpoint follows (LLM360 ckpt_NNN): not a step"),
+            lambda r: Cell("" if r.get("chunk") is None else str(r["chunk"]), _step(r.get("chunk"))),
+        )
+    if len(ok) > 1 and ordered(ok):  # a ratio to the first needs a training order
         b.add(
             Column("χ_net/χ_net₀", help="gradient amplification: χ_net relative to the first revision"),
             lambda r: _growth(r, first),
@@ -389,14 +424,15 @@ def groups_table(record: Record) -> TableData:
 
 def comparison_table(groups: dict[str, list[Record]], scale: Position = Position.NORMALIZED) -> TableData:
     """Across models, by size: the lowest position on ``scale`` reached and where, the final loss."""
-    ordered = sorted(groups.items(), key=lambda item: _size(item[1]))
+    by_size = sorted(groups.items(), key=lambda item: _size(item[1]))
     lows = {}
-    for model, rows in ordered:
+    for model, rows in by_size:
         ok = [r for r in rows if r.get("status") == "ok" and not r.get("duplicate_of")]
         if ok:
             ranked = [r for r in ok if usable(r, scale)] or ok
             lows[model] = (ok, min(ranked, key=lambda r: position_value(r, scale)[0]))
-    header, short = short_revisions([low["revision"] for _, low in lows.values()])
+    at = {model: _checkpoint_in_run(low, ok) for model, (ok, low) in lows.items()}
+    header, short = short_revisions(list(at.values()), [low.get("step") for _, low in lows.values()])
     columns = (
         Column("model", numeric=False, essential=True),
         Column(f"lowest {scale.symbol}", essential=True),
@@ -406,7 +442,7 @@ def comparison_table(groups: dict[str, list[Record]], scale: Position = Position
         Column("lowest χ_pos"),
     )
     out = []
-    for model, rows in ordered:
+    for model, rows in by_size:
         name = str(rows[0].get("label") or model)
         if model not in lows:
             out.append((Cell(name, name), Cell("no successful revision", None, Tone.BAD), *[Cell("")] * 4))
@@ -416,11 +452,8 @@ def comparison_table(groups: dict[str, list[Record]], scale: Position = Position
             (
                 Cell(name, name),
                 _position(low, scale),
-                Cell(
-                    short[low["revision"]],
-                    _num(short[low["revision"]]) if header != "revision" else low["revision"],
-                ),
-                _est(ok[-1], "loss"),
+                Cell(short[at[model]], _num(short[at[model]]) if header != "revision" else at[model]),
+                _est(ok[-1], "loss") if ordered(ok) else Cell("order unknown", None, Tone.WARN),
                 Cell(f"{ok[0].get('num_params', 0):,}", ok[0].get("num_params")),
                 _est(low, "spectral_position"),
             )
@@ -439,9 +472,10 @@ def reach_table(summary: FamilySummary) -> TableData:
     status when it is noisy or ≤ 0, then final loss, size, χ_net growth and the raw χ_pos."""
     scale = summary.position.symbol
     population = summary.position is Position.POPULATION
-    header, short = short_revisions([r.revision for r in summary.reach])
+    header, short = short_revisions([r.revision for r in summary.reach], [r.step for r in summary.reach])
     growth = {a.model: a for a in summary.amplification}
     flagged = any(r.problem for r in summary.reach)
+    spreads = {run: g for g in summary.sizes if g.seeds > 1 for run in g.runs}
     columns = (
         Column("model", numeric=False, essential=True),
         Column("reach", essential=True, help=f"lowest {scale} over the revisions"),
@@ -454,6 +488,15 @@ def reach_table(summary: FamilySummary) -> TableData:
         *(
             (Column("B_noise there", help="gradient noise scale B_noise (sequences) at that revision"),)
             if population
+            else ()
+        ),
+        *(
+            (
+                Column(
+                    "seed spread", help="standard deviation of the reach over the seeds (runs) of this size"
+                ),
+            )
+            if spreads
             else ()
         ),
         Column("final loss"),
@@ -479,7 +522,10 @@ def reach_table(summary: FamilySummary) -> TableData:
                 *((status,) if flagged else ()),
                 Cell(f"−{number(r.minimum_bias, 2)}" if r.minimum_bias else "0", -r.minimum_bias),
                 *((_est(asdict(r), "noise_scale"),) if population else ()),
-                Cell(value_error(r.final_loss, r.final_loss_stderr), r.final_loss),
+                *((_spread(spreads.get(r.model)),) if spreads else ()),
+                Cell(value_error(r.final_loss, r.final_loss_stderr), r.final_loss)
+                if r.ordered
+                else Cell("order unknown", None, Tone.WARN),
                 Cell(f"{r.num_params:,}" if r.num_params else "", r.num_params),
                 Cell(f"×{number(last, 3)}" if last is not None else "", last),
                 Cell(value_error(r.spectral_position, r.spectral_position_stderr), r.spectral_position),
@@ -490,10 +536,18 @@ def reach_table(summary: FamilySummary) -> TableData:
     )
 
 
+def _spread(group: SizeGroup | None) -> Cell:
+    if group is None or group.reach_spread is None:
+        return Cell("")
+    return Cell(f"{number(group.reach_spread, 2)} ({group.seeds} {group.kind})", group.reach_spread)
+
+
 def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
     """Things a reader must know: failures (each with its error), duplicated weights,
     differing data subsets; each with its tone."""
     notes: list[tuple[Tone, str]] = []
+    # In run order and training order (never the order the revisions were typed in).
+    records = [r for rows in group_by_model(records).values() for r in rows]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         notes.append((Tone.BAD, f"{len(failed)} checkpoint(s) failed:"))
@@ -508,6 +562,30 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
                     Tone.WARN,
                     f"{r['model']}@{r['revision']} has the same weights as {r['duplicate_of']} "
                     "(fingerprint match): the published revision likely serves the wrong checkpoint",
+                )
+            )
+    runs: dict[str, list[Record]] = {}
+    for r in records:
+        if r.get("status") == "ok" and not r.get("duplicate_of"):
+            runs.setdefault(run_of(r), []).append(r)
+    for run, rows in sorted(runs.items()):
+        if len(rows) > 1 and not ordered(rows):
+            unknown = sorted(
+                str(r.get("revision")) for r in rows if r.get("step") is None and r.get("chunk") is None
+            )
+            notes.append(
+                (
+                    Tone.WARN,
+                    f"{rows[0].get('label') or run}: no training position known for {', '.join(unknown)}, so its "
+                    "checkpoints have no order (shown by name); no claim that needs one is made (state it: "
+                    "--position REVISION=STEP)",
+                )
+            )
+        elif rows and all(r.get("chunk") is not None and r.get("step") is None for r in rows):
+            notes.append(
+                (
+                    Tone.PLAIN,
+                    f"{rows[0].get('label') or run}: checkpoints are ordered by data chunk (ckpt_NNN), not by step",
                 )
             )
     subsets: dict[str, set[str]] = {}

@@ -48,7 +48,21 @@ class Record(TypedDict, total=False):
     revision: str
     commit: str | None
     step: int | None
+    """Optimizer steps from the start of the run, where known (:mod:`specprobe.models.positions`)."""
     tokens_seen: int | None
+    run: str | None
+    """The training run the checkpoint belongs to (absent before issue 27: the model)."""
+    chunk: int | None
+    """The data chunk of a family that checkpoints per chunk (LLM360 ``ckpt_NNN``), not a step."""
+    position_source: str | None
+    """Where ``step`` (or ``chunk``) came from: ``stated``, ``registry``, ``revision name``,
+    ``trainer_state.json``; None where no position is known (absent before issue 27)."""
+    tokens_source: str | None
+    """Where ``tokens_seen`` came from (the same names, or ``specprobe.json``)."""
+    run_seed: int | None
+    """The run's seed, where stated or known to the registry (seeds of one size)."""
+    family: str | None
+    """The registry's family of the model (``pythia``, ``olmo-2``, …), where known."""
     fingerprint: str | None
     duplicate_of: str | None
     num_params: int

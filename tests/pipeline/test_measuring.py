@@ -13,7 +13,7 @@ import pytest
 from specprobe.choices import DType
 from specprobe.config import DataSpec, Measuring, ProbeSpec
 from specprobe.models.tiny import tiny_causal_lm
-from specprobe.pipeline.plan import KNOWN_TRAINING, ModelSpec, SweepPlan
+from specprobe.pipeline.plan import ModelSpec, SweepPlan
 from specprobe.pipeline.sweep import sweep_into
 from specprobe.store.frames import csv_text, load_batches, load_results
 from specprobe.store.results import ResultStore
@@ -136,7 +136,7 @@ def test_train_batch_sequences_from_the_plan_or_the_known_families() -> None:
         return PlannedCheckpoint(ModelSpec(model, **spec), Checkpoint(model, "step10"), None)
 
     pythia = planned("EleutherAI/pythia-160m")
-    assert train_batch_sequences(pythia) == KNOWN_TRAINING["EleutherAI/pythia-"].sequences == 1024
+    assert train_batch_sequences(pythia) == 1024  # the registry of families (families.yaml)
     assert tokens_seen(pythia) == 10 * 1024 * 2048  # one table for both
     assert train_batch_sequences(planned("EleutherAI/pythia-160m", train_batch_sequences=8)) == 8
     assert train_batch_sequences(planned("org/other")) is None
