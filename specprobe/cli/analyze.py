@@ -31,6 +31,7 @@ from specprobe.cli.options import (
     Plots,
     Processes,
     ProcessSplit,
+    Wide,
     choices,
     field_names,
     flag,
@@ -45,11 +46,15 @@ if TYPE_CHECKING:
 
 EPILOG = """Examples:
 
-  specprobe analyze EleutherAI/pythia-160m --revisions step1000,step10000,step143000
+  specprobe analyze EleutherAI/pythia-160m --revisions step1000,step143000
 
-  specprobe analyze EleutherAI/pythia-70m EleutherAI/pythia-160m --revisions step143000 --dataset NeelNanda/pile-10k --num-sequences 64 --seq-len 256 --out runs/pythia
+  specprobe analyze EleutherAI/pythia-70m EleutherAI/pythia-160m --out runs/p
 
-  specprobe analyze ./my-run        (a training output directory with checkpoint-*/ folders)
+  specprobe analyze ./my-run --dataset texts.jsonl --num-sequences 64
+
+  specprobe analyze ./my-run --out runs/mine --resume --wide
+
+(./my-run: a training output directory with checkpoint-<step>/ folders; --dataset: a hub dataset or a local .txt, .jsonl or .parquet file.)
 
 Exit codes: 0 all checkpoints measured; 1 some checkpoint failed (recorded as failed); 2 bad input; 130 interrupted (finished records are kept; rerun with --resume).
 """
@@ -171,6 +176,7 @@ def analyze(
     json_output: JsonOutput = False,
     plots: Plots = False,
     html: Html = None,
+    wide: Wide = False,
     process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
@@ -182,7 +188,7 @@ def analyze(
 
     probe = ProbeSpec(**setting_values(options, field_names(ProbeSpec)))
     if any(m.endswith(".onnx") for m in models):
-        _analyze_onnx(models, inputs, probe, out, json_output, html)
+        _analyze_onnx(models, inputs, probe, out, json_output, html, wide)
         return
     from specprobe.pipeline.plan import ModelSpec, SweepPlan
 
@@ -216,6 +222,7 @@ def analyze(
         plots=plots,
         parallel=parallel(process_split, gpus_per_model),
         html=html,
+        wide=wide,
     )
 
 
@@ -226,6 +233,7 @@ def _analyze_onnx(
     out: str | None,
     json_output: bool,
     html: str | None = None,
+    wide: bool = False,
 ) -> None:
     from specprobe.pipeline.onnx import measure_onnx_files
     from specprobe.report.terminal import render_run
@@ -243,7 +251,7 @@ def _analyze_onnx(
     if json_output:
         print_json_lines(records)
     else:
-        render_run(records, console)
+        render_run(records, console, wide=wide)
         console.print(f"results in {store.results_path}", highlight=False, markup=False)
     if html is not None:
         write_html(store.records(), html, store)

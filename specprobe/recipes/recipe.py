@@ -27,6 +27,7 @@ from pathlib import Path
 
 from specprobe.errors import SpecprobeError
 from specprobe.recipes.loader import (
+    LOCAL_DATA_SUFFIXES,
     MAX_INCLUDE_DEPTH,
     MAX_RECIPE_BYTES,
     bundled_dir,
@@ -42,13 +43,14 @@ from specprobe.recipes.schema import RECIPE_VERSION, Family, Recipe, RecipeModel
 def check_recipe(recipe: Recipe) -> list[str]:
     """Checks beyond the schema that need no large download; returns the problems found.
 
-    Local model paths must exist (and their checkpoint folders match the revisions);
+    Local model paths (written as paths, :func:`~specprobe.models.hub.written_as_path`, or
+    existing) must exist (and their checkpoint folders match the revisions);
     explicit revision names of hub models in a family with a known schedule must belong to
     it; a local dataset must exist and have the text column; the output folder must be new,
     empty or a specprobe run folder.
     """
     from specprobe.models.data import iter_texts
-    from specprobe.models.hub import find_checkpoints
+    from specprobe.models.hub import find_checkpoints, written_as_path
     from specprobe.store.folder import check_run_folder
 
     problems = []
@@ -56,7 +58,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
     for i, model in enumerate(recipe.models):
         revisions = recipe.model_revisions(model)
         local = Path(model.id).expanduser()
-        if local.exists() or model.id.startswith((".", "/", "~")):
+        if local.exists() or written_as_path(model.id):
             try:
                 find_checkpoints(model.id, revisions)
             except SpecprobeError as err:
@@ -75,7 +77,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
         except SpecprobeError as err:
             problems.append(f"{recipe.source}: output.directory: {err.message}")
     dataset = Path(recipe.data.dataset).expanduser()
-    if dataset.exists() or recipe.data.dataset.startswith((".", "/", "~")):
+    if (
+        dataset.exists()
+        or written_as_path(recipe.data.dataset)
+        or dataset.suffix.lower() in LOCAL_DATA_SUFFIXES
+    ):
         spec = recipe.to_plan().data
         try:
             next(iter_texts(spec), None)

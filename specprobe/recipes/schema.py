@@ -43,7 +43,8 @@ class Family:
 @dataclass(frozen=True)
 class RecipeModel:
     id: str
-    """Hub id or local path (relative paths are relative to the working directory)."""
+    """Hub id or local path (a relative path is relative to the recipe file's folder; in a
+    bundled recipe, to the working directory)."""
     label: str | None = None
     params: int | None = None
     """Parameter count, when known in advance (the loaded model's count is recorded too)."""
@@ -54,7 +55,8 @@ class RecipeModel:
 @dataclass(frozen=True)
 class RecipeOutput:
     directory: str | None = None
-    """The run folder, ``~`` expanded (as every path specprobe reads)."""
+    """The run folder, ``~`` expanded (as every path specprobe reads); relative to the
+    recipe file's folder, as every relative path of a recipe."""
     resume: bool = True
 
     def __post_init__(self) -> None:

@@ -393,7 +393,7 @@ def position_chart(
 
     A log–log grid of ``width × height`` characters, one marker per model (``1`` for the
     smallest, ``2`` …; ``*`` where several fall on one cell), axis labels at the corners,
-    and a legend line per model. Against training step when tokens seen are unknown.
+    and a legend line per model (and one for ``*`` when it appears). Against training step when tokens seen are unknown.
     Returns an empty list when there is nothing to place.
     """
     position = choose_position(records, position)
@@ -429,4 +429,6 @@ def position_chart(
     lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
     for index, s in enumerate(series):
         lines.append(f"  {MARKERS[index % len(MARKERS)]}  {one_line(s.label)} ({_params(s.num_params)})")
+    if any("*" in cells for cells in grid):
+        lines.append("  *  several models in one cell")
     return lines
