@@ -46,3 +46,24 @@ def test_a_default_probe_records_the_population_position() -> None:
     # a random model's estimate may come out ≤ 0 (then B_noise is None): it is there, flagged
     assert m.population_position is not None and m.population_position_stderr is not None
     assert m.population_status in ("ok", "noisy", "nonpositive")
+
+
+def test_a_default_probes_run_reports_on_the_population_position(tmp_path: object) -> None:
+    """`specprobe report` on a library run compares the population position, as on a
+    command-line run, and never calls fresh records "as earlier versions wrote them"."""
+    import torch
+
+    from specprobe.analysis.position import Position
+    from specprobe.models.tiny import tiny_causal_lm
+    from specprobe.report.document import build_document
+    from specprobe.store.results import ResultStore
+
+    out = f"{tmp_path}/run"
+    ids = torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(1))
+    probe = specprobe.Probe({"input_ids": ids}, probes=4, schedule=[0, 1], out=out)
+    model = tiny_causal_lm("gpt_neox")
+    for step in (0, 1):
+        probe.maybe_measure(step, model)
+    doc = build_document(ResultStore(out).records())
+    assert doc.position is Position.POPULATION
+    assert "earlier versions" not in doc.statistic

@@ -338,17 +338,41 @@ def _tokens(record: Record) -> Cell:
     return Cell(count(value), float(value)) if value is not None else Cell("")
 
 
+def population_scale(record: Record) -> float | None:
+    """D/N, the factor from χ_pos^∞ to the record's (D/N)·χ_pos^∞ (its outputs per sequence
+    measured together): the ratio of the two fields it recorded, else ``num_outputs /
+    num_samples``; None when neither is known."""
+    value, normalized = read(record, "population_position"), read(record, "normalized_population_position")
+    if value and normalized is not None:
+        return float(normalized) / float(value)
+    outputs, samples = read(record, "num_outputs"), read(record, "num_samples")
+    return float(outputs) / float(samples) if outputs and samples else None
+
+
+def _scaled(group: Mapping[str, Any], name: str, factor: float | None) -> Cell:
+    """``group``'s estimate ``name`` ± its error, times ``factor`` (raw when None)."""
+    value = group.get(name)
+    if value is None:
+        return Cell("")
+    factor = 1.0 if factor is None else factor
+    error = group.get(f"{name}_stderr")
+    return Cell(value_error(factor * value, None if error is None else factor * error), factor * float(value))
+
+
 def groups_table(record: Record) -> TableData:
     """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
     position when θ is restricted to it (for the head: the frozen-feature counterfactual);
-    each group's population position χ_pos^∞ when recorded."""
+    each group's population position when recorded, as (D/N)·χ_pos^∞ like the model tables
+    (the record's D/N, :func:`population_scale`)."""
     groups = list(record.get("groups") or ())
     population = any(read(g, "population_position") is not None for g in groups)
+    factor = population_scale(record)
+    symbol = Position.POPULATION.symbol if factor is not None else "χ_pos^∞"
     columns = (
         Column("group", numeric=False, essential=True),
         Column("share of χ_net", essential=True),
         *(
-            (Column("χ_pos^∞ (θ = group)", essential=True, help="the group's population position"),)
+            (Column(f"{symbol} (θ = group)", essential=True, help="the group's population position"),)
             if population
             else ()
         ),
@@ -363,7 +387,7 @@ def groups_table(record: Record) -> TableData:
             (
                 Cell(g["name"], g["name"]),
                 Cell(percent(g["chi_net_share"]), g["chi_net_share"]),
-                *((_est(g, "population_position"),) if population else ()),
+                *((_scaled(g, "population_position", factor),) if population else ()),
                 _est(g, "spectral_position"),
                 Cell(percent(g["grad_norm_sq_share"]), g["grad_norm_sq_share"]),
                 Cell(f"{g['num_params']:,}", g["num_params"]),
@@ -374,7 +398,7 @@ def groups_table(record: Record) -> TableData:
         (
             Cell("all", "~all"),
             Cell("100%", 1.0),
-            *((_est(record, "population_position"),) if population else ()),
+            *((_scaled(record, "population_position", factor),) if population else ()),
             _est(record, "spectral_position"),
             Cell("100%", 1.0),
             Cell(f"{record['num_params_selected']:,}", record["num_params_selected"])
