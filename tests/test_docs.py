@@ -270,3 +270,47 @@ def test_readme_is_a_landing_page() -> None:
     assert len(readme.splitlines()) <= 160
     for link in re.findall(r"\]\(((?:docs/)?[\w./-]+\.(?:md|png|cff))\)", readme):
         assert (ROOT / link).is_file(), link
+
+
+DEMO_PAGES = [ROOT / "README.md", DOCS / "getting-started.md"]
+
+
+def demo_excerpts(page: Path) -> list[list[list[str]]]:
+    """The demo excerpts of a page (its ```text blocks that open with the demo's table
+    title), each as its segments (split at lines ``...``) of lines."""
+    out = []
+    for code in blocks(page, "text"):
+        if code.startswith("neox-w"):
+            segments: list[list[str]] = [[]]
+            for line in code.rstrip("\n").split("\n"):
+                if line == "...":
+                    segments.append([])
+                else:
+                    segments[-1].append(line)
+            out.append(segments)
+    return out
+
+
+def test_every_demo_page_has_an_excerpt() -> None:
+    for page in DEMO_PAGES:
+        assert demo_excerpts(page), page_id(page)
+
+
+@pytest.mark.skipif(
+    "SPECPROBE_DEMO_OUTPUT" not in __import__("os").environ,
+    reason="set SPECPROBE_DEMO_OUTPUT to a file holding `COLUMNS=100 specprobe demo` output",
+)
+def test_demo_excerpts_equal_the_demo_output() -> None:
+    """Each segment of each excerpt is a run of consecutive lines of the demo's output,
+    digit for digit (the demo takes minutes, so its output is given, not produced here):
+    COLUMNS=100 specprobe demo > demo.txt; SPECPROBE_DEMO_OUTPUT=demo.txt pytest -k excerpts."""
+    import os
+
+    output = Path(os.environ["SPECPROBE_DEMO_OUTPUT"]).read_text(encoding="utf-8").split("\n")
+    output = [line.rstrip() for line in output]
+    for page in DEMO_PAGES:
+        for segments in demo_excerpts(page):
+            for segment in segments:
+                lines = [line.rstrip() for line in segment]
+                found = any(output[i : i + len(lines)] == lines for i in range(len(output)))
+                assert found, f"{page_id(page)}: not in the demo's output: {lines[0]!r} …"

@@ -167,7 +167,7 @@ def _step(value: Any) -> float | None:
 def model_table(model: str, rows: Sequence[Record], scale: Position = Position.NORMALIZED) -> TableData:
     """One model over its revisions, the most telling columns first: revision, the position
     on ``scale`` (with the gradient noise scale B_noise beside the population position, and
-    its status when some estimate is noisy or ≤ 0), loss, χ_pos at the training batch when
+    its status when some estimate is noisy or ≤ 0), loss, B_noise in tokens, χ_pos at the training batch when
     known, D·χ_pos over batches, χ_pos, χ_net growth, tokens seen, then the optional
     measurements (head-only position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column
     appears only when some revision failed or duplicates another; the step only when the
@@ -194,6 +194,13 @@ def model_table(model: str, rows: Sequence[Record], scale: Position = Position.N
     if scale is Position.POPULATION:
         _population_columns(b, ok)
     b.add(Column("loss", help="mean loss over the measured batches"), lambda r: _est(r, "loss"))
+    if scale is Position.POPULATION and any(read(r, "noise_scale_tokens") is not None for r in ok):
+        b.add(
+            Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
+            lambda r: (
+                Cell(count(v), float(v)) if (v := read(r, "noise_scale_tokens")) is not None else Cell("")
+            ),
+        )
     if any(read(r, "train_batch_position") is not None for r in ok):
         b.add(
             Column(
@@ -246,19 +253,13 @@ _SCALE_HELP = {
 
 
 def _population_columns(b: _Builder, ok: Sequence[Record]) -> None:
-    """Beside the population position: B_noise in sequences and in tokens, and the
-    estimate's status when some revision's is noisy or ≤ 0 (then never dropped)."""
+    """Beside the population position: B_noise in sequences, and the estimate's status
+    when some revision's is noisy or ≤ 0 (then never dropped). B_noise in tokens follows
+    the loss (it says B_noise again, in other units)."""
     b.add(
         Column("B_noise", help="gradient noise scale B_noise, in sequences"),
         lambda r: _est(r, "noise_scale"),
     )
-    if any(read(r, "noise_scale_tokens") is not None for r in ok):
-        b.add(
-            Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
-            lambda r: (
-                Cell(count(v), float(v)) if (v := read(r, "noise_scale_tokens")) is not None else Cell("")
-            ),
-        )
     if any(population_problem(r) for r in ok):
         b.add(
             Column(

@@ -101,3 +101,17 @@ def test_a_zero_bias_of_the_minimum_is_explained() -> None:
     assert "(every model)" in note and "within two combined standard errors" in note
     text = re.sub(r"\s+", " ", html.unescape(render_html(power_law_family(), figures=False)))
     assert note in text
+
+
+@pytest.mark.parametrize(("family", "width"), [("crossed", 80), ("crossed", 100), ("flagged", 100)])
+def test_loss_is_kept_where_it_fits(family: str, width: int) -> None:
+    """At 80 and 100 columns the model tables keep the loss beside the position and B_noise
+    (before B_noise in tokens, which says B_noise again): it is dropped only where it does
+    not fit, as beside the flagged family's wide status column at 80."""
+    from tests.analysis.test_population import crossed_family
+    from tests.report.test_report import render
+
+    records = crossed_family() if family == "crossed" else flagged_family()
+    headers = [line for line in render(records, width).splitlines() if line.startswith("┃ checkpoint")]
+    assert headers and all("┃ B_noise ┃" in h and " loss ┃" in h for h in headers)
+    assert all(h.index(" loss ┃") < h.index("B_noise tokens") for h in headers if "B_noise tokens" in h)
