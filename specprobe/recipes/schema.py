@@ -205,7 +205,7 @@ def _section(cls: Any, value: Any, source: str, where: str, required: bool = Fal
     if not isinstance(value, Mapping):
         raise RecipeError(
             f"{source}: {where}: expected a mapping, found {value!r}",
-            f"see the recipe format in the README for '{where.split('[')[0]}'",
+            f"see the recipe format in docs/recipes.md for '{where.split('[')[0]}'",
         )
     known = {f.name: f for f in fields(cls) if f.name not in NOT_IN_RECIPES.get(where, ())}
     only_keys(value, set(known), source, where)
