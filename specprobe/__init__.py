@@ -1,7 +1,7 @@
 """specprobe: the empirical NTK's loss–network–position decomposition, for any model.
 
     import specprobe
-    m = specprobe.measure(model, batch, estimator="hutchinson", probes=32, seed=0)
+    m = specprobe.measure(model, batch, probes=32, seed=0)
     m.spectral_position, m.spectral_position_stderr, m.chi_net, m.chi_net_stderr
 
 The names below load their modules on first use, so ``import specprobe`` (and the command

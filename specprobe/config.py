@@ -184,7 +184,7 @@ class DataSpec:
     """Column holding the text (a .txt file has one, ``text``: one document per line)."""
     num_sequences: int = 256
     """Sequences in the subset. The default is sized by the error of χ_pos^∞ it gives and
-    the time it costs (README, "How many sequences")."""
+    the time it costs (docs/cli.md, "How many sequences")."""
     seq_len: int = 64
     """Tokens per sequence; D = sequences measured together × (seq_len − 1) × vocabulary."""
     batch_size: int | None = None

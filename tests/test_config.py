@@ -120,7 +120,7 @@ def test_probe_records_use_the_same_shape_and_hash(tmp_path: Path) -> None:
     (record,) = ResultStore(tmp_path / "run").records()
     expected = Settings(
         data=BatchSpec(fingerprint=probe.data_fingerprint(), adapter="causal_lm"),
-        probe=ProbeSpec(estimator=Estimator.HUTCHINSON, probes=4),
+        probe=ProbeSpec(estimator=Estimator.HUTCHINSON_PER_SAMPLE, probes=4),  # the CLI's default
     )
     assert record["settings"] == expected.to_dict() and record["settings_hash"] == expected.hash()
     assert set(record["settings"]["probe"]) == set(Settings().to_dict()["probe"])

@@ -101,7 +101,8 @@ def test_validate_shows_the_resolved_output_folder(tmp_path: Path) -> None:
     )
     result = runner.invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert str(Path("runs/here").resolve()) in result.output.replace("\n", "")
+    # relative to the recipe file's folder, not to the working directory
+    assert str((tmp_path / "runs" / "here").resolve()) in result.output.replace("\n", "")
 
 
 def test_out_that_is_a_file_or_unwritable(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:

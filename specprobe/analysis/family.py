@@ -5,7 +5,7 @@ Pure functions over results records (the dicts ``specprobe.pipeline.sweep.run_sw
 another revision's weights (``duplicate_of`` null). Every function returns frozen
 dataclasses with ``to_dict()``; nothing here prints or draws.
 
-Names follow the README ("What the numbers mean"):
+Names follow docs/concepts.md ("The fields of a measurement"):
 
 * spectral reach of a model: the lowest spectral position over its analysed revisions,
   with its standard error and the revision where it is attained;

@@ -57,7 +57,7 @@ _DESCRIPTIONS = {
     ),
     Position.NORMALIZED: (
         "positions are D·χ_pos, the mean over the measured batches (records without the "
-        "population position, as earlier versions wrote them): it mixes the data's position with "
+        "population position: from earlier versions, plain Hutchinson or population=False): it mixes the data's position with "
         "gradient noise and depends on the batch size"
     ),
     Position.RAW: "positions are the raw χ_pos, comparable only at equal D",

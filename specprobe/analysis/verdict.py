@@ -142,7 +142,7 @@ def monotone(
     if len(items) < 2:
         return Claim(name, Outcome.UNTESTABLE, f"{lower_is}: untestable (fewer than two sizes)")
     steps = [_change((a[1], a[2]), (b[1], b[2])) for a, b in pairwise(items)]
-    values = ", ".join(f"{label} {v:.3g} ± {se:.2g}" for label, v, se in items)
+    values = ", ".join(f"{label} {v:.3g} ± {se:.2g}" if se else f"{label} {v:.3g}" for label, v, se in items)
     fit_text = (
         f"; fit ∝ N^{fit.exponent:.2f} ± {fit.exponent_stderr:.2f}, R² {fit.r_squared:.2f}" if fit else ""
     )
@@ -157,15 +157,22 @@ def monotone(
             f"{lower_is}: no, the reverse ({values}{fit_text})",
             evidence_against=True,
         )
+    # Every step said as what it is: below or above the next smaller, beyond the noise
+    # (SIGNIFICANCE combined standard errors) or by less.
     notes = []
     for (a, b), s in zip(pairwise(items), steps, strict=True):
-        if s > 0:
-            notes.append(f"{b[0]} above {a[0]} beyond {SIGNIFICANCE:g} standard errors")
-        elif s == 0:
-            notes.append(f"{b[0]} {'below' if b[1] < a[1] else 'not below'} {a[0]} within the noise")
+        side = "below" if b[1] < a[1] else "above" if b[1] > a[1] else "level with"
+        margin = "beyond" if s else "by less than"
+        notes.append(f"{b[0]} {side} {a[0]} {margin} {SIGNIFICANCE:g} standard errors")
     against = any(s > 0 for s in steps)
     in_order = all(b[1] < a[1] for a, b in pairwise(items))
-    verdict_word = "in order but not beyond the noise at every step" if in_order else "no"
+    verdict_word = (
+        "in order, but not every step beyond the noise"
+        if in_order
+        else "not in order"
+        if against
+        else "not shown beyond the noise"
+    )
     return Claim(
         name,
         Outcome.UNCLEAR,

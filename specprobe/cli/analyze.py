@@ -31,6 +31,7 @@ from specprobe.cli.options import (
     Plots,
     Processes,
     ProcessSplit,
+    Wide,
     choices,
     field_names,
     flag,
@@ -45,11 +46,15 @@ if TYPE_CHECKING:
 
 EPILOG = """Examples:
 
-  specprobe analyze EleutherAI/pythia-160m --revisions step1000,step10000,step143000
+  specprobe analyze EleutherAI/pythia-160m --revisions step1000,step143000
 
-  specprobe analyze EleutherAI/pythia-70m EleutherAI/pythia-160m --revisions step143000 --dataset NeelNanda/pile-10k --num-sequences 64 --seq-len 256 --out runs/pythia
+  specprobe analyze EleutherAI/pythia-70m EleutherAI/pythia-160m --out runs/p
 
-  specprobe analyze ./my-run        (a training output directory with checkpoint-*/ folders)
+  specprobe analyze ./my-run --dataset texts.jsonl --num-sequences 64
+
+  specprobe analyze ./my-run --out runs/mine --resume --wide
+
+(./my-run: a training output directory with checkpoint-<step>/ folders; --dataset: a hub dataset or a local .txt, .jsonl or .parquet file.)
 
   specprobe analyze allenai/OLMo-2-0425-1B --revisions stage1-step10000-tokens21B,stage1-step20000-tokens42B
 
@@ -254,6 +259,7 @@ def analyze(
     json_output: JsonOutput = False,
     plots: Plots = False,
     html: Html = None,
+    wide: Wide = False,
     process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
@@ -265,7 +271,7 @@ def analyze(
 
     probe = ProbeSpec(**setting_values(options, field_names(ProbeSpec)))
     if any(m.endswith(".onnx") for m in models):
-        _analyze_onnx(models, inputs, probe, out, json_output, html)
+        _analyze_onnx(models, inputs, probe, out, json_output, html, wide)
         return
     from specprobe.models.positions import stated_positions, stated_stage_tokens
     from specprobe.pipeline.plan import ModelSpec, SweepPlan
@@ -306,6 +312,7 @@ def analyze(
         plots=plots,
         parallel=parallel(process_split, gpus_per_model),
         html=html,
+        wide=wide,
     )
 
 
@@ -316,6 +323,7 @@ def _analyze_onnx(
     out: str | None,
     json_output: bool,
     html: str | None = None,
+    wide: bool = False,
 ) -> None:
     from specprobe.pipeline.onnx import measure_onnx_files, parameter_note
     from specprobe.report.terminal import render_run
@@ -337,7 +345,7 @@ def _analyze_onnx(
     if json_output:
         print_json_lines(records)
     else:
-        render_run(records, console)
+        render_run(records, console, wide=wide)
         console.print(f"results in {store.results_path}", highlight=False, markup=False)
     if html is not None:
         write_html(store.records(), html, store)

@@ -10,7 +10,7 @@ import typer
 
 from specprobe.cli.common import console, err_console, handle_errors
 from specprobe.cli.execute import execute_plan
-from specprobe.cli.options import OUTPUT, Html, flag
+from specprobe.cli.options import OUTPUT, Html, Wide, flag
 
 if TYPE_CHECKING:
     from specprobe.demo.config import DemoConfig
@@ -63,6 +63,7 @@ def demo(
         bool, typer.Option(help="Write the figures (needs specprobe\\[plots]).", rich_help_panel=OUTPUT)
     ] = True,
     html: Html = None,
+    wide: Wide = False,
 ) -> None:
     """Train a tiny model family offline and show spectral position and reach across it."""
     from dataclasses import replace
@@ -95,6 +96,7 @@ def demo(
             invocation=invocation,
             plots=plots,
             html=html,
+            wide=wide,
         )
     except SpecprobeError as err:
         if not plots or "matplotlib" not in err.message:

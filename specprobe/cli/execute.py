@@ -30,9 +30,10 @@ def execute_plan(
     plots: bool = False,
     html: str | None = None,
     parallel: Any = None,
+    wide: bool = False,
 ) -> None:
     """Run a sweep with a progress display, then print the report (and write the figures
-    with ``plots``); exit 1 if a checkpoint failed. Under a launcher only process 0
+    with ``plots``; every column with ``wide``); exit 1 if a checkpoint failed. Under a launcher only process 0
     displays and prints; the others measure silently."""
     from contextlib import nullcontext
 
@@ -71,7 +72,7 @@ def execute_plan(
     if json_output:
         print_json_lines(result.records)
     else:
-        render_run(result.records, console)
+        render_run(result.records, console, wide=wide)
         console.print(
             f"{result.measured} measured, {result.skipped} resumed, {result.failed} failed; "
             f"results in {directory / 'results.jsonl'}",

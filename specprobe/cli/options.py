@@ -72,6 +72,7 @@ def choices(enum: type[Enum]) -> str:
 
 JsonOutput = Annotated[bool, flag("--json", "Print the records as JSON lines.", OUTPUT)]
 Plots = Annotated[bool, flag("--plots", PLOTS_HELP, OUTPUT)]
+Wide = Annotated[bool, flag("--wide", WIDE_HELP, OUTPUT)]
 Html = Annotated[str | None, option(HTML_HELP, OUTPUT, "FILE")]
 ProcessSplit = Annotated[Split, option(PROCESS_SPLIT_HELP, LAUNCH, "UNIT", "--process-split")]
 GpusPerModel = Annotated[int, limited("gpus_per_model", GPUS_HELP, LAUNCH, "K")]

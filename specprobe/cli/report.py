@@ -14,7 +14,7 @@ from specprobe.cli.common import (
     write_figures,
     write_html,
 )
-from specprobe.cli.options import OUTPUT, WIDE_HELP, Html, JsonOutput, RunDirectory, flag, option
+from specprobe.cli.options import OUTPUT, Html, JsonOutput, RunDirectory, Wide, option
 
 REPORT_EPILOG = "Examples:\n\n  specprobe report specprobe-runs/20261128-120000\n\n  specprobe report runs/pythia --json\n\n  specprobe report runs/pythia --wide | less -S\n\n  specprobe report runs/pythia --csv pythia.csv --html pythia.html"
 PLOT_EPILOG = (
@@ -26,7 +26,7 @@ PLOT_EPILOG = (
 def report(
     directory: RunDirectory,
     json_output: JsonOutput = False,
-    wide: Annotated[bool, flag("--wide", WIDE_HELP, OUTPUT)] = False,
+    wide: Wide = False,
     csv: Annotated[
         str | None,
         option(

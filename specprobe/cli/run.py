@@ -25,6 +25,7 @@ from specprobe.cli.options import (
     ProcessSplit,
     RecipeArgument,
     RecipeVariables,
+    Wide,
     choices,
     field_names,
     flag,
@@ -42,9 +43,13 @@ RUN_EPILOG = """Examples:
 
   specprobe run my-recipe.yaml --set root=/data/runs --num-sequences 64
 
-  accelerate launch --multi_gpu --num_processes 8 -m specprobe run pythia --device cuda   (one sweep across 8 GPUs)
+  specprobe run tiny-local --set root=specprobe-demo --dataset texts.jsonl
 
-  specprobe run tiny-local --processes 2   (two local processes, torchrun under the hood)
+  accelerate launch --multi_gpu --num_processes 8 -m specprobe run pythia
+
+  specprobe run tiny-local --set root=specprobe-demo --processes 2
+
+(accelerate launch: one sweep across 8 processes, one per GPU with --device cuda; --processes 2: two local processes, torchrun under the hood.)
 
 Command-line options override the recipe's fields; the effective recipe is written into the run's config.json.
 """
@@ -74,6 +79,19 @@ def run(
     ] = False,
     set_: RecipeVariables = None,
     task: Annotated[Task | None, option(f"Override data.task: {choices(Task)}.", MODELS, "TASK")] = None,
+    dataset: Annotated[
+        str | None,
+        option(
+            "Override data.dataset: a hub dataset name, or a local .txt, .jsonl or .parquet file or folder.",
+            DATA,
+            "SOURCE",
+        ),
+    ] = None,
+    dataset_config: Annotated[
+        str | None, option("Override data.config (the hub dataset's configuration).", DATA, "NAME")
+    ] = None,
+    split: Annotated[str | None, option("Override data.split (the dataset's split).", DATA, "NAME")] = None,
+    text_column: Annotated[str | None, option("Override data.text_column.", DATA, "NAME")] = None,
     num_sequences: Annotated[
         int | None, limited("num_sequences", "Override data.num_sequences.", DATA)
     ] = None,
@@ -109,6 +127,7 @@ def run(
     json_output: JsonOutput = False,
     plots: Plots = False,
     html: Html = None,
+    wide: Wide = False,
     process_split: ProcessSplit = Split.checkpoints,
     gpus_per_model: GpusPerModel = 1,
     processes: Processes = 1,
@@ -134,6 +153,7 @@ def run(
         plots=plots,
         html=html,
         parallel=parallel(process_split, gpus_per_model),
+        wide=wide,
     )
 
 

@@ -83,7 +83,7 @@ def measure(
     model: nn.Module,
     batch: Any,
     *,
-    estimator: Estimator | str = Estimator.HUTCHINSON,
+    estimator: Estimator | str = Estimator.HUTCHINSON_PER_SAMPLE,
     probes: int = 32,
     seed: int | None = 0,
     adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
@@ -102,7 +102,9 @@ def measure(
         model: any ``torch.nn.Module``; measured in eval mode, its state restored after.
         batch: what the adapter reads: a tokenizer's output for a causal LM, a pair
             ``(inputs, targets)`` for classification or regression.
-        estimator: how χ_net is computed (:class:`Estimator` or its string value).
+        estimator: how χ_net is computed (:class:`Estimator` or its string value). The
+            default, per-sample Hutchinson, is the command line's: it gives the population
+            position and the noise scale (``population``); plain HUTCHINSON does not.
         probes: Hutchinson probes m (at least 2, for the standard error).
         seed: seed of the probes; None draws one from the OS (recorded in the result).
         adapter: how the batch becomes outputs (see ``specprobe.core.adapters``); chosen from
@@ -151,9 +153,9 @@ def measure(
         A frozen :class:`Measurement`.
 
     Raises:
-        SpecprobeError (BatchError, NonFiniteError, TooLargeError,
-        ParameterSelectionError) on bad input, never a silent NaN; TooLargeError before
-        any full pass when the estimated memory does not fit even one sample at a time.
+        SpecprobeError: (BatchError, NonFiniteError, TooLargeError,
+            ParameterSelectionError) on bad input, never a silent NaN; TooLargeError before
+            any full pass when the estimated memory does not fit even one sample at a time.
     """
     start_time = time.perf_counter()
     est, seed = _checked_options(estimator, probes, seed, micro_batch_size, probe_batch_size, reduce)

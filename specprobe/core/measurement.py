@@ -35,7 +35,7 @@ class GroupShare:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The loss–network–position decomposition of one batch (names as in the README's "What the numbers mean").
+    """The loss–network–position decomposition of one batch (names as in docs/concepts.md, "The fields of a measurement").
 
     ``*_stderr`` fields are standard errors of the estimate (0 for exact quantities).
     ``spectral_position_stderr`` propagates the error of χ_net (the only estimated factor):

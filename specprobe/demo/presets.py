@@ -138,11 +138,12 @@ PRESETS: dict[str, Preset] = {
             "on the simple synthetic language, one learning rate for all",
             DemoConfig(),
             _reduced(DemoConfig()),
-            "about 5 minutes on 2 CPU cores",
-            "280 s on 2 CPU cores that other jobs shared (seed 0, the README's run: training about "
-            "2 minutes; measuring 256 held-out sequences as one set per checkpoint, 11.5 s for the "
-            "widest model's on one thread); before the population position (32 sequences in 4 "
-            "batches, 16 probes) 110 s",
+            "5 to 10 minutes on 2 CPU cores",
+            "564 s with one thread on 2 CPU cores that four other jobs shared (load average about 4; "
+            "2026-12-07, from a fresh clone, after a 219 s install); 280 s on 2 cores that fewer jobs "
+            "shared (2026-12-05: training about 2 minutes; measuring 256 held-out sequences as one "
+            "set per checkpoint, 11.5 s for the widest model's on one thread); before the "
+            "population position (32 sequences in 4 batches, 16 probes) 110 s",
         ),
         Preset(
             FAST_PRESET,

@@ -232,7 +232,7 @@ def spectrum_of(
         wall time.
 
     Raises:
-        SpecprobeError on bad arguments, TooLargeError for DENSE above its limit.
+        SpecprobeError: on bad arguments; TooLargeError for DENSE above its limit.
     """
     start = time.perf_counter()
     chosen = parse_enum(EigenMethod, method, "eigen method")

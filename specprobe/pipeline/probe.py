@@ -1,6 +1,6 @@
 """A Probe: fix the data and the settings once, then measure checkpoints or training steps.
 
-    probe = specprobe.Probe(batch, estimator="hutchinson", probes=32, out="runs/mine")
+    probe = specprobe.Probe(batch, probes=32, out="runs/mine")
     for step in range(steps):
         ...  # the training step
         probe.maybe_measure(step, model)       # measures at log-spaced steps, writes records
@@ -53,8 +53,9 @@ class Probe:
     Args:
         batch: the probe batch, as for ``specprobe.measure`` (kept as given).
         adapter, params, groups, estimator, probes, seed, micro_batch_size: as for
-            ``specprobe.measure``; the same seed every time (common random probes make
-            steps comparable).
+            ``specprobe.measure``, with its defaults (the command line's: per-sample
+            Hutchinson with the population position); the same seed every time (common
+            random probes make steps comparable).
         schedule: the steps ``maybe_measure`` measures at: an iterable of step numbers or a
             predicate ``step -> bool``; default ``log_steps(100_000, 40)``.
         out: a run directory; each measurement is appended to its ``results.jsonl`` as a
@@ -75,7 +76,7 @@ class Probe:
         adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
         params: Sequence[str] | str | None = None,
         groups: str | Mapping[str, Sequence[str]] | None = None,
-        estimator: Estimator | str = Estimator.HUTCHINSON,
+        estimator: Estimator | str = Estimator.HUTCHINSON_PER_SAMPLE,
         probes: int = 32,
         seed: int = 0,
         micro_batch_size: int | None = None,

@@ -82,7 +82,49 @@ def load_recipe(
             )
         values[key] = value
     raw = _substitute(raw, values, source, "")
-    return validate(raw, source, values)
+    recipe = validate(raw, source, values)
+    if path.resolve().parent == bundled_dir().resolve():
+        return recipe  # a bundled recipe's paths (``${root}/…``) are the working directory's
+    return relative_to_file(recipe, path.parent)
+
+
+LOCAL_DATA_SUFFIXES = frozenset({".txt", ".jsonl", ".json", ".parquet"})
+"""Suffixes of the local data files a recipe's ``data.dataset`` may name."""
+
+
+def relative_to_file(recipe: Recipe, folder: Path) -> Recipe:
+    """``recipe`` with its relative local paths taken relative to ``folder``, the recipe
+    file's own (after variables are substituted): a model ``id`` that is a local path (one
+    that exists there or is written as a path, :func:`~specprobe.models.hub.written_as_path`),
+    a local ``data.dataset`` (likewise, or with a data file's suffix) and
+    ``output.directory``. Hub ids, hub datasets and absolute paths stay as they are, so a
+    recipe means the same files from whatever folder it is run."""
+    from dataclasses import replace
+
+    from specprobe.models.hub import written_as_path
+
+    def local(name: str, data: bool = False) -> bool:
+        if Path(name).expanduser().is_absolute():
+            return False
+        return (
+            written_as_path(name)
+            or (folder / name).exists()
+            or (data and Path(name).suffix.lower() in LOCAL_DATA_SUFFIXES)
+        )
+
+    def under(name: str) -> str:
+        return str(folder / name)
+
+    models = tuple(replace(m, id=under(m.id)) if local(m.id) else m for m in recipe.models)
+    data = (
+        replace(recipe.data, dataset=under(recipe.data.dataset))
+        if local(recipe.data.dataset, True)
+        else recipe.data
+    )
+    output = recipe.output
+    if output.directory is not None and not Path(output.directory).expanduser().is_absolute():
+        output = replace(output, directory=under(output.directory))
+    return replace(recipe, models=models, data=data, output=output)
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from specprobe.errors import SpecprobeError
 from specprobe.recipes.loader import (
+    LOCAL_DATA_SUFFIXES,
     MAX_INCLUDE_DEPTH,
     MAX_RECIPE_BYTES,
     bundled_dir,
@@ -42,7 +43,8 @@ from specprobe.recipes.schema import RECIPE_VERSION, Family, Recipe, RecipeModel
 def check_recipe(recipe: Recipe) -> list[str]:
     """Checks beyond the schema that need no large download; returns the problems found.
 
-    Local model paths must exist (and their checkpoint folders match the revisions);
+    Local model paths (written as paths, :func:`~specprobe.models.hub.written_as_path`, or
+    existing) must exist (and their checkpoint folders match the revisions);
     explicit revision names of hub models in a family with a known schedule must belong to
     it; a local dataset must exist and have the text column (an image dataset: the image and
     label columns); the output folder must be new,
@@ -50,7 +52,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
     """
     from specprobe.choices import Task
     from specprobe.models.data import iter_rows, iter_texts
-    from specprobe.models.hub import find_checkpoints
+    from specprobe.models.hub import find_checkpoints, written_as_path
     from specprobe.store.folder import check_run_folder
 
     problems = []
@@ -58,7 +60,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
     for i, model in enumerate(recipe.models):
         revisions = recipe.model_revisions(model)
         local = Path(model.id).expanduser()
-        if local.exists() or model.id.startswith((".", "/", "~")):
+        if local.exists() or written_as_path(model.id):
             try:
                 find_checkpoints(model.id, revisions)
             except SpecprobeError as err:
@@ -77,7 +79,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
         except SpecprobeError as err:
             problems.append(f"{recipe.source}: output.directory: {err.message}")
     dataset = Path(recipe.data.dataset).expanduser()
-    if dataset.exists() or recipe.data.dataset.startswith((".", "/", "~")):
+    if (
+        dataset.exists()
+        or written_as_path(recipe.data.dataset)
+        or dataset.suffix.lower() in LOCAL_DATA_SUFFIXES
+    ):
         spec = recipe.to_plan().data
         try:
             if spec.task is Task.IMAGE_CLASSIFICATION:

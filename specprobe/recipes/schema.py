@@ -45,7 +45,8 @@ class Family:
 @dataclass(frozen=True)
 class RecipeModel:
     id: str
-    """Hub id or local path (relative paths are relative to the working directory)."""
+    """Hub id or local path (a relative path is relative to the recipe file's folder; in a
+    bundled recipe, to the working directory)."""
     label: str | None = None
     params: int | None = None
     """Parameter count, when known in advance (the loaded model's count is recorded too)."""
@@ -63,7 +64,8 @@ class RecipeModel:
 @dataclass(frozen=True)
 class RecipeOutput:
     directory: str | None = None
-    """The run folder, ``~`` expanded (as every path specprobe reads)."""
+    """The run folder, ``~`` expanded (as every path specprobe reads); relative to the
+    recipe file's folder, as every relative path of a recipe."""
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -234,7 +236,7 @@ def _section(cls: Any, value: Any, source: str, where: str, required: bool = Fal
     if not isinstance(value, Mapping):
         raise RecipeError(
             f"{source}: {where}: expected a mapping, found {value!r}",
-            f"see the recipe format in the README for '{where.split('[')[0]}'",
+            f"see the recipe format in docs/recipes.md for '{where.split('[')[0]}'",
         )
     known = {f.name: f for f in fields(cls) if f.name not in NOT_IN_RECIPES.get(where, ())}
     only_keys(value, set(known), source, where)

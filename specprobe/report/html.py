@@ -34,7 +34,7 @@ _CSS = """
   --good: #1f7a3a; --warn: #9a6a00; --bad: #b3261e; }
 * { box-sizing: border-box; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
-  margin: 0 auto; max-width: 1200px; padding: 1.2rem 1rem 3rem; }
+  margin: 0 auto; max-width: 1400px; padding: 1.2rem 1rem 3rem; }
 h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
 h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); padding-bottom: .2rem; }
 h3 { font-size: 1rem; margin: 1.4rem 0 .4rem; }
@@ -42,8 +42,9 @@ h3 { font-size: 1rem; margin: 1.4rem 0 .4rem; }
 .verdict { border-left: 4px solid var(--accent); background: #f5f8fd; padding: .7rem 1rem; margin: .8rem 0; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; margin: .4rem 0 1rem; }
 table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
-th, td { padding: .3rem .6rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
-th { background: var(--head); text-align: left; font-weight: 600; }
+th, td { padding: .3rem .5rem; border-bottom: 1px solid var(--line); }
+th { background: var(--head); text-align: left; font-weight: 600; vertical-align: bottom; }
+td span { white-space: nowrap; }
 td.num, th.num { text-align: right; }
 th button { all: inherit; cursor: pointer; padding: 0; }
 th button::after { content: " \\2195"; color: #aab1bf; font-size: .8em; }
@@ -117,13 +118,13 @@ def table_html(data: TableData, *, heading: str = "h3") -> str:
     body = []
     for row in data.rows:
         cells = []
-        for column, cell in zip(data.columns, row, strict=True):
+        for index, (column, cell) in enumerate(zip(data.columns, row, strict=True)):
             classes = " ".join(
                 c for c in ("num" if column.numeric else "", _TONE_CLASS.get(cell.tone, "")) if c
             )
             sort = "" if cell.sort is None else _sort_key(cell.sort)
             cells.append(
-                f'<td{f" class={_q(classes)}" if classes else ""} data-sort="{_e(sort)}">{_e(cell.text)}</td>'
+                f'<td{f" class={_q(classes)}" if classes else ""} data-sort="{_e(sort)}">{_cell_html(cell.text, column.numeric or index == 0)}</td>'
             )
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (
@@ -131,6 +132,22 @@ def table_html(data: TableData, *, heading: str = "h3") -> str:
         f'<div class="scroll"><table class="sortable" data-kind="{_e(data.kind)}">'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>"
     )
+
+
+_BREAKS = re.compile(r" (?=± |\()")
+"""Where a cell may wrap when its table is wider than the page: before ``± error`` and
+before a bracket (``(n = 16)``), never inside a number or a name."""
+
+
+def _cell_html(text: str, whole: bool = True) -> str:
+    """A cell's text for a table that must fit the page: a number (``whole``, as the row's
+    name) in unbreakable pieces (:data:`_BREAKS`), so that a wide table narrows its columns
+    by wrapping ``0.0254 ± 0.0015`` into value and error instead of running off the page;
+    other text (a status, a note) wraps between words, as the headers do. The cell's text
+    is unchanged."""
+    if not whole:
+        return _e(text)
+    return " ".join(f"<span>{_e(part)}</span>" for part in _BREAKS.split(text))
 
 
 def _q(text: str) -> str:
@@ -169,7 +186,7 @@ def _svg(figure: Any, prefix: str) -> str:
 
 
 _FIGURES = (
-    ("position_vs_compute", "Spectral position during training, against compute C = 6·N·T."),
+    ("position_vs_compute", "Spectral position during training, against {axis}."),
     ("amplification", "Gradient amplification χ_net(t)/χ_net(t₀) against training step."),
     ("loss_vs_size", "Final loss and spectral reach against size, with power-law fits from three sizes."),
     ("spectra", "Normalised eNTK spectra with the spectral position marked."),
@@ -202,6 +219,7 @@ def _figures_html(doc: Document) -> str:
         if figure is None:
             continue
         wide = ' class="wide"' if name == "loss_vs_size" else ""
+        caption = caption.format(axis=plots.position_axis(doc.records, doc.position))
         out.append(
             f'<figure{wide} id="figure-{name}">{_svg(figure, name)}<figcaption>{_e(caption)}</figcaption></figure>'
         )

@@ -141,6 +141,20 @@ def _params(n: int | None) -> str:
 # ---- figures ---------------------------------------------------------------------------------
 
 
+def uses_compute(series: Sequence[PositionSeries]) -> bool:
+    """Whether position is drawn against compute C = 6·N·T (some revision knows its tokens
+    seen) or against the training step: the one choice of the figure, the text chart and
+    the HTML caption (:func:`position_axis`)."""
+    return any(p.compute for s in series for p in s.points)
+
+
+def position_axis(records: Sequence[Record], position: Position | str | None = None) -> str:
+    """What the position figure's horizontal axis is, in words: ``training compute C =
+    6·N·T`` or ``training step`` (when no record knows its tokens seen)."""
+    series = position_vs_compute(records, choose_position(records, position))
+    return "training compute C = 6·N·T" if uses_compute(series) else "training step"
+
+
 def loss_vs_size_figure(records: Sequence[Record], position: Position | str | None = None) -> Any:
     """Two panels against N (log–log): final loss, and spectral reach, with power-law fits
     (exponent ± its standard error in the legend) where there are at least three sizes.
@@ -206,7 +220,7 @@ def position_vs_compute_figure(
     revision has a place on the axis (no step, or only step 0)."""
     position = choose_position(records, position)
     series = position_vs_compute(records, position)
-    use_compute = any(p.compute for s in series for p in s.points)
+    use_compute = uses_compute(series)
     fig = _figure()
     ax = fig.subplots()
     values: list[float] = []
@@ -314,11 +328,14 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
         return None
     fig = _figure()
     ax = fig.subplots()
+    marked = False
+    longest = 1
     for r, colour in zip(chosen, _colours(len(chosen)), strict=True):
         eig = [math.nan if v is None else float(v) for v in r[EIGEN_KEY]]
         trace = float(r.get("chi_net") or sum(eig))
         norm = [v / trace for v in eig if v > 0]
         ks = list(range(1, len(norm) + 1))
+        longest = max(longest, len(norm))
         label = _label(checkpoint_name(r))
         ax.plot(ks, norm, "-", color=colour, linewidth=1.4, label=label)
         pos = float(r["spectral_position"])
@@ -327,14 +344,38 @@ def spectra_figure(records: Sequence[Record]) -> Any | None:
         # Marked only inside the known eigenvalues: below the last one k* lies past them.
         if 1 <= k_star < len(norm):
             ax.plot([k_star], [norm[k_star - 1]], "v", color=colour, markersize=7)
+            marked = True
+    # The legend explains only what is drawn: the dotted lines always, ▼ when some is.
+    ax.plot([], [], ":", color="0.4", linewidth=1, label="χ_pos (λ/Tr Θ at the position)")
+    if marked:
+        ax.plot([], [], "v", color="0.4", linestyle="none", markersize=6, label="position index k*")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _index_ticks(ax, longest)
+    _readable_log(ax)
     ax.set_xlabel("eigenvalue index k", fontsize=10)
     ax.set_ylabel("normalised eigenvalue λ_k / Tr Θ", fontsize=10)
-    ax.set_title("eNTK spectrum; dotted: χ_pos, ▼: position index", fontsize=10)
+    ax.set_title("eNTK spectrum", fontsize=10)
     _style(ax)
     _legend(ax)
     return fig
+
+
+def _index_ticks(ax: Any, largest: int) -> None:
+    """Whole indices on the log k axis, labelled as plain numbers (1, 2, 5, 10, 20, …; every
+    index up to 10 when there are at most 10), never 2×10⁰."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    if largest <= 10:
+        ticks = list(range(1, largest + 1))
+    else:
+        ticks = [
+            m * 10**e for e in range(int(math.log10(largest)) + 1) for m in (1, 2, 5) if m * 10**e <= largest
+        ]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def write_figures(
@@ -393,12 +434,12 @@ def position_chart(
 
     A log–log grid of ``width × height`` characters, one marker per model (``1`` for the
     smallest, ``2`` …; ``*`` where several fall on one cell), axis labels at the corners,
-    and a legend line per model. Against training step when tokens seen are unknown.
+    and a legend line per model (and one for ``*`` when it appears). Against training step when tokens seen are unknown.
     Returns an empty list when there is nothing to place.
     """
     position = choose_position(records, position)
     series = position_vs_compute(records, position)
-    use_compute = any(p.compute for s in series for p in s.points)
+    use_compute = uses_compute(series)
     points: list[tuple[float, float, str]] = []
     for index, s in enumerate(series):
         xs, ys, _ = _series_xy(s, use_compute)
@@ -429,4 +470,6 @@ def position_chart(
     lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
     for index, s in enumerate(series):
         lines.append(f"  {MARKERS[index % len(MARKERS)]}  {one_line(s.label)} ({_params(s.num_params)})")
+    if any("*" in cells for cells in grid):
+        lines.append("  *  several models in one cell")
     return lines

@@ -195,7 +195,7 @@ def _step(value: Any) -> float | None:
 def model_table(model: str, rows: Sequence[Record], scale: Position = Position.NORMALIZED) -> TableData:
     """One model over its revisions, the most telling columns first: revision, the position
     on ``scale`` (with the gradient noise scale B_noise beside the population position, and
-    its status when some estimate is noisy or ≤ 0), loss, χ_pos at the training batch when
+    its status when some estimate is noisy or ≤ 0), loss, B_noise in tokens, χ_pos at the training batch when
     known, D·χ_pos over batches, χ_pos, χ_net growth, tokens seen, then the optional
     measurements (head-only position, spectrum), χ_net, ‖∇L‖² and χ_loss. A status column
     appears only when some revision failed or duplicates another; the step only when the
@@ -224,6 +224,15 @@ def model_table(model: str, rows: Sequence[Record], scale: Position = Position.N
     if scale is Position.POPULATION:
         _population_columns(b, ok)
     b.add(Column("loss", help="mean loss over the measured batches"), lambda r: _est(r, "loss"))
+    if scale is Position.POPULATION and any(
+        read(r, "noise_scale_tokens") is not None and unit(r) == "sequences" for r in ok
+    ):
+        b.add(
+            Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
+            lambda r: (
+                Cell(count(v), float(v)) if (v := read(r, "noise_scale_tokens")) is not None else Cell("")
+            ),
+        )
     if any(read(r, "train_batch_position") is not None for r in ok):
         b.add(
             Column(
@@ -281,20 +290,14 @@ _SCALE_HELP = {
 
 
 def _population_columns(b: _Builder, ok: Sequence[Record]) -> None:
-    """Beside the population position: B_noise in sequences and in tokens, and the
-    estimate's status when some revision's is noisy or ≤ 0 (then never dropped)."""
+    """Beside the population position: B_noise in sequences (or images), and the
+    estimate's status when some revision's is noisy or ≤ 0 (then never dropped). B_noise in
+    tokens follows the loss (it says B_noise again, in other units)."""
     units = {unit(r) for r in ok} or {"sequences"}
     b.add(
         Column("B_noise", help=f"gradient noise scale B_noise, in {' or '.join(sorted(units))}"),
         lambda r: _est(r, "noise_scale"),
     )
-    if any(read(r, "noise_scale_tokens") is not None and unit(r) == "sequences" for r in ok):
-        b.add(
-            Column("B_noise tokens", help="gradient noise scale B_noise, in tokens"),
-            lambda r: (
-                Cell(count(v), float(v)) if (v := read(r, "noise_scale_tokens")) is not None else Cell("")
-            ),
-        )
     if any(population_problem(r) for r in ok):
         b.add(
             Column(
@@ -374,17 +377,41 @@ def _tokens(record: Record) -> Cell:
     return Cell(count(value), float(value)) if value is not None else Cell("")
 
 
+def population_scale(record: Record) -> float | None:
+    """D/N, the factor from χ_pos^∞ to the record's (D/N)·χ_pos^∞ (its outputs per sequence
+    measured together): the ratio of the two fields it recorded, else ``num_outputs /
+    num_samples``; None when neither is known."""
+    value, normalized = read(record, "population_position"), read(record, "normalized_population_position")
+    if value and normalized is not None:
+        return float(normalized) / float(value)
+    outputs, samples = read(record, "num_outputs"), read(record, "num_samples")
+    return float(outputs) / float(samples) if outputs and samples else None
+
+
+def _scaled(group: Mapping[str, Any], name: str, factor: float | None) -> Cell:
+    """``group``'s estimate ``name`` ± its error, times ``factor`` (raw when None)."""
+    value = group.get(name)
+    if value is None:
+        return Cell("")
+    factor = 1.0 if factor is None else factor
+    error = group.get(f"{name}_stderr")
+    return Cell(value_error(factor * value, None if error is None else factor * error), factor * float(value))
+
+
 def groups_table(record: Record) -> TableData:
     """Which layers carry the kernel: each group's share of χ_net and ‖∇L‖², and its
     position when θ is restricted to it (for the head: the frozen-feature counterfactual);
-    each group's population position χ_pos^∞ when recorded."""
+    each group's population position when recorded, as (D/N)·χ_pos^∞ like the model tables
+    (the record's D/N, :func:`population_scale`)."""
     groups = list(record.get("groups") or ())
     population = any(read(g, "population_position") is not None for g in groups)
+    factor = population_scale(record)
+    symbol = Position.POPULATION.symbol if factor is not None else "χ_pos^∞"
     columns = (
         Column("group", numeric=False, essential=True),
         Column("share of χ_net", essential=True),
         *(
-            (Column("χ_pos^∞ (θ = group)", essential=True, help="the group's population position"),)
+            (Column(f"{symbol} (θ = group)", essential=True, help="the group's population position"),)
             if population
             else ()
         ),
@@ -399,7 +426,7 @@ def groups_table(record: Record) -> TableData:
             (
                 Cell(g["name"], g["name"]),
                 Cell(percent(g["chi_net_share"]), g["chi_net_share"]),
-                *((_est(g, "population_position"),) if population else ()),
+                *((_scaled(g, "population_position", factor),) if population else ()),
                 _est(g, "spectral_position"),
                 Cell(percent(g["grad_norm_sq_share"]), g["grad_norm_sq_share"]),
                 Cell(f"{g['num_params']:,}", g["num_params"]),
@@ -410,7 +437,7 @@ def groups_table(record: Record) -> TableData:
         (
             Cell("all", "~all"),
             Cell("100%", 1.0),
-            *((_est(record, "population_position"),) if population else ()),
+            *((_scaled(record, "population_position", factor),) if population else ()),
             _est(record, "spectral_position"),
             Cell("100%", 1.0),
             Cell(f"{record['num_params_selected']:,}", record["num_params_selected"])

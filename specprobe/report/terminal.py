@@ -67,17 +67,17 @@ def table_width(data: TableData) -> int:
 
 
 def fit_columns(data: TableData, width: int) -> tuple[TableData, list[str]]:
-    """The table with its least important columns dropped until it fits ``width`` columns
-    (essential columns stay even when it does not), and the headers dropped."""
-    keep = list(range(len(data.columns)))
-    dropped: list[str] = []
-    while table_width(data.keep(keep)) > width:
-        optional = [i for i in keep if not data.columns[i].essential]
-        if not optional:
-            break
-        keep.remove(optional[-1])
-        dropped.append(data.columns[optional[-1]].header)
-    return data.keep(keep), dropped[::-1]
+    """The table as it fits ``width`` columns, and the headers left out: the essential
+    columns always, then each other column in order of importance if it still fits beside
+    those already shown. So a column is left out only when it would not fit, and a narrow
+    less important one may fill the room a wide more important one could not."""
+    keep = [i for i, c in enumerate(data.columns) if c.essential]
+    for i, column in enumerate(data.columns):
+        if not column.essential and table_width(data.keep(sorted([*keep, i]))) <= width:
+            keep.append(i)
+    keep.sort()
+    dropped = [c.header for i, c in enumerate(data.columns) if i not in keep]
+    return data.keep(keep), dropped
 
 
 def rich_table(data: TableData) -> Table:
@@ -137,14 +137,12 @@ class TablePrinter:
             self.console.print(rich_table(shown))
 
     def note(self) -> str | None:
-        """What was left out, and how to see it, or None when every column was shown."""
-        if not self.dropped:
+        """How many columns were left out and how to see them, in one short line (``--wide``
+        and the HTML report show and name them all), or None when every column was shown."""
+        left_out = sum(len(headers) for headers in self.dropped.values())
+        if not left_out:
             return None
-        names = "; ".join(f"{', '.join(h)} ({_KINDS.get(k, k)})" for k, h in self.dropped.items())
-        return f"not shown at {self.console.width} columns: {names}. --wide shows every column."
-
-
-_KINDS = {"model": "per model", "groups": "layers", "comparison": "comparison", "reach": "reach"}
+        return f"{left_out} columns not shown at {self.console.width} columns: --wide shows every column."
 
 
 def _note(note: Note) -> Text:

@@ -218,7 +218,10 @@ def test_verdict_is_honest_about_noise_and_missing_data() -> None:
     assert "position fell in 0 of 3 models" in result.text
     reach = result.claim("reach_grows_with_size")
     assert reach.outcome is Outcome.UNCLEAR and not reach.evidence_against
-    assert "B not below A within the noise; C below B within the noise" in reach.summary
+    assert reach.summary.startswith(
+        "larger models reach lower positions (lowest D·χ_pos): not shown beyond the noise "
+        "(B above A by less than 2 standard errors; C below B by less than 2 standard errors: "
+    )
     assert result.text.endswith(
         "These records do not establish a falling position or a reach that grows with size beyond the noise."
     )
@@ -242,8 +245,9 @@ def test_verdict_on_a_mixed_family() -> None:
     reach = result.claim("reach_grows_with_size")
     assert reach.outcome is Outcome.UNCLEAR and reach.evidence_against
     assert reach.summary.startswith(
-        "larger models reach lower positions (lowest D·χ_pos): no (B above A beyond 2 standard errors; "
-        "C below B within the noise: A 0.3 ± 0.02, B 0.43 ± 0.02, C 0.4 ± 0.02; fit ∝ N^0.06"
+        "larger models reach lower positions (lowest D·χ_pos): not in order (B above A beyond 2 standard "
+        "errors; C below B by less than 2 standard errors: A 0.3 ± 0.02, B 0.43 ± 0.02, C 0.4 ± 0.02; "
+        "fit ∝ N^0.06"
     )
     assert result.text.endswith(
         "These records do not support a reach that grows with size: a comparison goes the other way "

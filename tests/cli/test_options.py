@@ -95,3 +95,34 @@ def test_run_takes_the_process_split(monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["run", "tiny-local", "--set", "root=/nowhere", "--process-split", "batches"])
     assert result.exit_code == 0, result.output
     assert seen["parallel"].split is Split.batches
+
+
+ALL_COMMANDS = ["selftest", "analyze", "report", "run", "validate", "plot", "demo"]
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("name", ALL_COMMANDS)
+def test_help_examples_are_whole_commands(name: str, width: int) -> None:
+    """Every example command of a command's help (an epilog paragraph that starts with
+    ``specprobe``, ``accelerate`` or ``torchrun``) is printed on one line at 80 and 100
+    columns, so it can be copied: none is wrapped mid-command."""
+    epilog = _command(name).epilog or ""
+    examples = [
+        p.strip()
+        for p in epilog.split("\n\n")
+        if p.strip().startswith(("specprobe", "accelerate", "torchrun"))
+    ]
+    assert examples or name == "recipes"
+    text = runner.invoke(app, [name, "--help"], env={"COLUMNS": str(width)}).output
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    for example in examples:
+        assert "\n" not in example, f"{name}: one line per example: {example!r}"
+        assert " ".join(example.split()) in lines, f"{name} --help at {width} columns wraps: {example}"
+
+
+@pytest.mark.parametrize("name", ["analyze", "run", "demo", "report"])
+def test_every_command_that_prints_the_report_takes_wide(name: str) -> None:
+    """The report's closing note says "--wide shows every column": so each command that
+    prints the report takes --wide (analyze's used to exit 2 on it)."""
+    options = {o for p in _command(name).params for o in p.opts}
+    assert "--wide" in options

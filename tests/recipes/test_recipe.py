@@ -300,3 +300,70 @@ def test_tiny_local_reproduces_the_demo_analysis() -> None:
         config.seed,
         config.probes,
     )
+
+
+# ---- paths relative to the recipe file, validate as run would fail ----------------------------
+
+
+def test_relative_paths_are_the_recipe_files(
+    tiny_family: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe means the same files from whatever folder it is run: its relative local
+    paths (models, data, output) are relative to its own folder; hub ids stay hub ids."""
+    folder = tmp_path / "project"
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "small").symlink_to(tiny_family / "family" / "small")
+    (folder / "eval.txt").write_text((tiny_family / "corpus.txt").read_text())
+    recipe = write(
+        folder / "r.yaml",
+        "version: 1\nfamily: {name: x}\n"
+        "models: [{id: models/small, label: small}, {id: ./models/small, label: dotted}, "
+        "{id: EleutherAI/pythia-1.4b, label: hub}]\n"
+        "data: {dataset: eval.txt, num_sequences: 4, seq_len: 16}\noutput: {directory: runs/here}\n",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_recipe(recipe)
+    assert [m.id for m in loaded.models] == [
+        str(folder / "models/small"),
+        str(folder / "./models/small"),
+        "EleutherAI/pythia-1.4b",
+    ]
+    assert loaded.data.dataset == str(folder / "eval.txt")
+    assert loaded.output.directory == str(folder / "runs/here")
+    assert check_recipe(loaded) == []
+    # a bundled recipe's ${root} stays the working directory's (the demo's --out)
+    assert load_recipe("tiny-local").models[0].id == "specprobe-demo/family/neox-w16"
+
+
+def test_validate_fails_where_run_would_on_a_missing_local_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate tiny-local` before `specprobe demo` has trained the family (its default
+    root, ./specprobe-demo, is missing): not ok (run would fail on the first model), naming
+    each missing folder and the data file."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["validate", "tiny-local"])
+    assert result.exit_code == 2, result.output
+    text = result.output.replace("\n", "")
+    for width in (16, 32, 64, 128):
+        assert f"models[{[16, 32, 64, 128].index(width)}].id" in text
+    assert "does not exist" in text and "data.dataset" in text
+
+
+def test_run_overrides_the_dataset(tiny_family: Path, tmp_path: Path) -> None:
+    recipe = write(
+        tmp_path / "r.yaml",
+        f"version: 1\nfamily: {{name: x}}\nmodels: [{{id: {tiny_family}/family/small, label: small}}]\n"
+        f"data: {{dataset: {tmp_path}/missing.txt, num_sequences: 4, seq_len: 16}}\n"
+        f"probe: {{probes: 2}}\noutput: {{directory: {tmp_path / 'out'}}}\n",
+    )
+    result = runner.invoke(
+        app,
+        ["run", str(recipe), "--dataset", str(tiny_family / "corpus.txt"), "--text-column", "text", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    records = ResultStore(tmp_path / "out").records()
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert records[0]["settings"]["data"]["dataset"] == str(tiny_family / "corpus.txt")

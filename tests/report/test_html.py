@@ -243,3 +243,47 @@ def test_analyze_writes_the_html_report(hub: dict[str, str], corpus: Path, tmp_p
     text = html.unescape("".join(doc.text))
     assert "seq_len16" in text and "probes4" in text and "checkpoints2 (2 ok)" in text  # the settings
     assert sum(tag == "svg" for tag, _ in doc.tags) >= 2  # position and amplification figures
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium)")
+@pytest.mark.parametrize("family", ["full_run", "flagged_family"])
+def test_tables_fit_a_1280_px_window(family: str, tmp_path: Path) -> None:
+    """Headless Chromium at 1280 × 900 px: no table is wider than its box (nothing cut
+    behind a sideways scroll) and the page is no wider than the window; a wide table wraps
+    its cells at ' ± ' and its headers between words instead."""
+    from tests.report.test_population_report import flagged_family
+
+    records = {"full_run": full_run, "flagged_family": flagged_family}[family]()
+    text = render_html(records, config=CONFIG, figures=False)
+    probe = """<script>
+      var boxes = Array.prototype.map.call(document.querySelectorAll("div.scroll"), function (box) {
+        return box.scrollWidth - box.clientWidth;
+      });
+      document.body.setAttribute("data-overflow", JSON.stringify(
+        {boxes: boxes, page: document.documentElement.scrollWidth - window.innerWidth}));
+    </script></body>"""
+    page = tmp_path / "report.html"
+    page.write_text(text.replace("</body>", probe), encoding="utf-8")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,900"]
+    dom = subprocess.run(
+        [str(_chromium()), *flags, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = json.loads(html.unescape(re.search(r'data-overflow="([^"]*)"', dom).group(1)))  # type: ignore[union-attr]
+    assert len(found["boxes"]) == len(parse(text).tables) >= 4
+    assert max(found["boxes"]) <= 1, found
+    assert found["page"] <= 1, found
+
+
+def test_cells_wrap_only_between_value_and_error() -> None:
+    from specprobe.report.html import _cell_html
+
+    assert _cell_html("0.0254 ± 0.0015") == "<span>0.0254</span> <span>± 0.0015</span>"
+    assert (
+        _cell_html("2.6e-5 ± 4e-7 (n = 16)")
+        == "<span>2.6e-5</span> <span>± 4e-7</span> <span>(n = 16)</span>"
+    )
+    assert _cell_html("neox-w128 <b>") == "<span>neox-w128 &lt;b&gt;</span>"  # a name stays whole, as text

@@ -81,12 +81,18 @@ def test_position_chart_places_every_model() -> None:
     for marker in "1234":
         assert marker in body or "*" in body
     assert grid[0].lstrip().startswith("3 |")  # the highest position, 3, labels the top row
-    assert lines[-4:] == [
+    legend = [
         "  1  S (1k parameters)",
         "  2  M (10k parameters)",
         "  3  L (100k parameters)",
         "  4  XL (1M parameters)",
     ]
+    # the overlap marker has its legend line exactly when it is drawn
+    assert lines[13:] == legend + (["  *  several models in one cell"] if "*" in body else [])
+    apart = position_chart(power_law_family(), width=200, height=60)
+    overlapping = position_chart(power_law_family(), width=2, height=2)
+    assert "*" not in "".join(apart[1:61]) and apart[-1] == legend[-1]
+    assert "*" in "".join(overlapping[1:3]) and overlapping[-1] == "  *  several models in one cell"
     assert position_chart([{"model": "a", "status": "failed"}]) == []
 
 

@@ -71,8 +71,9 @@ def test_terminal_report_uses_the_population_position_with_b_noise_and_flags() -
             r["normalized_population_position"] = 1.0
     flat_text = render(flat, 200)
     assert "bias of the minimum" in flat_text and "σ·E[max of k normals]" in flat_text
-    # The layer table shows each group's population position.
-    assert "χ_pos^∞ (θ = group)" in text and tables.value_error(4.4e-4, 2e-5) in text
+    # The layer table shows each group's population position, on the model tables' scale
+    # (D/N = 3.0 / 0.03 = 100 for this record).
+    assert "(D/N)·χ_pos^∞ (θ = group)" in text and tables.value_error(4.4e-2, 2e-3) in text
     # At 80 columns the flag stays (essential).
     narrow = render(records, 80)
     assert "≤ 0: ~900 sequences needed" in narrow

@@ -7,12 +7,14 @@ import io
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.cells import cell_len
 from rich.console import Console
 
 from specprobe.report import tables
 from specprobe.report.tables import short_revisions, value_error
-from specprobe.report.terminal import render_run, table_width
+from specprobe.report.terminal import fit_columns, render_run, table_width
 from tests.analysis.test_family import power_law_family, record
 
 
@@ -107,9 +109,15 @@ def test_report_fits_without_wrapping_or_cutting(width: int) -> None:
 def test_narrow_report_drops_least_important_columns_and_says_so() -> None:
     records = full_run()
     narrow, wide = render(records, 80), render(records, 80, wide=True)
-    assert "not shown at 80 columns:" in narrow and "--wide shows every column" in narrow
-    note = narrow[narrow.index("not shown at 80 columns") :]
-    assert "χ_loss" in note and "‖∇L‖²" in note
+    # The closing note is short: how many columns, of which tables, and how to see them.
+    note = next(line for line in narrow.splitlines() if "columns not shown at 80 columns" in line)
+    assert note.endswith(": --wide shows every column.") and len(note) <= 80
+    # the count is of distinct columns per kind of table (a column left out of every
+    # model's table counts once)
+    left_out: set[tuple[str, str]] = set()
+    for data in tables_of(records):
+        left_out |= {(data.kind, header) for header in fit_columns(data, 80)[1]}
+    assert note.startswith(f"{len(left_out)} columns not shown")
     # χ_loss is the least important: dropped first; D·χ_pos and loss stay.
     first_header = next(line for line in narrow.splitlines() if line.startswith("┃"))
     assert "D·χ_pos" in first_header and "loss" in first_header and "χ_loss" not in first_header
@@ -121,6 +129,16 @@ def test_narrow_report_drops_least_important_columns_and_says_so() -> None:
     assert len(table_bodies(wide)) == len(table_bodies(narrow))
     at_120 = render(records, 120)
     assert len(at_120.splitlines()[1]) > len(narrow.splitlines()[1])  # more columns when wider
+
+
+def tables_of(records: list[Any]) -> list[tables.TableData]:
+    """Every table the report prints, as data."""
+    from specprobe.report.document import build_document
+
+    doc = build_document(records)
+    out = [s.table for s in doc.models] + [s.groups for s in doc.models if s.groups is not None]
+    out += [doc.comparison] if doc.comparison is not None else []
+    return out + ([doc.family.reach] if doc.family is not None else [])
 
 
 def test_table_width_is_what_rich_draws() -> None:
@@ -160,3 +178,29 @@ def test_revision_labels_shorten_without_losing_identity() -> None:
     # Mixed names or prefixes stay whole.
     assert short_revisions(["main", "step1"]) == ("revision", {"main": "main", "step1": "step1"})
     assert short_revisions(["a-1", "b-2"])[0] == "revision"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=1, max_size=9),
+    st.integers(20, 140),
+)
+def test_a_column_is_left_out_only_when_it_would_not_fit(columns: list[tuple[int, bool]], width: int) -> None:
+    """fit_columns keeps every essential column, keeps the others in order of importance
+    while they fit, and leaves one out only when it would not fit beside those shown: so
+    loss is never dropped at 80 columns while there is room for it."""
+    data = tables.TableData(
+        "t",
+        tuple(tables.Column(f"c{i}", essential=essential) for i, (_, essential) in enumerate(columns)),
+        (tuple(tables.Cell("x" * n) for n, _ in columns),),
+    )
+    shown, dropped = fit_columns(data, width)
+    kept = [c.header for c in shown.columns]
+    assert [c.header for c in data.columns if c.header not in kept] == dropped
+    assert all(c.header in kept for c in data.columns if c.essential)
+    if any(not c.essential for c in shown.columns):
+        assert table_width(shown) <= width
+    for header in dropped:
+        index = [c.header for c in data.columns].index(header)
+        shown_indices = [i for i, c in enumerate(data.columns) if c.header in kept]
+        assert table_width(data.keep(sorted([*shown_indices, index]))) > width
