@@ -25,11 +25,18 @@ Run it alone on the machine (one thread by default; the peaks are the process's)
     python benchmarks/bench_real_size.py --size 160m --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 1.4b --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 6.9b --dtype bfloat16 --batch 2 --seq-len 32 --rows off,on
+    python benchmarks/bench_real_size.py --estimate 1.4b,6.9b,12b --batch 256 --seq-len 256
+
+``--estimate`` prints estimated rows instead (nothing measured): for each size, float32 and
+bfloat16, and each memory (this 24 GB box, an 80 GB and a 141 GB GPU), the micro-batch
+measure's plan would choose for the population position of the whole set, whether V is
+kept, the plan's total, and whether it fits or is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,7 +47,7 @@ from typing import Any
 import torch
 
 import specprobe
-from specprobe.core.memory import human_bytes, peak_rss, reset_peak_rss
+from specprobe.core.memory import CPU_SHARE, CUDA_SHARE, human_bytes, peak_rss, reset_peak_rss
 from specprobe.errors import SpecprobeError
 
 # (hidden, layers, heads, intermediate, vocab) of each Pythia model (their config.json files).
@@ -57,11 +64,13 @@ PYTHIA = {
 ROWS = ("train", "off", "on", "spectrum")
 
 
-def pythia(size: str, dtype: torch.dtype) -> torch.nn.Module:
-    """A random-init Pythia-``size`` (eager attention) built directly in ``dtype``."""
+def pythia(size: str, dtype: torch.dtype, layers: int | None = None) -> torch.nn.Module:
+    """A random-init Pythia-``size`` (eager attention) built directly in ``dtype``; with
+    ``layers``, that many of its layers only (for the estimates)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    hidden, layers, heads, inter, vocab = PYTHIA[size]
+    hidden, depth, heads, inter, vocab = PYTHIA[size]
+    layers = depth if layers is None else layers
     config = GPTNeoXConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -84,7 +93,7 @@ def pythia(size: str, dtype: torch.dtype) -> torch.nn.Module:
     return model.eval()
 
 
-def batch_of(args: argparse.Namespace, vocab: int, sequences: int, length: int) -> dict[str, torch.Tensor]:
+def batch_of(vocab: int, sequences: int, length: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab, (sequences, length), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -100,9 +109,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"row": args.child, "weights": weights}
     plans: list[Any] = []
     if args.child == "spectrum":
-        batch = batch_of(args, vocab, 1, args.spectrum_tokens)
+        batch = batch_of(vocab, 1, args.spectrum_tokens)
     else:
-        batch = batch_of(args, vocab, args.batch, args.seq_len)
+        batch = batch_of(vocab, args.batch, args.seq_len)
     reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -143,6 +152,103 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+class _Stop(Exception):
+    """Raised from ``measure(plan=...)`` to stop before any full pass."""
+
+
+def per_sequence(size: str, dtype: torch.dtype, tokens: int) -> dict[str, float]:
+    """measure's plan per sequence of ``tokens`` at Pythia-``size``'s full depth: its graph
+    (activations and outputs) and one probe's output gradients, each from the plans of the
+    same configuration with 1 and 2 layers (both linear in the depth), and the parts that
+    do not grow with the batch (the weights, V in float32, the transients)."""
+    parts = []
+    for layers in (1, 2):
+        model = pythia(size, dtype, layers)
+        got: list[Any] = []
+
+        def stop(plan: Any, got: list[Any] = got) -> None:
+            got.append(plan)
+            raise _Stop
+
+        with contextlib.suppress(_Stop):
+            specprobe.measure(
+                model,
+                batch_of(model.config.vocab_size, 1, tokens),
+                estimator="hutchinson_per_sample",
+                probes=2,
+                micro_batch_size=1,
+                probe_batch_size=1,
+                plan=stop,
+            )
+        parts.append(got[0])
+        del model
+    depth = PYTHIA[size][1]
+    params = _params(size)
+    width = torch.finfo(dtype).bits // 8
+    return {
+        "graph": parts[0].graph + (depth - 1) * (parts[1].graph - parts[0].graph),
+        "probe": parts[0].probes + (depth - 1) * (parts[1].probes - parts[0].probes),
+        "transients": parts[1].transients,
+        "weights": params * width,
+        "gradient_sum": params * 4,
+        "gradient": params * width,
+    }
+
+
+def _params(size: str) -> int:
+    """P of Pythia-``size``, counted on the meta device."""
+    with torch.device("meta"):
+        model = pythia(size, torch.float32)
+    return sum(p.numel() for p in model.parameters())
+
+
+MEMORIES = {
+    "24 GB box (CPU)": (23e9, 0.6e9, CPU_SHARE),
+    "80 GB GPU": (80e9, 1e9, CUDA_SHARE),
+    "141 GB GPU (H200)": (141e9, 1e9, CUDA_SHARE),
+}
+"""(memory, what is taken before the weights, the plan's share): the box reports about 23 GB
+available when idle and a process holds about 0.6 GB of libraries; a GPU's CUDA context is
+taken as 1 GB. The plan may use its share of what is left after the weights (as measure
+reads it: ``available_bytes`` once the model is loaded)."""
+
+
+def estimate(args: argparse.Namespace) -> None:
+    """Estimated rows: the population position of ``--batch`` × ``--seq-len`` tokens (the
+    Pythia recipe's 256 × 256 by default) at each size and dtype, as measure's plan would
+    size it in each memory: micro-batches halved from the whole set until the plan fits
+    (one probe per backward pass), V (float32) kept when there are several."""
+    print(
+        f"# estimated: the population position of {args.batch} x {args.seq_len} tokens, "
+        "measure's plan (per-sequence parts from 1- and 2-layer plans of each configuration)"
+    )
+    print("\n| model | dtype | memory | micro-batch | V kept | plan's total | fits |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.estimate.split(","):
+        for name in ("float32", "bfloat16"):
+            part = per_sequence(size, getattr(torch, name), args.seq_len)
+            for memory, (size_bytes, base, share) in MEMORIES.items():
+                usable = share * (size_bytes - base - part["weights"])
+                micro = args.batch
+                while True:
+                    kept = part["gradient_sum"] if micro < args.batch else 0
+                    above = kept + micro * (part["graph"] + part["probe"]) + part["transients"]
+                    if above <= usable or micro == 1:
+                        break
+                    micro = -(-micro // 2)
+                total = base + part["weights"] + above
+                fits = (
+                    "yes"
+                    if above <= usable
+                    else f"no: refused ({gb(above)} above the weights, {gb(usable)} usable)"
+                )
+                print(
+                    f"| Pythia-{size} | {name} | {memory} | {micro} | {gb(kept) if kept else '—'} | "
+                    f"{gb(total)} | {fits} |",
+                    flush=True,
+                )
+
+
 def in_fresh_process(row: str) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -178,8 +284,15 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also write the rows to this file")
+    parser.add_argument(
+        "--estimate", default="", help="estimated rows only, for these sizes (e.g. 1.4b,6.9b,12b)"
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.estimate:
+        torch.set_num_threads(args.threads)
+        estimate(args)
+        return
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -199,14 +312,18 @@ def main() -> None:
         print("## " + json.dumps(r), flush=True)
     by = {r["row"]: r for r in results}
     train, off = by.get("train", {}), by.get("off", {})
-    print("\n| row | time (wall / CPU) | peak | × training step | time × off | plan's estimate | note |")
+    print(
+        "\n| row | time (wall / CPU) | peak | × training step | time × off (wall / CPU) | plan's estimate | note |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         if "failed" in r:
             print(f"| {r['row']} | — | — | — | — | — | {r['failed']} |")
             continue
         mem = f"{r['peak'] / train['peak']:.2f}×" if train.get("peak") and "refused" not in r else "—"
-        tim = f"{r['wall'] / off['wall']:.2f}×" if off.get("wall") and r["row"] in ("on", "off") else "—"
+        tim = "—"
+        if off.get("wall") and r["row"] in ("on", "off"):
+            tim = f"{r['wall'] / off['wall']:.2f}× / {r['cpu'] / off['cpu']:.2f}×"
         plan = r.get("plan")
         est = "—"
         if plan:
