@@ -25,18 +25,17 @@ Run it alone on the machine (one thread by default; the peaks are the process's)
     python benchmarks/bench_real_size.py --size 160m --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 1.4b --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 6.9b --dtype bfloat16 --batch 2 --seq-len 32 --rows off,on
-    python benchmarks/bench_real_size.py --estimate 1.4b,6.9b,12b --batch 256 --seq-len 256
+    python benchmarks/bench_real_size.py --estimate 1.4b,6.9b,12b
 
-``--estimate`` prints estimated rows instead (nothing measured): for each size, float32 and
-bfloat16, and each memory (this 24 GB box, an 80 GB and a 141 GB GPU), the micro-batch
-measure's plan would choose for the population position of the whole set, whether V is
-kept, the plan's total, and whether it fits or is refused.
+``--estimate`` prints estimated rows instead (nothing run, P counted on the meta device):
+for each size, float32 and bfloat16, and each memory (this 24 GB box, an 80 GB and a 141 GB
+GPU), the parts of measure's plan that do not depend on the batch (the weights, V in
+float32) against the room the plan may use, and what is left for a micro-batch.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -152,51 +151,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-class _Stop(Exception):
-    """Raised from ``measure(plan=...)`` to stop before any full pass."""
-
-
-def per_sequence(size: str, dtype: torch.dtype, tokens: int) -> dict[str, float]:
-    """measure's plan per sequence of ``tokens`` at Pythia-``size``'s full depth: its graph
-    (activations and outputs) and one probe's output gradients, each from the plans of the
-    same configuration with 1 and 2 layers (both linear in the depth), and the parts that
-    do not grow with the batch (the weights, V in float32, the transients)."""
-    parts = []
-    for layers in (1, 2):
-        model = pythia(size, dtype, layers)
-        got: list[Any] = []
-
-        def stop(plan: Any, got: list[Any] = got) -> None:
-            got.append(plan)
-            raise _Stop
-
-        with contextlib.suppress(_Stop):
-            specprobe.measure(
-                model,
-                batch_of(model.config.vocab_size, 1, tokens),
-                estimator="hutchinson_per_sample",
-                probes=2,
-                micro_batch_size=1,
-                probe_batch_size=1,
-                plan=stop,
-            )
-        parts.append(got[0])
-        del model
-    depth = PYTHIA[size][1]
-    params = _params(size)
-    width = torch.finfo(dtype).bits // 8
-    return {
-        "graph": parts[0].graph + (depth - 1) * (parts[1].graph - parts[0].graph),
-        "probe": parts[0].probes + (depth - 1) * (parts[1].probes - parts[0].probes),
-        "transients": parts[1].transients,
-        "weights": params * width,
-        "gradient_sum": params * 4,
-        "gradient": params * width,
-    }
-
-
 def _params(size: str) -> int:
-    """P of Pythia-``size``, counted on the meta device."""
+    """P of Pythia-``size``, counted on the meta device (no memory, no init)."""
     with torch.device("meta"):
         model = pythia(size, torch.float32)
     return sum(p.numel() for p in model.parameters())
@@ -207,45 +163,38 @@ MEMORIES = {
     "80 GB GPU": (80e9, 1e9, CUDA_SHARE),
     "141 GB GPU (H200)": (141e9, 1e9, CUDA_SHARE),
 }
-"""(memory, what is taken before the weights, the plan's share): the box reports about 23 GB
-available when idle and a process holds about 0.6 GB of libraries; a GPU's CUDA context is
-taken as 1 GB. The plan may use its share of what is left after the weights (as measure
-reads it: ``available_bytes`` once the model is loaded)."""
+"""(memory, what is taken besides the weights, the plan's share): the box reports about
+23 GB available when idle and a process holds about 0.6 GB of libraries; a GPU's CUDA
+context is taken as 1 GB. The plan may use its share of what is left after the weights
+(measure reads ``available_bytes`` once the model is loaded)."""
 
 
 def estimate(args: argparse.Namespace) -> None:
-    """Estimated rows: the population position of ``--batch`` × ``--seq-len`` tokens (the
-    Pythia recipe's 256 × 256 by default) at each size and dtype, as measure's plan would
-    size it in each memory: micro-batches halved from the whole set until the plan fits
-    (one probe per backward pass), V (float32) kept when there are several."""
+    """Estimated rows, no model run: per size, dtype and memory, the parts of measure's
+    plan that do not depend on the batch (the weights; V = P floats in float32, kept over
+    several micro-batches; a training step's gradient, P in the model's dtype) against
+    the room the plan may use, and what is left for one micro-batch's activations and
+    probes with V kept (negative: only one micro-batch fits there, or nothing)."""
     print(
-        f"# estimated: the population position of {args.batch} x {args.seq_len} tokens, "
-        "measure's plan (per-sequence parts from 1- and 2-layer plans of each configuration)"
+        "| model | dtype | memory | weights | V (float32) | plan's room above the weights | left for a micro-batch with V | training step's gradient |"
     )
-    print("\n| model | dtype | memory | micro-batch | V kept | plan's total | fits |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for size in args.estimate.split(","):
+        params = _params(size)
         for name in ("float32", "bfloat16"):
-            part = per_sequence(size, getattr(torch, name), args.seq_len)
-            for memory, (size_bytes, base, share) in MEMORIES.items():
-                usable = share * (size_bytes - base - part["weights"])
-                micro = args.batch
-                while True:
-                    kept = part["gradient_sum"] if micro < args.batch else 0
-                    above = kept + micro * (part["graph"] + part["probe"]) + part["transients"]
-                    if above <= usable or micro == 1:
-                        break
-                    micro = -(-micro // 2)
-                total = base + part["weights"] + above
-                fits = (
-                    "yes"
-                    if above <= usable
-                    else f"no: refused ({gb(above)} above the weights, {gb(usable)} usable)"
-                )
+            width = torch.finfo(getattr(torch, name)).bits // 8
+            weights, kept = params * width, params * 4
+            for memory, (total, base, share) in MEMORIES.items():
+                room = share * (total - base - weights)
+                if room <= 0:
+                    print(
+                        f"| Pythia-{size} | {name} | {memory} | {gb(weights)} | {gb(kept)} | the weights do not fit | — | {gb(weights)} |"
+                    )
+                    continue
+                left = room - kept
+                verdict = f"{gb(left)}" if left > 0 else f"none ({gb(-left)} short): one micro-batch only"
                 print(
-                    f"| Pythia-{size} | {name} | {memory} | {micro} | {gb(kept) if kept else '—'} | "
-                    f"{gb(total)} | {fits} |",
-                    flush=True,
+                    f"| Pythia-{size} | {name} | {memory} | {gb(weights)} | {gb(kept)} | {gb(room)} | {verdict} | {gb(weights)} |"
                 )
 
 
