@@ -126,7 +126,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 for k, v in vars(s).items()
                 if isinstance(v, (int, float, str, bool)) and k != "eigenvalues"
             }
-            out["residuals"] = [float(x) for x in getattr(s, "residuals", [])]
+            out["residuals"] = [float(x) for x in s.residuals]
+            out["converged"] = [bool(c) for c in s.converged]
         else:
             m = specprobe.measure(
                 model,
@@ -282,7 +283,11 @@ def main() -> None:
             )
         note = r.get("refused", "")
         if r["row"] == "spectrum" and "eigenvalues" in r:
-            note = f"products {r['spectrum'].get('products', '?')}, " + json.dumps(r["spectrum"])
+            note = (
+                f"{sum(r['converged'])} of {len(r['converged'])} pairs converged to tol {r['spectrum']['tol']} "
+                f"in {r['spectrum']['products']} products ({r['wall'] / r['spectrum']['products']:.1f} s each), "
+                f"residuals {min(r['residuals']):.2g}–{max(r['residuals']):.2g}"
+            )
         elif "population_position" in r:
             note = f"χ_pos^∞ {r['population_position']} ({r['population_status']})"
         print(
