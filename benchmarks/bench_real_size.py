@@ -25,6 +25,12 @@ Run it alone on the machine (one thread by default; the peaks are the process's)
     python benchmarks/bench_real_size.py --size 160m --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 1.4b --batch 8 --seq-len 64 --micro 2
     python benchmarks/bench_real_size.py --size 6.9b --dtype bfloat16 --batch 2 --seq-len 32 --rows off,on
+    python benchmarks/bench_real_size.py --estimate 1.4b,6.9b,12b
+
+``--estimate`` prints estimated rows instead (nothing run, P counted on the meta device):
+for each size, float32 and bfloat16, and each memory (this 24 GB box, an 80 GB and a 141 GB
+GPU), the parts of measure's plan that do not depend on the batch (the weights, V in
+float32) against the room the plan may use, and what is left for a micro-batch.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 import torch
 
 import specprobe
-from specprobe.core.memory import human_bytes, peak_rss, reset_peak_rss
+from specprobe.core.memory import CPU_SHARE, CUDA_SHARE, human_bytes, peak_rss, reset_peak_rss
 from specprobe.errors import SpecprobeError
 
 # (hidden, layers, heads, intermediate, vocab) of each Pythia model (their config.json files).
@@ -57,11 +63,13 @@ PYTHIA = {
 ROWS = ("train", "off", "on", "spectrum")
 
 
-def pythia(size: str, dtype: torch.dtype) -> torch.nn.Module:
-    """A random-init Pythia-``size`` (eager attention) built directly in ``dtype``."""
+def pythia(size: str, dtype: torch.dtype, layers: int | None = None) -> torch.nn.Module:
+    """A random-init Pythia-``size`` (eager attention) built directly in ``dtype``; with
+    ``layers``, that many of its layers only (for the estimates)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    hidden, layers, heads, inter, vocab = PYTHIA[size]
+    hidden, depth, heads, inter, vocab = PYTHIA[size]
+    layers = depth if layers is None else layers
     config = GPTNeoXConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -84,7 +92,7 @@ def pythia(size: str, dtype: torch.dtype) -> torch.nn.Module:
     return model.eval()
 
 
-def batch_of(args: argparse.Namespace, vocab: int, sequences: int, length: int) -> dict[str, torch.Tensor]:
+def batch_of(vocab: int, sequences: int, length: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab, (sequences, length), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -100,9 +108,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"row": args.child, "weights": weights}
     plans: list[Any] = []
     if args.child == "spectrum":
-        batch = batch_of(args, vocab, 1, args.spectrum_tokens)
+        batch = batch_of(vocab, 1, args.spectrum_tokens)
     else:
-        batch = batch_of(args, vocab, args.batch, args.seq_len)
+        batch = batch_of(vocab, args.batch, args.seq_len)
     reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -118,7 +126,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 for k, v in vars(s).items()
                 if isinstance(v, (int, float, str, bool)) and k != "eigenvalues"
             }
-            out["residuals"] = [float(x) for x in getattr(s, "residuals", [])]
+            out["residuals"] = [float(x) for x in s.residuals]
+            out["converged"] = [bool(c) for c in s.converged]
         else:
             m = specprobe.measure(
                 model,
@@ -141,6 +150,53 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if plans:
         out["plan"] = plans[0].as_dict()
     return out
+
+
+def _params(size: str) -> int:
+    """P of Pythia-``size``, counted on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = pythia(size, torch.float32)
+    return sum(p.numel() for p in model.parameters())
+
+
+MEMORIES = {
+    "24 GB box (CPU)": (23e9, 0.6e9, CPU_SHARE),
+    "80 GB GPU": (80e9, 1e9, CUDA_SHARE),
+    "141 GB GPU (H200)": (141e9, 1e9, CUDA_SHARE),
+}
+"""(memory, what is taken besides the weights, the plan's share): the box reports about
+23 GB available when idle and a process holds about 0.6 GB of libraries; a GPU's CUDA
+context is taken as 1 GB. The plan may use its share of what is left after the weights
+(measure reads ``available_bytes`` once the model is loaded)."""
+
+
+def estimate(args: argparse.Namespace) -> None:
+    """Estimated rows, no model run: per size, dtype and memory, the parts of measure's
+    plan that do not depend on the batch (the weights; V = P floats in float32, kept over
+    several micro-batches; a training step's gradient, P in the model's dtype) against
+    the room the plan may use, and what is left for one micro-batch's activations and
+    probes with V kept (negative: only one micro-batch fits there, or nothing)."""
+    print(
+        "| model | dtype | memory | weights | V (float32) | plan's room above the weights | left for a micro-batch with V | training step's gradient |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size in args.estimate.split(","):
+        params = _params(size)
+        for name in ("float32", "bfloat16"):
+            width = torch.finfo(getattr(torch, name)).bits // 8
+            weights, kept = params * width, params * 4
+            for memory, (total, base, share) in MEMORIES.items():
+                room = share * (total - base - weights)
+                if room <= 0:
+                    print(
+                        f"| Pythia-{size} | {name} | {memory} | {gb(weights)} | {gb(kept)} | the weights do not fit | — | {gb(weights)} |"
+                    )
+                    continue
+                left = room - kept
+                verdict = f"{gb(left)}" if left > 0 else f"none ({gb(-left)} short): one micro-batch only"
+                print(
+                    f"| Pythia-{size} | {name} | {memory} | {gb(weights)} | {gb(kept)} | {gb(room)} | {verdict} | {gb(weights)} |"
+                )
 
 
 def in_fresh_process(row: str) -> dict[str, Any]:
@@ -178,8 +234,15 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also write the rows to this file")
+    parser.add_argument(
+        "--estimate", default="", help="estimated rows only, for these sizes (e.g. 1.4b,6.9b,12b)"
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.estimate:
+        torch.set_num_threads(args.threads)
+        estimate(args)
+        return
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -199,14 +262,18 @@ def main() -> None:
         print("## " + json.dumps(r), flush=True)
     by = {r["row"]: r for r in results}
     train, off = by.get("train", {}), by.get("off", {})
-    print("\n| row | time (wall / CPU) | peak | × training step | time × off | plan's estimate | note |")
+    print(
+        "\n| row | time (wall / CPU) | peak | × training step | time × off (wall / CPU) | plan's estimate | note |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         if "failed" in r:
             print(f"| {r['row']} | — | — | — | — | — | {r['failed']} |")
             continue
         mem = f"{r['peak'] / train['peak']:.2f}×" if train.get("peak") and "refused" not in r else "—"
-        tim = f"{r['wall'] / off['wall']:.2f}×" if off.get("wall") and r["row"] in ("on", "off") else "—"
+        tim = "—"
+        if off.get("wall") and r["row"] in ("on", "off"):
+            tim = f"{r['wall'] / off['wall']:.2f}× / {r['cpu'] / off['cpu']:.2f}×"
         plan = r.get("plan")
         est = "—"
         if plan:
@@ -216,7 +283,11 @@ def main() -> None:
             )
         note = r.get("refused", "")
         if r["row"] == "spectrum" and "eigenvalues" in r:
-            note = f"products {r['spectrum'].get('products', '?')}, " + json.dumps(r["spectrum"])
+            note = (
+                f"{sum(r['converged'])} of {len(r['converged'])} pairs converged to tol {r['spectrum']['tol']} "
+                f"in {r['spectrum']['products']} products ({r['wall'] / r['spectrum']['products']:.1f} s each), "
+                f"residuals {min(r['residuals']):.2g}–{max(r['residuals']):.2g}"
+            )
         elif "population_position" in r:
             note = f"χ_pos^∞ {r['population_position']} ({r['population_status']})"
         print(

@@ -420,7 +420,7 @@ class _Run:
             else:
                 break
         chosen = estimate(micro, chunk)
-        if need(micro, chunk) > available and self.params[0].device.type == "cpu":
+        if chosen.refused(cpu=self.params[0].device.type == "cpu"):
             raise TooLargeError(
                 f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
                 f"beyond the weights and {human_bytes(available)} is available to it (the plan: "

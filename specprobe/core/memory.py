@@ -126,6 +126,17 @@ class MemoryPlan:
         """The estimated peak: the weights and every part above them."""
         return self.weights + self.process + self.gradient_sum + self.graph + self.probes + self.transients
 
+    def refused(self, cpu: bool) -> bool:
+        """Whether ``measure`` refuses this plan before work: on a CPU when the estimate above
+        the weights exceeds :attr:`available` (the OOM killer would end the process without
+        a word); on any device when V alone does (P floats: exact, not an estimate, and no
+        smaller micro-batch or probe block can shrink it; a GPU's out-of-memory retry would
+        only meet it later). Never where :attr:`available` is unknown."""
+        if self.available is None:
+            return False
+        above = self.total - self.weights - self.process
+        return (cpu and above > self.available) or self.gradient_sum > self.available
+
     def as_dict(self) -> dict[str, int | str | None]:
         """The plan as plain values, ``total`` included (for JSON and messages)."""
         return {

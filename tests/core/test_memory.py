@@ -181,3 +181,37 @@ def test_a_refusal_states_the_plan_and_the_way_out(monkeypatch: pytest.MonkeyPat
     assert "gradient sum V" in str(err) and "(float64)" in str(err)
     assert "available to it" in str(err)
     assert "one micro-batch" in err.hint and "of memory is free" in err.hint
+
+
+@pytest.mark.parametrize(
+    "cpu,gradient_sum,graph,refused",
+    [
+        (True, 0, 900, True),  # the estimate above the weights exceeds what is available
+        (True, 0, 400, False),
+        (False, 0, 900, False),  # a GPU catches its out-of-memory error and halves the batch
+        (False, 600, 100, True),  # V alone exceeds it: no smaller batch can help, on any device
+        (True, 600, 100, True),
+        (False, 400, 300, False),
+    ],
+)
+def test_a_plan_is_refused_where_it_cannot_fit(
+    cpu: bool, gradient_sum: int, graph: int, refused: bool
+) -> None:
+    """500 bytes available above the weights; a plan's V, activations and the device."""
+    from specprobe.core.memory import MemoryPlan
+
+    plan = MemoryPlan(
+        weights=10**6,
+        process=10**5,
+        gradient_sum=gradient_sum,
+        gradient_sum_dtype="float32",
+        graph=graph,
+        probes=50,
+        transients=10,
+        micro_batch_size=1,
+        probe_batch_size=1,
+        available=500,
+        training_step=0,
+    )
+    assert plan.refused(cpu=cpu) is refused
+    assert not MemoryPlan(**{**plan.__dict__, "available": None}).refused(cpu=cpu)
