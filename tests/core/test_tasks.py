@@ -99,7 +99,7 @@ def reference(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, float]
         trace += float(sum(r.square().sum() for r in rows if r is not None))
     chi_loss = float(g.square().sum())
     return {
-        "loss": float(loss),
+        "loss": float(loss.detach()),
         "grad_norm_sq": grad_norm_sq,
         "chi_loss": chi_loss,
         "chi_net": trace,
