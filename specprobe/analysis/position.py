@@ -184,18 +184,13 @@ def in_training_order(rows: Sequence[Record]) -> list[Record]:
 
 def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:
     """Records per training run (:func:`run_of`), each in training order
-    (:func:`in_training_order`); runs ranked by size (ascending ``num_params`` of their
-    first record, unknown last), then by name: the same whatever order records come in."""
+    (:func:`in_training_order`). Runs keep the order of their first record (the plan's
+    order of models); the order of a run's own revisions, however they were typed, does
+    not matter."""
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(run_of(record), []).append(record)
-    ranked = sorted(groups.items(), key=lambda kv: (_size_of(kv[1]), kv[0]))
-    return {run: in_training_order(rows) for run, rows in ranked}
-
-
-def _size_of(rows: Sequence[Record]) -> tuple[bool, int]:
-    sizes = [int(r["num_params"]) for r in rows if r.get("num_params")]
-    return size_key(min(sizes) if sizes else None)
+    return {run: in_training_order(rows) for run, rows in groups.items()}
 
 
 def analysed(records: Iterable[Record]) -> dict[str, list[Record]]:

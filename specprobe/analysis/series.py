@@ -102,7 +102,7 @@ def series_of(groups: dict[str, list[Record]], position: Position) -> list[Posit
                 )
             )
         out.append(PositionSeries(model, label(rows, model), n, position, tuple(points)))
-    out.sort(key=lambda s: size_key(s.num_params))
+    out.sort(key=lambda s: (size_key(s.num_params), s.model))
     return out
 
 
@@ -175,5 +175,5 @@ def amplification_of(groups: dict[str, list[Record]]) -> list[AmplificationSerie
                 model, label(rows, model), num_params(rows), str(first.get("revision")), tuple(points)
             )
         )
-    out.sort(key=lambda s: size_key(s.num_params))
+    out.sort(key=lambda s: (size_key(s.num_params), s.model))
     return out

@@ -261,7 +261,7 @@ def reaches_of(groups: dict[str, list[Record]], position: Position) -> list[Reac
                 seed=read(rows[0], "run_seed"),
             )
         )
-    out.sort(key=lambda r: size_key(r.num_params))
+    out.sort(key=lambda r: (size_key(r.num_params), r.model))
     return out
 
 

@@ -447,9 +447,7 @@ def test_olmo2_revisions_typed_in_any_order_give_one_report(
         publish(repo, revisions, config, tokenizer, {r: seed + i for i, r in enumerate(revisions)})
     models = ["allenai/OLMo-2-1124-7B", "allenai/OLMo-2-0425-1B"]
     forward = _analyze([*models, "--revisions", ",".join(revisions)], corpus, tmp_path / "a")
-    backward = _analyze(
-        [*reversed(models), "--revisions", ",".join(reversed(revisions))], corpus, tmp_path / "b"
-    )
+    backward = _analyze([*models, "--revisions", ",".join(reversed(revisions))], corpus, tmp_path / "b")
     assert forward.exit_code == backward.exit_code == 0, forward.output + backward.output
     for out in ("a", "b"):
         records = ResultStore(tmp_path / out).records()
