@@ -56,15 +56,17 @@ EPILOG = """Examples:
 
 (./my-run: a training output directory with checkpoint-<step>/ folders; --dataset: a hub dataset or a local .txt, .jsonl or .parquet file.)
 
-  specprobe analyze allenai/OLMo-2-0425-1B --revisions stage1-step10000-tokens21B,stage1-step20000-tokens42B
+  specprobe analyze google/multiberts-seed_0-step_{20k,200k}
 
-  specprobe analyze google/multiberts-seed_0-step_20k google/multiberts-seed_0-step_200k   (one run; a masked LM, the task read from the config)
+  specprobe analyze allenai/OLMo-1B-hf --revisions step20000-tokens84B
 
-  specprobe analyze LLM360/Amber --revisions ckpt_000100,ckpt_000200 --position ckpt_000100=1000,ckpt_000200=2000
+  specprobe analyze LLM360/Amber --revisions ckpt_000100,ckpt_000200
 
-  specprobe analyze google/t5-efficient-tiny --dataset pairs.jsonl --text-column source --target-column target
+  specprobe analyze google/t5-efficient-tiny --dataset pairs.jsonl
 
-  specprobe analyze google/vit-base-patch16-224 --dataset ./images --num-sequences 64   (an imagefolder: one subfolder per label)
+  specprobe analyze google/vit-base-patch16-224 --dataset ./images
+
+(MultiBERTs publish a repository per step: they form one run, measured as a masked LM, the task read from the config. pairs.jsonl: the source in --text-column, the target in --target-column. ./images: an imagefolder, one subfolder per label.)
 
 Training positions (step, tokens seen, compute 6·N·tokens) come from --position/--tokens-per-step, the registry of published families, the revision names, or trainer_state.json; checkpoints are ordered by them, never by the order typed (docs/families.md).
 
