@@ -170,23 +170,42 @@ def check_outputs(
             check_output(path, option, folder=folder, runs=runs, inputs=local)
 
 
+def report_console(json_output: bool = False, **outputs: str | None) -> Console:
+    """Where the report is shown: standard output, or standard error when an output (e.g.
+    ``html="-"``) is standard output; SpecprobeError when two outputs claim it."""
+    from specprobe.errors import SpecprobeError
+
+    claims = [f"--{name}" for name, path in outputs.items() if path == "-"] + (
+        ["--json"] if json_output else []
+    )
+    if len(claims) > 1:
+        raise SpecprobeError(
+            f"expected at most one output on standard output, found {' and '.join(claims)}",
+            f"give {claims[-1]} a file name",
+        )
+    return err_console if any(path == "-" for path in outputs.values()) else console
+
+
 def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None:
-    """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
+    """The whole report of ``records`` as one HTML file at ``path`` (``-``: standard
+    output), with the run's config."""
     from specprobe.report.html import write_html as write
     from specprobe.store.folder import check_output
 
     out = check_output(path, "--html", runs=[store.directory])
     written = write(records, out, config=store.config())  # titled with the family's name
-    console.print(f"HTML report in {escape(str(written))}", highlight=False)
+    if path != "-":
+        console.print(f"HTML report in {escape(str(written))}", highlight=False)
 
 
 def write_csv(records: Sequence[Record], path: str) -> None:
-    """The report's rows of ``records`` as one CSV file at ``path`` (cells that a spreadsheet
-    would read as formulas neutralised: ``specprobe.report.spreadsheet``)."""
+    """The report's rows of ``records`` as one CSV file at ``path`` (``-``: standard output;
+    cells that a spreadsheet would read as formulas neutralised: ``specprobe.report.spreadsheet``)."""
     from specprobe.report.spreadsheet import write_csv as write
 
     rows, columns = write(records, path)
-    err_console.print(f"CSV ({rows} rows, {columns} columns) in {escape(path)}", highlight=False)
+    where = "on standard output" if path == "-" else f"in {escape(path)}"
+    err_console.print(f"CSV ({rows} rows, {columns} columns) {where}", highlight=False)
 
 
 def write_figures(records: Sequence[Record], directory: Path) -> None:

@@ -10,11 +10,11 @@ import typer
 from specprobe.choices import Split
 from specprobe.cli.common import (
     check_outputs,
-    console,
     err_console,
     launched_rank,
     print_json_lines,
     print_warnings,
+    report_console,
     write_figures,
     write_html,
 )
@@ -43,6 +43,7 @@ def execute_plan(
     from specprobe.report.terminal import render_run
 
     out = out if out is not None else str(default_out_dir())
+    screen = report_console(json_output, html=html)  # `--html -` takes standard output
     check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
     worker = launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
@@ -71,8 +72,8 @@ def execute_plan(
     if json_output:
         print_json_lines(result.records)
     else:
-        render_run(result.records, console)
-        console.print(
+        render_run(result.records, screen)
+        screen.print(
             f"{result.measured} measured, {result.skipped} resumed, {result.failed} failed; "
             f"results in {directory / 'results.jsonl'}",
             highlight=False,

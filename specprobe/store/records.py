@@ -50,6 +50,9 @@ class Record(TypedDict, total=False):
     tokens_seen: int | None
     fingerprint: str | None
     duplicate_of: str | None
+    probe_run: str | None
+    """The library Probe run that wrote the record (absent in sweeps' records): two
+    training runs into one folder keep both runs' records."""
     num_params: int
     dataset_fingerprint: str | None
     tokenizer_fingerprint: str
