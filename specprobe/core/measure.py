@@ -26,11 +26,12 @@ either.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -71,6 +72,24 @@ _NON_FINITE_HINT = (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_rng(function: F) -> F:
+    """Run ``function(model, ...)`` with the global RNG streams (CPU, and CUDA on the
+    model's devices) restored afterwards: a measurement never advances the stream a
+    training run draws from (the one place this is held; tested with generated models)."""
+
+    @functools.wraps(function)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices):
+            return function(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@keeps_rng
 def measure(
     model: nn.Module,
     batch: Any,
