@@ -36,22 +36,28 @@ def execute_plan(
     displays and prints; the others measure silently."""
     from contextlib import nullcontext
 
+    from specprobe.errors import SpecprobeError
     from specprobe.pipeline.plan import Observer
     from specprobe.pipeline.processes import SweepStopped
-    from specprobe.pipeline.sweep import default_out_dir, plan_inputs, sweep_into
+    from specprobe.pipeline.sweep import default_out_dir, drop_if_empty, plan_inputs, sweep_into
     from specprobe.report.progress import SweepProgress
     from specprobe.report.terminal import render_run
 
-    out = out if out is not None else str(default_out_dir())
     screen = report_console(json_output, html=html)  # `--html -` takes standard output
-    check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
+    claimed = default_out_dir() if out is None else None  # made now: unique even within a second
+    out = out if claimed is None else str(claimed)
     worker = launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
+        check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
         with display as progress:
             done = sweep_into(
                 plan, out, resume=resume, observer=progress, invocation=invocation, parallel=parallel
             )
+    except SpecprobeError:
+        if claimed is not None:
+            drop_if_empty(claimed)  # refused before anything was written: no empty folder left
+        raise
     except KeyboardInterrupt as err:
         if worker or not isinstance(err, SweepStopped):
             raise typer.Exit(code=130) from None

@@ -27,7 +27,7 @@ from specprobe.core.measure import Measurement, measure
 from specprobe.core.population import Reduction
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import build_subset
-from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
+from specprobe.models.fingerprint import fingerprint_checkpoint, fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
 from specprobe.pipeline.aggregate import aggregate
@@ -194,7 +194,7 @@ def _measure_loaded(
     batches, the eigenpairs (``probe.eigen``), the timings."""
     ckpt = loaded.checkpoint
     start = time.perf_counter()
-    fingerprint = fingerprint_weights(loaded.model)
+    fingerprint = fingerprint_checkpoint(loaded.model)  # weights and config: duplicate_of compares it
     fingerprint_s = time.perf_counter() - start
     record.update({"fingerprint": fingerprint, "num_params": loaded.num_params})
     tok_fp = fingerprint_tokenizer(loaded.tokenizer)
@@ -382,7 +382,7 @@ def measured_record(
     record = record_head(name, label, revision, step=step, tokens_seen=tokens_seen)
     record.update(
         {
-            "fingerprint": fingerprint_weights(model),
+            "fingerprint": fingerprint_checkpoint(model),
             "num_params": sum(p.numel() for p in model.parameters()),
             "dataset_fingerprint": dataset_fingerprint,
             "status": "ok",

@@ -10,8 +10,9 @@ executor (one process or a launch, see :mod:`specprobe.pipeline.sweep`) starts w
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -165,12 +166,28 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     return planned, _prepare_data(plan, planned, observer)
 
 
+def model_identity(model: str) -> str:
+    """The one name of a local model folder: ``loc/run/``, ``./loc/run``, ``$PWD/loc/run``
+    and ``~/…`` spellings of one folder are one model. The resolved path (links
+    followed), written relative to the working directory when it lies below it (as the
+    demo and most runs name it), absolute otherwise. Records, ``--resume`` and the verdict
+    match models by it."""
+    real = Path(os.path.realpath(Path(model).expanduser()))
+    cwd = Path(os.path.realpath(Path.cwd()))
+    return str(real.relative_to(cwd)) if cwd in real.parents else str(real)
+
+
 def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckpoint]:
     if not plan.models:
         raise SpecprobeError("expected at least one model, found none", "name a hub id or a local directory")
     planned = []
+    seen: set[tuple[str, str]] = set()
     for spec in plan.models:
-        for ckpt in find_checkpoints(spec.id, spec.revisions):
+        for found in find_checkpoints(spec.id, spec.revisions):
+            ckpt = replace(found, model=model_identity(found.model)) if found.path is not None else found
+            if (ckpt.model, ckpt.revision) in seen:  # listed twice (or two spellings): measured once
+                continue
+            seen.add((ckpt.model, ckpt.revision))
             observer.preparing(f"resolving {ckpt.name}")
             commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
             planned.append(PlannedCheckpoint(spec, ckpt, commit))

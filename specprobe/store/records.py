@@ -49,6 +49,8 @@ class Record(TypedDict, total=False):
     step: int | None
     tokens_seen: int | None
     fingerprint: str | None
+    """Hash of the weights and the config (:func:`~specprobe.models.fingerprint.fingerprint_checkpoint`):
+    equal fingerprints, the same function; ``duplicate_of`` compares it."""
     duplicate_of: str | None
     probe_run: str | None
     """The library Probe run that wrote the record (absent in sweeps' records): two
