@@ -4,7 +4,9 @@ of text options, and the printing of records, warnings, HTML reports and figures
 Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
 ``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
 folder that is not specprobe's or that another process is writing, a recipe that sets
-``trust_remote_code``, and a checkpoint missing weights of its model. Everything heavy is
+``trust_remote_code``, and a checkpoint missing weights of its model; 130 interrupted
+(Ctrl-C; the finished records kept); 141 the reader of standard output stopped reading
+(``| head``; nothing said, the records kept). Everything heavy is
 imported inside the functions: ``specprobe --help`` stays torch-free.
 """
 
@@ -24,8 +26,56 @@ if TYPE_CHECKING:
     from specprobe.store.records import Record
     from specprobe.store.results import ResultStore
 
-console = Console()
-err_console = Console(stderr=True)
+MIN_WIDTH = 80
+"""The narrowest the report is laid out (``COLUMNS=40`` or ``COLUMNS=0`` would squeeze its
+columns to one character or to nothing; a narrower terminal wraps the lines instead)."""
+
+
+SIGPIPE_EXIT = 141
+"""The exit code when the reader of standard output stops reading (``| head -1``): 128 +
+SIGPIPE, as a command killed by the closed pipe gives; said nowhere, the records are kept."""
+
+
+class _Console(Console):
+    """Rich's console, but a closed standard output (``| head -1``) ends the command with
+    :data:`SIGPIPE_EXIT`, quietly, not with 1 (the code of a failed check)."""
+
+    def on_broken_pipe(self) -> None:
+        _quiet_stdout()
+        raise typer.Exit(code=SIGPIPE_EXIT)
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that the flush at exit raises nothing either."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+console = _Console()
+err_console = _Console(stderr=True)
+for _console in (console, err_console):
+    if _console.width < MIN_WIDTH:
+        _console.width = MIN_WIDTH
+
+
+def tolerant_output() -> None:
+    """Standard output and error that cannot encode a character (``LC_ALL=C``,
+    ``PYTHONIOENCODING=latin-1``) write ``?`` for it instead of raising after the work is
+    done; Rich then draws the tables with ASCII lines."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding not in ("utf8", "utf8sig") and reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # a stream that cannot change now: left as it is
+                continue
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +95,9 @@ def handle_errors(command: F) -> F:
 
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader stopped reading (`| head`): quietly
+            _quiet_stdout()
+            raise typer.Exit(code=SIGPIPE_EXIT) from None
         except SpecprobeError as err:
             if State.debug:
                 raise
