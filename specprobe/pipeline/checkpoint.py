@@ -318,7 +318,7 @@ def measure_with_retry(
     while True:
         try:
             return measure_with(model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce)
-        except (torch.OutOfMemoryError, RuntimeError) as err:
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
             if not _is_oom(err) or (reduce is not None and reduce.started):
                 raise
             size = micro or batch["input_ids"].shape[0]
@@ -420,11 +420,19 @@ def record_head(
     }
 
 
+_ALLOCATION_FAILED = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "could not create a primitive",  # oneDNN, when its workspace cannot be allocated (ulimit -v)
+    "bad_alloc",
+)
+
+
 def _is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed (then a smaller micro-batch may fit)."""
     text = str(err).lower()
-    return (
-        isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-    )
+    return isinstance(err, torch.OutOfMemoryError | MemoryError) or any(s in text for s in _ALLOCATION_FAILED)
 
 
 def _peak_memory(device: Device) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
+from specprobe.choices import Device
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.core.measure import Estimator
 from specprobe.errors import SpecprobeError
@@ -158,6 +159,7 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     """The checks before anything is written: settings, checkpoints, data. Returns the
     checkpoints in plan order and the token subsets by tokenizer fingerprint."""
     plan.settings.validate()
+    _check_device(plan.probe)
     for spec in plan.models:
         check_range("tokens_per_step", spec.tokens_per_step)
         check_range("train_batch_sequences", spec.train_batch_sequences)
@@ -256,6 +258,8 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
         select_parameters(skeleton, plan.probe.params)
     get_head = getattr(skeleton, "get_output_embeddings", None)
     weight = getattr(get_head(), "weight", None) if callable(get_head) else None
+    if plan.probe.eigen and isinstance(weight, torch.Tensor):
+        _check_eigen(plan, ckpt, weight.shape[0])
     if plan.probe.estimator is Estimator.EXACT and isinstance(weight, torch.Tensor):
         together = plan.data.measured_together
         outputs = together * (plan.data.seq_len - 1) * weight.shape[0]
@@ -266,6 +270,50 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
                 f"(at most {DEFAULT_MAX_EXACT_OUTPUTS:,})",
                 "use --estimator hutchinson, or fewer --num-sequences (or a --batch-size) or a shorter --seq-len",
             )
+
+
+def _check_device(probe: ProbeSpec) -> None:
+    """``--device cuda`` without a GPU, refused before anything is written (not one failed
+    record per checkpoint)."""
+    if probe.device is Device.cuda and not torch.cuda.is_available():
+        raise SpecprobeError(
+            "expected a CUDA device (--device cuda), found none (torch.cuda.is_available() is False)",
+            "use --device cpu, or --device auto to use a GPU where there is one",
+        )
+
+
+def _check_eigen(plan: SweepPlan, ckpt: Checkpoint, vocab: int) -> None:
+    """``--eigen K`` on the first batch's D outputs, refused before any work when it cannot
+    run: ``--exact`` (the dense solver builds the D×D matrix) beyond its limit, or a
+    Lanczos basis and its products (2·m·D float64, m as ``spectrum_of`` chooses it) larger
+    than the memory there is."""
+    from specprobe.core.memory import available_bytes, human_bytes
+    from specprobe.linalg.dense import DEFAULT_MAX_DENSE_OUTPUTS
+    from specprobe.linalg.lanczos import default_block
+
+    k, together, positions = plan.probe.eigen, plan.data.measured_together, plan.data.seq_len - 1
+    d = together * positions * vocab
+    shape = f"D = {together} × {positions} × {vocab:,} = {d:,} outputs"
+    if plan.probe.exact and d > DEFAULT_MAX_DENSE_OUTPUTS:
+        raise SpecprobeError(
+            f"--eigen {k} --exact builds the D×D eNTK of the first batch, and {ckpt.model} has {shape} "
+            f"(at most {DEFAULT_MAX_DENSE_OUTPUTS:,})",
+            "drop --exact (Lanczos needs no D×D matrix), or fewer --num-sequences (or a --batch-size) "
+            "or a shorter --seq-len",
+        )
+    if plan.probe.exact:
+        return
+    device = torch.device(
+        "cuda" if plan.probe.device is not Device.cpu and torch.cuda.is_available() else "cpu"
+    )
+    m = min(max(3 * k, k + 6 * default_block(k, device)), d)  # spectrum_of's basis size
+    need, have = 2 * m * d * 8, available_bytes(device)
+    if have is not None and need > have:
+        raise SpecprobeError(
+            f"--eigen {k} keeps a Lanczos basis of {m:,} vectors of {shape} and their products: "
+            f"{human_bytes(need)}, more than the {human_bytes(have)} available",
+            "lower --eigen, or fewer --num-sequences (or a --batch-size) or a shorter --seq-len",
+        )
 
 
 def tokens_seen(item: PlannedCheckpoint) -> int | None:
