@@ -399,6 +399,12 @@ class _Run:
     def add(self, adapted: AdaptedBatch, first_sample: int, block: tuple[int, int]) -> None:
         """Add one micro-batch whose first sample has global index ``first_sample``."""
         f, mask = adapted.outputs, adapted.mask
+        if not f.requires_grad:  # the backward passes below would fail with a raw RuntimeError
+            raise BatchError(
+                "expected model outputs that depend on the parameters through autograd, found outputs "
+                "without a gradient (a forward under torch.no_grad or torch.inference_mode, or .detach())",
+                "let the model's forward run with autograd on (specprobe turns it on around the call)",
+            )
         if block[0] > 0:  # a later block of probe sums: the rest was done in the first pass
             self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
             return
