@@ -90,6 +90,10 @@ class Observer:
     def preparing(self, what: str) -> None:
         """A step of the checks before measuring (resolving, tokenising)."""
 
+    def waiting(self, holder: str, directory: Path) -> None:
+        """The run folder is locked by ``holder`` (as its lock file names it); this sweep
+        (``--resume``) waits for it."""
+
     def loading(self, checkpoint: Checkpoint) -> None:
         """The checkpoint's weights are being loaded."""
 

@@ -14,7 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specprobe.store.results import ResultStore
+from tests.cli import test_analyze
 from tests.store.test_results_safety import record
+
+hub, corpus, tokenizer = test_analyze.hub, test_analyze.corpus, test_analyze.tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +96,49 @@ def test_a_narrow_or_zero_width_still_shows_every_column(run: Path, columns: str
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     out = done.stdout.decode()
     assert "143000" in out and "χ_net" in out
+
+
+def test_resume_waiting_for_the_lock_says_so_without_a_terminal(
+    hub: dict[str, str], corpus: Path, tmp_path: Path
+) -> None:
+    """``--resume`` waiting for the lock printed nothing without a TTY."""
+    import time
+
+    from specprobe.store.lock import RunLock
+    from tests.cli.test_analyze import REPO, SMALL
+
+    out = tmp_path / "run"
+    holder = RunLock(out)
+    holder.acquire()  # another writer: this test process
+    log = tmp_path / "stderr.txt"
+    args = [
+        "analyze",
+        REPO,
+        "--revisions",
+        "step1",
+        "--dataset",
+        str(corpus),
+        *SMALL,
+        "--out",
+        str(out),
+        "--resume",
+    ]
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specprobe", *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while (
+                b"waiting for" not in log.read_bytes() and proc.poll() is None and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+        finally:
+            holder.release()
+        assert proc.wait(timeout=180) == 0, log.read_text()[-2000:]
+    said = log.read_text()
+    assert f"waiting for pid {os.getpid()} on " in said and f"to finish writing {out}" in said, said
+    assert len(ResultStore(out).records()) == 1
