@@ -1,10 +1,11 @@
 """Measuring during a Hugging Face Trainer run with SpecprobeCallback.
 
 A tiny GPT-NeoX is trained by ``transformers.Trainer`` on a small synthetic dataset; the
-callback measures it on a fixed probe batch at log-spaced steps, logs the decomposition
-through the Trainer (``specprobe/chi_net``, ``specprobe/spectral_position``, …: it reaches
-TensorBoard or W&B when the Trainer reports to them) and writes records to a run
-directory for ``specprobe report``.
+callback measures it on a fixed probe batch at log-spaced steps, hands the decomposition
+to the Trainer's loggers (``specprobe/chi_net``, ``specprobe/spectral_position``, …: it
+reaches TensorBoard or W&B when the Trainer reports to them; the Trainer's own
+``log_history`` stays as without the callback) and writes records to a run directory for
+``specprobe report``.
 
     python examples/trainer_callback.py [--steps 40] [--out specprobe-runs/trainer]
 """
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
         SpecprobeCallback.attach(trainer, probe)
         trainer.train()
-    logged = [h for h in trainer.state.log_history if "specprobe/spectral_position" in h]
+    logged = [{"step": step, **probe.log_dict(m)} for step, m in probe.measurements]
     for entry in logged:
         print(
             f"step {entry['step']:>4}: χ_pos {entry['specprobe/spectral_position']:.4g}, "

@@ -139,9 +139,8 @@ def test_probe_out_into_a_foreign_folder_is_refused(model_folder: Path) -> None:
     from tests.conftest import lm_batch
 
     before = snapshot(model_folder)
-    probe = specprobe.Probe(lm_batch(), estimator="exact", out=model_folder)
-    with pytest.raises(SpecprobeError, match="not a specprobe run folder"):
-        probe.measure(tiny_causal_lm("gpt_neox", vocab_size=32, hidden_size=8), step=1)
+    with pytest.raises(SpecprobeError, match="not a specprobe run folder"):  # before any training
+        specprobe.Probe(lm_batch(), estimator="exact", out=model_folder)
     assert snapshot(model_folder) == before
 
 

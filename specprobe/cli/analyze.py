@@ -11,10 +11,10 @@ import typer
 from specprobe.choices import Device, DType, Estimator, Split, Task
 from specprobe.cli.common import (
     check_outputs,
-    console,
     err_console,
     handle_errors,
     print_json_lines,
+    report_console,
     split_list,
     write_html,
 )
@@ -338,6 +338,7 @@ def _analyze_onnx(
             markup=False,
         )
 
+    screen = report_console(json_output, html=html)
     check_outputs(out, html=html, inputs=[*models, *([inputs] if inputs else [])])
     store, records = measure_onnx_files(models, inputs, probe, out, checked=checked)
     for record in records:
@@ -347,7 +348,7 @@ def _analyze_onnx(
     if json_output:
         print_json_lines(records)
     else:
-        render_run(records, console, wide=wide)
-        console.print(f"results in {store.results_path}", highlight=False, markup=False)
+        render_run(records, screen, wide=wide)
+        screen.print(f"results in {store.results_path}", highlight=False, markup=False)
     if html is not None:
         write_html(store.records(), html, store)

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from specprobe.cli import analyze, demo, report, run, selftest
-from specprobe.cli.common import State, console
+from specprobe.cli.common import State, console, tolerant_output
 
 
 def _flags_take_no_value(params: list[Any]) -> list[Any]:
@@ -77,6 +77,7 @@ def main(
 ) -> None:
     """Measure the loss–network–position decomposition of the eNTK: spectral position and reach."""
     State.debug = debug
+    tolerant_output()
 
 
 # In the order `specprobe --help` lists them.

@@ -4,7 +4,9 @@ of text options, and the printing of records, warnings, HTML reports and figures
 Exit codes: 0 success; 1 a check or measurement failed; 2 bad input or setting (one line
 ``error: ...`` with a hint; ``--debug`` shows the traceback instead), including an output
 folder that is not specprobe's or that another process is writing, a recipe that sets
-``trust_remote_code``, and a checkpoint missing weights of its model. Everything heavy is
+``trust_remote_code``, and a checkpoint missing weights of its model; 130 interrupted
+(Ctrl-C; the finished records kept); 141 the reader of standard output stopped reading
+(``| head``; nothing said, the records kept). Everything heavy is
 imported inside the functions: ``specprobe --help`` stays torch-free.
 """
 
@@ -24,8 +26,56 @@ if TYPE_CHECKING:
     from specprobe.store.records import Record
     from specprobe.store.results import ResultStore
 
-console = Console()
-err_console = Console(stderr=True)
+MIN_WIDTH = 80
+"""The narrowest the report is laid out (``COLUMNS=40`` or ``COLUMNS=0`` would squeeze its
+columns to one character or to nothing; a narrower terminal wraps the lines instead)."""
+
+
+SIGPIPE_EXIT = 141
+"""The exit code when the reader of standard output stops reading (``| head -1``): 128 +
+SIGPIPE, as a command killed by the closed pipe gives; said nowhere, the records are kept."""
+
+
+class _Console(Console):
+    """Rich's console, but a closed standard output (``| head -1``) ends the command with
+    :data:`SIGPIPE_EXIT`, quietly, not with 1 (the code of a failed check)."""
+
+    def on_broken_pipe(self) -> None:
+        _quiet_stdout()
+        raise typer.Exit(code=SIGPIPE_EXIT)
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that the flush at exit raises nothing either."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+console = _Console()
+err_console = _Console(stderr=True)
+for _console in (console, err_console):
+    if _console.width < MIN_WIDTH:
+        _console.width = MIN_WIDTH
+
+
+def tolerant_output() -> None:
+    """Standard output and error that cannot encode a character (``LC_ALL=C``,
+    ``PYTHONIOENCODING=latin-1``) write ``?`` for it instead of raising after the work is
+    done; Rich then draws the tables with ASCII lines."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding not in ("utf8", "utf8sig") and reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # a stream that cannot change now: left as it is
+                continue
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +95,9 @@ def handle_errors(command: F) -> F:
 
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader stopped reading (`| head`): quietly
+            _quiet_stdout()
+            raise typer.Exit(code=SIGPIPE_EXIT) from None
         except SpecprobeError as err:
             if State.debug:
                 raise
@@ -170,23 +223,42 @@ def check_outputs(
             check_output(path, option, folder=folder, runs=runs, inputs=local)
 
 
+def report_console(json_output: bool = False, **outputs: str | None) -> Console:
+    """Where the report is shown: standard output, or standard error when an output (e.g.
+    ``html="-"``) is standard output; SpecprobeError when two outputs claim it."""
+    from specprobe.errors import SpecprobeError
+
+    claims = [f"--{name}" for name, path in outputs.items() if path == "-"] + (
+        ["--json"] if json_output else []
+    )
+    if len(claims) > 1:
+        raise SpecprobeError(
+            f"expected at most one output on standard output, found {' and '.join(claims)}",
+            f"give {claims[-1]} a file name",
+        )
+    return err_console if any(path == "-" for path in outputs.values()) else console
+
+
 def write_html(records: Sequence[Record], path: str, store: ResultStore) -> None:
-    """The whole report of ``records`` as one HTML file at ``path``, with the run's config."""
+    """The whole report of ``records`` as one HTML file at ``path`` (``-``: standard
+    output), with the run's config."""
     from specprobe.report.html import write_html as write
     from specprobe.store.folder import check_output
 
     out = check_output(path, "--html", runs=[store.directory])
     written = write(records, out, config=store.config())  # titled with the family's name
-    console.print(f"HTML report in {escape(str(written))}", highlight=False)
+    if path != "-":
+        console.print(f"HTML report in {escape(str(written))}", highlight=False)
 
 
 def write_csv(records: Sequence[Record], path: str) -> None:
-    """The report's rows of ``records`` as one CSV file at ``path`` (cells that a spreadsheet
-    would read as formulas neutralised: ``specprobe.report.spreadsheet``)."""
+    """The report's rows of ``records`` as one CSV file at ``path`` (``-``: standard output;
+    cells that a spreadsheet would read as formulas neutralised: ``specprobe.report.spreadsheet``)."""
     from specprobe.report.spreadsheet import write_csv as write
 
     rows, columns = write(records, path)
-    err_console.print(f"CSV ({rows} rows, {columns} columns) in {escape(path)}", highlight=False)
+    where = "on standard output" if path == "-" else f"in {escape(path)}"
+    err_console.print(f"CSV ({rows} rows, {columns} columns) {where}", highlight=False)
 
 
 def write_figures(records: Sequence[Record], directory: Path) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from specprobe.cli.common import console, err_console, handle_errors
+from specprobe.cli.common import check_outputs, console, err_console, handle_errors
 from specprobe.cli.execute import execute_plan
 from specprobe.cli.options import OUTPUT, Html, Wide, flag
 
@@ -68,10 +68,12 @@ def demo(
     """Train a tiny model family offline and show spectral position and reach across it."""
     from dataclasses import replace
 
+    from specprobe.demo.config import DemoLayout
     from specprobe.demo.prepare import prepare
     from specprobe.demo.presets import DEFAULT_PRESET, FAST_PRESET
     from specprobe.demo.presets import preset as find_preset
     from specprobe.errors import SpecprobeError
+    from specprobe.store.folder import check_run_folder, output_path
 
     if fast and preset not in (DEFAULT_PRESET, FAST_PRESET):
         raise SpecprobeError(
@@ -80,6 +82,10 @@ def demo(
         )
     chosen = find_preset(FAST_PRESET if fast else preset)
     config = chosen.config if device is None else replace(chosen.config, device=device)
+    # Everything checked before any training: the demo's folder, its run folder, --html.
+    DemoLayout(output_path(out)).check_own()
+    check_run_folder(output_path(out) / "run")
+    check_outputs(output_path(out) / "run", html=html)
     prepared = prepare(out, config, console=err_console)
     layout = prepared.layout
     if prepared.reused:

@@ -10,11 +10,11 @@ import typer
 from specprobe.choices import Split
 from specprobe.cli.common import (
     check_outputs,
-    console,
     err_console,
     launched_rank,
     print_json_lines,
     print_warnings,
+    report_console,
     write_figures,
     write_html,
 )
@@ -37,21 +37,28 @@ def execute_plan(
     displays and prints; the others measure silently."""
     from contextlib import nullcontext
 
+    from specprobe.errors import SpecprobeError
     from specprobe.pipeline.plan import Observer
     from specprobe.pipeline.processes import SweepStopped
-    from specprobe.pipeline.sweep import default_out_dir, plan_inputs, sweep_into
+    from specprobe.pipeline.sweep import default_out_dir, drop_if_empty, plan_inputs, sweep_into
     from specprobe.report.progress import SweepProgress
     from specprobe.report.terminal import render_run
 
-    out = out if out is not None else str(default_out_dir())
-    check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
+    screen = report_console(json_output, html=html)  # `--html -` takes standard output
+    claimed = default_out_dir() if out is None else None  # made now: unique even within a second
+    out = out if claimed is None else str(claimed)
     worker = launched_rank() != 0
     display: Any = nullcontext(Observer()) if worker else SweepProgress(err_console)
     try:
+        check_outputs(out, html=html, inputs=plan_inputs(plan))  # before any work
         with display as progress:
             done = sweep_into(
                 plan, out, resume=resume, observer=progress, invocation=invocation, parallel=parallel
             )
+    except SpecprobeError:
+        if claimed is not None:
+            drop_if_empty(claimed)  # refused before anything was written: no empty folder left
+        raise
     except KeyboardInterrupt as err:
         if worker or not isinstance(err, SweepStopped):
             raise typer.Exit(code=130) from None
@@ -72,8 +79,8 @@ def execute_plan(
     if json_output:
         print_json_lines(result.records)
     else:
-        render_run(result.records, console, wide=wide)
-        console.print(
+        render_run(result.records, screen, wide=wide)
+        screen.print(
             f"{result.measured} measured, {result.skipped} resumed, {result.failed} failed; "
             f"results in {directory / 'results.jsonl'}",
             highlight=False,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from types import FrameType
+from typing import Any
 
 import typer
 
 INTERRUPTED = 130
 """The exit code after Ctrl-C (128 + SIGINT), as the one-process run gives."""
+TERMINATED = 143
+"""The exit code after SIGTERM (128 + SIGTERM), as the one-process run gives."""
 
 
 def relaunch(processes: int) -> None:
@@ -16,14 +20,16 @@ def relaunch(processes: int) -> None:
     processes under torchrun, wait for them, and exit with their status, or with 130 when
     a SIGINT reached this process meanwhile.
 
-    Ctrl-C sends SIGINT to the terminal's whole foreground process group: this process and
-    torchrun's agent, which passes it on to the workers (each in a session of its own);
-    they keep their finished records and end, and the agent exits 1 with a traceback. So
-    this process decides the exit code, and it must see the SIGINT whatever disposition it
-    inherited: a background job of a non-interactive shell (``cmd &`` in a script, many CI
-    runners) starts with SIGINT ignored, and torchrun's agent installs its own handler
-    regardless, so the sweep still stops. With the inherited "ignore" this process used to
-    miss the signal and pass on the agent's 1, as if a checkpoint had failed.
+    torchrun runs in a session of its own, and this process passes SIGINT and SIGTERM on
+    to it, once, whether they came from the terminal (Ctrl-C) or were sent to this process
+    alone (``kill PID``: before, torchrun and its workers went on writing, orphaned). The
+    agent passes the signal on to the workers (each in a session of its own); they keep
+    their finished records and end, and the agent exits 1 with a traceback. So this process
+    decides the exit code (130 after SIGINT, 143 after SIGTERM), and it handles SIGINT
+    whatever disposition it inherited: a background job of a non-interactive shell
+    (``cmd &`` in a script, many CI runners) starts with SIGINT ignored. With the inherited
+    "ignore" this process used to miss the signal and pass on the agent's 1, as if a
+    checkpoint had failed.
     """
     import os
     import signal
@@ -43,14 +49,29 @@ def relaunch(processes: int) -> None:
     command += [f"--nproc-per-node={processes}", "-m", "specprobe", *args]
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     received: list[int] = []
+    child: list[Any] = []
 
     def note(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)  # the processes got it too: wait for them to end
+        received.append(signum)
+        for launched in child:  # torchrun's agent stops its workers, then exits
+            with contextlib.suppress(OSError):
+                launched.send_signal(signum)
 
-    # Before the launch, so no SIGINT falls between torchrun's start and this handler.
-    previous = signal.signal(signal.SIGINT, note)
+    # Before the launch, so no signal falls between torchrun's start and these handlers.
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = subprocess.Popen(command, env=env).wait()
+        # In a session of its own: a signal reaches torchrun once, from here, whether it
+        # came from the terminal (Ctrl-C reaches the whole foreground group) or was sent to
+        # this process alone (kill PID: before, torchrun and its workers went on writing).
+        launched = subprocess.Popen(command, env=env, start_new_session=True)
+        child.append(launched)
+        for signum in received:  # one that came before torchrun existed
+            with contextlib.suppress(OSError):
+                launched.send_signal(signum)
+        code = launched.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
-    raise typer.Exit(code=INTERRUPTED if received else code)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise typer.Exit(code=TERMINATED if received[0] == signal.SIGTERM else INTERRUPTED)
+    raise typer.Exit(code=code)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from specprobe.cli.common import (
     check_outputs,
-    console,
     handle_errors,
     print_json_lines,
     print_warnings,
+    report_console,
     write_csv,
     write_figures,
     write_html,
@@ -42,6 +42,7 @@ def report(
     from specprobe.store.results import ResultStore
 
     store = ResultStore.existing(directory, "give the --out directory of specprobe analyze")
+    screen = report_console(json_output, csv=csv, html=html)  # `-` takes standard output
     check_outputs(store.directory, html=html, csv=csv)
     contents = store.read()
     print_warnings([line.warning(store.results_path) for line in contents.skipped])
@@ -49,7 +50,7 @@ def report(
     if json_output:
         print_json_lines(records)
     else:
-        render_run(records, console, wide=wide)
+        render_run(records, screen, wide=wide)
     if csv is not None:
         write_csv(records, csv)
     if html is not None:

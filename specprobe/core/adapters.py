@@ -18,6 +18,7 @@ their batch (a mapping with ``input_ids``), and called the way their ``forward``
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,11 @@ class AdaptedBatch:
                 f"expected the model output to be a tensor, found {type(outputs).__name__}",
                 "wrap the model call in an adapter that picks the output tensor, e.g. "
                 "specprobe.CallableAdapter(lambda model, b: (model(b[0])['logits'], b[1]), loss='cross_entropy')",
+            )
+        if not outputs.is_floating_point():  # before the shapes: an integer output has no gradient at all
+            raise BatchError(
+                f"expected floating-point model outputs (the eNTK differentiates them), found {outputs.dtype}",
+                "return the logits or predictions as floats (an argmax or a rounded output has no Jacobian)",
             )
         if outputs.ndim == 0 or outputs.shape[0] == 0:
             raise BatchError(
@@ -222,7 +228,16 @@ class CausalLMAdapter(Adapter):
                 f"found {tuple(labels.shape)} and {tuple(attention_mask.shape)}",
                 "pass them as the tokenizer returns them",
             )
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        _check_vocabulary(model, input_ids)
+        extra: dict[str, Tensor] = {}
+        if "position_ids" in batch:
+            extra["position_ids"] = batch["position_ids"]
+        elif not bool(attention_mask.all()) and _accepts(model, "position_ids"):
+            # Positions count the attended tokens: a left-padded row starts at 0 as a
+            # right-padded one does (models with absolute position embeddings, GPT-2,
+            # otherwise see shifted positions; rotary ones are unchanged by a shift).
+            extra["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
         if logits is None:
             raise BatchError(
@@ -235,6 +250,32 @@ class CausalLMAdapter(Adapter):
         mask = attention_mask.to(torch.bool)
         return AdaptedBatch.from_parts(
             logits, shifted.to(logits.device), Loss.CROSS_ENTROPY, mask.to(logits.device)
+        )
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    """Whether ``model``'s forward takes the keyword ``name`` (or any keyword)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _check_vocabulary(model: nn.Module, input_ids: Tensor) -> None:
+    """BatchError when a token id is outside the model's input embedding (a raw IndexError
+    deep in the forward pass otherwise)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    size = getattr(embedding, "num_embeddings", None)
+    if not isinstance(size, int) or input_ids.numel() == 0:
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= size:
+        bad = low if low < 0 else high
+        raise BatchError(
+            f"expected token ids in 0..{size - 1} (the model's vocabulary), found {bad}",
+            "tokenize with the model's own tokenizer (its vocabulary matches the embedding)",
         )
 
 

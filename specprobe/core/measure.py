@@ -26,11 +26,12 @@ either.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -79,6 +80,24 @@ _NON_FINITE_HINT = (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_rng(function: F) -> F:
+    """Run ``function(model, ...)`` with the global RNG streams (CPU, and CUDA on the
+    model's devices) restored afterwards: a measurement never advances the stream a
+    training run draws from (the one place this is held; tested with generated models)."""
+
+    @functools.wraps(function)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices):
+            return function(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@keeps_rng
 def measure(
     model: nn.Module,
     batch: Any,
@@ -445,6 +464,12 @@ class _Run:
     def add(self, adapted: AdaptedBatch, first_sample: int, block: tuple[int, int]) -> None:
         """Add one micro-batch whose first sample has global index ``first_sample``."""
         f, mask = adapted.outputs, adapted.mask
+        if not f.requires_grad:  # the backward passes below would fail with a raw RuntimeError
+            raise BatchError(
+                "expected model outputs that depend on the parameters through autograd, found outputs "
+                "without a gradient (a forward under torch.no_grad or torch.inference_mode, or .detach())",
+                "let the model's forward run with autograd on (specprobe turns it on around the call)",
+            )
         if block[0] > 0:  # a later block of probe sums: the rest was done in the first pass
             self.trace.add(f, mask, first_sample, block, self.chunk, self.several)
             return

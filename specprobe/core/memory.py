@@ -41,20 +41,68 @@ the process itself (a 1M-parameter model's probe takes 27 MiB, so it gets the sh
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Memory a new allocation can use on ``device``, or None where it cannot be told."""
+    """Memory a new allocation can use on ``device``, or None where it cannot be told. On a
+    CPU the least of the host's ``MemAvailable``, the memory cgroup's headroom
+    (:func:`cgroup_headroom`: a container's limit) and the address space left under
+    ``ulimit -v`` (:func:`address_space_headroom`), times :data:`CPU_SHARE`."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(CUDA_SHARE * (free + cached))
     if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(CPU_SHARE * int(line.split()[1]) * 1024)
-        except OSError:
-            return None
+        limits = [
+            n for n in (_meminfo_available(), cgroup_headroom(), address_space_headroom()) if n is not None
+        ]
+        return int(CPU_SHARE * min(limits)) if limits else None
     return None
+
+
+def _meminfo_available() -> int | None:
+    """The host's ``MemAvailable`` in bytes (Linux), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def cgroup_headroom(root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes this process's memory cgroup (a container's limit) still allows: ``memory.max``
+    less ``memory.current`` (cgroup v2), or ``memory.limit_in_bytes`` less
+    ``memory.usage_in_bytes`` (v1); None without a limit."""
+    for limit_name, used_name in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(f"{root}/{limit_name}", encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(f"{root}/{used_name}", encoding="ascii") as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max", or v1's "no limit" (about 2^63)
+            return max(0, int(limit) - used)
+    return None
+
+
+def address_space_headroom() -> int | None:
+    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``): the soft limit less
+    this process's ``VmSize``; None without a limit (or off Linux)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            return None
+        with open("/proc/self/status", encoding="ascii") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+    return max(0, soft - size)
 
 
 @dataclass(frozen=True)

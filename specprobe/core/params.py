@@ -76,19 +76,29 @@ def measuring(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]]) ->
     ``requires_grad`` on for the selected parameters and off for all others (so backward
     passes skip them), and autograd enabled even inside a caller's ``torch.no_grad()``.
     On exit, also after an exception: each module's training flag and each parameter's
-    ``requires_grad`` as they were. ``.grad`` buffers are never touched: gradients are taken
+    ``requires_grad`` as they were. An ``nn.Embedding(scale_grad_by_freq=True)`` is measured
+    as the plain embedding its forward is (the flag is off inside, restored on exit).
+    ``.grad`` buffers are never touched: gradients are taken
     with ``torch.autograd.grad``, which does not accumulate into them.
     """
     training = [(m, m.training) for m in model.modules()]
     requires = [(p, p.requires_grad) for p in model.parameters()]
+    # An Embedding with scale_grad_by_freq computes the same function; only its backward
+    # divides by the batch's token counts, which is no derivative (and would make χ_net
+    # depend on the micro-batch): measured as the plain embedding it is, flag restored.
+    scaled = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.scale_grad_by_freq]
     chosen = {id(p) for _, p in selected}
     try:
+        for embedding in scaled:
+            embedding.scale_grad_by_freq = False
         model.eval()
         for param, _ in requires:
             param.requires_grad_(id(param) in chosen)
         with torch.enable_grad():
             yield
     finally:
+        for embedding in scaled:
+            embedding.scale_grad_by_freq = True
         for module, flag in training:
             module.training = flag
         for param, flag in requires:

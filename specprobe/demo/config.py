@@ -15,6 +15,10 @@ from specprobe.errors import SpecprobeError
 
 TRAIN_FILE = "train.txt"
 EVAL_FILE = "eval.txt"
+DEMO_MARKER = ".specprobe-demo"
+"""Written first into every output folder the demo makes: the demo writes only where it is."""
+DEMO_NAMES = frozenset({DEMO_MARKER, "demo.json", "data", "tokenizer", "family", "run"})
+"""What the demo writes at the top of its folder (``run`` is the run folder of the measurement)."""
 
 
 @dataclass(frozen=True)
@@ -222,5 +226,37 @@ class DemoLayout:
         """``demo.json``: the DemoConfig the family was trained with."""
         return self.root / "demo.json"
 
+    @property
+    def marker(self) -> Path:
+        """``.specprobe-demo``: the folder is the demo's (:data:`DEMO_MARKER`)."""
+        return self.root / DEMO_MARKER
+
     def model_dir(self, name: str) -> Path:
         return self.family / name
+
+    def check_own(self) -> None:
+        """SpecprobeError unless the demo may write here: the folder is new, empty, holds the
+        marker, or holds only what an earlier demo wrote with its ``demo.json``. Writes nothing."""
+        root = self.root
+        try:
+            if root.exists() and not root.is_dir():
+                raise SpecprobeError(
+                    f"expected a folder for the demo's output, found a file: {root}",
+                    "give --out a new or empty folder",
+                )
+            if not root.exists() or self.marker.is_file():
+                return
+            names = sorted(entry.name for entry in root.iterdir())
+        except OSError as err:
+            raise SpecprobeError(
+                f"cannot read {root}: {err.strerror}", "check the path and its permissions"
+            ) from None
+        foreign = [name for name in names if name not in DEMO_NAMES]
+        if names and not foreign and not self.config.is_file():
+            foreign = names  # the demo's names, but not a folder the demo wrote (no demo.json)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise SpecprobeError(
+                f"{root} is not a folder the demo made: it holds {shown}",
+                "give --out a new or empty folder; the demo writes only into folders it made",
+            )

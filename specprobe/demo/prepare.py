@@ -40,6 +40,7 @@ def prepare(out_dir: Path | str, config: DemoConfig, *, console: Console | None 
     """
     config.validate()
     layout = DemoLayout(Path(out_dir))
+    layout.check_own()  # before anything is read or trained
     if is_trained(layout, config):
         return PreparedDemo(layout, config, reused=True)
     if console is None:

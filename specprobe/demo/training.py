@@ -30,6 +30,7 @@ from specprobe.demo.config import DemoConfig, DemoLayout
 from specprobe.demo.language import LONGTAIL_LEXICON, generate_corpus, make_lexicon, token_stream
 from specprobe.errors import SpecprobeError
 from specprobe.models.tiny import train_tokenizer
+from specprobe.store.folder import atomic_write
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,18 @@ def _refuse_untrainable(config: DemoConfig, layout: DemoLayout) -> None:
             "expected a CUDA device for device='cuda', found none (torch.cuda.is_available() is False)",
             "run the preset on a machine with a GPU, or choose a CPU preset",
         )
+    layout.check_own()
     if layout.family.exists() and any(layout.family.iterdir()):
         raise SpecprobeError(
             f"expected an empty or new output directory, found models in {layout.family}",
             "choose another output directory, or delete that one",
         )
+
+
+def write_demo_file(path: Path, text: str) -> None:
+    """One file of the demo's folder, through the one writer (atomic; never through a link
+    it did not make, never into an input or the Hugging Face cache)."""
+    atomic_write(path, text, what="the demo")
 
 
 def _write_corpus(layout: DemoLayout, config: DemoConfig) -> tuple[Any, torch.Tensor]:
@@ -128,10 +136,12 @@ def _write_corpus(layout: DemoLayout, config: DemoConfig) -> tuple[Any, torch.Te
     eval_docs = generate_corpus(
         config.eval_documents, config.seed + 1_000_003, lexicon=lexicon, kind=config.corpus
     )
-    layout.data.mkdir(parents=True, exist_ok=True)
-    layout.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    layout.train_corpus.write_text("\n".join(train_docs) + "\n", encoding="utf-8")
-    layout.eval_corpus.write_text("\n".join(eval_docs) + "\n", encoding="utf-8")
+    write_demo_file(
+        layout.marker, json.dumps({"specprobe_demo": 1}) + "\n"
+    )  # first: the folder is the demo's
+    write_demo_file(layout.config, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_demo_file(layout.train_corpus, "\n".join(train_docs) + "\n")
+    write_demo_file(layout.eval_corpus, "\n".join(eval_docs) + "\n")
     tokenizer = train_tokenizer(train_docs, config.vocab_size)
     tokenizer.save_pretrained(layout.tokenizer)
     stream = token_stream(train_docs, tokenizer)
@@ -171,7 +181,7 @@ def _train_member(
         "num_params": sum(p.numel() for p in model.parameters()),
         "demo_config": config.to_dict(),
     }
-    (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    write_demo_file(folder / "specprobe.json", json.dumps(metadata, indent=2) + "\n")
     losses = _train_one(
         model, tokenizer, name, index, stream, config, checkpoint_steps, folder, progress_callback
     )
@@ -180,7 +190,7 @@ def _train_member(
     block = max(1, config.steps // 64)
     metadata["train_loss_block"] = block
     metadata["train_loss"] = [float(np.mean(losses[i : i + block])) for i in range(0, len(losses), block)]
-    (folder / "specprobe.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    write_demo_file(folder / "specprobe.json", json.dumps(metadata, indent=2) + "\n")
     return folder
 
 

@@ -8,6 +8,7 @@ the ids) is recorded with every result.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -69,8 +70,90 @@ class TokenSubset:
         return [self.batch(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def iter_texts(spec: DataSpec) -> Iterator[str]:
-    """The documents of the dataset, streamed (a hub corpus is not downloaded whole)."""
+PIECE_BYTES = 1 << 20
+"""The longest piece of one line read at once (1 MiB): a document of a text file longer
+than this (a file without newlines) is read and tokenised piece by piece, so its memory is
+bounded whatever its length."""
+
+
+class Continued(str):
+    """A piece of a document whose text goes on in the next piece (no separator between)."""
+
+
+def iter_texts(spec: DataSpec, notes: list[str] | None = None) -> Iterator[str]:
+    """The documents of the dataset, streamed (a hub corpus is not downloaded whole). A
+    document longer than :data:`PIECE_BYTES` in a text file comes in pieces, all but the
+    last :class:`Continued`. What the reader should be told (bytes that are not UTF-8,
+    replaced) is appended to ``notes``."""
+    path = Path(spec.dataset).expanduser()
+    if path.exists() and _local_files(path)[0] == "text":
+        for file in _local_files(path)[1]:
+            yield from _text_file(file, notes if notes is not None else [])
+        return
+    yield from _dataset_texts(spec)
+
+
+def _text_file(path: Path, notes: list[str]) -> Iterator[str]:
+    """The lines of a text file as documents, read as the datasets library's ``text``
+        builder reads them (lines end at ``\n``, ``\r\n`` or ``\r``), without it: nothing
+        is written into the Hugging Face cache (a read-only ``HF_HOME`` is fine), a line longer
+        than :data:`PIECE_BYTES` comes in pieces (cut at a space where there is one), and bytes
+        that are not UTF-8 are replaced by U+FFFD, the first such line named in ``notes``
+    (a piece's line, for a long one)."""
+    said = False
+    number = 1  # the line being read
+
+    def text(data: bytes) -> str:
+        nonlocal said
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if not said:  # told at once: the reading may stop before the end of the file
+                notes.append(
+                    f"{path} line {number}: bytes that are not UTF-8 (byte {err.start + 1} of the "
+                    "line and perhaps more), read as U+FFFD"
+                )
+                said = True
+            return data.decode("utf-8", errors="replace")
+
+    pending = b""
+    try:
+        with open(path, "rb") as f:
+            while raw := f.readline(PIECE_BYTES):
+                *lines, pending = re.split(rb"\r\n|\r|\n", pending + raw)
+                for line in lines:
+                    document = text(line)
+                    if document.strip():  # blank lines are no documents (as the builder's)
+                        yield document
+                    number += 1
+                while len(pending) >= PIECE_BYTES:  # a long line: its next piece
+                    cut = _cut(pending)
+                    yield Continued(text(pending[:cut]))
+                    pending = pending[cut:]
+    except OSError as err:
+        raise SpecprobeError(
+            f"cannot read the dataset file {path}: {err.strerror}", "check the path and its permissions"
+        ) from None
+    last = text(pending)
+    if last.strip():
+        yield last
+
+
+def _cut(data: bytes) -> int:
+    """Where to cut a long line's bytes: after the last space of the piece's second half,
+    else at the last character boundary (never inside a UTF-8 sequence)."""
+    space = data.rfind(b" ", PIECE_BYTES // 2, PIECE_BYTES)
+    if space >= 0:
+        return space + 1
+    cut = PIECE_BYTES
+    while cut > 0 and data[cut] & 0xC0 == 0x80:  # a continuation byte: back to the start
+        cut -= 1
+    return cut or PIECE_BYTES
+
+
+def _dataset_texts(spec: DataSpec) -> Iterator[str]:
+    """The documents of a hub dataset or local JSON-lines/Parquet files, through the
+    datasets library, streamed."""
     for row in iter_rows(spec, (spec.text_column,)):
         text = row[spec.text_column]
         if text is not None and not isinstance(text, str):
@@ -173,11 +256,13 @@ def build_subset(spec: DataSpec, tokenizer: Any, tokenizer_fingerprint: str) -> 
     buffer: list[int] = []
     pool: list[list[int]] = []
     documents = 0
-    for text in iter_texts(spec):
-        documents += 1
+    notes: list[str] = []
+    for text in iter_texts(spec, notes):
         buffer.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-        if eos is not None:
-            buffer.append(eos)
+        if not isinstance(text, Continued):  # a document ends here (a piece goes on in the next)
+            documents += 1
+            if eos is not None:
+                buffer.append(eos)
         while len(buffer) >= spec.seq_len and len(pool) < want:
             pool.append(buffer[: spec.seq_len])
             buffer = buffer[spec.seq_len :]
@@ -198,9 +283,17 @@ def build_subset(spec: DataSpec, tokenizer: Any, tokenizer_fingerprint: str) -> 
         fingerprint=fingerprint_ids(ids),
         tokenizer_fingerprint=tokenizer_fingerprint,
         num_documents=documents,
-        note=None
-        if eos is not None
-        else f"the tokenizer has no EOS token: the documents of {spec.dataset} are joined without a separator",
+        note="; ".join(
+            notes
+            + (
+                []
+                if eos is not None
+                else [
+                    f"the tokenizer has no EOS token: the documents of {spec.dataset} are joined without a separator"
+                ]
+            )
+        )
+        or None,
     )
 
 

@@ -25,6 +25,30 @@ def fingerprint_weights(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+CONFIG_KEYS_IGNORED = frozenset({"transformers_version", "name_or_path", "torch_dtype", "dtype"})
+"""Config entries that do not change what the model computes (its dtype is in the weights'
+hash; ``_``-prefixed entries are the loader's bookkeeping)."""
+
+
+def fingerprint_checkpoint(model: nn.Module) -> str:
+    """A hash of the weights (:func:`fingerprint_weights`) and of the model's config (a
+    Hugging Face model's ``config``, its bookkeeping entries left out): equal fingerprints,
+    the same function. The same weights under another ``rms_norm_eps`` compute other
+    numbers, so they are not a duplicate. Cost: :func:`fingerprint_weights`'s."""
+    weights = fingerprint_weights(model)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return weights
+    entries = {
+        key: value
+        for key, value in config.to_dict().items()
+        if not key.startswith("_") and key not in CONFIG_KEYS_IGNORED
+    }
+    digest = hashlib.blake2b(weights.encode(), digest_size=16)
+    digest.update(json.dumps(entries, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def fingerprint_tokenizer(tokenizer: Any) -> str:
     """A hash of the tokenizer's vocabulary and special tokens: equal hash, equal token ids.
     An image processor (no vocabulary) is hashed by its settings: equal hash, equal pixels."""

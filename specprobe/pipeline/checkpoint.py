@@ -28,7 +28,7 @@ from specprobe.core.population import Reduction
 from specprobe.core.task_adapters import adapter_for, task_of
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import TokenSubset
-from specprobe.models.fingerprint import fingerprint_tokenizer, fingerprint_weights
+from specprobe.models.fingerprint import fingerprint_checkpoint, fingerprint_tokenizer
 from specprobe.models.hub import Checkpoint
 from specprobe.models.loading import IncompleteCheckpointError, LoadedCheckpoint, load_checkpoint
 from specprobe.models.task_data import build_task_subset
@@ -209,7 +209,7 @@ def _measure_loaded(
     batches, the eigenpairs (``probe.eigen``), the timings."""
     ckpt = loaded.checkpoint
     start = time.perf_counter()
-    fingerprint = fingerprint_weights(loaded.model)
+    fingerprint = fingerprint_checkpoint(loaded.model)  # weights and config: duplicate_of compares it
     fingerprint_s = time.perf_counter() - start
     record.update({"fingerprint": fingerprint, "num_params": loaded.num_params, "task": loaded.task.value})
     tok_fp = fingerprint_tokenizer(loaded.tokenizer)
@@ -342,7 +342,7 @@ def measure_with_retry(
             return measure_with(
                 model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce, adapter=adapter
             )
-        except (torch.OutOfMemoryError, RuntimeError) as err:
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
             if not _is_oom(err) or (reduce is not None and reduce.started):
                 raise
             size = micro or adapter.num_samples(batch)
@@ -410,7 +410,7 @@ def measured_record(
         record["task"] = task.value
     record.update(
         {
-            "fingerprint": fingerprint_weights(model),
+            "fingerprint": fingerprint_checkpoint(model),
             "num_params": sum(p.numel() for p in model.parameters()),
             "dataset_fingerprint": dataset_fingerprint,
             "status": "ok",
@@ -448,11 +448,19 @@ def record_head(
     }
 
 
+_ALLOCATION_FAILED = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "could not create a primitive",  # oneDNN, when its workspace cannot be allocated (ulimit -v)
+    "bad_alloc",
+)
+
+
 def _is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed (then a smaller micro-batch may fit)."""
     text = str(err).lower()
-    return (
-        isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-    )
+    return isinstance(err, torch.OutOfMemoryError | MemoryError) or any(s in text for s in _ALLOCATION_FAILED)
 
 
 def _peak_memory(device: Device) -> int:

@@ -119,7 +119,12 @@ class LaunchedExecutor:
         opened: Any = None
         if self.lead:
             try:
-                lock.enter_context(self.store.open_for_writing(wait=self.resume))
+                lock.enter_context(
+                    self.store.open_for_writing(
+                        wait=self.resume,
+                        on_wait=lambda holder: self.observer.waiting(holder, self.store.directory),
+                    )
+                )
                 done, warnings = open_run(
                     self.plan, self.store, resume=self.resume, invocation=self.invocation, extra=self._extra()
                 )

@@ -16,7 +16,7 @@ class LocalExecutor:
         planned, subsets = preflight(plan, observer)
 
         def waiting(holder: str) -> None:
-            observer.preparing(f"waiting for {holder} to finish writing {store.directory}")
+            observer.waiting(holder, store.directory)
 
         with store.open_for_writing(wait=resume, on_wait=waiting):
             done, warnings = open_run(plan, store, resume=resume, invocation=request.invocation)

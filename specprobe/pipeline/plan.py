@@ -10,6 +10,7 @@ executor (one process or a launch, see :mod:`specprobe.pipeline.sweep`) starts w
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from specprobe.choices import Task
+from specprobe.choices import Device, Task
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.core.measure import Estimator
 from specprobe.errors import SpecprobeError
@@ -93,6 +94,10 @@ class Observer:
 
     def preparing(self, what: str) -> None:
         """A step of the checks before measuring (resolving, tokenising)."""
+
+    def waiting(self, holder: str, directory: Path) -> None:
+        """The run folder is locked by ``holder`` (as its lock file names it); this sweep
+        (``--resume``) waits for it."""
 
     def loading(self, checkpoint: Checkpoint) -> None:
         """The checkpoint's weights are being loaded."""
@@ -194,6 +199,7 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     """The checks before anything is written: settings, checkpoints, data. Returns the
     checkpoints in plan order and the token subsets by tokenizer fingerprint."""
     plan.settings.validate()
+    _check_device(plan.probe)
     for spec in plan.models:
         check_range("tokens_per_step", spec.tokens_per_step)
         check_range("train_batch_sequences", spec.train_batch_sequences)
@@ -202,12 +208,28 @@ def preflight(plan: SweepPlan, observer: Observer) -> tuple[list[PlannedCheckpoi
     return planned, _prepare_data(plan, planned, observer)
 
 
+def model_identity(model: str) -> str:
+    """The one name of a local model folder: ``loc/run/``, ``./loc/run``, ``$PWD/loc/run``
+    and ``~/…`` spellings of one folder are one model. The resolved path (links
+    followed), written relative to the working directory when it lies below it (as the
+    demo and most runs name it), absolute otherwise. Records, ``--resume`` and the verdict
+    match models by it."""
+    real = Path(os.path.realpath(Path(model).expanduser()))
+    cwd = Path(os.path.realpath(Path.cwd()))
+    return str(real.relative_to(cwd)) if cwd in real.parents else str(real)
+
+
 def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckpoint]:
     if not plan.models:
         raise SpecprobeError("expected at least one model, found none", "name a hub id or a local directory")
     planned = []
+    seen: set[tuple[str, str]] = set()
     for spec in plan.models:
-        for ckpt in find_checkpoints(spec.id, spec.revisions):
+        for found in find_checkpoints(spec.id, spec.revisions):
+            ckpt = replace(found, model=model_identity(found.model)) if found.path is not None else found
+            if (ckpt.model, ckpt.revision) in seen:  # listed twice (or two spellings): measured once
+                continue
+            seen.add((ckpt.model, ckpt.revision))
             observer.preparing(f"resolving {ckpt.name}")
             commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
             item = PlannedCheckpoint(spec, ckpt, commit)
@@ -294,6 +316,8 @@ def _check_against_skeleton(plan: SweepPlan, ckpt: Checkpoint, skeleton: torch.n
         select_parameters(skeleton, plan.probe.params)
     get_head = getattr(skeleton, "get_output_embeddings", None)
     weight = getattr(get_head(), "weight", None) if callable(get_head) else None
+    if plan.probe.eigen and isinstance(weight, torch.Tensor):
+        _check_eigen(plan, ckpt, weight.shape[0])
     if (
         plan.probe.estimator is Estimator.EXACT
         and plan.data.task is Task.CAUSAL_LM
@@ -324,6 +348,50 @@ def position_of(item: PlannedCheckpoint) -> TrainingPosition:
         item.checkpoint.path,
         per_step if isinstance(per_step, int) and not isinstance(per_step, bool) and per_step >= 1 else None,
     )
+
+
+def _check_device(probe: ProbeSpec) -> None:
+    """``--device cuda`` without a GPU, refused before anything is written (not one failed
+    record per checkpoint)."""
+    if probe.device is Device.cuda and not torch.cuda.is_available():
+        raise SpecprobeError(
+            "expected a CUDA device (--device cuda), found none (torch.cuda.is_available() is False)",
+            "use --device cpu, or --device auto to use a GPU where there is one",
+        )
+
+
+def _check_eigen(plan: SweepPlan, ckpt: Checkpoint, vocab: int) -> None:
+    """``--eigen K`` on the first batch's D outputs, refused before any work when it cannot
+    run: ``--exact`` (the dense solver builds the D×D matrix) beyond its limit, or a
+    Lanczos basis and its products (2·m·D float64, m as ``spectrum_of`` chooses it) larger
+    than the memory there is."""
+    from specprobe.core.memory import available_bytes, human_bytes
+    from specprobe.linalg.dense import DEFAULT_MAX_DENSE_OUTPUTS
+    from specprobe.linalg.lanczos import default_block
+
+    k, together, positions = plan.probe.eigen, plan.data.measured_together, plan.data.seq_len - 1
+    d = together * positions * vocab
+    shape = f"D = {together} × {positions} × {vocab:,} = {d:,} outputs"
+    if plan.probe.exact and d > DEFAULT_MAX_DENSE_OUTPUTS:
+        raise SpecprobeError(
+            f"--eigen {k} --exact builds the D×D eNTK of the first batch, and {ckpt.model} has {shape} "
+            f"(at most {DEFAULT_MAX_DENSE_OUTPUTS:,})",
+            "drop --exact (Lanczos needs no D×D matrix), or fewer --num-sequences (or a --batch-size) "
+            "or a shorter --seq-len",
+        )
+    if plan.probe.exact:
+        return
+    device = torch.device(
+        "cuda" if plan.probe.device is not Device.cpu and torch.cuda.is_available() else "cpu"
+    )
+    m = min(max(3 * k, k + 6 * default_block(k, device)), d)  # spectrum_of's basis size
+    need, have = 2 * m * d * 8, available_bytes(device)
+    if have is not None and need > have:
+        raise SpecprobeError(
+            f"--eigen {k} keeps a Lanczos basis of {m:,} vectors of {shape} and their products: "
+            f"{human_bytes(need)}, more than the {human_bytes(have)} available",
+            "lower --eigen, or fewer --num-sequences (or a --batch-size) or a shorter --seq-len",
+        )
 
 
 def tokens_seen(item: PlannedCheckpoint) -> int | None:

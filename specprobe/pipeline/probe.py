@@ -15,6 +15,8 @@ and CUDA) are restored afterwards, so the training run continues exactly as with
 from __future__ import annotations
 
 import math
+import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +32,12 @@ from specprobe.core.measure import Estimator, Measurement
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import fingerprint_ids
 from specprobe.pipeline.checkpoint import measure_with
+from specprobe.store.folder import check_run_folder
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
+
+WRITE_WAIT_S = 0.5
+"""How long a Probe's write waits for the folder's lock before it keeps the record for later."""
 
 
 def log_steps(last: int, points: int, *, first: int = 1, include_zero: bool = True) -> list[int]:
@@ -59,8 +65,16 @@ class Probe:
         schedule: the steps ``maybe_measure`` measures at: an iterable of step numbers or a
             predicate ``step -> bool``; default ``log_steps(100_000, 40)``.
         out: a run directory; each measurement is appended to its ``results.jsonl`` as a
-            record (label, revision ``step<N>``, step, tokens seen, every field).
-        label: the model's name in the records.
+            record (label, revision ``step<N>``, step, tokens seen, every field). The
+            folder may hold records of earlier Probes with the same settings (each run's
+            records are kept: another run never replaces them); records measured with other
+            settings (an ``analyze`` run's, another Probe's) are refused here, before
+            training, since a report would mix them into one verdict. A record that cannot
+            be written now (the folder is locked by another writer, the disk is full) is
+            kept and written with the next one or by :meth:`flush`, with a warning: the
+            training loop never sees the error.
+        label: the model's name in the records; by default ``model``, or ``model-2``,
+            ``model-3``, … when ``out`` already holds another run's ``model``.
         tokens_per_step: for ``tokens_seen`` in the records (and compute in family views).
         train_batch_sequences: the training batch in sequences, for χ_pos at it in the
             records (``train_batch_position``); the Trainer callback fills it in from the
@@ -82,7 +96,7 @@ class Probe:
         micro_batch_size: int | None = None,
         schedule: Iterable[int] | Callable[[int], bool] | None = None,
         out: str | Path | None = None,
-        label: str = "model",
+        label: str | None = None,
         tokens_per_step: int | None = None,
         train_batch_sequences: int | None = None,
     ) -> None:
@@ -104,11 +118,20 @@ class Probe:
             schedule if callable(schedule) else frozenset(int(s) for s in schedule).__contains__
         )
         self.store = ResultStore(out) if out is not None else None
-        self.label = label
+        self.label = label or "model"
+        self._label_given = label is not None
+        self.run_id = uuid.uuid4().hex[:12]
+        """This Probe's run: its records carry it (``probe_run``), so two training runs
+        into one folder keep both runs' records."""
+        self.pending: list[Record] = []
+        """Records measured but not yet written (the folder was locked or unwritable)."""
         self.tokens_per_step = tokens_per_step
         self.train_batch_sequences = train_batch_sequences
         self.measurements: list[tuple[int | None, Measurement]] = []
         """Every measurement taken, with its step, in order."""
+        if self.store is not None:  # checked before training: a folder of specprobe's, these settings
+            check_run_folder(self.store.directory)
+            self._refuse_other_settings(self.store)
 
     @property
     def estimator(self) -> Estimator:
@@ -164,15 +187,65 @@ class Probe:
         tokens_seen: int | None = None,
     ) -> Measurement:
         """Measure ``model`` now; append a record when the probe has an ``out`` directory."""
-        devices = [d.index for d in {p.device for p in model.parameters()} if d.type == "cuda"]
-        with torch.random.fork_rng(devices=[d for d in devices if d is not None]):
-            result = measure_with(model, self.batch, self.spec, adapter=self.adapter)
+        result = measure_with(model, self.batch, self.spec, adapter=self.adapter)  # RNG kept
         self.measurements.append((step, result))
         if self.store is not None:
-            self.store.append(
+            self.pending.append(
                 self.record(model, result, step=step, revision=revision, tokens_seen=tokens_seen)
             )
+            self.flush()
         return result
+
+    def flush(self) -> bool:
+        """Write the records not yet written (:attr:`pending`); True when none is left.
+
+        Never raises for the folder's sake: a locked folder (another writer) or a write
+        the file system refuses leaves the records pending, with a warning, for the next
+        measurement or the next ``flush`` (the Trainer callback flushes at the end of
+        training)."""
+        if self.store is None or not self.pending:
+            return True
+        try:
+            with self.store.open_for_writing(wait=True, timeout=WRITE_WAIT_S):
+                self._choose_label(self.store)
+                while self.pending:
+                    self.store.append({**self.pending[0], "model": self.label, "label": self.label})
+                    self.pending.pop(0)
+        except (SpecprobeError, OSError) as err:
+            reason = err.message if isinstance(err, SpecprobeError) else str(err)
+            warnings.warn(
+                f"specprobe: {len(self.pending)} record(s) not written yet to {self.store.directory} "
+                f"({reason}); kept, and written with the next measurement or Probe.flush()",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return False
+        return True
+
+    def _choose_label(self, store: ResultStore) -> None:
+        """The default label made unique in ``store`` (under its lock): ``model``, else
+        ``model-2``, … — never a label another run's records carry."""
+        if self._label_given:
+            return
+        others = {r.get("model") for r in store.records() if r.get("probe_run") != self.run_id}
+        base, n = "model", 1
+        while self.label in others:
+            n += 1
+            self.label = f"{base}-{n}"
+
+    def _refuse_other_settings(self, store: ResultStore) -> None:
+        """SpecprobeError when ``store`` holds records measured with other settings (in any
+        precision of this Probe's): one folder, one set of settings, one verdict."""
+        mine = {self.settings().hash()} | {
+            replace(self.settings(), probe=replace(self.spec, dtype=dtype)).hash() for dtype in DType
+        }
+        other = sorted({str(r.get("settings_hash")) for r in store.records()} - mine)
+        if other:
+            raise SpecprobeError(
+                f"{store.directory} holds records measured with other settings (settings hash "
+                f"{', '.join(other[:3])}; this Probe's: {self.settings().hash()}); a report would mix them",
+                "give the Probe another out folder (one folder per set of settings)",
+            )
 
     def record(
         self,
@@ -189,7 +262,7 @@ class Probe:
         if tokens_seen is None and step is not None and self.tokens_per_step:
             tokens_seen = step * self.tokens_per_step
         settings = self.settings(model)
-        return measured_record(
+        record = measured_record(
             model,
             [measurement],
             settings,
@@ -201,6 +274,8 @@ class Probe:
             dataset_fingerprint=self.data_fingerprint(),
             train_batch_sequences=self.train_batch_sequences,
         )
+        record["probe_run"] = self.run_id
+        return record
 
     def log_dict(self, measurement: Measurement, prefix: str = "specprobe/") -> dict[str, float]:
         """Scalars for a logger (TensorBoard, W&B): the decomposition and its errors."""

@@ -360,13 +360,34 @@ def refuse_differences(gathered: list[tuple[tuple[str, str] | None, dict[str, An
     for rank, (_, summary) in enumerate(gathered[1:], 1):
         if settings_hash(summary) == settings_hash(reference):
             continue
-        field_name = next(k for k in reference if reference[k] != summary.get(k))
+        where, mine, theirs = first_difference(reference, summary)
         raise SharedError(
-            f"the processes were launched with different settings: {field_name} is "
-            f"{_short(reference[field_name])} in process 0 and {_short(summary.get(field_name))} "
-            f"in process {rank}; nothing was written",
+            f"the processes were launched with different settings: {where} is "
+            f"{_short(mine)} in process 0 and {_short(theirs)} in process {rank}; nothing was written",
             "launch every process with the same command line, recipe and files",
         )
+
+
+_MISSING = "(absent)"
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any]:
+    """The first place two JSON-like values differ: its dotted path (``settings.probe.probes``,
+    ``checkpoints[2]``) and the two values there, so a message shows the setting that
+    differs, not two long truncated strings that look alike."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            if a.get(key, _MISSING) != b.get(key, _MISSING):
+                return first_difference(
+                    a.get(key, _MISSING), b.get(key, _MISSING), f"{path}.{key}" if path else str(key)
+                )
+    elif isinstance(a, list) and isinstance(b, list):
+        for index in range(max(len(a), len(b))):
+            left = a[index] if index < len(a) else _MISSING
+            right = b[index] if index < len(b) else _MISSING
+            if left != right:
+                return first_difference(left, right, f"{path}[{index}]")
+    return path or "the settings", a, b
 
 
 def _short(value: Any) -> str:
@@ -424,6 +445,7 @@ __all__ = [
     "launched",
     "or_stopped",
     "process_rank",
+    "first_difference",
     "refuse_differences",
     "stopped_by_sigterm",
 ]

@@ -11,6 +11,8 @@ launcher every process runs its part (:class:`.launched.LaunchedExecutor`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,13 +121,35 @@ def plan_inputs(plan: SweepPlan) -> list[Path]:
 
 
 def default_out_dir() -> Path:
-    """``./specprobe-runs/<UTC timestamp>``."""
-    return Path("specprobe-runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """``./specprobe-runs/<UTC timestamp>``, made (empty) here: the folder is claimed with
+    an exclusive ``mkdir``, so two runs started in the same second get two folders (the
+    second ``<timestamp>-2``), never one shared folder. Under a launcher the processes
+    agree on the timestamp's name instead (nothing is made)."""
+    base = Path("specprobe-runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if "WORLD_SIZE" in os.environ:  # launched: every process must name the same folder
+        return base
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir()  # exclusive: another run has it, then the next name
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+
+
+def drop_if_empty(directory: Path) -> None:
+    """Remove ``directory`` when it is empty (a claimed default folder of a run refused
+    before it wrote anything)."""
+    with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+        directory.rmdir()
 
 
 __all__ = [
     "SweepRun",
     "default_out_dir",
+    "drop_if_empty",
     "plan_inputs",
     "run_sweep",
     "sweep_into",

@@ -6,15 +6,18 @@
     trainer.train()
 
 At the steps of the probe's schedule (log-spaced by default) the callback measures the
-model on the probe batch, logs the decomposition through ``trainer.log`` (so it reaches
-TensorBoard, W&B or any logger the Trainer reports to, under ``specprobe/...``) and
-appends a record to the probe's results directory (with the Trainer's batch, per device ×
-accumulation steps × processes, as ``train_batch_sequences`` unless the probe has one).
-The optimizer, gradients, RNG streams and training mode are left as they were.
+model on the probe batch, hands the decomposition to the Trainer's loggers (the ``on_log``
+of its callbacks: TensorBoard, W&B or any logger the Trainer reports to, under
+``specprobe/...``) and appends a record to the probe's results directory (with the
+Trainer's batch, per device × accumulation steps × processes, as ``train_batch_sequences``
+unless the probe has one). The training is left exactly as it was: the optimizer,
+gradients, weights, RNG streams, training mode, ``state.log_history`` and the control
+flags (the Trainer logs the loss of a measured step as it would without the callback).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -58,4 +61,23 @@ class SpecprobeCallback(TrainerCallback):
             return
         result = self.probe.measure(model, step=step)
         if self.trainer is not None:
-            self.trainer.log(self.probe.log_dict(result))
+            self._report(self.probe.log_dict(result))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.probe.flush()  # records a locked folder held back (with a warning if still locked)
+
+    def _report(self, logs: dict[str, float]) -> None:
+        """Hand ``logs`` to the Trainer's loggers (its callbacks' ``on_log``: TensorBoard,
+        W&B, …) without touching the training's own logging: ``trainer.log`` would add an
+        entry to ``state.log_history`` and clear ``control.should_log`` (so the loss of a
+        measured step was never logged and the next entry averaged the skipped steps). The
+        Trainer's control flags are restored as they were."""
+        trainer: Any = self.trainer
+        saved = dataclasses.asdict(trainer.control)
+        others = [c for c in trainer.callback_handler.callbacks if c is not self]
+        for callback in others:
+            callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(logs))
+        for name, value in saved.items():
+            setattr(trainer.control, name, value)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from specprobe.errors import SpecprobeError
 from specprobe.report.document import Document, FamilyView, Note, SettingsSection, build_document
 from specprobe.report.tables import TableData, Tone
 from specprobe.store.folder import atomic_write
@@ -323,19 +321,9 @@ def write_html(
     config: dict[str, Any] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Write :func:`render_html` to ``path`` atomically (the old file or the new, never a
-    part of one) and return the path."""
-    out = Path(path)
-    if out.is_dir():
-        raise SpecprobeError(
-            f"expected a file name for the HTML report, found a directory: {out}",
-            f"give a file, e.g. {out / 'report.html'}",
-        )
+    """Write :func:`render_html` to ``path`` through
+    :func:`~specprobe.store.folder.atomic_write` (the old file or the new, never a part of
+    one; never over an input, a run's own files or a special file) and return the path;
+    ``-`` writes the page to standard output."""
     text = render_html(records, config=config, title=title)
-    atomic_write(out, text)
-    # A file to share: readable by others as the umask allows (the temporary file it was
-    # renamed from is private).
-    umask = os.umask(0)
-    os.umask(umask)
-    out.chmod(0o666 & ~umask)
-    return out
+    return atomic_write(path, text, what="the HTML report", stdout=True) or Path("-")

@@ -20,6 +20,7 @@ with a warning.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from specprobe.analysis.family import (
 from specprobe.analysis.position import choose_position
 from specprobe.errors import SpecprobeError
 from specprobe.report.tables import checkpoint_name, one_line
+from specprobe.store.folder import atomic_write, check_output
 from specprobe.store.records import Record
 from specprobe.text import count
 
@@ -400,7 +402,7 @@ def write_figures(
             "expected at least one successfully analysed record to plot, found none",
             "run specprobe analyze first; failed and duplicate revisions are not plotted",
         )
-    out = Path(out_dir)
+    out = check_output(out_dir, "the figures folder", folder=True)
     out.mkdir(parents=True, exist_ok=True)
     drawn = {
         "loss_vs_size": loss_vs_size_figure(records, position),
@@ -413,7 +415,9 @@ def write_figures(
     for name, fig in figures.items():
         for fmt in formats:
             path = out / f"{name}.{fmt}"
-            fig.savefig(path, dpi=200 if fmt == "png" else None, format=fmt)
+            image = io.BytesIO()  # drawn in memory, written by the one writer
+            fig.savefig(image, dpi=200 if fmt == "png" else None, format=fmt)
+            atomic_write(path, image.getvalue(), what="the figures")
             written.append(path)
     return written
 

@@ -55,6 +55,12 @@ class SweepProgress(Observer):
     def preparing(self, what: str) -> None:
         self.progress.update(self.overall, description=one_line(what))
 
+    def waiting(self, holder: str, directory: Any) -> None:
+        # A line, not the bar's description: without a terminal the bar is never drawn.
+        message = f"waiting for {holder} to finish writing {directory} (--resume continues after it)"
+        self.progress.console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
+        self.progress.update(self.overall, description=one_line(f"waiting for {directory}"))
+
     def loading(self, checkpoint: Any) -> None:
         self.progress.update(self.overall, description=one_line(f"loading {checkpoint.name}"))
 

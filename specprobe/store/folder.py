@@ -16,6 +16,7 @@ import errno
 import fnmatch
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,33 +76,204 @@ def _umask() -> int:
     return current
 
 
-def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a part.
+def atomic_write(
+    path: str | Path,
+    text: str | bytes,
+    *,
+    what: str = "the output",
+    run_file: bool = False,
+    inputs: Iterable[str | Path] = (),
+    stdout: bool = False,
+) -> Path | None:
+    """Write ``text`` to ``path``: the one way specprobe writes a file.
+
+    The file is written as a temporary file beside the target and renamed into place, so
+    readers see the old file or the new one, never a part. Before anything is written,
+    :func:`writable_target` refuses (SpecprobeError naming ``what``, e.g. ``--html``) a
+    target that exists and is not a regular file (a directory, device, FIFO or socket), a
+    symbolic link inside a run folder (specprobe never follows one there: a lock, results,
+    config or figure path that is a link is refused, not written through), a file of a run
+    folder that only the store writes (unless ``run_file``: the store's own write), and
+    any input: the files and folders of ``inputs``, a model folder, anything under the
+    Hugging Face cache. A symbolic link outside a run folder is followed: the file it
+    points at is replaced, the link stays. ``-`` is standard output when ``stdout`` (the
+    format allows it); then nothing is renamed and None is returned, else the path
+    written.
 
     The file gets the permissions a plain ``open`` would give it (0644 under the usual
     umask 022), not the 0600 of the temporary file it is written as. A full disk is a
     SpecprobeError naming the path (the old file is left as it was)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     data = text.encode("utf-8") if isinstance(text, str) else text
+    if str(path) == "-":
+        if not stdout:
+            raise SpecprobeError(
+                f"{what} cannot be written to standard output (-)", f"give {what} a file name"
+            )
+        import sys
+
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return None
+    target = writable_target(path, what=what, run_file=run_file, inputs=inputs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        writable_target(target, what=what, run_file=run_file, inputs=inputs)  # unchanged since
+        os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         if err.errno not in _FULL:
             raise
         raise SpecprobeError(
-            f"cannot write {path}: {err.strerror} (the disk or quota is full?); the file is as it was",
+            f"cannot write {target}: {err.strerror} (the disk or quota is full?); the file is as it was",
             "free some space, then rerun the same command with --resume: every finished record is kept",
         ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return target
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link that does not resolve (a loop?)"),
+)
+
+
+def _kind(mode: int) -> str | None:
+    """What a file of this mode is, when it is not a regular file (None when it is)."""
+    return next(
+        (name for test, name in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a regular file"
+    )
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute without following links (``..`` folded as written)."""
+    return Path(os.path.abspath(path))
+
+
+def owning_run_folder(path: str | Path) -> Path | None:
+    """The nearest folder above ``path`` (as written, links not followed) that is a run
+    folder, or None: the folder whose files specprobe owns."""
+    for folder in _absolute(output_path(path)).parents:
+        if is_run_folder(folder):
+            return folder
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def huggingface_cache_roots() -> list[Path]:
+    """The Hugging Face folders (resolved): ``HF_HOME`` (default ``~/.cache/huggingface``)
+    and the hub, transformers and datasets caches when set elsewhere. Nothing under them is
+    specprobe's to write (a hub snapshot's files are links into its blobs)."""
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface"
+    )
+    names = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE")
+    roots = [home, *(os.environ[n] for n in names if os.environ.get(n))]
+    return [Path(os.path.realpath(os.path.expanduser(root))) for root in roots]
+
+
+MODEL_FILES: tuple[str, ...] = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "tf_model.h5",
+    "flax_model.msgpack",
+    "*.onnx",
+    "*.gguf",
+)
+"""Files that make a folder holding ``config.json`` a model folder (an input, never an output)."""
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved model: ``config.json`` beside weights (:data:`MODEL_FILES`)."""
+    try:
+        if not (folder / "config.json").is_file():
+            return False
+        return any(fnmatch.fnmatchcase(entry.name, p) for entry in folder.iterdir() for p in MODEL_FILES)
+    except OSError:
+        return False
+
+
+def writable_target(
+    path: str | Path,
+    *,
+    what: str = "the output",
+    run_file: bool = False,
+    inputs: Iterable[str | Path] = (),
+) -> Path:
+    """The file that writing ``path`` would replace, ``~`` expanded; SpecprobeError when
+    :func:`atomic_write` must not write it (see there for the rules). Writes nothing."""
+    typed = output_path(path)
+    out = _absolute(typed)
+    run = out.parent if run_file else owning_run_folder(out)
+    if run is not None:  # specprobe's own folder: no link below it is followed
+        for part in [out, *out.parents]:
+            if part == run:
+                break
+            if part.is_symlink():
+                raise SpecprobeError(
+                    f"{what} {path}: {part} is a symbolic link inside the run folder {run}",
+                    "specprobe does not write through links inside its run folder; remove the link, "
+                    "or write elsewhere",
+                )
+        target = out
+    else:  # the user's own link is followed: its file is replaced, the link stays
+        target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    try:
+        mode: int | None = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:
+        raise SpecprobeError(f"cannot write {what} {path}: {err.strerror}", "check the path") from None
+    kind = None if mode is None else _kind(mode)
+    if kind is not None:
+        hint = (
+            f"give {what} a file name, e.g. {typed / ('report' + ('.csv' if 'CSV' in what else '.html'))}"
+            if kind == "a directory"
+            else f"give {what} the name of a regular file, or - for standard output where the format allows it"
+        )
+        raise SpecprobeError(f"expected a file name for {what}, found {kind}: {path}", hint)
+    real = Path(os.path.realpath(target))
+    if not run_file and real.name in PROTECTED_FILES and is_run_folder(real.parent):
+        raise SpecprobeError(
+            f"{what} {path} would overwrite {real.name} of the run folder {real.parent}",
+            f"write it under another name, e.g. {what} {real.parent / 'report.html'}",
+        )
+    for given in inputs:
+        source = Path(os.path.realpath(output_path(given)))
+        if real == source or (source.is_dir() and source in real.parents):
+            raise SpecprobeError(
+                f"{what} {path} would overwrite an input of this command ({given})",
+                f"write it outside the inputs, e.g. {what} {Path.cwd() / ('report' + (real.suffix or '.html'))}",
+            )
+    for root in huggingface_cache_roots():
+        if _inside(real, root):
+            raise SpecprobeError(
+                f"{what} {path} is inside the Hugging Face cache ({root})",
+                "specprobe never writes into the cache it reads models from; write it elsewhere",
+            )
+    model = next((folder for folder in real.parents if is_model_folder(folder)), None)
+    if model is not None:
+        raise SpecprobeError(
+            f"{what} {path} is inside the model folder {model}",
+            "specprobe never writes into a model's folder; write it elsewhere",
+        )
+    return target
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:
@@ -127,9 +299,18 @@ def output_path(path: str | Path) -> Path:
     return Path(path).expanduser()
 
 
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself, not a link to one (a run folder's own
+    files are read as what they are: a link there is never followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def is_run_folder(directory: Path) -> bool:
     """Whether ``directory`` is (or was) a run folder: it holds the marker or results."""
-    return (directory / MARKER_FILE).is_file() or (directory / RESULTS_FILE).is_file()
+    return is_regular_file(directory / MARKER_FILE) or is_regular_file(directory / RESULTS_FILE)
 
 
 def check_output(
@@ -141,42 +322,48 @@ def check_output(
     inputs: Iterable[str | Path] = (),
 ) -> Path:
     """The output path ``path`` (given as ``option``, e.g. ``--html``; a ``folder`` of
-    files, e.g. figures, or else one file), ``~`` expanded; SpecprobeError when writing it
-    would replace what it must not: a file of a run folder that only the store writes
-    (:data:`PROTECTED_FILES`, in a folder that is a run folder or is one of ``runs``, the
-    run folders of this command, which may not exist yet), an input (a file of ``inputs``,
-    or anything inside an input folder). Writes nothing: every
-    command calls it for each of its outputs before any work."""
+    files, e.g. figures, or else one file), ``~`` expanded; SpecprobeError when
+    :func:`atomic_write` would refuse it (:func:`writable_target`), or when it would
+    replace a file that only the store writes (:data:`PROTECTED_FILES`) of one of ``runs``,
+    the run folders of this command, which may not exist yet. ``-`` (standard output) is
+    returned as it is. Writes nothing: every command calls it for each of its outputs
+    before any work."""
+    if str(path) == "-":
+        if folder:
+            raise SpecprobeError(
+                f"{option} is a folder of files: it cannot be standard output (-)", f"give {option} a folder"
+            )
+        return Path("-")
     out = output_path(path)
-    target = out.resolve()
-    example = out.parent / (
-        "figures" if folder else f"report{out.suffix if out.suffix in ('.html', '.csv') else '.html'}"
-    )
-    runs_here = {output_path(r).resolve() for r in runs}
-    if target.name in PROTECTED_FILES and (target.parent in runs_here or is_run_folder(target.parent)):
+    runs_here = {Path(os.path.realpath(output_path(r))) for r in runs}
+    real = Path(os.path.realpath(out))
+    if real.name in PROTECTED_FILES and (real.parent in runs_here or is_run_folder(real.parent)):
+        example = out.parent / f"report{out.suffix if out.suffix in ('.html', '.csv') else '.html'}"
         raise SpecprobeError(
-            f"{option} {path} would overwrite {target.name} of the run folder {out.parent}",
+            f"{option} {path} would overwrite {out.name} of the run folder {out.parent}",
             f"write it under another name, e.g. {option} {example}",
         )
-    for given in inputs:
-        source = output_path(given).resolve()
-        if target == source or (source.is_dir() and source in target.parents):
-            raise SpecprobeError(
-                f"{option} {path} would overwrite an input of this command ({given})",
-                f"write it outside the inputs, e.g. {option} {Path.cwd() / example.name}",
-            )
+    if not folder:
+        writable_target(out, what=option, inputs=inputs)
+        return out
+    if out.exists() and not out.is_dir():
+        raise SpecprobeError(
+            f"expected a folder for {option}, found a file: {path}", f"give {option} a folder"
+        )
+    writable_target(out / "figure.png", what=option, inputs=inputs)  # the folder's place
     return out
 
 
 def write_marker(directory: Path) -> None:
     """Write the marker file into ``directory`` unless it is there: the folder is specprobe's."""
     marker = directory / MARKER_FILE
-    if not marker.is_file():
+    if not is_regular_file(marker):
         from specprobe.version import __version__
 
         atomic_write(
             marker,
             json.dumps({"specprobe_run": 1, "created_by": f"specprobe {__version__}"}) + "\n",
+            run_file=True,
         )
 
 
@@ -199,7 +386,7 @@ def check_run_folder(directory: Path | str) -> None:
                 f"expected a run folder at {directory}, found a file",
                 "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
             )
-        if not directory.exists() or (directory / MARKER_FILE).is_file():
+        if not directory.exists() or is_regular_file(directory / MARKER_FILE):
             return
         names = sorted(entry.name for entry in directory.iterdir())
     except OSError as err:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specprobe.errors import SpecprobeError
-from specprobe.store.folder import atomic_write, check_output
+from specprobe.store.folder import atomic_write
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
@@ -142,8 +142,7 @@ def csv_text(records: Sequence[Mapping[str, Any]]) -> str:
 
 def write_csv(records: Sequence[Mapping[str, Any]], path: Path | str) -> tuple[int, int]:
     """Write :func:`csv_text` to ``path`` atomically; return (rows, columns) written."""
-    out = check_output(path, "the CSV file")  # never over a run's results or config
     text = csv_text(records)
-    atomic_write(out, text)
+    atomic_write(path, text, what="the CSV file", stdout=True)  # ``-``: standard output
     header = text.splitlines()[0] if text else ""
     return len(records), len(next(csv.reader([header]))) if header else 0

@@ -8,9 +8,11 @@ or waits its turn (``wait=True``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -80,14 +82,31 @@ class RunLock:
 
     def _open(self) -> int:
         """The lock file, opened for writing (the folder and the file made if need be)."""
+        # Never through a link (O_NOFOLLOW: a link at the lock's path would have the lock
+        # written into the file it points at) and never blocking on a FIFO (O_NONBLOCK).
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, flags, 0o644)
         except OSError as err:
+            if self.path.is_symlink() or err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise self._not_a_lock_file() from None
             raise SpecprobeError(
                 f"cannot write into the run folder {self.directory}: {err.strerror}",
                 "give --out a folder you can write to",
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._not_a_lock_file()
+        return fd
+
+    def _not_a_lock_file(self) -> SpecprobeError:
+        return SpecprobeError(
+            f"expected the lock file {self.path} to be a regular file, found "
+            + ("a symbolic link" if self.path.is_symlink() else "another kind of file"),
+            "specprobe does not write through links or into special files in its run folder; "
+            "remove it (it holds only the last writer's pid) and rerun",
+        )
 
     def _wait(
         self,

@@ -64,7 +64,12 @@ class Record(TypedDict, total=False):
     family: str | None
     """The registry's family of the model (``pythia``, ``olmo-2``, …), where known."""
     fingerprint: str | None
+    """Hash of the weights and the config (:func:`~specprobe.models.fingerprint.fingerprint_checkpoint`):
+    equal fingerprints, the same function; ``duplicate_of`` compares it."""
     duplicate_of: str | None
+    probe_run: str | None
+    """The library Probe run that wrote the record (absent in sweeps' records): two
+    training runs into one folder keep both runs' records."""
     num_params: int
     task: str
     """What the checkpoint was measured as (:class:`specprobe.choices.Task`): ``causal-lm``,

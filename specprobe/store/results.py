@@ -282,8 +282,8 @@ class ResultStore:
             except ValueError:
                 pass
             previous = self.partial_path.read_bytes() if self.partial_path.is_file() else b""
-            atomic_write(self.partial_path, previous + tail + b"\n")
-            atomic_write(self.results_path, head + b"\n" if head else b"")
+            atomic_write(self.partial_path, previous + tail + b"\n", run_file=True)
+            atomic_write(self.results_path, head + b"\n" if head else b"", run_file=True)
             return self.partial_path
 
     def append(self, record: Record) -> None:
@@ -305,7 +305,11 @@ class ResultStore:
                 if check_record(old) is None and _key(cast(Record, old)) == key:
                     continue
                 kept.append(line)  # verbatim: a line this version cannot read is not rewritten
-            atomic_write(self.results_path, b"\n".join([*kept, dumps(record).encode("ascii")]) + b"\n")
+            atomic_write(
+                self.results_path,
+                b"\n".join([*kept, dumps(record).encode("ascii")]) + b"\n",
+                run_file=True,
+            )
 
     def update_config(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read config.json (or start ``{"invocations": []}``), apply ``change`` in place and
@@ -314,7 +318,9 @@ class ResultStore:
             config = self.config() or {"invocations": []}
             change(config)
             atomic_write(
-                self.config_path, json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n"
+                self.config_path,
+                json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n",
+                run_file=True,
             )
             return config
 
@@ -322,9 +328,13 @@ class ResultStore:
         """Replace config.json (under the lock)."""
         with self._writing():
             atomic_write(
-                self.config_path, json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n"
+                self.config_path,
+                json.dumps(config, indent=2, default=str, ensure_ascii=True) + "\n",
+                run_file=True,
             )
 
 
-def _key(record: Record) -> tuple[str | None, str | None, str | None]:
-    return record.get("model"), record.get("revision"), record.get("settings_hash")
+def _key(record: Record) -> tuple[str | None, str | None, str | None, str | None]:
+    """What a new record replaces: the record of the same model, revision, settings and
+    Probe run (another training run's records are never replaced)."""
+    return record.get("model"), record.get("revision"), record.get("settings_hash"), record.get("probe_run")

@@ -21,9 +21,13 @@ class _Torchrun:
 
     launched: ClassVar[list[list[str]]] = []
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], **options: Any) -> None:
         self.launched.append(command)
         self.waits = 0
+        self.signals: list[int] = []
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
 
     def wait(self) -> int:
         self.waits += 1
@@ -69,3 +73,57 @@ def test_without_a_signal_the_launch_status_is_passed_on(monkeypatch: pytest.Mon
         relaunch(2)
     assert ended.value.exit_code == 1
     assert relaunch(1) is None  # one process: nothing to relaunch
+
+
+_PARENT = """
+import subprocess, sys
+import typer
+from specprobe.cli.relaunch import relaunch
+
+real = subprocess.Popen
+child = [sys.executable, "-c", sys.argv[1]]
+subprocess.Popen = lambda command, env, **options: real(child, **options)  # torchrun's stand-in
+sys.argv = ["specprobe", "analyze", "m", "--processes", "2"]
+try:
+    relaunch(2)
+except typer.Exit as ended:
+    sys.exit(ended.exit_code)
+"""
+
+_CHILD = """
+import signal, sys, time, pathlib
+seen = pathlib.Path({seen!r})
+def stop(signum, frame):
+    seen.write_text(signal.Signals(signum).name)
+    sys.exit(1)  # as torchrun's agent exits after stopping its workers
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path({ready!r}).write_text("ready")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_parent_alone_stops_torchrun(tmp_path: Any, signum: int, code: int) -> None:
+    """SIGTERM to the parent exited 143 while torchrun and its workers went on writing
+    (orphans); SIGINT to the parent alone ran to the end."""
+    import time
+    from pathlib import Path
+
+    ready, seen = tmp_path / "ready", tmp_path / "seen"
+    child = _CHILD.format(seen=str(seen), ready=str(ready))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("WORLD_SIZE", None)
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, child], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+        parent.send_signal(signum)
+        assert parent.wait(timeout=60) == code
+        assert seen.read_text() == signal.Signals(signum).name  # torchrun got it, once, and ended
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from specprobe.cli.app import app
@@ -22,6 +24,7 @@ from specprobe.models.tiny import tiny_causal_lm
 from specprobe.pipeline.processes import (
     Launch,
     SharedError,
+    first_difference,
     gpu_assignment,
     largest_first,
     refuse_differences,
@@ -217,10 +220,58 @@ def test_different_settings_are_refused_naming_the_field() -> None:
     summary = {"settings": {"probe": {"probes": 4}}, "resume": False}
     other = {"settings": {"probe": {"probes": 8}}, "resume": False}
     refuse_differences([(None, summary), (None, dict(summary))])
-    with pytest.raises(SharedError, match=r"settings is .*4.* in process 0 and .*8.* in process 1"):
+    with pytest.raises(SharedError, match=r"settings\.probe\.probes is 4 in process 0 and 8 in process 1"):
         refuse_differences([(None, summary), (None, other)])
     with pytest.raises(SpecprobeError, match="process 1: no data"):
         refuse_differences([(None, summary), (("no data", "hint"), summary)])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text("ab", max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text("xyz", min_size=1, max_size=2), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _leaves(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list) and value:
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{path}[{i}]")]
+    return [path]
+
+
+def _replace(value: Any, path: str, new: Any, here: str = "") -> Any:
+    if here == path:
+        return new
+    if isinstance(value, dict):
+        return {k: _replace(v, path, new, f"{here}.{k}" if here else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, path, new, f"{here}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    summary=st.dictionaries(st.sampled_from(["settings", "checkpoints", "resume"]), _JSON, min_size=1),
+    data=st.data(),
+)
+def test_the_setting_that_differs_is_named(summary: dict[str, Any], data: Any) -> None:
+    """Processes launched with different settings got an error showing two identical
+    truncated strings instead of the setting that differs."""
+    path = data.draw(st.sampled_from(_leaves(summary)))
+    other = _replace(summary, path, "changed!")
+    where, _, theirs = first_difference(summary, other)
+    assert (where, theirs) == (path or "the settings", "changed!")
+    with pytest.raises(SharedError) as err:
+        refuse_differences([(None, summary), (None, other)])
+    assert (
+        f"{path or 'the settings'} is " in err.value.message
+        and '"changed!" in process 1' in err.value.message
+    )
 
 
 def test_gpu_options_are_checked_before_anything_runs(tmp_path: Path) -> None:

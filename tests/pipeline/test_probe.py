@@ -88,7 +88,7 @@ def test_trainer_callback_logs_and_records(tmp_path: Path) -> None:
     SpecprobeCallback.attach(trainer, probe)
     trainer.train()
     assert [s for s, _ in probe.measurements] == [0, 2, 6]
-    logged = [h for h in trainer.state.log_history if "specprobe/spectral_position" in h]
-    assert [h["step"] for h in logged] == [0, 2, 6]
-    assert logged[1]["specprobe/chi_net"] == probe.measurements[1][1].chi_net
+    # Not in the training's log history (it stays as without the callback; the loggers get
+    # the values through on_log: tests/pipeline/test_training_untouched.py).
+    assert not [h for h in trainer.state.log_history if "specprobe/spectral_position" in h]
     assert [r["step"] for r in ResultStore(tmp_path / "run").records()] == [0, 2, 6]

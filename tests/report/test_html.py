@@ -180,7 +180,7 @@ def test_report_html_option_and_bad_path(tmp_path: Path) -> None:
     assert f"HTML report in {out}" in result.output
     parse(out.read_text(encoding="utf-8"))
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "run"), "--html", str(tmp_path)])
-    assert bad.exit_code == 2 and "expected a file name for the HTML report" in bad.output
+    assert bad.exit_code == 2 and "expected a file name for --html, found a directory" in bad.output
 
 
 def _chromium() -> str | None:
