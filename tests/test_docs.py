@@ -110,6 +110,10 @@ def parse_command(args: list[str]) -> dict[str, Any]:
 
 
 _ENTRY = re.compile(r"^(?:\S*/)?specprobe$")
+_REDIRECT = re.compile(r"\d?(?:>>?|<|&>)")
+"""A redirection whose target is the next word (``> report.html``, ``2> err.txt``)."""
+_REDIRECT_TO = re.compile(r"\d?(?:>>?|<|&>)\S+")
+"""A redirection with its target attached (``>report.html``, ``2>/dev/null``)."""
 
 
 def specprobe_commands(code: str) -> list[list[str]]:
@@ -122,8 +126,15 @@ def specprobe_commands(code: str) -> list[list[str]]:
         except ValueError as err:
             raise AssertionError(f"cannot split {line!r}: {err}") from err
         command: list[str] = []
+        redirected = False  # the word after a redirection (> FILE) is its target
         for word in [*words, ";"]:
-            if word in ("&&", ";", "|", "||"):
+            if redirected:
+                redirected = False
+            elif _REDIRECT.fullmatch(word):
+                redirected = True
+            elif _REDIRECT_TO.fullmatch(word):
+                continue
+            elif word in ("&&", ";", "|", "||"):
                 found.extend(_invocation(command))
                 command = []
             else:
@@ -144,12 +155,14 @@ def test_specprobe_commands_are_found() -> None:
         "accelerate launch --multi_gpu --num_processes 8 -m specprobe run pythia --device cuda \\\n"
         "  --out runs/p\n"
         "specprobe report runs/p --wide | less -S\n"
+        "specprobe report runs/p --html - > report.html 2>/dev/null\n"
         "pip install specprobe\n"
     )
     assert specprobe_commands(code) == [
         ["demo"],
         ["run", "pythia", "--device", "cuda", "--out", "runs/p"],
         ["report", "runs/p", "--wide"],
+        ["report", "runs/p", "--html", "-"],
     ]
 
 
