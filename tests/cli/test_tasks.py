@@ -268,3 +268,37 @@ def test_library_probe_records_the_task(tmp_path: Path) -> None:
     (record,) = ResultStore(tmp_path / "run").records()
     assert record["task"] == "masked-lm"
     assert record["num_outputs"] == int((labels != -100).sum()) * 32
+
+
+@pytest.mark.slow
+def test_bundled_multiberts_runs_as_seeds_of_one_size(
+    bert_tokenizer: Any, corpus: Path, tmp_path: Path
+) -> None:
+    """The bundled MultiBERTs recipe under its real ids, offline: each seed's repositories
+    (one per step) are one run, measured as a masked LM; the seeds are one size."""
+    steps = ("20k", "2000k")
+    ids = [f"google/multiberts-seed_{s}-step_{k}" for s in (0, 1) for k in steps]
+    for i, repo in enumerate(ids):
+        model = tiny_task_model("bert", vocab_size=len(bert_tokenizer), seed=10 + i)
+        model.config.architectures = ["BertForPreTraining"]
+        add_revision(repo, "main", model, bert_tokenizer)
+    local = tmp_path / "local.yaml"
+    local.write_text(f"version: 1\ninclude: multiberts\ndata: {{dataset: {corpus}, config: null}}\n")
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            *("run", str(local), "--only", ",".join(ids), "--num-sequences", "4", "--seq-len", "12"),
+            *("--probes", "2", "--device", "cpu", "--out", str(out)),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    records = ResultStore(out).records()
+    assert sorted(r["model"] for r in records) == sorted(ids)
+    assert {r["task"] for r in records} == {"masked-lm"} and {r["status"] for r in records} == {"ok"}
+    assert {r["model"]: r["step"] for r in records} == {
+        repo: 20_000 if repo.endswith("20k") else 2_000_000 for repo in ids
+    }
+    assert {r["label"] for r in records} == {"google/multiberts-seed_0", "google/multiberts-seed_1"}
+    assert "Across 2 runs of 1 size" in result.output

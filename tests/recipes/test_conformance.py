@@ -337,9 +337,10 @@ RECIPES: dict[str, tuple[list[str], list[str], Callable[[str, int], dict[str, An
 
 
 def test_the_conformance_suite_covers_every_hub_recipe() -> None:
-    """Every bundled recipe of text models runs here; vit-sizes (images) runs in
-    tests/recipes/test_recipe_tasks.py::test_bundled_vit_sizes_runs_on_a_local_imagefolder."""
-    assert set(bundled_recipes()) - {"tiny-local", "vit-sizes"} == set(RECIPES)
+    """Every bundled recipe of causal LMs runs here; vit-sizes (images) runs in
+    tests/recipes/test_recipe_tasks.py::test_bundled_vit_sizes_runs_on_a_local_imagefolder,
+    multiberts (masked LMs) in tests/cli/test_tasks.py::test_bundled_multiberts_runs_as_seeds_of_one_size."""
+    assert set(bundled_recipes()) - {"tiny-local", "vit-sizes", "multiberts"} == set(RECIPES)
 
 
 @pytest.mark.slow
