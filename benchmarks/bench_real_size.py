@@ -44,44 +44,21 @@ import time
 from typing import Any
 
 import torch
+from pythia_configs import PYTHIA, pythia_config
 
 import specprobe
 from specprobe.core.memory import CPU_SHARE, CUDA_SHARE, human_bytes, peak_rss, reset_peak_rss
 from specprobe.errors import SpecprobeError
 
-# (hidden, layers, heads, intermediate, vocab) of each Pythia model (their config.json files).
-PYTHIA = {
-    "70m": (512, 6, 8, 2048, 50304),
-    "160m": (768, 12, 12, 3072, 50304),
-    "410m": (1024, 24, 16, 4096, 50304),
-    "1b": (2048, 16, 8, 8192, 50304),
-    "1.4b": (2048, 24, 16, 8192, 50304),
-    "2.8b": (2560, 32, 32, 10240, 50304),
-    "6.9b": (4096, 32, 32, 16384, 50432),
-    "12b": (5120, 36, 40, 20480, 50688),
-}
 ROWS = ("train", "off", "on", "spectrum")
 
 
 def pythia(size: str, dtype: torch.dtype, layers: int | None = None) -> torch.nn.Module:
     """A random-init Pythia-``size`` (eager attention) built directly in ``dtype``; with
     ``layers``, that many of its layers only (for the estimates)."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXForCausalLM
 
-    hidden, depth, heads, inter, vocab = PYTHIA[size]
-    layers = depth if layers is None else layers
-    config = GPTNeoXConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=inter,
-        rotary_pct=0.25,
-        max_position_embeddings=2048,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        attn_implementation="eager",
-    )
+    config = pythia_config(size, layers)
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters allocated in dtype: no float32 copy at 6.9b

@@ -34,40 +34,17 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD and sys.platform =
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import torch  # noqa: E402
+from pythia_configs import PYTHIA, pythia_config  # noqa: E402
 
 import specprobe  # noqa: E402
 from specprobe.core.memory import peak_rss, reset_peak_rss  # noqa: E402
 
-# (hidden, layers, heads, intermediate, vocab) of each Pythia model (their config.json files).
-PYTHIA = {
-    "70m": (512, 6, 8, 2048, 50304),
-    "160m": (768, 12, 12, 3072, 50304),
-    "410m": (1024, 24, 16, 4096, 50304),
-    "1b": (2048, 16, 8, 8192, 50304),
-    "1.4b": (2048, 24, 16, 8192, 50304),
-    "2.8b": (2560, 32, 32, 10240, 50304),
-    "6.9b": (4096, 32, 32, 16384, 50432),
-    "12b": (5120, 36, 40, 20480, 50688),
-}
-
 
 def pythia(size: str, dtype: torch.dtype, device: str) -> torch.nn.Module:
     """A random-init GPTNeoXForCausalLM with Pythia-``size``'s configuration, eager attention."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXForCausalLM
 
-    hidden, layers, heads, inter, vocab = PYTHIA[size]
-    config = GPTNeoXConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=inter,
-        rotary_pct=0.25,
-        max_position_embeddings=2048,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        attn_implementation="eager",
-    )
+    config = pythia_config(size)
     torch.manual_seed(0)
     with torch.device(device):
         model = GPTNeoXForCausalLM(config).to(dtype)
