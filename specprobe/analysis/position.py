@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from specprobe.errors import SpecprobeError
 from specprobe.store.records import Record, record_task
@@ -182,13 +182,79 @@ def in_training_order(rows: Sequence[Record]) -> list[Record]:
     return sorted(rows, key=key)
 
 
+def distinct_runs(records: Iterable[Record]) -> list[Record]:
+    """The records with every series named once: the one place that decides which records
+    are one training run in a report and what it is called.
+
+    A run (:func:`run_of`) whose records carry several settings hashes (run folders merged
+    by hand) or several library Probe runs (``probe_run``: two trainings into one folder
+    under one label) is several series: each gets its own ``run`` and a label that says
+    which (``pythia-160m (settings 2)``, numbered as the report's settings blocks;
+    ``model (Probe run 2)``). Then a label shared by series of different models (two
+    recipes labelling different models alike) gets the model's id beside it, and one still
+    shared its run's. Records already distinct come back as they are (the function is
+    idempotent); changed ones are copies, the input is never modified."""
+    records = list(records)
+    hashes = list(dict.fromkeys(str(r.get("settings_hash")) for r in records if r.get("settings_hash")))
+    parts: dict[str, dict[tuple[str, str], None]] = {}
+    for r in records:
+        parts.setdefault(run_of(r), {})[
+            (str(r.get("settings_hash") or ""), str(r.get("probe_run") or ""))
+        ] = None
+    renamed: list[Record] = []
+    for r in records:
+        keys = list(parts[run_of(r)])
+        settings, probe_run = str(r.get("settings_hash") or ""), str(r.get("probe_run") or "")
+        if len(keys) == 1:
+            renamed.append(r)
+            continue
+        tags = []
+        if len({k[0] for k in keys}) > 1:
+            tags.append(
+                f"settings {hashes.index(settings) + 1}" if settings in hashes else "settings unknown"
+            )
+        if len({k[1] for k in keys}) > 1:
+            runs = list(dict.fromkeys(k[1] for k in keys))
+            tags.append(f"Probe run {runs.index(probe_run) + 1}")
+        tag = ", ".join(tags)
+        copy = cast(Record, dict(r))
+        copy["run"] = f"{run_of(r)} ({tag})"
+        copy["label"] = f"{r.get('label') or r.get('model')} ({tag})"
+        renamed.append(copy)
+    return _unique_labels(renamed)
+
+
+def _unique_labels(records: list[Record]) -> list[Record]:
+    """A label shared by several runs gets the model's id beside it (``base (org/a)``), and
+    where that is still shared, the run's name."""
+    for field in ("model", "run"):
+        runs: dict[str, set[str]] = {}
+        for r in records:
+            runs.setdefault(str(r.get("label") or r.get("model")), set()).add(run_of(r))
+        shared = {name for name, owners in runs.items() if len(owners) > 1}
+        if not shared:
+            return records
+        out: list[Record] = []
+        for r in records:
+            name = str(r.get("label") or r.get("model"))
+            if name in shared and str(r.get(field)) != name:
+                copy = cast(Record, dict(r))
+                copy["label"] = f"{name} ({run_of(r) if field == 'run' else r.get('model')})"
+                out.append(copy)
+            else:
+                out.append(r)
+        records = out
+    return records
+
+
 def group_by_model(records: Iterable[Record]) -> dict[str, list[Record]]:
-    """Records per training run (:func:`run_of`), each in training order
-    (:func:`in_training_order`). Runs keep the order of their first record (the plan's
-    order of models); the order of a run's own revisions, however they were typed, does
-    not matter."""
+    """Records per training run (:func:`run_of`, after :func:`distinct_runs`: records of one
+    run measured with other settings or by another Probe run are another series), each in
+    training order (:func:`in_training_order`). Runs keep the order of their first record
+    (the plan's order of models); the order of a run's own revisions, however they were
+    typed, does not matter."""
     groups: dict[str, list[Record]] = {}
-    for record in records:
+    for record in distinct_runs(records):
         groups.setdefault(run_of(record), []).append(record)
     return {run: in_training_order(rows) for run, rows in groups.items()}
 

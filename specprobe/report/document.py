@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from specprobe.analysis.family import PowerLawFit, analysed, summarize
-from specprobe.analysis.position import Position, choose_position, describe, group_by_model
+from specprobe.analysis.position import Position, choose_position, describe, distinct_runs, group_by_model
 from specprobe.report import tables
 from specprobe.report.plots import position_chart
 from specprobe.report.tables import TableData, Tone
@@ -127,6 +127,7 @@ class Document:
 def build_document(records: Sequence[Record], config: dict[str, Any] | None = None) -> Document:
     """The report of the records; ``config`` is the run's ``config.json`` (for the command
     that made it). Cost: one pass over the records and the family view's fits."""
+    records = distinct_runs(records)  # one name per series, everywhere below
     groups = group_by_model(records)
     scale = choose_position(records)
     return Document(

@@ -615,6 +615,17 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
                     f"{rows[0].get('label') or run}: checkpoints are ordered by data chunk (ckpt_NNN), not by step",
                 )
             )
+    hashes = list(dict.fromkeys(str(r["settings_hash"]) for r in records if r.get("settings_hash")))
+    if len(hashes) > 1:
+        notes.append(
+            (
+                Tone.WARN,
+                f"these records were measured with {len(hashes)} different settings (numbered as in the "
+                "settings below): a run folder holds one run, so they were merged from several; a model "
+                "measured under more than one is shown once per settings, and positions compare only "
+                "under the same data and probes",
+            )
+        )
     subsets: dict[str, set[str]] = {}
     for r in records:
         if fingerprint := r.get("dataset_fingerprint"):
