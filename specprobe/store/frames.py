@@ -29,8 +29,11 @@ from specprobe.store.results import ResultStore
 if TYPE_CHECKING:
     import pandas as pd
 
-IDENTITY = ("model", "label", "revision", "step", "tokens_seen", "status")
-"""Columns that name a row, first in every frame."""
+IDENTITY = ("model", "label", "run", "revision", "step", "tokens_seen", "status", "probe_run")
+"""Columns that name a row, first in every frame (those the records have)."""
+
+BATCH_KEY = ("model", "label", "run", "revision", "step", "settings_hash", "probe_run")
+"""The record's columns that say which series and checkpoint a batch row belongs to."""
 
 
 def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,13 +104,14 @@ def load_results(directory: Path | str) -> pd.DataFrame:
 
 def load_batches(directory: Path | str) -> pd.DataFrame:
     """The per-batch values of a run as a DataFrame: one row per measured batch, with the
-    record's ``model``, ``label``, ``revision``, ``step`` and ``settings_hash`` and the
-    batch's ``batch`` index (0, 1, …) first."""
+    record's identity (``model``, ``label``, ``run``, ``revision``, ``step``,
+    ``settings_hash``, ``probe_run``: what tells two series apart) and the batch's
+    ``batch`` index (0, 1, …) first."""
     pandas = _pandas()
     rows = []
     for record in _records(directory):
         for index, batch in enumerate(record.get("batches") or ()):
-            key = {k: record.get(k) for k in ("model", "label", "revision", "step", "settings_hash")}
+            key = {k: record.get(k) for k in BATCH_KEY}
             rows.append({**key, "batch": index, **_flatten(batch)})
     return pandas.DataFrame(rows, columns=_columns(rows) if rows else ["model", "revision", "batch"])
 
