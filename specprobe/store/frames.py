@@ -29,7 +29,7 @@ from specprobe.store.results import ResultStore
 if TYPE_CHECKING:
     import pandas as pd
 
-IDENTITY = ("model", "label", "run", "revision", "step", "tokens_seen", "status", "probe_run")
+IDENTITY = ("model", "label", "run", "revision", "step", "tokens_seen", "status")
 """Columns that name a row, first in every frame (those the records have)."""
 
 BATCH_KEY = ("model", "label", "run", "revision", "step", "settings_hash", "probe_run")
