@@ -45,7 +45,7 @@ def relaunch(processes: int) -> None:
             skip = True
         elif not arg.startswith("--processes="):
             args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [sys.executable, "-m", "specprobe.cli.torchrun", "--standalone"]  # torchrun, one-line failures
     command += [f"--nproc-per-node={processes}", "-m", "specprobe", *args]
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     received: list[int] = []

@@ -127,3 +127,43 @@ def test_a_signal_to_the_parent_alone_stops_torchrun(tmp_path: Any, signum: int,
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+_KILLED_WORKER = """
+import os, signal, sys, time
+print("useful line from", os.environ["RANK"], file=sys.stderr, flush=True)
+if os.environ["RANK"] == "1":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(30)
+"""
+
+
+def test_a_killed_worker_ends_in_one_line_not_torchruns_traceback(tmp_path: Any) -> None:
+    """torchrun's agent printed a 40-line traceback of its own frames and a failure table
+    after the useful lines; the launch --processes uses ends with one line instead."""
+    from pathlib import Path
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(_KILLED_WORKER)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    command = [sys.executable, "-m", "specprobe.cli.torchrun", "--standalone", "--nproc-per-node=2", str(worker)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "useful line from 0" in done.stderr and "useful line from 1" in done.stderr
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("specprobe: process 1 of 2 (pid ") and "killed by SIGKILL" in last
+    assert "--resume" in last
+    assert len(done.stderr.strip().splitlines()) <= 6
+
+
+def test_a_failed_worker_is_named_with_its_status() -> None:
+    from types import SimpleNamespace
+
+    from specprobe.cli.torchrun import failure_line
+
+    line = failure_line(0, SimpleNamespace(exitcode=1, pid=42), 2)
+    assert line.startswith("specprobe: process 0 of 2 (pid 42) exited with status 1 (its error is above)")
+    assert "\n" not in line and line.isascii()
