@@ -182,6 +182,55 @@ def test_resume_waits_for_the_writer_then_continues(
     assert [i["invocation"]["revisions"] for i in invocations] == ["step1", "step1,step2"]
 
 
+def test_a_waiting_writer_names_the_holder_of_the_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three writers: A holds, B and C wait. When A lets go and B takes the lock, C said
+    it waited for A until it got the lock itself; it now names B (issue 29, section 6)."""
+    import specprobe.store.lock as lock_module
+
+    monkeypatch.setattr(lock_module, "HOLDER_RECHECK_S", 0.05)
+    monkeypatch.setattr(lock_module.sys, "argv", ["specprobe", "analyze", "A"])
+    a = RunLock(tmp_path)
+    a.acquire()
+    told: list[str] = []
+    got = threading.Event()
+
+    def c() -> None:
+        lock = RunLock(tmp_path)
+        lock.acquire(wait=True, timeout=30, on_wait=told.append)
+        got.set()
+        lock.release()
+
+    waiter = threading.Thread(target=c)
+    handed_over = threading.Event()  # C may not take the lock in the moment A lets it go
+    real_try = lock_module._try_lock
+    monkeypatch.setattr(
+        lock_module,
+        "_try_lock",
+        lambda fd: (
+            real_try(fd) if threading.current_thread() is not waiter or handed_over.is_set() else False
+        ),
+    )
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not told and time.monotonic() < deadline:
+        time.sleep(0.01)
+    b = RunLock(tmp_path)
+    monkeypatch.setattr(lock_module.sys, "argv", ["specprobe", "analyze", "B"])
+    a.release()
+    b.acquire()
+    handed_over.set()
+    deadline = time.monotonic() + 10
+    while len(told) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not got.is_set()
+    b.release()
+    waiter.join(timeout=30)
+    assert got.is_set()
+    assert told[0].endswith("(specprobe analyze A)") and told[-1].endswith("(specprobe analyze B)")
+
+
 def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [

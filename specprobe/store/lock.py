@@ -23,6 +23,10 @@ from specprobe.errors import SpecprobeError
 from specprobe.store.folder import LOCK_FILE
 
 
+HOLDER_RECHECK_S = 1.0
+"""How often a waiting writer reads the lock file again to name the holder of the moment."""
+
+
 class RunLockedError(SpecprobeError):
     """Another process holds the run folder's lock."""
 
@@ -66,8 +70,9 @@ class RunLock:
         on_wait: Callable[[str], None] | None = None,
     ) -> None:
         """Take the lock; if another process holds it, raise RunLockedError, or with ``wait``
-        wait until it is released (``on_wait`` is told who holds it first; after ``timeout``
-        seconds, if given, RunLockedError)."""
+        wait until it is released (``on_wait`` is told who holds it, and again whenever the
+        lock passes to another process before this one gets it; after ``timeout`` seconds,
+        if given, RunLockedError)."""
         if self._fd is not None:
             return
         fd = self._open()
@@ -128,7 +133,16 @@ class RunLock:
         if on_wait is not None:
             on_wait(holder)
         deadline = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
         while not _try_lock(fd):
+            if time.monotonic() - checked > HOLDER_RECHECK_S:
+                # The lock may have passed to another waiter meanwhile: say who holds it
+                # now, not who held it when this process started waiting.
+                checked, now = time.monotonic(), self.holder()
+                if now != holder:
+                    holder = now
+                    if on_wait is not None:
+                        on_wait(holder)
             if deadline is not None and time.monotonic() > deadline:
                 raise RunLockedError(
                     f"{self.directory} is still being written by another specprobe process "
