@@ -232,18 +232,32 @@ class CausalLMAdapter(Adapter):
         extra: dict[str, Tensor] = {}
         if "position_ids" in batch:
             extra["position_ids"] = batch["position_ids"]
-        elif not bool(attention_mask.all()) and _accepts(model, "position_ids"):
-            # Positions count the attended tokens: a left-padded row starts at 0 as a
-            # right-padded one does (models with absolute position embeddings, GPT-2,
-            # otherwise see shifted positions; rotary ones are unchanged by a shift).
-            extra["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+        # A left-padded batch runs right-padded: a pad query before every token of its row
+        # attends to nothing, and models that mask with -inf (GPT-NeoX, Llama) give NaN
+        # there, which the backward pass spreads into every gradient. Causal attention
+        # with the pads masked as keys makes the tokens' outputs independent of where the
+        # pads sit, so the logits are moved back to the batch's own layout after the
+        # forward pass and nothing else sees the move.
+        rolled = left_padding_roll(attention_mask)
+        fed_ids, fed_mask = input_ids, attention_mask
+        if rolled is not None:
+            to_right, _ = rolled
+            fed_ids, fed_mask = input_ids.gather(1, to_right), attention_mask.gather(1, to_right)
+            extra = {k: v.gather(1, to_right) for k, v in extra.items()}
+        if "position_ids" not in extra and not bool(fed_mask.all()) and _accepts(model, "position_ids"):
+            # Positions count the attended tokens, as a right-padded row's do (models with
+            # absolute position embeddings, GPT-2, otherwise see shifted positions).
+            extra["position_ids"] = (fed_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=fed_ids, attention_mask=fed_mask, use_cache=False, **extra)
         logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
         if logits is None:
             raise BatchError(
                 f"expected the model to return logits, found {type(out).__name__} without 'logits'",
                 "load the model with a causal-LM head (AutoModelForCausalLM)",
             )
+        if rolled is not None:
+            back = rolled[1].to(logits.device)
+            logits = logits.gather(1, back.unsqueeze(-1).expand(*back.shape, logits.shape[-1]))
         # Shift: row t predicts labels[t + 1]; the last row has no target.
         shifted = torch.full_like(labels, IGNORE_INDEX)
         shifted[:, :-1] = labels[:, 1:]
@@ -251,6 +265,22 @@ class CausalLMAdapter(Adapter):
         return AdaptedBatch.from_parts(
             logits, shifted.to(logits.device), Loss.CROSS_ENTROPY, mask.to(logits.device)
         )
+
+
+def left_padding_roll(attention_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """For a left-padded batch (some row has pads, and every row is its pads, then its
+    tokens), the gather indices ``(to_right, back)`` of shape (N, S): ``x.gather(1,
+    to_right)`` moves each row's tokens to its start (right padding) and ``y.gather(1,
+    back)`` moves them back. None for any other layout (no pads, right padding, holes)."""
+    mask = attention_mask.to(torch.bool)
+    if bool(mask.all()) or mask.ndim != 2:
+        return None
+    s = mask.shape[1]
+    pads = s - mask.sum(-1, keepdim=True)
+    columns = torch.arange(s, device=mask.device).unsqueeze(0)
+    if not torch.equal(mask, columns >= pads) or not bool((pads > 0).any()):
+        return None
+    return (columns + pads) % s, (columns - pads) % s
 
 
 def _accepts(model: nn.Module, name: str) -> bool:

@@ -74,9 +74,8 @@ DEFAULT_MAX_EXACT_OUTPUTS = 16_384
 
 
 _NON_FINITE_HINT = (
-    "check the checkpoint and the dtype (float16 overflows easily; try float32); with a left-padded "
-    "batch, pad on the right (tokenizer.padding_side = 'right'): fully masked attention rows "
-    "give NaN in some models"
+    "check the checkpoint and the dtype (float16 overflows easily; try float32), and drop sequences "
+    "with no attended token (an all-zero attention_mask row gives NaN in some models)"
 )
 
 

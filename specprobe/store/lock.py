@@ -22,7 +22,6 @@ from pathlib import Path
 from specprobe.errors import SpecprobeError
 from specprobe.store.folder import LOCK_FILE
 
-
 HOLDER_RECHECK_S = 1.0
 """How often a waiting writer reads the lock file again to name the holder of the moment."""
 

@@ -148,7 +148,14 @@ def test_a_killed_worker_ends_in_one_line_not_torchruns_traceback(tmp_path: Any)
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    command = [sys.executable, "-m", "specprobe.cli.torchrun", "--standalone", "--nproc-per-node=2", str(worker)]
+    command = [
+        sys.executable,
+        "-m",
+        "specprobe.cli.torchrun",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(worker),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "useful line from 0" in done.stderr and "useful line from 1" in done.stderr

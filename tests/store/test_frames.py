@@ -61,7 +61,16 @@ def test_load_batches_one_row_per_batch(tmp_path: Path) -> None:
     records = write_run(tmp_path)
     frame = specprobe.load_batches(tmp_path)
     assert len(frame) == 2 * len(records)
-    assert list(frame.columns[:8]) == ["model", "label", "run", "revision", "step", "settings_hash", "probe_run", "batch"]
+    assert list(frame.columns[:8]) == [
+        "model",
+        "label",
+        "run",
+        "revision",
+        "step",
+        "settings_hash",
+        "probe_run",
+        "batch",
+    ]
     first = frame[(frame["revision"] == records[1]["revision"]) & (frame["model"] == records[1]["model"])]
     assert list(first["batch"]) == [0, 1]
     assert list(first["chi_net"]) == [b["chi_net"] for b in records[1]["batches"]]

@@ -80,8 +80,8 @@ def scan(
                 raise NonFiniteError(
                     f"expected finite model outputs, found NaN or inf in the counted outputs of "
                     f"samples {start}..{stop - 1}",
-                    "check the checkpoint and the dtype (float16 overflows easily; try float32); with "
-                    "a left-padded batch, pad on the right",
+                    "check the checkpoint and the dtype (float16 overflows easily; try float32), and "
+                    "drop sequences with no attended token",
                 )
             size = rows * int(f.shape[-1])
             parts.append(Part(part_batch, start, offset, size, mask, f.shape, bool(mask.all())))
