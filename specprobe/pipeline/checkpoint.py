@@ -24,6 +24,7 @@ import torch
 from specprobe.choices import Device, Task
 from specprobe.config import Measuring, ProbeSpec, Settings
 from specprobe.core.measure import Measurement, measure
+from specprobe.core.memory import MemoryPlan
 from specprobe.core.population import Reduction
 from specprobe.core.task_adapters import adapter_for, task_of
 from specprobe.errors import SpecprobeError
@@ -258,7 +259,9 @@ def _measure_whole(
     try:
         share, reduction = split.sequences(subset.num_samples)
         batch = _on(subset.batch(share.start, share.stop), loaded.input_device)
-        own = measure_with_retry(loaded.model, batch, probe, 0, reduce=reduction, task=loaded.task)
+        own = measure_with_retry(
+            loaded.model, batch, probe, 0, reduce=reduction, task=loaded.task, plan=_told(observer, ckpt)
+        )
     except KeyboardInterrupt:
         raise
     except Exception as err:
@@ -284,13 +287,19 @@ def _measure_batches(
     try:
         for index in indices:
             batch = _on(batches[index], loaded.input_device)
-            own[index] = measure_with_retry(loaded.model, batch, probe, index, task=loaded.task)
+            told = _told(observer, ckpt) if index == indices[0] else None  # one plan per checkpoint
+            own[index] = measure_with_retry(loaded.model, batch, probe, index, task=loaded.task, plan=told)
             observer.batch_done(ckpt, index)
     except KeyboardInterrupt:
         raise
     except Exception as err:
         return split.combine(own, err)
     return split.combine(own, None)
+
+
+def _told(observer: Observer, checkpoint: Checkpoint) -> Callable[[MemoryPlan], None]:
+    """measure's ``plan`` callback that tells ``observer`` the checkpoint's memory plan."""
+    return lambda plan: observer.memory_plan(checkpoint, plan)
 
 
 def measure_with(
@@ -302,10 +311,12 @@ def measure_with(
     micro_batch_size: int | None = None,
     adapter: Any = None,
     reduce: Reduction | None = None,
+    plan: Callable[[MemoryPlan], None] | None = None,
 ) -> Measurement:
     """``specprobe.measure`` with the probe settings (``seed`` and ``micro_batch_size``
-    override the probe's; ``reduce`` shares one set of sequences across processes). Cost:
-    one forward and (1 + probes) backward passes per micro-batch."""
+    override the probe's; ``reduce`` shares one set of sequences across processes; ``plan``
+    is told measure's memory plan before its first full pass). Cost: one forward and
+    (1 + probes) backward passes per micro-batch."""
     return measure(
         model,
         batch,
@@ -317,6 +328,7 @@ def measure_with(
         micro_batch_size=micro_batch_size if micro_batch_size is not None else probe.micro_batch_size,
         groups=probe.groups,
         reduce=reduce,
+        plan=plan,
     )
 
 
@@ -328,6 +340,7 @@ def measure_with_retry(
     *,
     reduce: SharedReduction | None = None,
     task: Task = Task.CAUSAL_LM,
+    plan: Callable[[MemoryPlan], None] | None = None,
 ) -> Measurement:
     """:func:`measure_with` on batch ``index`` of ``task`` (probes seeded by the probe's seed and the
     index, so a batch's numbers do not depend on which process measures it; the whole
@@ -340,7 +353,14 @@ def measure_with_retry(
     while True:
         try:
             return measure_with(
-                model, batch, probe, seed=seed, micro_batch_size=micro, reduce=reduce, adapter=adapter
+                model,
+                batch,
+                probe,
+                seed=seed,
+                micro_batch_size=micro,
+                reduce=reduce,
+                adapter=adapter,
+                plan=plan,
             )
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
             if not _is_oom(err) or (reduce is not None and reduce.started):

@@ -40,6 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 from specprobe.choices import Device, Split
+from specprobe.core.memory import MemoryPlan
 from specprobe.errors import SpecprobeError
 from specprobe.models.hub import Checkpoint
 from specprobe.pipeline.checkpoint import BatchSplit, loader, measure_checkpoint
@@ -402,6 +403,9 @@ class _LeadObserver(Observer):
         self.own = f"{checkpoint.name} {self.done}/{self.total}"
         self.inner.batch_done(checkpoint, index)
         self.lead.poll()
+
+    def memory_plan(self, checkpoint: Checkpoint, plan: MemoryPlan) -> None:
+        self.inner.memory_plan(checkpoint, plan)  # process 0's; under a batch split each holds a share
 
     def preparing(self, what: str) -> None:
         self.inner.preparing(what)

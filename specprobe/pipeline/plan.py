@@ -21,6 +21,7 @@ import torch
 from specprobe.choices import Device, Task
 from specprobe.config import DataSpec, ProbeSpec, Settings, check_range
 from specprobe.core.measure import Estimator
+from specprobe.core.memory import MemoryPlan
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import TokenSubset, check_hub_dataset
 from specprobe.models.fingerprint import fingerprint_tokenizer
@@ -104,6 +105,10 @@ class Observer:
 
     def measuring(self, checkpoint: Checkpoint, batches: int) -> None:
         """Measurement of ``batches`` batches starts."""
+
+    def memory_plan(self, checkpoint: Checkpoint, plan: MemoryPlan) -> None:
+        """measure's memory plan for the checkpoint (its first batch), before its first full
+        pass: the estimated peak part by part, beside a training step's."""
 
     def batch_done(self, checkpoint: Checkpoint, index: int) -> None:
         """Batch ``index`` is measured."""

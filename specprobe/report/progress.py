@@ -40,6 +40,7 @@ class SweepProgress(Observer):
             transient=True,
         )
         self.overall = self.progress.add_task("preparing", total=None)
+        self._planned: dict[str, int] = {}
         self.batches = self.progress.add_task("", total=None, visible=False)
 
     def __enter__(self) -> SweepProgress:
@@ -70,6 +71,21 @@ class SweepProgress(Observer):
 
     def batch_done(self, checkpoint: Any, index: int) -> None:
         self.progress.advance(self.batches)
+
+    def memory_plan(self, checkpoint: Any, plan: Any) -> None:
+        # Once per model (its checkpoints share a size), and again when the plan changes
+        # by a tenth (another subset, a smaller micro-batch after a retry).
+        last = self._planned.get(checkpoint.model)
+        if last is not None and abs(plan.total - last) <= 0.1 * last:
+            return
+        self._planned[checkpoint.model] = plan.total
+        self.progress.console.print(
+            one_line(f"memory for {checkpoint.model}: {plan.describe()}"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+            style="dim",
+        )
 
     def finished(self, checkpoint: Any, record: Record) -> None:
         self.progress.advance(self.overall)
