@@ -56,12 +56,18 @@ def backward_each(
             p.grad = grad
 
 
-def add_into(sums: list[Tensor | None], acc: torch.dtype) -> Callable[[int, Tensor], None]:
+def add_into(
+    sums: list[Tensor | None], acc: torch.dtype, device: torch.device | None = None
+) -> Callable[[int, Tensor], None]:
     """A ``consume`` for :func:`backward_each` that adds each gradient into ``sums[index]``
-    (a copy in ``acc`` at first, then in place): one running sum of P floats."""
+    (a copy in ``acc`` at first, then in place): one running sum of P floats, on ``device``
+    (None: beside each gradient; the host's memory for a sum too large for the GPU)."""
 
     def consume(index: int, grad: Tensor) -> None:
         total = sums[index]
-        sums[index] = grad.to(acc) if total is None else total.add_(grad)
+        if total is None:
+            sums[index] = grad.to(device=device or grad.device, dtype=acc)
+        else:
+            total.add_(grad if total.device == grad.device else grad.to(total.device))
 
     return consume

@@ -31,7 +31,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ from specprobe.core.memory import (
     CUDA_SHARE,
     MemoryPlan,
     available_bytes,
+    gradient_sum_on_host,
     held_bytes,
     human_bytes,
     sample_cost,
@@ -113,6 +114,7 @@ def measure(
     population: bool = True,
     reduce: Reduction | None = None,
     plan: Callable[[MemoryPlan], None] | None = None,
+    gradient_sum_device: str | None = None,
 ) -> Measurement:
     """Measure the loss–network–position decomposition of ``model`` on ``batch``.
 
@@ -154,6 +156,13 @@ def measure(
             the gradient sum V where it is kept, beside a training step's estimate), for a
             caller to state it (``MemoryPlan.describe``). The Hutchinson estimators only
             (EXACT is sized by its outputs, not by memory).
+        gradient_sum_device: where the gradient sum V (P floats in float32, kept over
+            several micro-batches or processes) lives for a model on a GPU: ``"device"``
+            (the model's GPU), ``"cpu"`` (the host's memory: each micro-batch's gradient
+            crosses to it tensor by tensor, and each V_p comes back for the population's
+            second pass), or None: the GPU when the plan fits there with V, else the host
+            when it has room (Pythia-12b in bfloat16 on an 80 GB GPU: its 47 GB of V do not
+            fit beside the weights). The plan says which. Ignored for a model on the CPU.
 
     Cost (passes over the batch): 1 forward + (1 + m) backward for the Hutchinson
     estimators (plus one forward of one sample for the memory estimate), 1 forward +
@@ -187,6 +196,7 @@ def measure(
     group_names = group_parameters([n for n, _ in selected], groups) if groups is not None else None
     with measuring(model, selected), GhostNorms(model, tensors, acc) as ghost:
         run = _Run(est, probes, seed, tensors, acc, max_exact_outputs, ghost, group_names)
+        run.sum_place = _checked_place(gradient_sum_device)
         run.start(num_samples, population, reduce)
         offset = 0 if reduce is None else reduce.offset
         micro = run.plan(
@@ -259,6 +269,16 @@ def _checked_options(
     return est, seed
 
 
+def _checked_place(place: str | None) -> str | None:
+    """``gradient_sum_device`` checked: None, ``"device"`` or ``"cpu"``."""
+    if place not in (None, "device", "cpu"):
+        raise SpecprobeError(
+            f"expected gradient_sum_device None, 'device' or 'cpu', found {place!r}",
+            "leave it None to keep V on the GPU where it fits and on the host otherwise",
+        )
+    return place
+
+
 def _too_large_hint(chosen: MemoryPlan) -> str:
     """The way out of a plan that does not fit: what to change, and the memory that would
     hold it as it is (the plan's total over the share a process plans to use)."""
@@ -274,6 +294,28 @@ def _too_large_hint(chosen: MemoryPlan) -> str:
         f"{human_bytes(chosen.total / CUDA_SHARE)})"
     )
     return "; ".join(ways)
+
+
+class OnDevice(Sequence[Tensor]):
+    """V kept on the host, read on the model's devices: item i is tensor i moved to
+    ``devices[i]`` when it is asked for (one tensor's copy at a time, freed after use)."""
+
+    def __init__(self, tensors: Sequence[Tensor], devices: Sequence[torch.device]) -> None:
+        self.tensors, self.devices = tensors, devices
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @overload
+    def __getitem__(self, index: int) -> Tensor: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Tensor]: ...
+
+    def __getitem__(self, index: int | slice) -> Tensor | Sequence[Tensor]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        return self.tensors[index].to(self.devices[index], non_blocking=False)
 
 
 class _Run:
@@ -306,6 +348,8 @@ class _Run:
         # Per parameter tensor, so χ_net and ‖∇L‖² split exactly into parameter groups:
         self.grad_sq = np.zeros(len(self.params))  # ‖∇_p L‖² (unnormalised), one micro-batch
         self.grad: list[Tensor | None] | None = None  # Σ over micro-batches of ∇_p L, when several
+        self.sum_place: str | None = None  # where V is asked to be: None (chosen), "device", "cpu"
+        self.on_host = False  # V kept in the host's memory, the model being on a GPU (set by plan())
         self.loss_sum = 0.0
         self.residual_sq_sum = 0.0  # Σ ‖g̃‖² with g̃ = n·g, the unnormalised residual
         self.rows = 0
@@ -405,6 +449,9 @@ class _Run:
         held = held_bytes(self.params[0].device)
         process = 0 if held is None else max(0, held - model_bytes)
 
+        device = self.params[0].device
+        host_room = available_bytes(torch.device("cpu")) if device.type != "cpu" else None
+
         def estimate(micro: int, chunk: int) -> MemoryPlan:
             keep = micro < num_samples or self.reduction is not None  # V, as keeps_gradient
             graph = cost.need(micro, 0)
@@ -420,25 +467,49 @@ class _Run:
                 probe_batch_size=chunk,
                 available=available,
                 training_step=process + 2 * model_bytes + graph,
+                gradient_sum_on_host=self.on_host,
+                host_available=host_room if self.on_host else None,
             )
 
         def need(micro: int, chunk: int) -> int:
             chosen = estimate(micro, chunk)
             return chosen.total - chosen.weights - chosen.process
 
+        def shrunk(micro: int, chunk: int) -> tuple[int, int]:
+            if available is None:
+                return micro, chunk
+            if probe_batch_size is None:
+                chunk = min(chunk, cost.probe_cap(micro, model_bytes))
+            while need(micro, chunk) > available:
+                if probe_batch_size is None and chunk > 1:
+                    chunk = max(1, chunk // 2)
+                elif micro_batch_size is None and micro > 1:
+                    micro = -(-micro // 2)
+                else:
+                    break
+            return micro, chunk
+
+        self.on_host = gradient_sum_on_host(device, self.sum_place, True, 0, None)  # as requested
+        fitted = shrunk(micro, chunk)
+        chosen = estimate(*fitted)
+        fits = available is None or need(*fitted) <= available
+        if chosen.gradient_sum and gradient_sum_on_host(
+            device, self.sum_place, fits, chosen.gradient_sum, host_room
+        ):
+            self.on_host = True  # the model's GPU has no room for V beside the micro-batch
+            fitted = shrunk(micro, chunk)
+            chosen = estimate(*fitted)
+        micro, chunk = fitted
         if available is None:  # nothing to fit to: the sizes as they are, only stated
-            return micro, chunk, estimate(micro, chunk)
-        if probe_batch_size is None:
-            chunk = min(chunk, cost.probe_cap(micro, model_bytes))
-        while need(micro, chunk) > available:
-            if probe_batch_size is None and chunk > 1:
-                chunk = max(1, chunk // 2)
-            elif micro_batch_size is None and micro > 1:
-                micro = -(-micro // 2)
-            else:
-                break
-        chosen = estimate(micro, chunk)
-        if chosen.refused(cpu=self.params[0].device.type == "cpu"):
+            return micro, chunk, chosen
+        if chosen.refused(cpu=device.type == "cpu"):
+            if chosen.host_available is not None and chosen.host > chosen.host_available:
+                raise TooLargeError(
+                    f"expected the gradient sum V ({human_bytes(chosen.host)}, {chosen.gradient_sum_dtype}) to fit "
+                    f"in the host's memory, as it does not fit on the GPU beside the model, found "
+                    f"{human_bytes(chosen.host_available)} available there (the plan: {chosen.describe()})",
+                    _too_large_hint(chosen),
+                )
             raise TooLargeError(
                 f"expected the measurement to fit in memory, found it needs about {human_bytes(need(micro, chunk))} "
                 f"beyond the weights and {human_bytes(available)} is available to it (the plan: "
@@ -524,15 +595,23 @@ class _Run:
         if int(adapted.mask.sum()) == 0:
             return
         _, residual = loss_and_residual(adapted, self.acc)
-        self.sums.add(self.ghost, adapted.outputs, residual, local, self._gradient_tensors())
+        gradient: Sequence[Tensor] = self._gradient_tensors()
+        if self.on_host:  # each V_p comes to the model's device when its tensor's turn comes
+            gradient = OnDevice(gradient, [p.device for p in self.params])
+        self.sums.add(self.ghost, adapted.outputs, residual, local, gradient)
 
     def _gradient_tensors(self) -> list[Tensor]:
         """V per tensor (zeros for a tensor the outputs do not reach), in place in ``grad``."""
         assert self.grad is not None
         for i, (g, p) in enumerate(zip(self.grad, self.params, strict=True)):
             if g is None:
-                self.grad[i] = torch.zeros(p.shape, dtype=self.acc, device=p.device)
+                self.grad[i] = torch.zeros(p.shape, dtype=self.acc, device=self.sum_device or p.device)
         return [g for g in self.grad if g is not None]
+
+    @property
+    def sum_device(self) -> torch.device | None:
+        """Where V is kept: the host when :attr:`on_host`, else None (beside each tensor)."""
+        return torch.device("cpu") if self.on_host else None
 
     def reduce(self) -> None:
         """After the pass over this process's micro-batches: sum the gradient, the trace and
@@ -582,14 +661,14 @@ class _Run:
             if self.grad is None:
                 self.grad = [None] * len(self.params)
             grad = self.grad
-            add = add_into(grad, self.acc)
+            add = add_into(grad, self.acc, self.sum_device)
             if sums is not None:  # the last micro-batch: c_s against V, complete once added
                 assert rho is not None
 
                 def total(index: int) -> Tensor:
                     summed = grad[index]
                     assert summed is not None  # consume has just added into it
-                    return summed
+                    return summed.to(self.params[index].device)  # from the host, one tensor at a time
 
                 terms = self.ghost.gradient_terms(f, cotangent, add, total)
                 assert terms.inner is not None

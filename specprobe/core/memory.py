@@ -168,11 +168,24 @@ class MemoryPlan:
     training_step: int
     """A training step's estimate on the same micro-batch: the process, the weights, a
     gradient in the model's dtype (``.grad``) and the graph."""
+    gradient_sum_on_host: bool = False
+    """Whether V is kept in the host's memory while the model is on a GPU
+    (``measure(gradient_sum_device=...)``): it is then not part of :attr:`total` (the
+    device's peak) but of :attr:`host`."""
+    host_available: int | None = None
+    """With V on the host: what the host may give it (``available_bytes`` of the CPU)."""
 
     @property
     def total(self) -> int:
-        """The estimated peak: the weights and every part above them."""
-        return self.weights + self.process + self.gradient_sum + self.graph + self.probes + self.transients
+        """The estimated peak on the model's device: the weights and every part above them
+        (V included, unless it is on the host)."""
+        on_device = 0 if self.gradient_sum_on_host else self.gradient_sum
+        return self.weights + self.process + on_device + self.graph + self.probes + self.transients
+
+    @property
+    def host(self) -> int:
+        """What the plan adds to the host's memory: V where it is kept there, else 0."""
+        return self.gradient_sum if self.gradient_sum_on_host else 0
 
     def refused(self, cpu: bool) -> bool:
         """Whether ``measure`` refuses this plan before work: on a CPU when the estimate above
@@ -180,12 +193,15 @@ class MemoryPlan:
         a word); on any device when V alone does (P floats: exact, not an estimate, and no
         smaller micro-batch or probe block can shrink it; a GPU's out-of-memory retry would
         only meet it later). Never where :attr:`available` is unknown."""
+        if self.gradient_sum_on_host and self.host_available is not None and self.host > self.host_available:
+            return True
         if self.available is None:
             return False
         above = self.total - self.weights - self.process
-        return (cpu and above > self.available) or self.gradient_sum > self.available
+        on_device = 0 if self.gradient_sum_on_host else self.gradient_sum
+        return (cpu and above > self.available) or on_device > self.available
 
-    def as_dict(self) -> dict[str, int | str | None]:
+    def as_dict(self) -> dict[str, int | str | bool | None]:
         """The plan as plain values, ``total`` included (for JSON and messages)."""
         return {
             "weights": self.weights,
@@ -199,23 +215,50 @@ class MemoryPlan:
             "probe_batch_size": self.probe_batch_size,
             "available": self.available,
             "training_step": self.training_step,
+            "gradient_sum_on_host": self.gradient_sum_on_host,
+            "host_available": self.host_available,
             "total": self.total,
+            "host": self.host,
         }
 
     def describe(self) -> str:
         """One line: the estimate part by part, beside a training step's."""
         parts = [f"weights {human_bytes(self.weights)}", f"the process {human_bytes(self.process)}"]
-        if self.gradient_sum:
+        if self.gradient_sum and not self.gradient_sum_on_host:
             parts.append(f"gradient sum V {human_bytes(self.gradient_sum)} ({self.gradient_sum_dtype})")
         parts += [
             f"activations {human_bytes(self.graph)} (micro-batch {self.micro_batch_size})",
             f"probes {human_bytes(self.probes)} ({self.probe_batch_size} per backward pass)",
             f"transients {human_bytes(self.transients)}",
         ]
+        host = (
+            f"; on the host, the gradient sum V {human_bytes(self.gradient_sum)} ({self.gradient_sum_dtype})"
+            if self.gradient_sum_on_host
+            else ""
+        )
         return (
             f"about {human_bytes(self.total)}: " + ", ".join(parts) + f"; a training step about "
-            f"{human_bytes(self.training_step)}"
+            f"{human_bytes(self.training_step)}{host}"
         )
+
+
+def gradient_sum_on_host(
+    device: torch.device,
+    requested: str | None,
+    fits_on_device: bool,
+    gradient_sum: int,
+    host_room: int | None,
+) -> bool:
+    """Where V goes (True: the host's memory) for a model on ``device``: where
+    ``requested`` says (``"device"`` or ``"cpu"``); by default (None) on the device when the
+    plan fits there with it, else on the host when the model is on a GPU and the host has
+    room for it (``host_room`` bytes; unknown counts as room). A model on the CPU keeps V
+    beside it."""
+    if device.type == "cpu" or requested == "device":
+        return False
+    if requested == "cpu":
+        return True
+    return not fits_on_device and (host_room is None or gradient_sum <= host_room)
 
 
 def sample_cost(

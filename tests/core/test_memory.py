@@ -9,6 +9,8 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specprobe.core.memory import peak_rss, reset_peak_rss
 
@@ -215,3 +217,101 @@ def test_a_plan_is_refused_where_it_cannot_fit(
     )
     assert plan.refused(cpu=cpu) is refused
     assert not MemoryPlan(**{**plan.__dict__, "available": None}).refused(cpu=cpu)
+
+
+# -- V in the host's memory, for a model on a GPU (issue 31) --------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    device=st.sampled_from(["cpu", "cuda"]),
+    requested=st.sampled_from([None, "device", "cpu"]),
+    fits=st.booleans(),
+    gradient_sum=st.integers(1, 100),
+    host_room=st.one_of(st.none(), st.integers(0, 100)),
+)
+def test_v_goes_to_the_host_only_from_a_gpu_and_only_where_asked_or_needed(
+    device: str, requested: str | None, fits: bool, gradient_sum: int, host_room: int | None
+) -> None:
+    import torch
+
+    from specprobe.core.memory import gradient_sum_on_host
+
+    on_host = gradient_sum_on_host(torch.device(device), requested, fits, gradient_sum, host_room)
+    if device == "cpu" or requested == "device":
+        assert not on_host  # a CPU model's V is beside it; "device" is kept as asked
+    elif requested == "cpu":
+        assert on_host
+    else:  # chosen: the GPU while it fits there, else the host where it has room
+        assert on_host == (not fits and (host_room is None or gradient_sum <= host_room))
+
+
+def _plan(**changes: object) -> object:
+    from specprobe.core.memory import MemoryPlan
+
+    base = dict(
+        weights=24 * 10**9,
+        process=10**9,
+        gradient_sum=47 * 10**9,
+        gradient_sum_dtype="float32",
+        graph=2 * 10**9,
+        probes=10**9,
+        transients=10**8,
+        micro_batch_size=4,
+        probe_batch_size=2,
+        available=45 * 10**9,
+        training_step=0,
+    )
+    return MemoryPlan(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_a_plan_with_v_on_the_host_counts_it_there() -> None:
+    """Pythia-12b in bfloat16 on an 80 GB GPU: V (47 GB) does not fit on the device beside
+    the weights; on the host it is counted against the host's memory, not the GPU's."""
+    on_gpu = _plan()
+    assert on_gpu.refused(cpu=False)  # V alone exceeds the GPU's room
+    on_host = _plan(gradient_sum_on_host=True, host_available=100 * 10**9)
+    assert on_host.total == on_gpu.total - 47 * 10**9 and on_host.host == 47 * 10**9
+    assert not on_host.refused(cpu=False)
+    assert "on the host, the gradient sum V" in on_host.describe()
+    assert "gradient sum V" not in on_host.describe().split(";")[0]
+    assert _plan(gradient_sum_on_host=True, host_available=40 * 10**9).refused(cpu=False)  # nor there
+    assert on_host.as_dict()["host"] == 47 * 10**9
+
+
+def test_v_on_the_host_gives_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host path run end to end (on a CPU, where host and device are one, with the choice
+    forced): V summed through ``add_into(device=cpu)``, read back through ``OnDevice`` for
+    the second pass and through ``total`` for the last micro-batch; the numbers equal the
+    default path's, and the plan counts V on the host."""
+    import torch
+
+    import specprobe
+    from specprobe.core import measure as lnp
+    from tests.conftest import CASES
+
+    model, batch = CASES[2].build(torch.float64)
+    common = dict(estimator="hutchinson_per_sample", probes=4, seed=3, micro_batch_size=1)
+    plain = specprobe.measure(model, batch, **common)  # type: ignore[arg-type]
+    monkeypatch.setattr(lnp, "gradient_sum_on_host", lambda device, requested, *rest: requested == "cpu")
+    reads: list[int] = []
+    real = lnp.OnDevice.__getitem__
+    monkeypatch.setattr(lnp.OnDevice, "__getitem__", lambda self, i: reads.append(i) or real(self, i))
+    plans: list[object] = []
+    hosted = specprobe.measure(model, batch, gradient_sum_device="cpu", plan=plans.append, **common)  # type: ignore[arg-type]
+    assert reads  # the second pass read V through OnDevice
+    for name in ("chi_net", "spectral_position", "population_position", "grad_norm_sq", "loss"):
+        assert getattr(hosted, name) == pytest.approx(getattr(plain, name), rel=1e-12), name
+    plan = plans[0]
+    assert plan.gradient_sum_on_host and plan.host == plan.gradient_sum > 0  # type: ignore[attr-defined]
+
+
+def test_gradient_sum_device_is_checked() -> None:
+    import torch
+
+    import specprobe
+    from tests.conftest import CASES
+
+    model, batch = CASES[2].build(torch.float64)
+    with pytest.raises(specprobe.SpecprobeError, match="gradient_sum_device"):
+        specprobe.measure(model, batch, gradient_sum_device="gpu")
