@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from specprobe.core.operator import KRYLOV_DTYPE
-from specprobe.linalg.numerics import eigh_desc, orthonormalize, residual_ratios, sym
+from specprobe.linalg.numerics import eigh_desc, orthonormalize, past, residual_ratios, sym
 from specprobe.linalg.protocol import SymmetricOperator
 
 
@@ -27,8 +27,12 @@ def block_lanczos(
     tol: float,
     budget: int,
     generator: torch.Generator,
+    deadline: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Block Lanczos, full re-orthogonalisation (two Gram–Schmidt passes), thick restarts.
+    Stops when the top k pairs converge, after ``budget`` products, or at the first step
+    that ends past ``deadline`` (``time.monotonic()``) once the basis holds k vectors,
+    whichever comes first.
 
     The basis V (D×m, orthonormal) and its products AV = ΘV are both stored, so the
     Rayleigh quotient H = VᵀΘV is exact and the final Ritz residuals ‖AV s − θ V s‖ are
@@ -60,7 +64,7 @@ def block_lanczos(
     first_convergence: int | None = None  # steps the first convergence took
     used = restarts = step = 0
     keep = max(k, min(m - 2 * b, k + (m - k) // 2))
-    while Q.shape[0] > 0 and used < budget:
+    while Q.shape[0] > 0 and used < budget and not (krylov.n >= k and past(deadline)):
         if krylov.n + Q.shape[0] > krylov.size:  # thick restart: Q is orthogonal to all of V
             krylov.restart(keep, Q.shape[0], b, d)
             restarts += 1

@@ -10,6 +10,7 @@ from specprobe.linalg.numerics import (
     eigh_desc,
     orthonormal_basis,
     orthonormalize,
+    past,
     randn,
     residual_ratios,
     sym,
@@ -25,8 +26,11 @@ def lobpcg(
     tol: float,
     budget: int,
     generator: torch.Generator,
+    deadline: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """LOBPCG without preconditioner, block X of b ≥ k vectors, soft locking, float64.
+    Stops when the top k pairs converge, after ``budget`` products, or at the first
+    iteration that ends past ``deadline`` (``time.monotonic()``).
 
     Each iteration: residuals R = ΘX − XΛ of the unconverged columns become W
     (orthonormalised against X and P), ΘW costs one product per column, and Rayleigh–Ritz
@@ -48,7 +52,7 @@ def lobpcg(
     while True:
         R = AX - X * theta
         res = residual_ratios(theta, R.norm(dim=0))
-        if bool((res[:k] <= tol).all()) or used >= budget or X.shape[1] >= d:
+        if bool((res[:k] <= tol).all()) or used >= budget or X.shape[1] >= d or past(deadline):
             break
         if P.shape[1]:
             c = X.T @ P

@@ -7,6 +7,7 @@ a few blocks; costs are O(D·b²) flops for a (D, b) block.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -84,3 +85,8 @@ def floats(values: np.ndarray) -> list[float | None]:
 
 def finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
+
+
+def past(deadline: float | None) -> bool:
+    """Whether ``time.monotonic()`` is beyond ``deadline`` (never, for None)."""
+    return deadline is not None and time.monotonic() > deadline

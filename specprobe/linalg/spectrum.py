@@ -94,6 +94,10 @@ class Spectrum:
     """‖g‖² (χ_loss), when the operator has a residual."""
     product_mode: str | None
     """How J·w was computed (:class:`specprobe.core.operator.ProductMode`), None for a matrix."""
+    stopped_by: str = "tolerance"
+    """Why the solve stopped (:data:`STOPS`): ``tolerance`` (every pair converged, or DENSE),
+    ``products`` (``max_products`` spent), ``time`` (``max_seconds`` passed) or ``space``
+    (the whole space of D vectors explored)."""
 
     @property
     def k(self) -> int:
@@ -106,6 +110,22 @@ class Spectrum:
     @property
     def num_converged(self) -> int:
         return int(self.converged.sum())
+
+    def describe(self) -> str:
+        """One line: what the solve reached and why it stopped (for a log or a report)."""
+        reached = (
+            f"{self.num_converged} of {self.k} eigenpairs converged to tol {self.tol:g} "
+            f"(residuals {float(self.residuals.min()):.2g} to {float(self.residuals.max()):.2g}) "
+            f"in {self.products} products, {self.time_s:.1f} s"
+        )
+        if self.all_converged:
+            return reached
+        why = {
+            "products": "stopped at its budget of products (max_products): raise it to go on",
+            "time": "stopped at its time budget (max_seconds): raise it to go on",
+            "space": "the whole space was explored: the rest are as accurate as D allows",
+        }.get(self.stopped_by, f"stopped ({self.stopped_by})")
+        return f"{reached}; {why}"
 
     @property
     def captured_residual_mass(self) -> float:
@@ -143,6 +163,7 @@ def spectrum(
     method: EigenMethod | str = EigenMethod.LANCZOS,
     tol: float = 1e-6,
     max_products: int | None = None,
+    max_seconds: float | None = None,
     adapter: Adapter | AdapterKind | str | Callable[[nn.Module, Any], Any] | None = None,
     params: Sequence[str] | str | None = None,
     micro_batch_size: int | None = None,
@@ -178,6 +199,7 @@ def spectrum(
         method=method,
         tol=tol,
         max_products=max_products,
+        max_seconds=max_seconds,
         return_eigenvectors=return_eigenvectors,
         seed=seed,
         block_size=block_size,
@@ -194,6 +216,7 @@ def spectrum_of(
     method: EigenMethod | str = EigenMethod.LANCZOS,
     tol: float = 1e-6,
     max_products: int | None = None,
+    max_seconds: float | None = None,
     return_eigenvectors: bool = False,
     seed: int = 0,
     block_size: int | None = None,
@@ -214,6 +237,10 @@ def spectrum_of(
         max_products: the solver's budget of columns of Θ·U (default max(600, 40·k)); when
             it runs out the result says which pairs have not converged. An NTKOperator's
             one-time 2-product self-check (``verify``) comes on top.
+        max_seconds: a time budget for the iterations (LANCZOS, LOBPCG): the solve stops
+            after the first step that ends past it. None: no limit. Whichever budget stops
+            it, the result says what it reached (``converged``, ``residuals``,
+            ``stopped_by``, :meth:`Spectrum.describe`).
         return_eigenvectors: keep v_k (D·k float64) in the result.
         seed: seed of the random start block.
         block_size: b, columns per product block. LANCZOS: default 2 on CPU, min(k, 8) on
@@ -238,6 +265,11 @@ def spectrum_of(
     chosen = parse_enum(EigenMethod, method, "eigen method")
     d = op.shape[0]
     budget = _checked_budget(k, d, tol, max_products, trace_probes)
+    if max_seconds is not None and not max_seconds > 0:
+        raise SpecprobeError(
+            f"expected max_seconds > 0, found {max_seconds}", "leave it None for no time limit"
+        )
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     counts_before = counts(op)
     generator = torch.Generator().manual_seed(seed)
     trace: float | None = None
@@ -250,10 +282,12 @@ def spectrum_of(
         elif chosen is EigenMethod.LANCZOS:
             b = min(block_size or default_block(k, op.device), d)
             m = min(max(basis_size or max(3 * k, k + 6 * b), k + 2 * b), d)
-            values, vectors, applied, iterations = block_lanczos(op, d, k, b, m, tol, budget, generator)
+            values, vectors, applied, iterations = block_lanczos(
+                op, d, k, b, m, tol, budget, generator, deadline
+            )
         else:
             b = _lobpcg_block(k, d, block_size, budget)
-            values, vectors, applied, iterations = lobpcg(op, d, k, b, tol, budget, generator)
+            values, vectors, applied, iterations = lobpcg(op, d, k, b, tol, budget, generator, deadline)
         residuals = relative_residuals(values, vectors, applied)
         vectors = fix_signs(vectors)
         chi_loss, overlaps = _overlaps(op.residual, vectors, k)
@@ -264,10 +298,19 @@ def spectrum_of(
         after - before for after, before in zip(counts(op), counts_before, strict=True)
     )
     mode_used = getattr(op, "mode_used", None)
+    converged = residuals <= tol
+    if chosen is EigenMethod.DENSE or bool(converged.all()):
+        stopped_by = "tolerance"
+    elif products >= budget:  # (an operator's one-time self-check counts too: a 2-product slack)
+        stopped_by = "products"
+    elif deadline is not None and time.monotonic() > deadline:
+        stopped_by = "time"
+    else:
+        stopped_by = "space"
     return Spectrum(
         eigenvalues=values.cpu().numpy(),
         residuals=residuals,
-        converged=residuals <= tol,
+        converged=converged,
         overlaps=overlaps,
         eigenvectors=vectors if return_eigenvectors else None,
         num_outputs=d,
@@ -283,6 +326,7 @@ def spectrum_of(
         trace_stderr=trace_stderr,
         chi_loss=chi_loss,
         product_mode=mode_used.value if isinstance(mode_used, ProductMode) else None,
+        stopped_by=stopped_by,
     )
 
 

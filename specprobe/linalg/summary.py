@@ -42,6 +42,8 @@ def summarize_spectrum(
             spectrum was obtained: method, K eigenpairs, D, columns of Θ·U used.
         spectrum_converged: every top-K pair has Ritz residual ≤ tol;
             spectrum_num_converged: how many have.
+        spectrum_stopped_by, spectrum_tol: why the solve stopped
+            (:attr:`~specprobe.linalg.spectrum.Spectrum.stopped_by`) and its tolerance.
         spectrum_trace: the TrΘ used below; spectrum_trace_source: "chi_net",
             "spectrum" or "density".
         top_eigenvalues: λ_1 ≥ … ≥ λ_K.
@@ -73,6 +75,8 @@ def summarize_spectrum(
         "spectrum_products": spectrum.products,
         "spectrum_converged": spectrum.all_converged,
         "spectrum_num_converged": spectrum.num_converged,
+        "spectrum_stopped_by": spectrum.stopped_by,
+        "spectrum_tol": spectrum.tol,
         "spectrum_trace": trace,
         "spectrum_trace_source": source,
         "top_eigenvalues": floats(lam),

@@ -615,6 +615,24 @@ def run_notes(records: Sequence[Record]) -> list[tuple[Tone, str]]:
                     f"{rows[0].get('label') or run}: checkpoints are ordered by data chunk (ckpt_NNN), not by step",
                 )
             )
+    for r in records:
+        spectrum = r.get("spectrum") or {}
+        if r.get("status") == "ok" and spectrum.get("spectrum_converged") is False:
+            why = {
+                "products": "it stopped at its budget of products",
+                "time": "it stopped at its time budget",
+                "space": "the whole space was explored",
+            }.get(str(spectrum.get("spectrum_stopped_by")), "it stopped early")
+            tol = spectrum.get("spectrum_tol")
+            notes.append(
+                (
+                    Tone.WARN,
+                    f"{checkpoint_name(r)}: {spectrum.get('spectrum_num_converged')} of "
+                    f"{spectrum.get('spectrum_k')} eigenpairs converged"
+                    + (f" to tol {tol:g}" if isinstance(tol, int | float) else "")
+                    + f" ({why}); the others are approximate (their residuals are in the record)",
+                )
+            )
     hashes = list(dict.fromkeys(str(r["settings_hash"]) for r in records if r.get("settings_hash")))
     if len(hashes) > 1:
         notes.append(

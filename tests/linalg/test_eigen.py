@@ -116,6 +116,29 @@ def test_a_tiny_budget_says_not_converged(method: str) -> None:
     summary = summarize_spectrum(result)
     assert summary["spectrum_converged"] is False
     assert summary["spectrum_num_converged"] == result.num_converged < k
+    # The stopping rule says what it reached and why it stopped (issue 31).
+    assert result.stopped_by == summary["spectrum_stopped_by"] == "products"
+    line = result.describe()
+    assert f"{result.num_converged} of {k} eigenpairs converged to tol 1e-08" in line
+    assert "budget of products (max_products)" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("method", ["lanczos", "lobpcg"])
+def test_a_time_budget_stops_the_solve_and_says_so(method: str) -> None:
+    """``max_seconds``: the solve stops after the first step past it; what it reached is
+    stated, and what is flagged converged is right."""
+    model, batch = CASES[2].build(F64)
+    ref = specprobe.dense_kernel(model, batch)
+    result = spectrum(model, batch, k=6, method=method, tol=1e-12, max_seconds=1e-9)
+    assert result.stopped_by == "time" and not result.all_converged
+    assert "time budget (max_seconds)" in result.describe()
+    errors = rel(result.eigenvalues, ref.eigenvalues[:6].numpy())
+    assert (errors[result.converged] <= 1e-6).all()
+    unlimited = spectrum(model, batch, k=6, method=method, tol=1e-8)
+    assert unlimited.stopped_by == "tolerance" and unlimited.all_converged
+    assert unlimited.describe().startswith("6 of 6 eigenpairs converged")
+    with pytest.raises(specprobe.SpecprobeError, match="max_seconds > 0"):
+        spectrum(model, batch, k=2, max_seconds=0)
 
 
 def test_repeated_eigenvalues_need_a_block() -> None:
@@ -335,7 +358,7 @@ def test_summary_is_json_ready_and_consistent() -> None:
     assert "NaN" not in text
     expected_keys = {
         "spectrum_method", "spectrum_k", "spectrum_num_outputs", "spectrum_products",
-        "spectrum_converged", "spectrum_num_converged", "spectrum_trace", "spectrum_trace_source",
+        "spectrum_converged", "spectrum_num_converged", "spectrum_stopped_by", "spectrum_tol", "spectrum_trace", "spectrum_trace_source",
         "top_eigenvalues", "top_eigenvalue_residuals", "top_eigenvalue_fractions", "top_overlaps",
         "captured_residual_mass", "position_threshold", "position_index",
         "position_index_is_estimate", "position_index_stderr", "position_index_lower_bound",
@@ -394,3 +417,24 @@ def test_bad_slq_and_trace_settings() -> None:
         deflated_trace(op, rank=14)
     with pytest.raises(specprobe.SpecprobeError, match=r"basis of shape \(D=14, r\)"):
         deflated_trace(op, basis=torch.zeros(13, 2))
+
+
+def test_the_report_says_when_eigenpairs_did_not_converge() -> None:
+    from specprobe.report.tables import run_notes
+    from tests.analysis.test_family import record
+
+    spectrum = {
+        "spectrum_converged": False,
+        "spectrum_num_converged": 3,
+        "spectrum_k": 5,
+        "spectrum_stopped_by": "products",
+        "spectrum_tol": 1e-6,
+    }
+    notes = [text for _, text in run_notes([record("m", 10, 1.0, params=1000, spectrum=spectrum)])]
+    assert any(
+        "3 of 5 eigenpairs converged to tol 1e-06 (it stopped at its budget of products)" in n for n in notes
+    )
+    done = {**spectrum, "spectrum_converged": True, "spectrum_num_converged": 5}
+    assert not any(
+        "eigenpairs" in text for _, text in run_notes([record("m", 10, 1.0, params=1000, spectrum=done)])
+    )
