@@ -68,3 +68,20 @@ def test_hutchinson_on_cuda_equals_cpu_to_rounding(case: object, estimator: str)
     gpu = specprobe.measure(model.to("cuda"), on_gpu, estimator=estimator, probes=8, seed=3)
     for field in ("chi_net", "chi_net_stderr", "spectral_position"):
         assert getattr(gpu, field) == pytest.approx(getattr(cpu, field), rel=1e-8), field
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_v_on_the_host_equals_v_on_the_gpu(dtype: torch.dtype) -> None:
+    """``gradient_sum_device="cpu"``: V summed in the host's memory and brought back tensor
+    by tensor for the second pass gives the numbers of V on the GPU, and the plan says so."""
+    model, batch = CASES[2].build(torch.float64)
+    model = model.to("cuda", dtype)
+    on_gpu = {k: v.to("cuda") for k, v in batch.items()}
+    common = dict(estimator="hutchinson_per_sample", probes=4, seed=3, micro_batch_size=1)
+    plans: list[object] = []
+    device = specprobe.measure(model, on_gpu, gradient_sum_device="device", **common)  # type: ignore[arg-type]
+    host = specprobe.measure(model, on_gpu, gradient_sum_device="cpu", plan=plans.append, **common)  # type: ignore[arg-type]
+    rel = 1e-10 if dtype == torch.float64 else 1e-5  # float32 sums, added in another order
+    for field in ("chi_net", "spectral_position", "population_position", "grad_norm_sq"):
+        assert getattr(host, field) == pytest.approx(getattr(device, field), rel=rel), field
+    assert plans[0].gradient_sum_on_host and plans[0].host > 0  # type: ignore[attr-defined]
