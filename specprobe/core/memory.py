@@ -221,6 +221,19 @@ class MemoryPlan:
             "host": self.host,
         }
 
+    def summary(self) -> str:
+        """A short line: the estimate beside a training step's, and where V is kept."""
+        kept = ""
+        if self.gradient_sum:
+            where = "in the host's memory" if self.gradient_sum_on_host else "beside the model"
+            kept = (
+                f", the gradient sum V ({human_bytes(self.gradient_sum)}, {self.gradient_sum_dtype}) {where}"
+            )
+        return (
+            f"about {human_bytes(self.total)} (a training step: about {human_bytes(self.training_step)}){kept}; "
+            f"micro-batches of {self.micro_batch_size}, {self.probe_batch_size} probe(s) per backward pass"
+        )
+
     def describe(self) -> str:
         """One line: the estimate part by part, beside a training step's."""
         parts = [f"weights {human_bytes(self.weights)}", f"the process {human_bytes(self.process)}"]

@@ -80,7 +80,7 @@ class SweepProgress(Observer):
             return
         self._planned[checkpoint.model] = plan.total
         self.progress.console.print(
-            one_line(f"memory for {checkpoint.model}: {plan.describe()}"),
+            one_line(f"memory for {checkpoint.model}: {plan.summary()}"),
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -111,7 +111,7 @@ def test_resume_skips_finished_records(hub: dict[str, str], corpus: Path, tmp_pa
     assert again.exit_code == 2 and "already holds results" in again.output
     # The memory plan is said once per model, beside a training step's (issue 31).
     assert first.output.count(f"memory for {REPO}: about ") == 1, first.output
-    assert "a training step about" in first.output, first.output
+    assert "(a training step: about" in first.output, first.output
     resumed = analyze(
         REPO, "--revisions", "step1,step2,step4", "--dataset", str(corpus), *SMALL, "--out", out, "--resume"
     )

@@ -274,6 +274,8 @@ def test_a_plan_with_v_on_the_host_counts_it_there() -> None:
     assert on_host.total == on_gpu.total - 47 * 10**9 and on_host.host == 47 * 10**9
     assert not on_host.refused(cpu=False)
     assert "on the host, the gradient sum V" in on_host.describe()
+    assert "gradient sum V (43.8 GiB, float32) in the host's memory" in on_host.summary()
+    assert "beside the model" in on_gpu.summary() and "(a training step: about" in on_gpu.summary()
     assert "gradient sum V" not in on_host.describe().split(";")[0]
     assert _plan(gradient_sum_on_host=True, host_available=40 * 10**9).refused(cpu=False)  # nor there
     assert on_host.as_dict()["host"] == 47 * 10**9
