@@ -386,7 +386,10 @@ def check_run_folder(directory: Path | str) -> None:
                 f"expected a run folder at {directory}, found a file",
                 "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
             )
-        if not directory.exists() or is_regular_file(directory / MARKER_FILE):
+        if not directory.exists():
+            return
+        _check_own_files(directory)
+        if is_regular_file(directory / MARKER_FILE):
             return
         names = sorted(entry.name for entry in directory.iterdir())
     except OSError as err:
@@ -402,6 +405,36 @@ def check_run_folder(directory: Path | str) -> None:
             f"{directory} is not a specprobe run folder: it holds files specprobe did not write ({shown})",
             "give --out a new or empty folder; specprobe refuses to write beside other files "
             "(a model folder's config.json would be overwritten)",
+        )
+
+
+_ROLES = {
+    RESULTS_FILE: "results file",
+    CONFIG_FILE: "config file",
+    MARKER_FILE: "marker file",
+    LOCK_FILE: "lock file",
+    PARTIAL_FILE: "set-aside file",
+}
+
+
+def _check_own_files(directory: Path) -> None:
+    """Refuse a run folder where a file only the store writes (:data:`PROTECTED_FILES`) is
+    there but is not a regular file (a link, a FIFO, a socket, a folder): specprobe reads
+    and writes them only as what they are, and says so before any work, not when the
+    first record is written."""
+    for name in PROTECTED_FILES:
+        path = directory / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode):
+            continue
+        kind = f"a symbolic link (to {os.readlink(path)})" if stat.S_ISLNK(mode) else _kind(mode)
+        raise SpecprobeError(
+            f"the {_ROLES[name]} {path} of the run folder is {kind}, not a regular file",
+            "specprobe never reads or writes its run folder's files through a link or a special file; "
+            "move it away (or put the regular file back) and rerun",
         )
 
 

@@ -27,14 +27,18 @@ from specprobe.store.folder import (
     CONFIG_FILE,
     LOCK_FILE,
     MARKER_FILE,
+    PROTECTED_FILES,
     RESULTS_FILE,
     atomic_write,
     check_output,
+    check_run_folder,
 )
 from specprobe.store.results import ResultStore
+from tests.cli import test_analyze
 from tests.store.test_results_safety import record
 
 runner = CliRunner()
+hub, corpus, tokenizer = test_analyze.hub, test_analyze.corpus, test_analyze.tokenizer
 
 # ---- the file-system states ----------------------------------------------------------------
 
@@ -214,6 +218,56 @@ def test_figures_never_go_through_a_link_or_into_a_special_file(state: str) -> N
         store = a_run(root)
         with place(store.directory / "figures", state, user):
             check_only_owned_changed(root, "run/figures", state, lambda: figures(store), folder=True)
+
+
+NOT_REGULAR = tuple(s for s in STATES if s not in ("absent", "file"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(PROTECTED_FILES), state=st.sampled_from(NOT_REGULAR))
+def test_a_run_folder_whose_own_file_is_not_a_regular_file_is_refused_before_work(
+    name: str, state: str
+) -> None:
+    """A run folder whose results.jsonl (config.json, marker, lock, set-aside file) is a
+    FIFO, a folder, a socket or a link is refused by the check every writer makes before
+    any work (``analyze --resume`` measured the model, appended to config.json and only
+    then refused to write results.jsonl, with a hint to write ``results.jsonl/report.html``;
+    a link at results.jsonl was read through)."""
+    from specprobe.pipeline.writer import check_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        user = user_area(root)
+        store = a_run(root)
+        (store.directory / name).unlink(missing_ok=True)
+        with place(store.directory / name, state, user):
+            before = tree(root)
+            with pytest.raises(SpecprobeError) as err:
+                check_run_folder(store.directory)
+            assert name in err.value.message and "not a regular file" in err.value.message
+            assert "\n" not in err.value.message and "move it away" in (err.value.hint or "")
+            with pytest.raises(SpecprobeError):
+                check_store(ResultStore(store.directory), resume=True)
+            assert tree(root) == before
+
+
+def test_resume_onto_a_fifo_results_file_measures_nothing(
+    hub: dict[str, str], corpus: Path, tmp_path: Path
+) -> None:
+    from tests.cli.test_analyze import REPO, SMALL, analyze
+
+    out = tmp_path / "run"
+    first = analyze(REPO, "--revisions", "step1", "--dataset", str(corpus), *SMALL, "--out", str(out))
+    assert first.exit_code == 0, first.output
+    (out / RESULTS_FILE).unlink()
+    os.mkfifo(out / RESULTS_FILE)
+    before = tree(tmp_path)
+    again = analyze(
+        REPO, "--revisions", "step1,step2", "--dataset", str(corpus), *SMALL, "--out", str(out), "--resume"
+    )
+    assert again.exit_code == 2 and "a FIFO (named pipe), not a regular file" in again.output, again.output
+    assert "memory for" not in again.output  # refused before the model was loaded
+    assert tree(tmp_path) == {k: v for k, v in before.items()}
 
 
 INPUTS = ("hub-snapshot", "model-folder", "dataset")
