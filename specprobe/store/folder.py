@@ -261,19 +261,27 @@ def writable_target(
                 f"{what} {path} would overwrite an input of this command ({given})",
                 f"write it outside the inputs, e.g. {what} {Path.cwd() / ('report' + (real.suffix or '.html'))}",
             )
+    refuse_input_place(real, what=what, shown=path)
+    return target
+
+
+def refuse_input_place(real: Path, *, what: str, shown: str | Path) -> None:
+    """SpecprobeError when the resolved path ``real`` (shown as ``shown``) lies where
+    specprobe reads and never writes: under the Hugging Face cache, or inside a model
+    folder. Every file write (:func:`writable_target`) and every run folder
+    (:func:`check_run_folder`, before its lock is made) is checked by it."""
     for root in huggingface_cache_roots():
         if _inside(real, root):
             raise SpecprobeError(
-                f"{what} {path} is inside the Hugging Face cache ({root})",
+                f"{what} {shown} is inside the Hugging Face cache ({root})",
                 "specprobe never writes into the cache it reads models from; write it elsewhere",
             )
     model = next((folder for folder in real.parents if is_model_folder(folder)), None)
     if model is not None:
         raise SpecprobeError(
-            f"{what} {path} is inside the model folder {model}",
+            f"{what} {shown} is inside the model folder {model}",
             "specprobe never writes into a model's folder; write it elsewhere",
         )
-    return target
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:
@@ -377,9 +385,15 @@ def check_run_folder(directory: Path | str) -> None:
 
     Accepted: a path that does not exist yet, an empty folder, a folder with the marker
     file, or a folder holding only files specprobe writes (a run of an older specprobe,
-    whose ``config.json`` must then be specprobe's). Writes nothing.
+    whose ``config.json`` must then be specprobe's). Refused: a folder inside an input
+    (the Hugging Face cache, a model folder: :func:`refuse_input_place`) and a folder
+    whose own files (:data:`PROTECTED_FILES`) are not regular files. Writes nothing.
     """
     directory = output_path(directory)
+    # the folder's own files would be the first written (the lock, the marker)
+    refuse_input_place(
+        Path(os.path.realpath(directory / MARKER_FILE)), what="the run folder", shown=directory
+    )
     try:
         if directory.exists() and not directory.is_dir():
             raise SpecprobeError(

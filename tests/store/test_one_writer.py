@@ -8,6 +8,7 @@ changes; the listed cases are the ones the fourth adversarial pass found."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -310,6 +312,55 @@ def test_no_write_into_an_input(where: str, name: str, link: bool) -> None:
         with pytest.raises(SpecprobeError):
             check_output(target, "--html", inputs=[dataset])
         assert tree(watched) == before
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    where=st.sampled_from(["hub-snapshot", "hf-home", "model-folder"]),
+    spelling=st.sampled_from(["direct", "link", "dotdot"]),
+    writer=st.sampled_from(["check", "append", "probe"]),
+)
+def test_a_run_folder_inside_an_input_is_refused_and_nothing_is_made(
+    where: str, spelling: str, writer: str
+) -> None:
+    """``analyze --out $HF_HOME/run`` (or a folder inside a model folder, or a ``Probe`` with
+    such an ``out``) was refused only when the marker was written, after the lock had made
+    the folder and written ``.specprobe.lock`` into the cache; a Probe kept its records
+    pending for ever. The run folder's place is refused by the check every writer makes
+    first, and nothing is made."""
+    import specprobe
+
+    hf_home = Path(os.environ["HF_HOME"])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        snapshot = hf_home / "hub" / "models--EleutherAI--pythia-14m" / "snapshots" / "f33025"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        model = root / "model"
+        model.mkdir()
+        (model / "config.json").write_text('{"model_type": "gpt_neox"}')
+        (model / "model.safetensors").write_bytes(b"weights")
+        base = {"hub-snapshot": snapshot, "hf-home": hf_home, "model-folder": model}[where]
+        if spelling == "link":
+            (root / "link").symlink_to(base)
+            base = root / "link"
+        elif spelling == "dotdot":
+            base = base / ".." / base.name
+        run = base / "runs" / "mine"
+        watched = [tree(hf_home), tree(root)]
+        batch = (torch.ones(2, 3), torch.zeros(2, dtype=torch.long))
+        try:
+            with pytest.raises(SpecprobeError) as err:
+                if writer == "check":
+                    check_run_folder(run)
+                elif writer == "append":
+                    ResultStore(run).append(record("step1"))
+                else:
+                    specprobe.Probe(batch, probes=2, out=run)
+            assert "never writes" in (err.value.hint or ""), err.value
+            assert [tree(hf_home), tree(root)] == watched
+        finally:  # what a failing run made must not spoil the next example
+            for made in (hf_home / "runs", snapshot / "runs"):
+                shutil.rmtree(made, ignore_errors=True)
 
 
 # ---- the listed cases ------------------------------------------------------------------------
