@@ -254,22 +254,27 @@ def writable_target(
             f"{what} {path} would overwrite {real.name} of the run folder {real.parent}",
             f"write it under another name, e.g. {what} {real.parent / 'report.html'}",
         )
-    for given in inputs:
-        source = Path(os.path.realpath(output_path(given)))
-        if real == source or (source.is_dir() and source in real.parents):
-            raise SpecprobeError(
-                f"{what} {path} would overwrite an input of this command ({given})",
-                f"write it outside the inputs, e.g. {what} {Path.cwd() / ('report' + (real.suffix or '.html'))}",
-            )
-    refuse_input_place(real, what=what, shown=path)
+    refuse_input_place(real, what=what, shown=path, inputs=inputs)
     return target
 
 
-def refuse_input_place(real: Path, *, what: str, shown: str | Path) -> None:
+def refuse_input_place(
+    real: Path, *, what: str, shown: str | Path, inputs: Iterable[str | Path] = (), example: str | None = None
+) -> None:
     """SpecprobeError when the resolved path ``real`` (shown as ``shown``) lies where
-    specprobe reads and never writes: under the Hugging Face cache, or inside a model
-    folder. Every file write (:func:`writable_target`) and every run folder
-    (:func:`check_run_folder`, before its lock is made) is checked by it."""
+    specprobe reads and never writes: one of ``inputs`` (the command's dataset and local
+    models) or inside one of them, under the Hugging Face cache, or inside a model folder.
+    Every file write (:func:`writable_target`), every run folder (:func:`check_run_folder`,
+    before its lock is made) and every command's ``--out`` (with its inputs, before any
+    work) is checked by it; ``example`` is the hint's example of a place outside them."""
+    for given in inputs:
+        source = Path(os.path.realpath(output_path(given)))
+        if real == source or (source.is_dir() and source in real.parents):
+            elsewhere = example or f"{what} {Path.cwd() / ('report' + (real.suffix or '.html'))}"
+            raise SpecprobeError(
+                f"{what} {shown} would overwrite an input of this command ({given})",
+                f"write it outside the inputs, e.g. {elsewhere}",
+            )
     for root in huggingface_cache_roots():
         if _inside(real, root):
             raise SpecprobeError(
@@ -390,10 +395,8 @@ def check_run_folder(directory: Path | str) -> None:
     whose own files (:data:`PROTECTED_FILES`) are not regular files. Writes nothing.
     """
     directory = output_path(directory)
-    # the folder's own files would be the first written (the lock, the marker)
-    refuse_input_place(
-        Path(os.path.realpath(directory / MARKER_FILE)), what="the run folder", shown=directory
-    )
+    # before its lock and marker are made (a model folder itself is refused below, naming its files)
+    refuse_input_place(Path(os.path.realpath(directory)), what="the run folder", shown=directory)
     try:
         if directory.exists() and not directory.is_dir():
             raise SpecprobeError(

@@ -7,6 +7,7 @@ changes; the listed cases are the ones the fourth adversarial pass found."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -361,6 +362,44 @@ def test_a_run_folder_inside_an_input_is_refused_and_nothing_is_made(
         finally:  # what a failing run made must not spoil the next example
             for made in (hf_home / "runs", snapshot / "runs"):
                 shutil.rmtree(made, ignore_errors=True)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spelling=st.sampled_from(["direct", "link", "dotdot", "nested"]),
+    kind=st.sampled_from(["txt", "jsonl"]),
+)
+def test_a_run_folder_inside_the_dataset_is_refused_before_any_work(
+    hub: dict[str, str], corpus: Path, spelling: str, kind: str
+) -> None:
+    """``analyze --dataset DS --out DS/run`` wrote its run folder into the dataset folder
+    (``--html DS/report.html`` was refused): the next run on DS failed ("found json,
+    text"), or, for a folder of .jsonl files, would have read results.jsonl as text."""
+    from tests.cli.test_analyze import REPO, SMALL, analyze
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "texts"
+        data.mkdir()
+        lines = corpus.read_text().splitlines()
+        if kind == "txt":
+            (data / "a.txt").write_text("\n".join(lines) + "\n")
+        else:
+            (data / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+        out = {
+            "direct": data / "run",
+            "link": root / "link" / "run",
+            "dotdot": data / ".." / data.name / "run",
+            "nested": data / "runs" / "today",
+        }[spelling]
+        (root / "link").symlink_to(data)
+        before = tree(root)
+        result = analyze(REPO, "--revisions", "step1", "--dataset", str(data), *SMALL, "--out", str(out))
+        assert result.exit_code == 2 and "would overwrite an input of this command" in result.output, (
+            result.output
+        )
+        assert "memory for" not in result.output  # refused before the model was loaded
+        assert tree(root) == before
 
 
 # ---- the listed cases ------------------------------------------------------------------------
