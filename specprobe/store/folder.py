@@ -20,6 +20,7 @@ import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from specprobe.errors import SpecprobeError
 
@@ -109,11 +110,10 @@ def atomic_write(
             raise SpecprobeError(
                 f"{what} cannot be written to standard output (-)", f"give {what} a file name"
             )
-        import sys
-
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        out = standard_output(what)
+        out.flush()
+        out.buffer.write(data)
+        out.buffer.flush()
         return None
     target = writable_target(path, what=what, run_file=run_file, inputs=inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +138,20 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def standard_output(what: str) -> Any:
+    """The standard output ``-`` means for ``what``; SpecprobeError when it is closed (a
+    command started with ``>&-`` has none: Python's ``sys.stdout`` is None)."""
+    import sys
+
+    stream = sys.stdout
+    if stream is None or getattr(stream, "closed", False) or not hasattr(stream, "buffer"):
+        raise SpecprobeError(
+            f"cannot write {what} to standard output (-): standard output is closed",
+            f"give {what} a file name, or run the command with standard output open",
+        )
+    return stream
 
 
 _KINDS = (
@@ -346,6 +360,7 @@ def check_output(
             raise SpecprobeError(
                 f"{option} is a folder of files: it cannot be standard output (-)", f"give {option} a folder"
             )
+        standard_output(option)
         return Path("-")
     out = output_path(path)
     runs_here = {Path(os.path.realpath(output_path(r))) for r in runs}

@@ -440,6 +440,35 @@ def test_dash_is_standard_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert both.exit_code == 2 and "at most one output on standard output" in both.output
 
 
+@pytest.mark.parametrize("option", ["--html", "--csv"])
+def test_dash_with_standard_output_closed_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    """``report R --csv - >&-`` (standard output closed) ended in an AttributeError
+    traceback (``sys.stdout`` is None), exit 1; ``--html -`` too, after the work."""
+    store = a_run(tmp_path)
+    monkeypatch.setattr("sys.stdout", None)
+    with pytest.raises(SpecprobeError) as err:
+        check_output("-", option)
+    assert "standard output is closed" in err.value.message and option in err.value.message
+    with pytest.raises(SpecprobeError):
+        atomic_write("-", "model\n", what=option, stdout=True)
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "specprobe", "report", str(store.directory), option, "-"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # the child starts with standard output closed
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+
+
 def test_a_link_at_the_lock_is_never_written_through(tmp_path: Path) -> None:
     """A link at RUN/.specprobe.lock: the lock was written into the file it points at."""
     store = a_run(tmp_path)
