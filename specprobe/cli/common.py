@@ -210,14 +210,26 @@ def check_outputs(
     figures: str | Path | None = None,
     inputs: Sequence[str | Path] = (),
 ) -> None:
-    """Refuse, before any work, an output (``--html``, ``--csv``, the figures folder) that
-    would replace a file of the run folder ``run`` that only the store writes, or one of
-    ``inputs`` (:func:`specprobe.store.folder.check_output`, the one check every output
-    path goes through; the writers below call it again)."""
-    from specprobe.store.folder import check_output
+    """Refuse, before any work, a run folder ``run`` inside one of ``inputs`` (a dataset
+    folder, a local model's folder), and an output (``--html``, ``--csv``, the figures
+    folder) that would replace a file of the run folder that only the store writes, or
+    one of ``inputs`` (:func:`specprobe.store.folder.check_output`, the one check every
+    output path goes through; the writers below call it again)."""
+    import os
+
+    from specprobe.store.folder import check_output, check_run_folder, output_path, refuse_input_place
 
     runs = [run] if run is not None else []
     local = [i for i in inputs if Path(i).expanduser().exists()]
+    if run is not None:  # its files would be written into the input (and read as data next time)
+        check_run_folder(run)  # first: a folder of other files (a model's) is named by its files
+        refuse_input_place(
+            Path(os.path.realpath(output_path(run))),
+            what="--out",
+            shown=run,
+            inputs=local,
+            example=f"--out {Path.cwd() / 'specprobe-runs' / Path(run).name}",
+        )
     for option, path, folder in (("--html", html, False), ("--csv", csv, False), ("--out", figures, True)):
         if path is not None:
             check_output(path, option, folder=folder, runs=runs, inputs=local)

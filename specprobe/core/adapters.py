@@ -238,11 +238,17 @@ class CausalLMAdapter(Adapter):
         # with the pads masked as keys makes the tokens' outputs independent of where the
         # pads sit, so the logits are moved back to the batch's own layout after the
         # forward pass and nothing else sees the move.
-        rolled = left_padding_roll(attention_mask)
-        fed_ids, fed_mask = input_ids, attention_mask
+        # A row with no attended token (all padding) attends to nothing at every query: NaN
+        # in models that mask with -inf, and whether it appears depends on the dtype and on
+        # which rows share its micro-batch. Its outputs count nowhere (the mask below is the
+        # batch's own), so it runs as if attended: the other rows do not see it.
+        empty = ~attention_mask.to(torch.bool).any(-1, keepdim=True)
+        fed_mask = attention_mask.masked_fill(empty, 1) if bool(empty.any()) else attention_mask
+        rolled = left_padding_roll(fed_mask)
+        fed_ids = input_ids
         if rolled is not None:
             to_right, _ = rolled
-            fed_ids, fed_mask = input_ids.gather(1, to_right), attention_mask.gather(1, to_right)
+            fed_ids, fed_mask = input_ids.gather(1, to_right), fed_mask.gather(1, to_right)
             extra = {k: v.gather(1, to_right) for k, v in extra.items()}
         if "position_ids" not in extra and not bool(fed_mask.all()) and _accepts(model, "position_ids"):
             # Positions count the attended tokens, as a right-padded row's do (models with

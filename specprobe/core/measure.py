@@ -727,11 +727,14 @@ class _Run:
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
         loss_stderr = self._loss_stderr()
-        self.terms = Terms.gather(self.sums, self.trace.sample_traces(), self.reduction, self.num_samples)
+        counted = self._sample_entries() > 0  # the sequences with a counted output
+        self.terms = Terms.gather(self.sums, self.trace.sample_traces(), self.reduction, counted)
         whole = (
             None if self.terms is None else self.terms.estimate(self.grad_sq, np.ones(len(self.params), bool))
         )
-        fields = {} if whole is None else measurement_fields(whole, self.outputs, self.rows, self.num_samples)
+        fields = (
+            {} if whole is None else measurement_fields(whole, self.outputs, self.rows, int(counted.sum()))
+        )
         return Measurement(
             loss=self.loss_sum / n,
             loss_stderr=loss_stderr,
@@ -758,14 +761,18 @@ class _Run:
             **fields,
         )
 
+    def _sample_entries(self) -> np.ndarray:
+        """n_s, each sequence's counted entries, of the whole set (gathered across processes)."""
+        return self.sample_entries if self.reduction is None else self.reduction.gather(self.sample_entries)
+
     def _loss_stderr(self) -> float | None:
         """The delete-one-sequence jackknife standard error of the loss L = Σ_s ℓ_s / Σ_s n_s
         (ℓ_s a sequence's summed loss, n_s its counted entries), over the sequences with a
         counted entry; None with fewer than two. As the population position's errors, it
         is the spread over sequences: how far another draw of as many sequences would move L."""
-        losses, entries = self.sample_loss, self.sample_entries
+        losses, entries = self.sample_loss, self._sample_entries()
         if self.reduction is not None:
-            losses, entries = self.reduction.gather(losses), self.reduction.gather(entries)
+            losses = self.reduction.gather(losses)
         counted = entries > 0
         losses, entries = losses[counted], entries[counted]
         k = losses.shape[0]

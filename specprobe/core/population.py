@@ -140,15 +140,26 @@ class Terms:
 
     @classmethod
     def gather(
-        cls, sums: SequenceSums | None, tau: np.ndarray | None, reduce: Reduction | None, num_samples: int
+        cls,
+        sums: SequenceSums | None,
+        tau: np.ndarray | None,
+        reduce: Reduction | None,
+        counted: np.ndarray,
     ) -> Terms | None:
-        """The terms of the whole set of ``num_samples`` sequences (gathered across processes
-        with ``reduce``); None without per-sequence terms or traces, or for n < 2."""
-        if sums is None or tau is None or num_samples < 2:
+        """The terms of the whole set's sequences (gathered across processes with
+        ``reduce``) that have a counted output, ``counted`` (boolean, one per sequence of
+        the whole set): a row without one (all padding, or a single token, whose last
+        position predicts nothing) is not a draw of the data, and counting it as a sequence
+        with a zero gradient would move every estimate with the batch's layout. None
+        without per-sequence terms or traces, or for n < 2 such sequences."""
+        if sums is None or tau is None or int(counted.sum()) < 2:
             return None
         if reduce is not None:
             tau = reduce.gather(tau)
-        return cls(sums.gathered(reduce), tau)
+        whole = sums.gathered(reduce)
+        kept = SequenceSums(0, whole.a.shape[1])
+        kept.a, kept.c, kept.rho = whole.a[counted], whole.c[counted], whole.rho[counted]
+        return cls(kept, tau[counted])
 
     def estimate(self, grad_sq: np.ndarray, members: np.ndarray) -> Estimate:
         """:func:`estimate` over the tensors in ``members``; ``grad_sq`` is ‖V_p‖² per tensor."""

@@ -234,9 +234,11 @@ def _plan_checkpoints(plan: SweepPlan, observer: Observer) -> list[PlannedCheckp
             ckpt = replace(found, model=model_identity(found.model)) if found.path is not None else found
             if (ckpt.model, ckpt.revision) in seen:  # listed twice (or two spellings): measured once
                 continue
-            seen.add((ckpt.model, ckpt.revision))
             observer.preparing(f"resolving {ckpt.name}")
             commit = resolve_commit(ckpt.model, ckpt.revision) if ckpt.path is None else None
+            if commit is not None and (ckpt.model, commit) in seen:  # a name and its commit are one
+                continue
+            seen.update({(ckpt.model, ckpt.revision), (ckpt.model, commit or ckpt.revision)})
             item = PlannedCheckpoint(spec, ckpt, commit)
             item.position = position_of(item)  # a stated rule that cannot apply fails here
             planned.append(item)

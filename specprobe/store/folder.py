@@ -20,6 +20,7 @@ import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from specprobe.errors import SpecprobeError
 
@@ -109,11 +110,10 @@ def atomic_write(
             raise SpecprobeError(
                 f"{what} cannot be written to standard output (-)", f"give {what} a file name"
             )
-        import sys
-
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        out = standard_output(what)
+        out.flush()
+        out.buffer.write(data)
+        out.buffer.flush()
         return None
     target = writable_target(path, what=what, run_file=run_file, inputs=inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +138,20 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def standard_output(what: str) -> Any:
+    """The standard output ``-`` means for ``what``; SpecprobeError when it is closed (a
+    command started with ``>&-`` has none: Python's ``sys.stdout`` is None)."""
+    import sys
+
+    stream = sys.stdout
+    if stream is None or getattr(stream, "closed", False) or not hasattr(stream, "buffer"):
+        raise SpecprobeError(
+            f"cannot write {what} to standard output (-): standard output is closed",
+            f"give {what} a file name, or run the command with standard output open",
+        )
+    return stream
 
 
 _KINDS = (
@@ -254,26 +268,39 @@ def writable_target(
             f"{what} {path} would overwrite {real.name} of the run folder {real.parent}",
             f"write it under another name, e.g. {what} {real.parent / 'report.html'}",
         )
+    refuse_input_place(real, what=what, shown=path, inputs=inputs)
+    return target
+
+
+def refuse_input_place(
+    real: Path, *, what: str, shown: str | Path, inputs: Iterable[str | Path] = (), example: str | None = None
+) -> None:
+    """SpecprobeError when the resolved path ``real`` (shown as ``shown``) lies where
+    specprobe reads and never writes: one of ``inputs`` (the command's dataset and local
+    models) or inside one of them, under the Hugging Face cache, or inside a model folder.
+    Every file write (:func:`writable_target`), every run folder (:func:`check_run_folder`,
+    before its lock is made) and every command's ``--out`` (with its inputs, before any
+    work) is checked by it; ``example`` is the hint's example of a place outside them."""
     for given in inputs:
         source = Path(os.path.realpath(output_path(given)))
         if real == source or (source.is_dir() and source in real.parents):
+            elsewhere = example or f"{what} {Path.cwd() / ('report' + (real.suffix or '.html'))}"
             raise SpecprobeError(
-                f"{what} {path} would overwrite an input of this command ({given})",
-                f"write it outside the inputs, e.g. {what} {Path.cwd() / ('report' + (real.suffix or '.html'))}",
+                f"{what} {shown} would overwrite an input of this command ({given})",
+                f"write it outside the inputs, e.g. {elsewhere}",
             )
     for root in huggingface_cache_roots():
         if _inside(real, root):
             raise SpecprobeError(
-                f"{what} {path} is inside the Hugging Face cache ({root})",
+                f"{what} {shown} is inside the Hugging Face cache ({root})",
                 "specprobe never writes into the cache it reads models from; write it elsewhere",
             )
     model = next((folder for folder in real.parents if is_model_folder(folder)), None)
     if model is not None:
         raise SpecprobeError(
-            f"{what} {path} is inside the model folder {model}",
+            f"{what} {shown} is inside the model folder {model}",
             "specprobe never writes into a model's folder; write it elsewhere",
         )
-    return target
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:
@@ -333,6 +360,7 @@ def check_output(
             raise SpecprobeError(
                 f"{option} is a folder of files: it cannot be standard output (-)", f"give {option} a folder"
             )
+        standard_output(option)
         return Path("-")
     out = output_path(path)
     runs_here = {Path(os.path.realpath(output_path(r))) for r in runs}
@@ -377,16 +405,23 @@ def check_run_folder(directory: Path | str) -> None:
 
     Accepted: a path that does not exist yet, an empty folder, a folder with the marker
     file, or a folder holding only files specprobe writes (a run of an older specprobe,
-    whose ``config.json`` must then be specprobe's). Writes nothing.
+    whose ``config.json`` must then be specprobe's). Refused: a folder inside an input
+    (the Hugging Face cache, a model folder: :func:`refuse_input_place`) and a folder
+    whose own files (:data:`PROTECTED_FILES`) are not regular files. Writes nothing.
     """
     directory = output_path(directory)
+    # before its lock and marker are made (a model folder itself is refused below, naming its files)
+    refuse_input_place(Path(os.path.realpath(directory)), what="the run folder", shown=directory)
     try:
         if directory.exists() and not directory.is_dir():
             raise SpecprobeError(
                 f"expected a run folder at {directory}, found a file",
                 "give --out a new or empty folder (specprobe writes results.jsonl and config.json into it)",
             )
-        if not directory.exists() or is_regular_file(directory / MARKER_FILE):
+        if not directory.exists():
+            return
+        _check_own_files(directory)
+        if is_regular_file(directory / MARKER_FILE):
             return
         names = sorted(entry.name for entry in directory.iterdir())
     except OSError as err:
@@ -402,6 +437,36 @@ def check_run_folder(directory: Path | str) -> None:
             f"{directory} is not a specprobe run folder: it holds files specprobe did not write ({shown})",
             "give --out a new or empty folder; specprobe refuses to write beside other files "
             "(a model folder's config.json would be overwritten)",
+        )
+
+
+_ROLES = {
+    RESULTS_FILE: "results file",
+    CONFIG_FILE: "config file",
+    MARKER_FILE: "marker file",
+    LOCK_FILE: "lock file",
+    PARTIAL_FILE: "set-aside file",
+}
+
+
+def _check_own_files(directory: Path) -> None:
+    """Refuse a run folder where a file only the store writes (:data:`PROTECTED_FILES`) is
+    there but is not a regular file (a link, a FIFO, a socket, a folder): specprobe reads
+    and writes them only as what they are, and says so before any work, not when the
+    first record is written."""
+    for name in PROTECTED_FILES:
+        path = directory / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(mode):
+            continue
+        kind = f"a symbolic link (to {os.readlink(path)})" if stat.S_ISLNK(mode) else _kind(mode)
+        raise SpecprobeError(
+            f"the {_ROLES[name]} {path} of the run folder is {kind}, not a regular file",
+            "specprobe never reads or writes its run folder's files through a link or a special file; "
+            "move it away (or put the regular file back) and rerun",
         )
 
 

@@ -150,3 +150,87 @@ def test_the_left_padding_roll_right_pads_and_comes_back(lengths: list[int], sid
     assert torch.equal(batch["input_ids"].gather(1, to_right), right["input_ids"])
     assert torch.equal(batch["attention_mask"].gather(1, to_right), right["attention_mask"])
     assert torch.equal(batch["input_ids"].gather(1, to_right).gather(1, back), batch["input_ids"])
+
+
+POPULATION = (
+    "population_position",
+    "population_position_stderr",
+    "normalized_population_position",
+    "single_position",
+    "single_position_stderr",
+    "mean_grad_sq",
+    "mean_grad_sq_stderr",
+    "noise_scale",
+    "sequences_needed",
+    "population_status",
+)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    arch=st.sampled_from(["gpt2", "gpt_neox"]),
+    lengths=st.lists(st.integers(2, 6), min_size=3, max_size=4),
+    empty=st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0, 1])), min_size=1, max_size=2),
+    side=st.sampled_from(["right", "left"]),
+    micro=st.sampled_from([None, 1, 2]),
+)
+def test_rows_without_a_counted_token_are_not_sequences(
+    arch: str, lengths: list[int], empty: list[tuple[int, int]], side: str, micro: int | None
+) -> None:
+    """A row with no counted output (all padding, or one token: the last position predicts
+    nothing) entered the population estimate as a sequence with a zero gradient: N grew by
+    one and χ_pos^∞, (D/N)·χ_pos^∞, χ_pos(1) and ‖M‖² moved, silently (the loss's error
+    already left such rows out). The batch with such rows gives the numbers of the batch
+    without them."""
+    model = tiny_causal_lm(arch, vocab_size=16, hidden_size=8, num_layers=1, seed=1).double()
+    gen = torch.Generator().manual_seed(len(lengths))
+    ids = torch.randint(1, 16, (len(lengths), max(lengths)), generator=gen)
+    with_empty = list(lengths)
+    for at, n in empty:
+        with_empty.insert(min(at, len(with_empty)), n)
+    full = torch.randint(1, 16, (len(with_empty), max(lengths)), generator=gen)
+    rows = iter(ids)
+    for i, n in enumerate(with_empty):
+        if n >= 2:
+            full[i] = next(rows)
+    plain = specprobe.measure(model, _padded(ids, lengths, side, pad=0), estimator="exact")
+    padded = specprobe.measure(
+        model, _padded(full, with_empty, side, pad=0), estimator="exact", micro_batch_size=micro
+    )
+    for name in (*FIELDS, *POPULATION):
+        expected, found = getattr(plain, name), getattr(padded, name)
+        if isinstance(expected, float):
+            assert found == pytest.approx(expected, rel=1e-8, abs=1e-12), (name, expected, found)
+        else:
+            assert found == expected, (name, expected, found)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    arch=st.sampled_from(["gpt_neox", "llama"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    at=st.integers(0, 3),
+    micro=st.sampled_from([None, 1, 2, 3]),
+)
+def test_an_all_padding_row_is_measured_in_any_micro_batch(
+    arch: str, dtype: torch.dtype, at: int, micro: int | None
+) -> None:
+    """A row with no attended token gave NaN (a NonFiniteError) in GPT-NeoX and Llama in
+    float64 when its micro-batch held two rows, and measured in float32 or with other
+    micro-batches: whether a batch could be measured depended on its layout. Now it
+    measures, with the numbers of the batch without that row."""
+    model = tiny_causal_lm(arch, vocab_size=16, hidden_size=8, num_layers=1, seed=1).to(dtype)
+    ids = torch.randint(1, 16, (3, 5), generator=torch.Generator().manual_seed(at))
+    plain = specprobe.measure(model, {"input_ids": ids}, estimator="exact")
+    rows = [*ids]
+    rows.insert(at, torch.zeros(5, dtype=torch.long))
+    mask = torch.ones(4, 5, dtype=torch.long)
+    mask[at] = 0
+    padded = specprobe.measure(
+        model,
+        {"input_ids": torch.stack(rows), "attention_mask": mask},
+        estimator="exact",
+        micro_batch_size=micro,
+    )
+    for name in FIELDS:
+        assert getattr(padded, name) == pytest.approx(getattr(plain, name), rel=1e-5), name

@@ -154,3 +154,40 @@ def test_a_refused_run_leaves_no_default_folder(
     done = analyze(str(tmp_path / "nothing-here/"), "--dataset", str(corpus), *SMALL)
     assert done.exit_code == 2, done.output
     assert not (tmp_path / "specprobe-runs").exists() or not any((tmp_path / "specprobe-runs").iterdir())
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    listed=st.lists(st.sampled_from(["step1", "c:step1", "step2", "c:step2"]), min_size=2, max_size=4).filter(
+        lambda names: len({n.removeprefix("c:") for n in names}) < len(names)
+    )
+)
+def test_a_revision_and_its_commit_are_one_checkpoint(
+    hub: dict[str, str], corpus: Path, listed: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--revisions step1,<step1's commit>`` measured step1 twice ("2 measured") and the
+    report said the commit "has the same weights as step1: the published revision likely
+    serves the wrong checkpoint". A checkpoint is its commit, however it is named: listed
+    twice, it is measured once, under the name listed first."""
+    out = tmp_path_factory.mktemp("commits") / "run"
+    revisions = [hub[n[2:]] if n.startswith("c:") else n for n in listed]
+    done = analyze(
+        test_analyze.REPO,
+        "--revisions",
+        ",".join(revisions),
+        "--dataset",
+        str(corpus),
+        *SMALL,
+        "--out",
+        str(out),
+    )
+    assert done.exit_code == 0, done.output
+    commits = list(dict.fromkeys(hub[n.removeprefix("c:")] for n in listed))
+    records = ResultStore(out).records()
+    assert [r["commit"] for r in records] == commits
+    assert [r["revision"] for r in records] == [
+        next(rev for rev, n in zip(revisions, listed, strict=True) if hub[n.removeprefix("c:")] == c)
+        for c in commits
+    ]
+    assert f"{len(commits)} measured, 0 resumed, 0 failed" in done.output
+    assert all(r["duplicate_of"] is None for r in records)

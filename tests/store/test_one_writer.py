@@ -7,7 +7,9 @@ changes; the listed cases are the ones the fourth adversarial pass found."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -27,14 +30,18 @@ from specprobe.store.folder import (
     CONFIG_FILE,
     LOCK_FILE,
     MARKER_FILE,
+    PROTECTED_FILES,
     RESULTS_FILE,
     atomic_write,
     check_output,
+    check_run_folder,
 )
 from specprobe.store.results import ResultStore
+from tests.cli import test_analyze
 from tests.store.test_results_safety import record
 
 runner = CliRunner()
+hub, corpus, tokenizer = test_analyze.hub, test_analyze.corpus, test_analyze.tokenizer
 
 # ---- the file-system states ----------------------------------------------------------------
 
@@ -216,6 +223,56 @@ def test_figures_never_go_through_a_link_or_into_a_special_file(state: str) -> N
             check_only_owned_changed(root, "run/figures", state, lambda: figures(store), folder=True)
 
 
+NOT_REGULAR = tuple(s for s in STATES if s not in ("absent", "file"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(PROTECTED_FILES), state=st.sampled_from(NOT_REGULAR))
+def test_a_run_folder_whose_own_file_is_not_a_regular_file_is_refused_before_work(
+    name: str, state: str
+) -> None:
+    """A run folder whose results.jsonl (config.json, marker, lock, set-aside file) is a
+    FIFO, a folder, a socket or a link is refused by the check every writer makes before
+    any work (``analyze --resume`` measured the model, appended to config.json and only
+    then refused to write results.jsonl, with a hint to write ``results.jsonl/report.html``;
+    a link at results.jsonl was read through)."""
+    from specprobe.pipeline.writer import check_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        user = user_area(root)
+        store = a_run(root)
+        (store.directory / name).unlink(missing_ok=True)
+        with place(store.directory / name, state, user):
+            before = tree(root)
+            with pytest.raises(SpecprobeError) as err:
+                check_run_folder(store.directory)
+            assert name in err.value.message and "not a regular file" in err.value.message
+            assert "\n" not in err.value.message and "move it away" in (err.value.hint or "")
+            with pytest.raises(SpecprobeError):
+                check_store(ResultStore(store.directory), resume=True)
+            assert tree(root) == before
+
+
+def test_resume_onto_a_fifo_results_file_measures_nothing(
+    hub: dict[str, str], corpus: Path, tmp_path: Path
+) -> None:
+    from tests.cli.test_analyze import REPO, SMALL, analyze
+
+    out = tmp_path / "run"
+    first = analyze(REPO, "--revisions", "step1", "--dataset", str(corpus), *SMALL, "--out", str(out))
+    assert first.exit_code == 0, first.output
+    (out / RESULTS_FILE).unlink()
+    os.mkfifo(out / RESULTS_FILE)
+    before = tree(tmp_path)
+    again = analyze(
+        REPO, "--revisions", "step1,step2", "--dataset", str(corpus), *SMALL, "--out", str(out), "--resume"
+    )
+    assert again.exit_code == 2 and "a FIFO (named pipe), not a regular file" in again.output, again.output
+    assert "memory for" not in again.output  # refused before the model was loaded
+    assert tree(tmp_path) == {k: v for k, v in before.items()}
+
+
 INPUTS = ("hub-snapshot", "model-folder", "dataset")
 
 
@@ -258,6 +315,93 @@ def test_no_write_into_an_input(where: str, name: str, link: bool) -> None:
         assert tree(watched) == before
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    where=st.sampled_from(["hub-snapshot", "hf-home", "model-folder"]),
+    spelling=st.sampled_from(["direct", "link", "dotdot"]),
+    writer=st.sampled_from(["check", "append", "probe"]),
+)
+def test_a_run_folder_inside_an_input_is_refused_and_nothing_is_made(
+    where: str, spelling: str, writer: str
+) -> None:
+    """``analyze --out $HF_HOME/run`` (or a folder inside a model folder, or a ``Probe`` with
+    such an ``out``) was refused only when the marker was written, after the lock had made
+    the folder and written ``.specprobe.lock`` into the cache; a Probe kept its records
+    pending for ever. The run folder's place is refused by the check every writer makes
+    first, and nothing is made."""
+    import specprobe
+
+    hf_home = Path(os.environ["HF_HOME"])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        snapshot = hf_home / "hub" / "models--EleutherAI--pythia-14m" / "snapshots" / "f33025"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        model = root / "model"
+        model.mkdir()
+        (model / "config.json").write_text('{"model_type": "gpt_neox"}')
+        (model / "model.safetensors").write_bytes(b"weights")
+        base = {"hub-snapshot": snapshot, "hf-home": hf_home, "model-folder": model}[where]
+        if spelling == "link":
+            (root / "link").symlink_to(base)
+            base = root / "link"
+        elif spelling == "dotdot":
+            base = base / ".." / base.name
+        run = base / "runs" / "mine"
+        watched = [tree(hf_home), tree(root)]
+        batch = (torch.ones(2, 3), torch.zeros(2, dtype=torch.long))
+        try:
+            with pytest.raises(SpecprobeError) as err:
+                if writer == "check":
+                    check_run_folder(run)
+                elif writer == "append":
+                    ResultStore(run).append(record("step1"))
+                else:
+                    specprobe.Probe(batch, probes=2, out=run)
+            assert "never writes" in (err.value.hint or ""), err.value
+            assert [tree(hf_home), tree(root)] == watched
+        finally:  # what a failing run made must not spoil the next example
+            for made in (hf_home / "runs", snapshot / "runs"):
+                shutil.rmtree(made, ignore_errors=True)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spelling=st.sampled_from(["direct", "link", "dotdot", "nested"]),
+    kind=st.sampled_from(["txt", "jsonl"]),
+)
+def test_a_run_folder_inside_the_dataset_is_refused_before_any_work(
+    hub: dict[str, str], corpus: Path, spelling: str, kind: str
+) -> None:
+    """``analyze --dataset DS --out DS/run`` wrote its run folder into the dataset folder
+    (``--html DS/report.html`` was refused): the next run on DS failed ("found json,
+    text"), or, for a folder of .jsonl files, would have read results.jsonl as text."""
+    from tests.cli.test_analyze import REPO, SMALL, analyze
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "texts"
+        data.mkdir()
+        lines = corpus.read_text().splitlines()
+        if kind == "txt":
+            (data / "a.txt").write_text("\n".join(lines) + "\n")
+        else:
+            (data / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+        out = {
+            "direct": data / "run",
+            "link": root / "link" / "run",
+            "dotdot": data / ".." / data.name / "run",
+            "nested": data / "runs" / "today",
+        }[spelling]
+        (root / "link").symlink_to(data)
+        before = tree(root)
+        result = analyze(REPO, "--revisions", "step1", "--dataset", str(data), *SMALL, "--out", str(out))
+        assert result.exit_code == 2 and "would overwrite an input of this command" in result.output, (
+            result.output
+        )
+        assert "memory for" not in result.output  # refused before the model was loaded
+        assert tree(root) == before
+
+
 # ---- the listed cases ------------------------------------------------------------------------
 
 
@@ -294,6 +438,35 @@ def test_dash_is_standard_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert html.exit_code == 0 and html.stdout.lstrip().startswith("<!DOCTYPE html>"), html.stdout[:200]
     both = runner.invoke(app, ["report", str(store.directory), "--html", "-", "--csv", "-"])
     assert both.exit_code == 2 and "at most one output on standard output" in both.output
+
+
+@pytest.mark.parametrize("option", ["--html", "--csv"])
+def test_dash_with_standard_output_closed_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    """``report R --csv - >&-`` (standard output closed) ended in an AttributeError
+    traceback (``sys.stdout`` is None), exit 1; ``--html -`` too, after the work."""
+    store = a_run(tmp_path)
+    monkeypatch.setattr("sys.stdout", None)
+    with pytest.raises(SpecprobeError) as err:
+        check_output("-", option)
+    assert "standard output is closed" in err.value.message and option in err.value.message
+    with pytest.raises(SpecprobeError):
+        atomic_write("-", "model\n", what=option, stdout=True)
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "specprobe", "report", str(store.directory), option, "-"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # the child starts with standard output closed
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_link_at_the_lock_is_never_written_through(tmp_path: Path) -> None:
