@@ -15,6 +15,7 @@ and CUDA) are restored afterwards, so the training run continues exactly as with
 from __future__ import annotations
 
 import math
+import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from specprobe.core.measure import Estimator, Measurement
 from specprobe.errors import SpecprobeError
 from specprobe.models.data import fingerprint_ids
 from specprobe.pipeline.checkpoint import measure_with
-from specprobe.store.folder import check_run_folder
+from specprobe.store.folder import check_run_folder, output_path
 from specprobe.store.records import Record
 from specprobe.store.results import ResultStore
 
@@ -117,7 +118,8 @@ class Probe:
         self._due: Callable[[int], bool] = (
             schedule if callable(schedule) else frozenset(int(s) for s in schedule).__contains__
         )
-        self.store = ResultStore(out) if out is not None else None
+        # the folder named now: a loop that changes directory later still writes here
+        self.store = ResultStore(os.path.abspath(output_path(out))) if out is not None else None
         self.label = label or "model"
         self._label_given = label is not None
         self.run_id = uuid.uuid4().hex[:12]

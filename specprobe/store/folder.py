@@ -71,6 +71,13 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 """Write errors that say the disk (or the quota) is full, not that the path is wrong."""
 
 
+def is_store_file(name: str) -> bool:
+    """Whether a file of this name in a run folder is the store's alone: one of
+    :data:`PROTECTED_FILES`, or a name of :data:`TEMPORARY_PATTERNS` (removed as a killed
+    writer's leftover when the folder is next opened). No output may take such a name."""
+    return name in PROTECTED_FILES or any(fnmatch.fnmatchcase(name, p) for p in TEMPORARY_PATTERNS)
+
+
 def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
@@ -263,7 +270,7 @@ def writable_target(
         )
         raise SpecprobeError(f"expected a file name for {what}, found {kind}: {path}", hint)
     real = Path(os.path.realpath(target))
-    if not run_file and real.name in PROTECTED_FILES and is_run_folder(real.parent):
+    if not run_file and is_store_file(real.name) and is_run_folder(real.parent):
         raise SpecprobeError(
             f"{what} {path} would overwrite {real.name} of the run folder {real.parent}",
             f"write it under another name, e.g. {what} {real.parent / 'report.html'}",
@@ -365,7 +372,7 @@ def check_output(
     out = output_path(path)
     runs_here = {Path(os.path.realpath(output_path(r))) for r in runs}
     real = Path(os.path.realpath(out))
-    if real.name in PROTECTED_FILES and (real.parent in runs_here or is_run_folder(real.parent)):
+    if is_store_file(real.name) and (real.parent in runs_here or is_run_folder(real.parent)):
         example = out.parent / f"report{out.suffix if out.suffix in ('.html', '.csv') else '.html'}"
         raise SpecprobeError(
             f"{option} {path} would overwrite {out.name} of the run folder {out.parent}",

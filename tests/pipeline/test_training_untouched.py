@@ -137,6 +137,36 @@ def test_two_training_runs_into_one_folder_keep_both(tmp_path: Path) -> None:
     assert len({r["probe_run"] for r in records}) == 2
 
 
+@settings(max_examples=8, deadline=None)
+@given(moves=st.lists(st.sampled_from(["a", "b", "a/sub"]), min_size=1, max_size=3))
+def test_a_relative_out_stays_one_folder_when_the_loop_changes_directory(moves: list[str]) -> None:
+    """``Probe(out="runs/x")`` wrote each record relative to the working directory of the
+    moment: a training script that changes directory (a notebook's ``%cd``, a framework's
+    per-run folder) split its records over two run folders. The folder is the one named
+    when the Probe was made."""
+    import os
+    import tempfile
+
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name in ("a", "b", "a/sub"):
+            (root / name).mkdir(parents=True, exist_ok=True)
+        try:
+            os.chdir(root / "a")
+            probe = Probe(_tiny_batch(), probes=2, out="runs/x")
+            probe.measure(_norm_model("none", 4, 0), step=0)
+            for step, move in enumerate(moves, start=1):
+                os.chdir(root / move)
+                probe.measure(_norm_model("none", 4, 0), step=step)
+        finally:
+            os.chdir(cwd)
+        found = sorted(str(p.relative_to(root)) for p in root.rglob("results.jsonl"))
+        assert found == ["a/runs/x/results.jsonl"], found
+        steps = [r["step"] for r in ResultStore(root / "a" / "runs" / "x").records()]
+        assert steps == list(range(len(moves) + 1))
+
+
 def test_a_probe_into_a_run_of_other_settings_is_refused(tmp_path: Path) -> None:
     """``Probe(out=<an analyze run>)`` appended records of other settings, and the report
     mixed them into one verdict."""

@@ -469,6 +469,28 @@ def test_dash_with_standard_output_closed_is_one_line_before_any_work(
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    base=st.sampled_from([RESULTS_FILE, CONFIG_FILE, MARKER_FILE]),
+    middle=st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8),
+    option=st.sampled_from(["--html", "--csv"]),
+)
+def test_no_output_takes_a_name_the_store_removes(base: str, middle: str, option: str) -> None:
+    """``report R --html R/.results.jsonl.mine.tmp`` was written (exit 0), and the next
+    ``analyze --out R --resume`` removed it as a killed writer's temporary file: the
+    output was lost, silently. Such a name is refused like the store's own files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = a_run(Path(tmp))
+        target = store.directory / f".{base}.{middle}.tmp"
+        before = tree(Path(tmp))
+        with pytest.raises(SpecprobeError) as err:
+            check_output(target, option, runs=[store.directory])
+        assert "run folder" in err.value.message
+        with pytest.raises(SpecprobeError):
+            atomic_write(target, "<html/>", what=option)
+        assert tree(Path(tmp)) == before
+
+
 def test_a_link_at_the_lock_is_never_written_through(tmp_path: Path) -> None:
     """A link at RUN/.specprobe.lock: the lock was written into the file it points at."""
     store = a_run(tmp_path)
