@@ -168,6 +168,8 @@ def measure_checkpoint(
     record = record_head(
         ckpt.model, run_label(item.spec.label, ckpt.model, position.run), ckpt.revision, commit=item.commit
     )
+    if item.model_path is not None:
+        record["model_path"] = item.model_path
     if plan.data.task is not Task.AUTO:
         record["task"] = plan.data.task.value
     record.update(position.record_fields())  # type: ignore[typeddict-item]

@@ -166,6 +166,21 @@ class PlannedCheckpoint:
         """(model, revision): how records are matched (resume, duplicates, plan order)."""
         return self.checkpoint.model, self.checkpoint.revision
 
+    @property
+    def model_path(self) -> str | None:
+        """A local model's folder as an absolute path, links resolved (None for a hub id):
+        the same folder whatever the working directory, which ``model`` is not (written
+        relative to it when it lies below it)."""
+        return None if self.checkpoint.path is None else os.path.realpath(self.checkpoint.model)
+
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]:
+        """Every key a finished record of this checkpoint may be found under: :attr:`key`,
+        and for a local model (:attr:`model_path`, revision): ``--resume`` from another
+        working directory finds the records written from the first."""
+        path = self.model_path
+        return (self.key,) if path is None else (self.key, (path, self.checkpoint.revision))
+
 
 Subsets = dict[str, TokenSubset]
 """Token subsets by tokenizer fingerprint."""

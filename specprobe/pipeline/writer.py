@@ -167,8 +167,9 @@ class RunWriter:
         warnings: list[str] | None = None,
     ) -> None:
         self.plan, self.store, self.planned, self.observer = plan, store, planned, observer
-        keys = {item.key for item in planned}
-        self.done = {key: record for key, record in done.items() if key in keys}
+        # Under its plan key, found by any of its keys (a local model from another directory).
+        found = ((item.key, next((done[k] for k in item.keys if k in done), None)) for item in planned)
+        self.done = {key: record for key, record in found if record is not None}
         self.warnings = warnings or []
         self.todo = [i for i, item in enumerate(planned) if item.key not in self.done]
         self.received: dict[int, Record] = {}

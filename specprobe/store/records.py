@@ -47,6 +47,10 @@ class Record(TypedDict, total=False):
     label: str
     revision: str
     commit: str | None
+    model_path: str | None
+    """A local model's folder, absolute with links resolved (absent for hub ids and in
+    records before it was added): ``--resume`` matches a local model by it, whatever the
+    working directory ``model`` was written relative to."""
     step: int | None
     """Optimizer steps from the start of the run, where known (:mod:`specprobe.models.positions`)."""
     tokens_seen: int | None

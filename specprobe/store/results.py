@@ -208,12 +208,15 @@ class ResultStore:
         return [s.warning(self.results_path) for s in self.read().skipped]
 
     def finished(self, settings: str) -> dict[tuple[str, str], Record]:
-        """The ``ok`` records measured with settings hash ``settings``, by (model, revision)."""
-        return {
-            (r["model"], r["revision"]): r
-            for r in self.records()
-            if r.get("status") == "ok" and r.get("settings_hash") == settings
-        }
+        """The ``ok`` records measured with settings hash ``settings``, by (model, revision),
+        and a local model's also by (``model_path``, revision)."""
+        done: dict[tuple[str, str], Record] = {}
+        for r in self.records():
+            if r.get("status") == "ok" and r.get("settings_hash") == settings:
+                done[(r["model"], r["revision"])] = r
+                if path := r.get("model_path"):
+                    done[(path, r["revision"])] = r
+        return done
 
     def config(self) -> dict[str, Any] | None:
         """The run's config.json, or None when there is none; SpecprobeError when it is corrupt."""

@@ -82,6 +82,24 @@ def test_three_spellings_of_one_folder_are_measured_once(
     assert again.exit_code == 0 and "0 measured, 1 resumed" in again.output, again.output
 
 
+def test_a_local_model_resumed_from_another_directory_is_measured_once(
+    local_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from another working directory, one local folder was measured again under
+    another name (``loc/run``, ``/tmp/…/loc/run``, ``../loc/run``: three records); it is
+    found by its absolute path (``model_path``) now."""
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    first = analyze("loc/run", "--dataset", str(corpus), *SMALL, "--out", str(out))
+    assert first.exit_code == 0, first.output
+    for cwd, spelled in (("/", str(local_model)), (str(out), "../loc/run"), (str(local_model), ".")):
+        monkeypatch.chdir(cwd)
+        again = analyze(spelled, "--dataset", str(corpus), *SMALL, "--out", str(out), "--resume")
+        assert again.exit_code == 0 and "0 measured, 1 resumed" in again.output, (cwd, again.output)
+    records = ResultStore(out).records()
+    assert len(records) == 1 and records[0]["model_path"] == os.path.realpath(local_model)
+
+
 def test_a_revision_listed_twice_is_measured_once(hub: dict[str, str], corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = analyze(
