@@ -44,6 +44,23 @@ class _Console(Console):
         _quiet_stdout()
         raise typer.Exit(code=SIGPIPE_EXIT)
 
+    def _write_buffer(self) -> None:
+        # A stream that refuses a write (standard output on /dev/full, a disk that filled)
+        # is named as the stream, not as a path given to us (the OSError has none).
+        try:
+            super()._write_buffer()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            from specprobe.errors import SpecprobeError
+
+            stream = "standard error" if self.stderr else "standard output"
+            raise SpecprobeError(
+                f"expected to write the output to {stream}, found it refused: {err.strerror or err}",
+                f"records already measured are kept in the run folder; send {stream} elsewhere "
+                "(a file with room, or a terminal) and rerun (analyze: with --resume)",
+            ) from None
+
 
 def _quiet_stdout() -> None:
     """Point standard output at /dev/null, so that the flush at exit raises nothing either."""

@@ -70,6 +70,26 @@ def test_a_stdout_that_is_not_utf8_gets_the_report(run: Path, env: dict[str, str
     assert "143000" in out and "org/m" in out
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_standard_output_that_refuses_writes_is_named_in_one_line(run: Path) -> None:
+    """``report R > /dev/full``: "No space left on device" with a hint to check the paths
+    given, though no path was at fault; the stream is named now."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "specprobe", "report", str(run)],
+            env=environ,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert err.splitlines()[0].startswith("error: expected to write the output to standard output, found it")
+    assert "No space left on device" in err and "Traceback" not in err and len(err.splitlines()) == 2
+
+
 def test_a_reader_that_stops_reading_ends_the_command_quietly(large: Path) -> None:
     """``| head -1``: exit 1 and nothing said."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT)}
