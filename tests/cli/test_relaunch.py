@@ -130,8 +130,8 @@ def test_a_signal_to_the_parent_alone_stops_torchrun(tmp_path: Any, signum: int,
 
 
 _KILLED_WORKER = """
-import os, signal, sys, time
-print("useful line from", os.environ["RANK"], file=sys.stderr, flush=True)
+import os, signal, time
+os.write(2, f"useful line from {os.environ['RANK']}\\n".encode())  # one write: lines never interleave
 if os.environ["RANK"] == "1":
     os.kill(os.getpid(), signal.SIGKILL)
 time.sleep(30)
