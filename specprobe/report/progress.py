@@ -40,7 +40,7 @@ class SweepProgress(Observer):
             transient=True,
         )
         self.overall = self.progress.add_task("preparing", total=None)
-        self._planned: dict[str, int] = {}
+        self._planned: dict[str, tuple[int, int, bool]] = {}
         self.batches = self.progress.add_task("", total=None, visible=False)
 
     def __enter__(self) -> SweepProgress:
@@ -73,12 +73,13 @@ class SweepProgress(Observer):
         self.progress.advance(self.batches)
 
     def memory_plan(self, checkpoint: Any, plan: Any) -> None:
-        # Once per model (its checkpoints share a size), and again when the plan changes
-        # by a tenth (another subset, a smaller micro-batch after a retry).
-        last = self._planned.get(checkpoint.model)
-        if last is not None and abs(plan.total - last) <= 0.1 * last:
+        # Once per model (its checkpoints share a size), and again when the plan's choices
+        # change (a smaller micro-batch, V moved to the host); the process's own growth
+        # between checkpoints is not news.
+        choices = (plan.micro_batch_size, plan.probe_batch_size, plan.gradient_sum_on_host)
+        if self._planned.get(checkpoint.model) == choices:
             return
-        self._planned[checkpoint.model] = plan.total
+        self._planned[checkpoint.model] = choices
         self.progress.console.print(
             one_line(f"memory for {checkpoint.model}: {plan.summary()}"),
             markup=False,
