@@ -726,8 +726,9 @@ class _Run:
             )
         position = grad_norm_sq / (chi_loss * chi_net)
         assert self.loss_kind is not None
-        loss_stderr = self._loss_stderr()
-        counted = self._sample_entries() > 0  # the sequences with a counted output
+        entries = self._sample_entries()  # n_s of the whole set (one gather across processes)
+        loss_stderr = self._loss_stderr(entries)
+        counted = entries > 0  # the sequences with a counted output
         self.terms = Terms.gather(self.sums, self.trace.sample_traces(), self.reduction, counted)
         whole = (
             None if self.terms is None else self.terms.estimate(self.grad_sq, np.ones(len(self.params), bool))
@@ -765,14 +766,13 @@ class _Run:
         """n_s, each sequence's counted entries, of the whole set (gathered across processes)."""
         return self.sample_entries if self.reduction is None else self.reduction.gather(self.sample_entries)
 
-    def _loss_stderr(self) -> float | None:
+    def _loss_stderr(self, entries: np.ndarray) -> float | None:
         """The delete-one-sequence jackknife standard error of the loss L = Σ_s ℓ_s / Σ_s n_s
-        (ℓ_s a sequence's summed loss, n_s its counted entries), over the sequences with a
+        (ℓ_s a sequence's summed loss, n_s its counted entries, ``entries`` of the whole set:
+        :meth:`_sample_entries`), over the sequences with a
         counted entry; None with fewer than two. As the population position's errors, it
         is the spread over sequences: how far another draw of as many sequences would move L."""
-        losses, entries = self.sample_loss, self._sample_entries()
-        if self.reduction is not None:
-            losses = self.reduction.gather(losses)
+        losses = self.sample_loss if self.reduction is None else self.reduction.gather(self.sample_loss)
         counted = entries > 0
         losses, entries = losses[counted], entries[counted]
         k = losses.shape[0]

@@ -179,13 +179,24 @@ class MemoryPlan:
     def total(self) -> int:
         """The estimated peak on the model's device: the weights and every part above them
         (V included, unless it is on the host)."""
-        on_device = 0 if self.gradient_sum_on_host else self.gradient_sum
-        return self.weights + self.process + on_device + self.graph + self.probes + self.transients
+        return (
+            self.weights
+            + self.process
+            + self.device_gradient_sum
+            + self.graph
+            + self.probes
+            + self.transients
+        )
 
     @property
     def host(self) -> int:
         """What the plan adds to the host's memory: V where it is kept there, else 0."""
         return self.gradient_sum if self.gradient_sum_on_host else 0
+
+    @property
+    def device_gradient_sum(self) -> int:
+        """V's bytes on the model's device: all of it, unless it is kept on the host."""
+        return self.gradient_sum - self.host
 
     def refused(self, cpu: bool) -> bool:
         """Whether ``measure`` refuses this plan before work: on a CPU when the estimate above
@@ -198,8 +209,7 @@ class MemoryPlan:
         if self.available is None:
             return False
         above = self.total - self.weights - self.process
-        on_device = 0 if self.gradient_sum_on_host else self.gradient_sum
-        return (cpu and above > self.available) or on_device > self.available
+        return (cpu and above > self.available) or self.device_gradient_sum > self.available
 
     def as_dict(self) -> dict[str, int | str | bool | None]:
         """The plan as plain values, ``total`` included (for JSON and messages)."""

@@ -95,7 +95,7 @@ class Spectrum:
     product_mode: str | None
     """How J·w was computed (:class:`specprobe.core.operator.ProductMode`), None for a matrix."""
     stopped_by: str = "tolerance"
-    """Why the solve stopped (:data:`STOPS`): ``tolerance`` (every pair converged, or DENSE),
+    """Why the solve stopped: ``tolerance`` (every pair converged, or DENSE),
     ``products`` (``max_products`` spent), ``time`` (``max_seconds`` passed) or ``space``
     (the whole space of D vectors explored)."""
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 TIMEOUT = timedelta(hours=6)
+"""How long a collective waits for the slowest process (a shared checkpoint's batches)."""
 
 SUM_BUCKET = 2**23
 """Most elements of the gradient sum in one all-reduce (64 MiB in float64)."""
@@ -74,9 +75,6 @@ def put_pieces(tensors: Sequence[Tensor], bucket: Sequence[Piece], flat: Tensor)
         piece = tensors[index].detach().view(-1)[start:stop]
         piece.copy_(flat[begin : begin + stop - start])
         begin += stop - start
-
-
-"""How long a collective waits for the slowest process (a shared checkpoint's batches)."""
 
 
 @dataclass(frozen=True)
